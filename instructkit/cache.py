@@ -1,0 +1,94 @@
+"""Content-addressed response cache on diskcache.
+
+The key is a SHA-256 over the canonical request: operation, backend family, model id, endpoint
+(without credentials), messages, every generation parameter and the sample index. API keys never
+enter the key or the value. Only successful answers are stored, so a failure is always retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import diskcache
+
+DEFAULT_CACHE_DIR = Path(os.environ.get("INSTRUCTKIT_CACHE_DIR", Path.home() / ".cache" / "instructkit"))
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic JSON: sorted keys, no whitespace, UTF-8 kept."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def request_key(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+def public_endpoint(api_base: str | None) -> str | None:
+    """The api base as it may appear in keys and logs: no user:password, query or fragment."""
+    if not api_base:
+        return None
+    parts = urlsplit(api_base.rstrip("/"))
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+class ResponseCache:
+    """A diskcache-backed store of JSON answers; safe for several processes on one directory."""
+
+    def __init__(self, directory: str | os.PathLike | None = None, enabled: bool = True):
+        self.directory = Path(directory) if directory else DEFAULT_CACHE_DIR / "responses"
+        self.enabled = enabled
+        self._store: diskcache.Cache | None = None
+
+    @property
+    def store(self) -> diskcache.Cache:
+        if self._store is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            # Large size limit: the cache holds paid answers, eviction must be the user's choice.
+            self._store = diskcache.Cache(str(self.directory), size_limit=2**40, eviction_policy="none")
+        return self._store
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        if not self.enabled:
+            return None
+        raw = self.store.get(key)
+        if raw is None:
+            return None
+        return json.loads(raw)["v"]
+
+    def set(self, key: str, value: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.store.set(key, json.dumps({"t": time.time(), "v": value}, ensure_ascii=False))
+
+    def stats(self) -> dict[str, Any]:
+        store = self.store
+        return {"directory": str(self.directory), "entries": len(store), "bytes": store.volume()}
+
+    def clear(self) -> int:
+        return self.store.clear()
+
+    def prune(self, older_than_days: float) -> int:
+        """Delete answers stored more than `older_than_days` ago; returns how many."""
+        cutoff = time.time() - older_than_days * 86400
+        removed = 0
+        store = self.store
+        for key in list(store.iterkeys()):
+            raw = store.get(key)
+            if raw is not None and json.loads(raw).get("t", 0) < cutoff:
+                store.delete(key)
+                removed += 1
+        return removed
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None

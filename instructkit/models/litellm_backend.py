@@ -1,0 +1,112 @@
+"""Every hosted provider through litellm (OpenAI, Anthropic, Gemini, Bedrock, Mistral, ...).
+
+litellm is imported lazily (it is slow to import) and always with its local cost map, so nothing
+reaches for the internet. Provider errors are mapped to TransientError or ModelCallError.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .http_openai import chat_payload, parse_choices
+from .types import Completion, GenParams, ModelCallError, TransientError
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+def import_litellm() -> Any:
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    return litellm
+
+
+def cost_of(model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    """Dollar cost from litellm's local price map; 0 for models it does not know (local, self-hosted)."""
+    if not prompt_tokens and not completion_tokens:
+        return 0.0
+    try:
+        litellm = import_litellm()
+        p, c = litellm.cost_per_token(
+            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+        )
+        return float(p + c)
+    except Exception:
+        return 0.0
+
+
+def is_priced(model: str) -> bool:
+    return cost_of(model, 1000, 1000) > 0
+
+
+class LiteLLMBackend:
+    """Chat and embeddings through `litellm.acompletion` / `litellm.aembedding`."""
+
+    kind = "litellm"
+    supports_n = True
+
+    def __init__(self, model: str, api_base: str | None = None, api_key: str | None = None, timeout: float = 600.0):
+        self.model = model
+        self.api_base = api_base
+        self._api_key = api_key
+        self.timeout = timeout
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    def _map_error(self, exc: Exception) -> ModelCallError:
+        litellm = import_litellm()
+        status = getattr(exc, "status_code", None)
+        msg = self._scrub(f"{type(exc).__name__}: {exc}")[:500]
+        transient = (
+            litellm.RateLimitError,
+            litellm.Timeout,
+            litellm.APIConnectionError,
+            litellm.InternalServerError,
+            litellm.ServiceUnavailableError,
+        )
+        if isinstance(exc, transient) or (isinstance(status, int) and (status == 429 or status >= 500)):
+            retry_after = None
+            response = getattr(exc, "response", None)
+            headers = getattr(response, "headers", None) or {}
+            try:
+                retry_after = float(headers.get("retry-after")) if headers.get("retry-after") else None
+            except (TypeError, ValueError):
+                retry_after = None
+            return TransientError(msg, status=status, retry_after=retry_after)
+        return ModelCallError(msg, retryable=not isinstance(exc, litellm.AuthenticationError), status=status)
+
+    async def chat(self, messages: list[dict], params: GenParams, n: int = 1) -> list[Completion]:
+        litellm = import_litellm()
+        body = chat_payload(self.model, messages, params, n)
+        kwargs: dict[str, Any] = {"timeout": self.timeout, "num_retries": 0}
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        if self._api_key:
+            kwargs["api_key"] = self._api_key
+        try:
+            response = await litellm.acompletion(**body, **kwargs)
+        except Exception as exc:  # litellm raises many provider-specific types
+            raise self._map_error(exc) from exc
+        data = response.model_dump() if hasattr(response, "model_dump") else dict(response)
+        return parse_choices(data)
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        litellm = import_litellm()
+        kwargs: dict[str, Any] = {"timeout": self.timeout}
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        if self._api_key:
+            kwargs["api_key"] = self._api_key
+        try:
+            response = await litellm.aembedding(model=self.model, input=texts, **kwargs)
+        except Exception as exc:
+            raise self._map_error(exc) from exc
+        rows = sorted(response.data, key=lambda d: d["index"] if isinstance(d, dict) else d.index)
+        return [r["embedding"] if isinstance(r, dict) else r.embedding for r in rows]
+
+    async def aclose(self) -> None:
+        return None

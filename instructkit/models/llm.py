@@ -1,0 +1,388 @@
+"""`LLM`: the one interface every method calls, whatever the backend.
+
+It adds to a backend what paid work needs: the content-addressed cache (per sample index),
+bounded concurrency, RPM/TPM limits, retries with backoff that honour Retry-After, a cost ledger
+with a hard budget, a dry-run estimator, and JSON-schema output with parse-validate-retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+
+from ..aio import run_sync
+from ..cache import ResponseCache, public_endpoint, request_key
+from .limits import TokenBucket, estimate_tokens
+from .litellm_backend import cost_of
+from .types import Completion, GenParams, ModelCallError, SpanScore, TransientError
+
+
+class BudgetExceeded(RuntimeError):
+    """Raised before a call that would take spending past `max_cost`; the run stops cleanly."""
+
+
+class DryRunSkip(RuntimeError):
+    """Raised in dry-run mode in place of an uncached call, after the call was counted."""
+
+
+@dataclass
+class CallStats:
+    calls: int = 0
+    cache_hits: int = 0
+    failures: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    estimated_calls: int = 0
+    estimated_tokens: int = 0
+    estimated_cost: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ModelRef:
+    """What a spec string resolved to."""
+
+    family: str  # "openai-compatible" | "litellm" | "local"
+    model: str
+    api_base: str | None = None
+    via: str = "http"  # for openai-compatible: "http" (fast path) or "litellm"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_spec(spec: str, api_base: str | None = None, via: str | None = None) -> ModelRef:
+    """Resolve a model spec: `local`, `hf:PATH`, `MODEL@URL`, `provider/model` (litellm)."""
+    spec = spec.strip()
+    if spec == "local" or spec.startswith("local:") or spec.startswith("hf:"):
+        return ModelRef("local", spec)
+    if "@http" in spec:
+        spec, api_base = spec.split("@", 1)
+    if api_base:
+        model = spec.removeprefix("openai/")
+        return ModelRef("openai-compatible", model, api_base.rstrip("/"), via or "http")
+    return ModelRef("litellm", spec, None, "litellm")
+
+
+class LLM:
+    """A model behind the cache, limits, retries and budget. Async methods plus a sync facade."""
+
+    def __init__(
+        self,
+        spec: str = "local",
+        *,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        via: str | None = None,
+        cache: ResponseCache | bool | None = None,
+        cache_dir: str | None = None,
+        concurrency: int = 32,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        max_retries: int = 6,
+        timeout: float = 600.0,
+        max_cost: float | None = None,
+        dry_run: bool = False,
+        backend: Any = None,
+        **backend_options: Any,
+    ):
+        self.ref = parse_spec(spec, api_base, via)
+        self.spec = spec
+        if isinstance(cache, ResponseCache):
+            self.cache = cache
+        else:
+            self.cache = ResponseCache(cache_dir, enabled=cache is not False)
+        self.concurrency = concurrency
+        self.max_retries = max_retries
+        self.max_cost = max_cost
+        self.dry_run = dry_run
+        self.stats = CallStats()
+        self._semaphores: dict[int, asyncio.Semaphore] = {}
+        self._rpm = TokenBucket(rpm) if rpm else None
+        self._tpm = TokenBucket(tpm) if tpm else None
+        self._reserved = 0.0
+        self._api_key = api_key
+        self._timeout = timeout
+        self._backend_options = backend_options
+        self._backend = backend
+
+    # ----- identity and backend -------------------------------------------------------------
+    @property
+    def backend(self) -> Any:
+        if self._backend is None:
+            ref = self.ref
+            if ref.family == "local":
+                from .local import load_local_backend
+
+                self._backend = load_local_backend(ref.model, **self._backend_options)
+            elif ref.family == "openai-compatible" and ref.via == "http":
+                from .http_openai import OpenAICompatibleBackend
+
+                key = self._api_key or os.environ.get("INSTRUCTKIT_API_KEY") or os.environ.get("OPENAI_API_KEY")
+                self._backend = OpenAICompatibleBackend(ref.model, ref.api_base, key, self._timeout)
+            else:
+                from .litellm_backend import LiteLLMBackend
+
+                model = f"openai/{ref.model}" if ref.family == "openai-compatible" else ref.model
+                self._backend = LiteLLMBackend(model, ref.api_base, self._api_key, self._timeout)
+        return self._backend
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What identifies this model in cache keys: never a key or a credential."""
+        ref = self.ref
+        if ref.family == "local":
+            return {"family": "local", "model": self.backend.model_id}
+        return {"family": ref.family, "model": ref.model, "endpoint": public_endpoint(ref.api_base)}
+
+    @property
+    def is_local(self) -> bool:
+        return self.ref.family == "local"
+
+    @property
+    def cost_model(self) -> str:
+        return self.ref.model if self.ref.family == "litellm" else ""
+
+    @property
+    def supports_json_schema(self) -> bool:
+        return bool(getattr(self.backend, "supports_json_schema", self.ref.family == "openai-compatible"))
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop_id = id(asyncio.get_running_loop())
+        sem = self._semaphores.get(loop_id)
+        if sem is None:
+            sem = self._semaphores[loop_id] = asyncio.Semaphore(self.concurrency)
+        return sem
+
+    # ----- chat ---------------------------------------------------------------------------
+    def chat_key(self, messages: list[dict], params: GenParams, sample_index: int = 0) -> str:
+        return request_key(
+            {"op": "chat", **self.identity, "messages": messages, "params": params.canonical(), "i": sample_index}
+        )
+
+    async def asample(
+        self, messages: list[dict] | str, n: int = 1, *, system: str | None = None, **params: Any
+    ) -> list[Completion]:
+        """`n` samples for one prompt; samples already cached (by index) are not paid again."""
+        msgs = to_messages(messages, system)
+        gen = GenParams().replace(**params) if params else GenParams()
+        keys = [self.chat_key(msgs, gen, i) for i in range(n)]
+        results: list[Completion | None] = []
+        for key in keys:
+            hit = self.cache.get(key)
+            results.append(Completion.from_json(hit, cached=True) if hit is not None else None)
+        missing = [i for i, r in enumerate(results) if r is None]
+        self.stats.cache_hits += n - len(missing)
+        if missing:
+            fresh = await self._call_missing(msgs, gen, missing)
+            for i, comp in zip(missing, fresh):
+                self.cache.set(keys[i], comp.to_json())
+                results[i] = comp
+        return results  # type: ignore[return-value]
+
+    async def achat(self, messages: list[dict] | str, *, system: str | None = None, **params: Any) -> Completion:
+        return (await self.asample(messages, 1, system=system, **params))[0]
+
+    async def _call_missing(self, msgs: list[dict], gen: GenParams, missing: list[int]) -> list[Completion]:
+        backend = self.backend
+        if getattr(backend, "supports_n", False) and len(missing) > 1 and gen.temperature > 0:
+            return await self._call(msgs, gen, len(missing))
+        out = []
+        for i in missing:
+            params = gen if i == 0 or gen.seed is None else gen.replace(seed=gen.seed + i)
+            if self.is_local:
+                params = params.replace(seed=(gen.seed or 0) + i) if gen.temperature > 0 else params
+            out.extend(await self._call(msgs, params, 1))
+        return out
+
+    def _estimate(self, msgs: list[dict], gen: GenParams, n: int) -> tuple[int, float]:
+        tokens = estimate_tokens(msgs) + gen.max_tokens * n
+        cost = cost_of(self.cost_model, estimate_tokens(msgs), gen.max_tokens * n) if self.cost_model else 0.0
+        return tokens, cost
+
+    async def _call(self, msgs: list[dict], gen: GenParams, n: int) -> list[Completion]:
+        tokens, est_cost = self._estimate(msgs, gen, n)
+        if self.dry_run:
+            self.stats.estimated_calls += 1
+            self.stats.estimated_tokens += tokens
+            self.stats.estimated_cost += est_cost
+            raise DryRunSkip("dry run")
+        if self.max_cost is not None and self.stats.cost + self._reserved + est_cost > self.max_cost:
+            raise BudgetExceeded(
+                f"--max-cost {self.max_cost:.4f} reached (spent {self.stats.cost:.4f}); stopping before the next call"
+            )
+        self._reserved += est_cost
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.max_retries + 1),
+                wait=_wait_for_retry,
+                retry=retry_if_exception_type(TransientError),
+                reraise=True,
+                before_sleep=self._count_retry,
+            ):
+                with attempt:
+                    if self._rpm:
+                        await self._rpm.take(1)
+                    if self._tpm:
+                        await self._tpm.take(tokens)
+                    async with self._semaphore():
+                        self.stats.calls += 1
+                        comps = await self.backend.chat(msgs, gen, n)
+        except ModelCallError:
+            self.stats.failures += 1
+            raise
+        finally:
+            self._reserved -= est_cost
+        for comp in comps:
+            comp.cost = (
+                cost_of(self.cost_model, comp.usage.prompt_tokens, comp.usage.completion_tokens)
+                if self.cost_model
+                else 0.0
+            )
+            self.stats.prompt_tokens += comp.usage.prompt_tokens
+            self.stats.completion_tokens += comp.usage.completion_tokens
+            self.stats.cost += comp.cost
+        return comps
+
+    def _count_retry(self, retry_state: Any) -> None:
+        self.stats.retries += 1
+
+    async def ajson(
+        self,
+        messages: list[dict] | str,
+        schema: dict,
+        *,
+        system: str | None = None,
+        repairs: int = 2,
+        **params: Any,
+    ) -> tuple[Any, Completion]:
+        """JSON that validates against `schema`: constrained where the backend can, else parse, validate
+        and ask again with the error (each repair is its own cached request). Raises ValueError
+        carrying the last raw text when no attempt validates."""
+        import jsonschema
+
+        msgs = to_messages(messages, system)
+        if self.supports_json_schema:
+            params = {**params, "json_schema": schema}
+        comp: Completion | None = None
+        error = ""
+        for _ in range(repairs + 1):
+            comp = await self.achat(msgs, **params)
+            try:
+                value = extract_json(comp.text)
+                jsonschema.validate(value, schema)
+                return value, comp
+            except (ValueError, jsonschema.ValidationError) as exc:
+                error = str(exc).splitlines()[0][:300]
+                msgs = msgs + [
+                    {"role": "assistant", "content": comp.text},
+                    {
+                        "role": "user",
+                        "content": f"That reply is not valid JSON for the required schema ({error}). "
+                        "Reply again with only the corrected JSON.",
+                    },
+                ]
+        raise ValueError(f"no valid JSON after {repairs + 1} attempts: {error}; raw: {comp.text if comp else ''!r}")
+
+    # ----- embeddings and span scores -----------------------------------------------------
+    async def aembed(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+        """Embeddings (float32, one row per text), cached per text."""
+        keys = [request_key({"op": "embed", **self.identity, "text": t}) for t in texts]
+        out: list[np.ndarray | None] = []
+        for key in keys:
+            hit = self.cache.get(key)
+            out.append(None if hit is None else np.frombuffer(base64.b64decode(hit["b64"]), dtype=np.float32))
+        missing = [i for i, v in enumerate(out) if v is None]
+        self.stats.cache_hits += len(texts) - len(missing)
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start : start + batch_size]
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.max_retries + 1),
+                wait=_wait_for_retry,
+                retry=retry_if_exception_type(TransientError),
+                reraise=True,
+            ):
+                with attempt:
+                    async with self._semaphore():
+                        self.stats.calls += 1
+                        vectors = await self.backend.embed([texts[i] for i in chunk])
+            for i, vec in zip(chunk, vectors):
+                arr = np.asarray(vec, dtype=np.float32)
+                self.cache.set(keys[i], {"b64": base64.b64encode(arr.tobytes()).decode("ascii")})
+                out[i] = arr
+        if not out:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack(out).astype(np.float32, copy=False)
+
+    def span_scores(self, pairs: list[tuple[str, str]], **options: Any) -> list[SpanScore]:
+        """Log-probabilities of each answer's tokens given its prompt (local backends only)."""
+        if not self.is_local:
+            raise ModelCallError(f"{self.spec}: span log-likelihoods need a local model (local or hf:PATH)")
+        return self.backend.span_scores(pairs, **options)
+
+    # ----- sync facade --------------------------------------------------------------------
+    def chat(self, messages: list[dict] | str, **params: Any) -> Completion:
+        return run_sync(self.achat(messages, **params))
+
+    def sample(self, messages: list[dict] | str, n: int = 1, **params: Any) -> list[Completion]:
+        return run_sync(self.asample(messages, n, **params))
+
+    def json(self, messages: list[dict] | str, schema: dict, **params: Any) -> tuple[Any, Completion]:
+        return run_sync(self.ajson(messages, schema, **params))
+
+    def embed(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+        return run_sync(self.aembed(texts, batch_size))
+
+    async def aclose(self) -> None:
+        if self._backend is not None and hasattr(self._backend, "aclose"):
+            await self._backend.aclose()
+
+    def close(self) -> None:
+        run_sync(self.aclose())
+
+
+def to_messages(messages: list[dict] | str, system: str | None = None) -> list[dict]:
+    msgs = [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
+    if system:
+        msgs = [{"role": "system", "content": system}, *msgs]
+    return msgs
+
+
+def _wait_for_retry(retry_state: Any) -> float:
+    """Exponential backoff with full jitter, or the server's Retry-After when it sent one."""
+    exc = retry_state.outcome.exception() if retry_state.outcome else None
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        return min(float(retry_after), 120.0) + random.uniform(0, 0.1)
+    base = min(30.0, 0.25 * 2 ** (retry_state.attempt_number - 1))
+    return random.uniform(base / 2, base)
+
+
+def extract_json(text: str) -> Any:
+    """The first JSON value in `text`, tolerating code fences and prose around it."""
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        stripped = stripped.split("\n", 1)[1] if "\n" in stripped else stripped[3:]
+        stripped = stripped.rsplit("```", 1)[0]
+    try:
+        return json.loads(stripped)
+    except ValueError:
+        pass
+    decoder = json.JSONDecoder()
+    for i, ch in enumerate(text):
+        if ch in "[{":
+            try:
+                return decoder.raw_decode(text[i:])[0]
+            except ValueError:
+                continue
+    raise ValueError("no JSON value found in the reply")

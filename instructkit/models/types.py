@@ -1,0 +1,130 @@
+"""Plain data types shared by every model backend: requests, completions, usage."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """Generation options (names follow the OpenAI chat API and the `llm` CLI)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+    json_schema: dict | None = None
+
+    def canonical(self) -> dict[str, Any]:
+        """Stable dict form used in cache keys."""
+        data = asdict(self)
+        data["stop"] = list(self.stop)
+        return data
+
+    def replace(self, **changes: Any) -> GenParams:
+        data = {**asdict(self), **changes}
+        if isinstance(data.get("stop"), (list, str)):
+            stop = data["stop"]
+            data["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
+        return GenParams(**data)
+
+
+@dataclass
+class TokenLogprob:
+    """One generated token with its log-probability and the top alternatives."""
+
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Completion:
+    """One sampled answer. `cached` is set by the cache layer, never stored."""
+
+    text: str
+    finish_reason: str = "stop"
+    logprobs: list[TokenLogprob] | None = None
+    usage: Usage = field(default_factory=Usage)
+    cost: float = 0.0
+    cached: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "logprobs": None
+            if self.logprobs is None
+            else [[t.token, t.logprob, [list(p) for p in t.top]] for t in self.logprobs],
+            "usage": [self.usage.prompt_tokens, self.usage.completion_tokens],
+            "cost": self.cost,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], cached: bool = False) -> Completion:
+        lps = data.get("logprobs")
+        return cls(
+            text=data["text"],
+            finish_reason=data.get("finish_reason", "stop"),
+            logprobs=None
+            if lps is None
+            else [TokenLogprob(t, lp, [(a, b) for a, b in top]) for t, lp, top in lps],
+            usage=Usage(*data.get("usage", [0, 0])),
+            cost=data.get("cost", 0.0),
+            cached=cached,
+        )
+
+    def json(self) -> Any:
+        """The text parsed as JSON (raises ValueError when it is not JSON)."""
+        return json.loads(self.text)
+
+
+@dataclass
+class SpanScore:
+    """Log-probabilities of the tokens of `answer` given `prompt` (local backends)."""
+
+    token_logprobs: list[float]
+    n_prompt_tokens: int
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_logprobs)
+
+    @property
+    def mean_loss(self) -> float:
+        """Mean negative log-likelihood per answer token (the HF causal-LM loss)."""
+        if not self.token_logprobs:
+            return float("nan")
+        return -sum(self.token_logprobs) / len(self.token_logprobs)
+
+
+class ModelCallError(RuntimeError):
+    """A call that failed for good (after retries). `retryable` says whether a later run may succeed."""
+
+    def __init__(self, message: str, *, retryable: bool = True, status: int | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+
+
+class TransientError(ModelCallError):
+    """A failure worth retrying now: 429, 5xx, timeout, dropped connection, broken body."""
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message, retryable=True, status=status)
+        self.retry_after = retry_after
