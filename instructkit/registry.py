@@ -1,0 +1,155 @@
+"""One registry for every method (generators, judges, scorers, selectors), built-in or plugin.
+
+A method is a function `run(records, ctx) -> records` plus an options dataclass. Built-ins register
+with the `@method` decorator when their package is imported; third-party packages expose a module
+(or a callable) under the `instructkit.methods` entry-point group. The CLI and the Python API are
+built from this registry, never from hand-kept lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+KINDS = ("generate", "judge", "score", "select")
+ENTRY_POINT_GROUP = "instructkit.methods"
+BUILTIN_PACKAGES = ("instructkit.generators", "instructkit.judge", "instructkit.selection")
+
+
+@dataclass
+class MethodInfo:
+    kind: str
+    name: str
+    func: Callable[..., list[dict]]
+    options: type | None
+    summary: str
+    needs_model: bool
+    source: str  # "builtin" or the distribution/entry point that provided it
+
+    def make_options(self, values: dict[str, Any] | None = None) -> Any:
+        """Options dataclass from strings or values, with type conversion and a clear error."""
+        values = dict(values or {})
+        if self.options is None:
+            if values:
+                raise ValueError(f"{self.kind} {self.name} takes no options (got {sorted(values)})")
+            return None
+        fields = {f.name: f for f in dataclasses.fields(self.options)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ValueError(f"{self.kind} {self.name}: unknown option(s) {unknown}; known: {sorted(fields)}")
+        hints = _type_hints(self.options)
+        return self.options(**{k: coerce(v, hints.get(k, str), k) for k, v in values.items()})
+
+    def option_help(self) -> list[tuple[str, str, str]]:
+        """(name, type, default) for each option, for `--help` and docs."""
+        if self.options is None:
+            return []
+        hints = _type_hints(self.options)
+        out = []
+        for f in dataclasses.fields(self.options):
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else "required"
+            )
+            out.append((f.name, getattr(hints.get(f.name), "__name__", str(hints.get(f.name))), repr(default)))
+        return out
+
+
+_REGISTRY: dict[tuple[str, str], MethodInfo] = {}
+_loaded = False
+
+
+def method(kind: str, name: str, options: type | None = None, needs_model: bool = True, source: str = "builtin"):
+    """Decorator that registers `func(records, ctx) -> records` as `kind name`."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+    def wrap(func: Callable[..., list[dict]]) -> Callable[..., list[dict]]:
+        doc = inspect.getdoc(func) or inspect.getdoc(inspect.getmodule(func)) or ""
+        summary = doc.strip().splitlines()[0] if doc.strip() else ""
+        _REGISTRY[(kind, name)] = MethodInfo(kind, name, func, options, summary, needs_model, source)
+        return func
+
+    return wrap
+
+
+def load_all() -> None:
+    """Import the built-in method packages and every plugin entry point (once)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for package in BUILTIN_PACKAGES:
+        importlib.import_module(package)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        before = set(_REGISTRY)
+        obj = ep.load()
+        if callable(obj) and not inspect.ismodule(obj):
+            obj()
+        dist = getattr(ep, "dist", None)
+        label = f"plugin:{dist.name if dist else ep.value}"
+        for key in set(_REGISTRY) - before:
+            _REGISTRY[key].source = label
+
+
+def get(kind: str, name: str) -> MethodInfo:
+    load_all()
+    try:
+        return _REGISTRY[(kind, name)]
+    except KeyError:
+        known = ", ".join(sorted(n for k, n in _REGISTRY if k == kind)) or "none"
+        raise KeyError(f"no {kind} method named {name!r}; known: {known}") from None
+
+
+def list_methods(kind: str | None = None) -> list[MethodInfo]:
+    load_all()
+    return sorted(
+        (m for (k, _), m in _REGISTRY.items() if kind is None or k == kind), key=lambda m: (m.kind, m.name)
+    )
+
+
+def coerce(value: Any, typ: Any, name: str = "") -> Any:
+    """Convert a CLI string to the option's annotated type (int, float, bool, list, optional)."""
+    if not isinstance(value, str):
+        return value
+    text = str(typ)
+    if value.lower() in ("none", "null") and ("None" in text or "Optional" in text):
+        return None
+    try:
+        if typ is bool or text.startswith("bool"):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if typ is int or text.startswith("int"):
+            return int(value)
+        if typ is float or text.startswith("float"):
+            return float(value)
+        if "list" in text or "tuple" in text:
+            items = [v.strip() for v in value.split(",") if v.strip()]
+            if "int" in text:
+                return [int(v) for v in items]
+            if "float" in text:
+                return [float(v) for v in items]
+            return items
+        if "dict" in text:
+            import json
+
+            return json.loads(value)
+    except ValueError:
+        raise ValueError(f"option {name}: cannot read {value!r} as {text}") from None
+    return value
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:
+        return {f.name: f.type for f in dataclasses.fields(cls)}

@@ -1,0 +1,274 @@
+"""The fault-tolerant row runner: bounded concurrency, per-row isolation, streaming journal, resume.
+
+Every finished row is appended (and flushed) to a JSONL journal as soon as it completes, so a run
+killed with SIGKILL loses nothing already answered. On the next run, rows whose journal entry is a
+success are reused; rows that failed are retried; a failure never counts as an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .aio import run_sync
+from .cache import canonical_json, request_key
+from .models.llm import LLM, BudgetExceeded, DryRunSkip
+
+
+@dataclass
+class RowResult:
+    key: str
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    reused: bool = False
+    pending: bool = False  # not run: budget reached or dry run
+
+
+@dataclass
+class RunStats:
+    rows: int = 0
+    ok: int = 0
+    failed: int = 0
+    reused: int = 0
+    pending: int = 0
+    stopped_reason: str | None = None
+    wall_s: float = 0.0
+    failures: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["failures"] = self.failures[:50]
+        return data
+
+
+class Journal:
+    """Append-only JSONL of finished rows; the last entry for a key wins; a torn last line is ignored."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.entries: dict[str, dict] = {}
+        self._fh = None
+        if path is not None and path.exists():
+            with path.open(encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue  # a line cut by a crash
+                    self.entries[entry["key"]] = entry
+
+    def done(self, key: str) -> dict | None:
+        entry = self.entries.get(key)
+        return entry if entry is not None and entry.get("ok") else None
+
+    def append(self, entry: dict) -> None:
+        self.entries[entry["key"]] = entry
+        if self.path is None:
+            return
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = self.path.open("a", encoding="utf-8")
+        self._fh.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class Progress:
+    """A rich progress bar (rows, rate, ETA, tokens, cost) on a terminal; sparse log lines otherwise."""
+
+    def __init__(self, label: str, total: int, llm: LLM | None, enabled: bool = True):
+        self.label, self.total, self.llm = label, total, llm
+        self.done = 0
+        self.start = time.monotonic()
+        self._last_line = 0.0
+        self._bar = None
+        self.enabled = enabled
+        if enabled and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} rows/s"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[extra]}"),
+                transient=False,
+                refresh_per_second=4,
+            )
+            self._task = self._bar.add_task(label, total=total, rate="-", extra="")
+            self._bar.start()
+
+    def _extra(self) -> str:
+        if self.llm is None:
+            return ""
+        s = self.llm.stats
+        return f"tok {s.prompt_tokens + s.completion_tokens:,} ${s.cost:.4f} hits {s.cache_hits}"
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        rate = self.done / max(now - self.start, 1e-9)
+        if self._bar is not None:
+            self._bar.update(self._task, advance=n, rate=f"{rate:.1f}", extra=self._extra())
+        elif self.enabled and (now - self._last_line > 10 or self.done == self.total):
+            self._last_line = now
+            print(f"[{self.label}] {self.done}/{self.total} rows {rate:.1f}/s {self._extra()}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def row_key(stage: str, payload: Any) -> str:
+    return request_key({"stage": stage, "payload": payload})
+
+
+async def amap_rows(
+    items: list[Any],
+    fn: Callable[[Any], Awaitable[Any]],
+    *,
+    keys: list[str],
+    journal_path: Path | None = None,
+    concurrency: int = 64,
+    llm: LLM | None = None,
+    label: str = "rows",
+    progress: bool = True,
+    stats: RunStats | None = None,
+) -> list[RowResult]:
+    """Apply `fn` to every item with at most `concurrency` in flight; isolate, journal and resume."""
+    stats = stats if stats is not None else RunStats()
+    journal = Journal(journal_path)
+    results: list[RowResult | None] = [None] * len(items)
+    todo = []
+    for i, key in enumerate(keys):
+        entry = journal.done(key)
+        if entry is not None:
+            results[i] = RowResult(key, True, entry.get("value"), reused=True)
+        else:
+            todo.append(i)
+    stats.rows += len(items)
+    stats.reused += len(items) - len(todo)
+    bar = Progress(label, len(items), llm, enabled=progress)
+    bar.advance(len(items) - len(todo)) if len(items) != len(todo) else None
+    stop = asyncio.Event()
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in todo:
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            key = keys[i]
+            if stop.is_set():
+                results[i] = RowResult(key, False, pending=True)
+                continue
+            try:
+                value = await fn(items[i])
+            except BudgetExceeded as exc:
+                stop.set()
+                stats.stopped_reason = str(exc)
+                results[i] = RowResult(key, False, error=str(exc), pending=True)
+                continue
+            except DryRunSkip:
+                results[i] = RowResult(key, False, pending=True)
+                continue
+            except Exception as exc:  # one row never sinks the run
+                message = f"{type(exc).__name__}: {exc}"
+                results[i] = RowResult(key, False, error=message)
+                journal.append({"key": key, "ok": False, "error": message, "t": time.time()})
+                stats.failures.append({"stage": label, "row": i, "error": message[:500]})
+                if not isinstance(exc, (ValueError, RuntimeError, KeyError, TypeError)) or getattr(
+                    exc, "debug", False
+                ):
+                    traceback.print_exc(limit=2, file=sys.stderr)
+            else:
+                results[i] = RowResult(key, True, value)
+                journal.append({"key": key, "ok": True, "value": value, "t": time.time()})
+            bar.advance()
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(todo))))))
+    finally:
+        bar.close()
+        journal.close()
+    final = [r if r is not None else RowResult(keys[i], False, pending=True) for i, r in enumerate(results)]
+    stats.ok += sum(r.ok for r in final)
+    stats.failed += sum((not r.ok) and not r.pending for r in final)
+    stats.pending += sum(r.pending for r in final)
+    return final
+
+
+@dataclass
+class RunContext:
+    """What a method receives besides its records: the model, options, where to journal, seeds."""
+
+    llm: LLM | None = None
+    options: Any = None
+    method: str = ""
+    work_dir: Path | None = None
+    concurrency: int = 64
+    random_state: int = 0
+    progress: bool = True
+    stats: RunStats = field(default_factory=RunStats)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def stage_key(self, stage: str) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "stage": stage,
+            "options": canonical_json(self.options.__dict__ if hasattr(self.options, "__dict__") else self.options),
+            "model": self.llm.identity if self.llm is not None and not self.llm.dry_run else None,
+        }
+
+    async def amap(self, items: list[Any], fn: Callable[[Any], Awaitable[Any]], stage: str) -> list[RowResult]:
+        """Run `fn` over items as one resumable stage (journal under work_dir/<method>.<stage>.journal.jsonl)."""
+        base = self.stage_key(stage)
+        keys = [row_key(stage, {"base": base, "item": item}) for item in items]
+        journal = None
+        if self.work_dir is not None and not (self.llm is not None and self.llm.dry_run):
+            safe = f"{self.method}.{stage}".replace("/", "_").replace(" ", "_")
+            journal = Path(self.work_dir) / f"{safe}.journal.jsonl"
+        return await amap_rows(
+            items,
+            fn,
+            keys=keys,
+            journal_path=journal,
+            concurrency=self.concurrency,
+            llm=self.llm,
+            label=f"{self.method}:{stage}" if self.method else stage,
+            progress=self.progress,
+            stats=self.stats,
+        )
+
+    def map(self, items: list[Any], fn: Callable[[Any], Awaitable[Any]], stage: str) -> list[RowResult]:
+        """Sync form of `amap` (runs on the background loop)."""
+        return run_sync(self.amap(items, fn, stage))
+
+
+def merge_results(records: list[dict], results: list[RowResult], stage: str) -> list[dict]:
+    """Records with each row's new fields merged in; failed rows keep their error in `_errors`."""
+    out = []
+    for rec, res in zip(records, results):
+        new = dict(rec)
+        if res.ok and isinstance(res.value, dict):
+            new.update(res.value)
+        elif not res.ok:
+            errors = dict(new.get("_errors") or {})
+            errors[stage] = res.error or ("not run (budget or dry run)" if res.pending else "failed")
+            new["_errors"] = errors
+        out.append(new)
+    return out

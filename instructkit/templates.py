@@ -1,0 +1,42 @@
+"""Jinja2 prompt templates shipped in `instructkit.prompts`, with a content hash for manifests."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("instructkit.prompts", "."),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+
+
+def template_source(name: str, path: str | Path | None = None) -> str:
+    if path is not None:
+        return Path(path).read_text(encoding="utf-8")
+    return resources.files("instructkit.prompts").joinpath(name).read_text(encoding="utf-8")
+
+
+def render(name: str, /, path: str | Path | None = None, **variables: object) -> str:
+    """Render a packaged template (or a user's template file at `path`) with strict variables."""
+    if path is not None:
+        template = _environment().from_string(template_source(name, path))
+    else:
+        template = _environment().get_template(name)
+    return template.render(**variables).strip()
+
+
+def template_hash(name: str, path: str | Path | None = None) -> str:
+    """Short SHA-256 of the template text, recorded in manifests so a prompt change is visible."""
+    return hashlib.sha256(template_source(name, path).encode("utf-8")).hexdigest()[:16]
