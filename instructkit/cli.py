@@ -1,0 +1,276 @@
+"""The `instructkit` command line, built from the method registry (built-ins and plugins alike).
+
+Model options follow the `llm` CLI: `-m MODEL`, `-o NAME VALUE` for method options, `--key` for an
+API key (never written anywhere), `--system` where a method takes one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import registry
+from .io import InputError, read_records, write_records
+
+RECORD_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".parquet"}
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("-m", "--model", default="local", help="model spec: local, hf:PATH, provider/model, or MODEL@URL")
+    g.add_argument("--api-base", help="OpenAI-compatible server base URL (e.g. http://127.0.0.1:8000/v1)")
+    g.add_argument("--key", help="API key (read from the provider's environment variable when omitted)")
+    g.add_argument("--via", choices=["http", "litellm"], help="path for OpenAI-compatible servers (default http)")
+    g.add_argument("--dtype", choices=["float32", "bfloat16"], help="local models: weights dtype (default float32)")
+    g.add_argument("--concurrency", type=int, default=32, help="requests in flight (default 32)")
+    g.add_argument("--rpm", type=float, help="requests-per-minute limit")
+    g.add_argument("--tpm", type=float, help="tokens-per-minute limit")
+    g.add_argument("--max-retries", type=int, default=6)
+    g.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
+    g.add_argument("--max-cost", type=float, help="stop cleanly before spending more than this many dollars")
+    g.add_argument("--dry-run", action="store_true", help="estimate calls, tokens and cost without calling")
+    g.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
+    g.add_argument("--cache-dir", help="response cache directory (default ~/.cache/instructkit/responses)")
+
+
+def _add_run_args(p: argparse.ArgumentParser, needs_input: bool = True) -> None:
+    p.add_argument("input", nargs=None if needs_input else "?", help="input file or folder")
+    p.add_argument("--out", required=True, help="output file (.jsonl, .json, .csv, .parquet, or a folder for datasets)")
+    p.add_argument("-o", "--option", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="method option (repeatable); see the method's help for names")
+    p.add_argument("--map", action="append", default=[], metavar="OURS=THEIRS", help="column mapping")
+    p.add_argument("--seed", type=int, default=0, help="random_state for every sampling step (recorded)")
+    p.add_argument("--work-dir", help="journals and side files (default OUT.work)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="instructkit",
+        description="Make instruction-tuning data with LLMs, judge it, and select the best and most diverse subset.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for kind, verb in (("generate", "Generate instruction data"), ("judge", "Judge records with an LLM"),
+                       ("score", "Score records with a local model"), ("select", "Select a subset")):
+        kp = sub.add_parser(kind, help=verb, description=f"{verb}. Methods:")
+        msub = kp.add_subparsers(dest="method", metavar="METHOD")
+        for info in registry.list_methods(kind):
+            options = "\n".join(f"  -o {n} VALUE   ({t}, default {d})" for n, t, d in info.option_help())
+            mp = msub.add_parser(
+                info.name, help=info.summary, description=info.summary,
+                epilog=f"options:\n{options}" if options else None,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+            _add_run_args(mp, needs_input=kind != "generate")
+            _add_model_args(mp)
+            if kind == "select":
+                mp.add_argument("--report", action="store_true", help="print and save the diversity report")
+            mp.set_defaults(kind=kind)
+
+    ep = sub.add_parser("embed", help="Embed records to a float32 .npy")
+    ep.add_argument("input")
+    ep.add_argument("--out", required=True, help="output .npy path")
+    ep.add_argument("--fields", default="instruction,input,output", help="fields joined into the text")
+    _add_model_args(ep)
+    ep.set_defaults(kind="embed")
+    for a in ep._actions:
+        if a.dest == "model":
+            a.default = "local"
+
+    rp = sub.add_parser("run", help="Run a pipeline YAML file")
+    rp.add_argument("pipeline")
+    rp.add_argument("--out", help="output folder (overrides the file's)")
+    rp.add_argument("--dry-run", action="store_true")
+
+    cp = sub.add_parser("cache", help="Inspect or clean the response cache")
+    cp.add_argument("action", choices=["stats", "clear", "prune"])
+    cp.add_argument("--cache-dir")
+    cp.add_argument("--older-than", type=float, default=30.0, help="prune: days")
+
+    mp = sub.add_parser("models", help="List model kinds or check one")
+    mp.add_argument("action", choices=["list", "check"])
+    mp.add_argument("model", nargs="?")
+    mp.add_argument("--api-base")
+    mp.add_argument("--key")
+    mp.add_argument("--via", choices=["http", "litellm"])
+
+    lp = sub.add_parser("methods", help="List every method (built-in and plugins)")
+    lp.add_argument("kind", nargs="?", choices=registry.KINDS)
+    sub.add_parser("plugins", help="List methods that come from plugins")
+    return parser
+
+
+def make_llm(args: argparse.Namespace) -> Any:
+    from .models import LLM
+
+    options = {}
+    if getattr(args, "dtype", None):
+        options["dtype"] = args.dtype
+    return LLM(
+        args.model, api_base=args.api_base, api_key=args.key, via=args.via,
+        cache=False if args.no_cache else None, cache_dir=args.cache_dir,
+        concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, max_retries=args.max_retries,
+        timeout=args.timeout, max_cost=args.max_cost, dry_run=args.dry_run, **options,
+    )
+
+
+def run_method_command(args: argparse.Namespace) -> int:
+    from .manifest import write_manifest
+    from .runner import RunContext
+
+    info = registry.get(args.kind, args.method)
+    mapping = dict(m.split("=", 1) for m in args.map)
+    records: list[dict] = []
+    if args.input and (Path(args.input).suffix.lower() in RECORD_SUFFIXES or args.kind != "generate"):
+        records = read_records(args.input, mapping=mapping or None)
+    options = info.make_options(dict(args.option))
+    llm = make_llm(args) if info.needs_model or args.model != "local" else None
+    out = Path(args.out)
+    work_dir = Path(args.work_dir) if args.work_dir else out.with_name(out.name + ".work")
+    ctx = RunContext(llm=llm, options=options, method=info.name, work_dir=work_dir,
+                     concurrency=args.concurrency, random_state=args.seed, progress=not args.quiet,
+                     extras={"input_path": args.input, "report": getattr(args, "report", False)})
+    start = time.monotonic()
+    result = info.func(records, ctx)
+    ctx.stats.wall_s = time.monotonic() - start
+    summary = {"method": f"{info.kind} {info.name}", "rows_in": len(records), "rows_out": len(result),
+               **ctx.stats.as_dict(), "model": llm.identity if llm and not args.dry_run else args.model,
+               "calls": llm.stats.as_dict() if llm else {}}
+    if llm is not None and llm.dry_run:
+        s = llm.stats
+        print(f"dry run: {s.estimated_calls} calls, ~{s.estimated_tokens:,} tokens, ~${s.estimated_cost:.4f} "
+              f"({s.cache_hits} cached answers reused)", file=sys.stderr)
+        return 0
+    write_records(out, result)
+    write_manifest(out.with_name(out.name + ".manifest.json"), **summary,
+                   options=options.__dict__ if options is not None else None, seed=args.seed)
+    print_summary(summary, out)
+    if ctx.stats.stopped_reason:
+        print(f"stopped: {ctx.stats.stopped_reason}. Run the same command again to continue.", file=sys.stderr)
+        return 3
+    return 0
+
+
+def print_summary(summary: dict[str, Any], out: Path) -> None:
+    calls = summary.get("calls") or {}
+    print(
+        f"{summary['method']}: {summary['rows_out']} rows -> {out} | ok {summary['ok']} failed {summary['failed']} "
+        f"reused {summary['reused']} | calls {calls.get('calls', 0)} cache hits {calls.get('cache_hits', 0)} "
+        f"retries {calls.get('retries', 0)} | tokens {calls.get('prompt_tokens', 0) + calls.get('completion_tokens', 0):,} "
+        f"cost ${calls.get('cost', 0.0):.4f} | {summary['wall_s']:.1f}s",
+        file=sys.stderr,
+    )
+    if summary["failed"]:
+        print(f"{summary['failed']} rows failed (errors in the output's _errors field); "
+              "run the same command again to retry only them.", file=sys.stderr)
+
+
+def cache_command(args: argparse.Namespace) -> int:
+    from .cache import ResponseCache
+
+    cache = ResponseCache(args.cache_dir)
+    if args.action == "stats":
+        print(json.dumps(cache.stats(), indent=1))
+    elif args.action == "clear":
+        print(f"removed {cache.clear()} entries")
+    else:
+        print(f"removed {cache.prune(args.older_than)} entries older than {args.older_than} days")
+    return 0
+
+
+def models_command(args: argparse.Namespace) -> int:
+    if args.action == "list" or not args.model:
+        print("local            embedded SmolLM2-135M-Instruct (transformers, offline)\n"
+              "hf:PATH          any transformers causal LM folder or .gguf file\n"
+              "MODEL@URL        any OpenAI-compatible server (vLLM, llama.cpp, Ollama, SGLang)\n"
+              "provider/model   any litellm provider (openai/gpt-4o-mini, anthropic/..., gemini/...)")
+        return 0
+    from .models import LLM
+
+    llm = LLM(args.model, api_base=args.api_base, api_key=args.key, via=args.via, cache=False, max_retries=1)
+    report: dict[str, Any] = {"model": llm.identity}
+    start = time.monotonic()
+    try:
+        c = llm.chat("Reply with the single word: ready", max_tokens=8, logprobs=True, top_logprobs=3)
+        report.update(ok=True, latency_s=round(time.monotonic() - start, 3), reply=c.text[:80],
+                      logprobs=bool(c.logprobs), top_logprobs=bool(c.logprobs and c.logprobs[0].top))
+    except Exception as exc:
+        report.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
+        print(json.dumps(report, indent=1))
+        return 1
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    try:
+        value, _ = llm.json("Give a JSON object with key answer set to yes.", schema, max_tokens=32, repairs=0)
+        report["json_schema"] = isinstance(value, dict) and "answer" in value
+    except Exception as exc:
+        report["json_schema"] = False
+        report["json_schema_error"] = str(exc)[:200]
+    report["json_schema_native"] = llm.supports_json_schema
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+def methods_command(args: argparse.Namespace, plugins_only: bool = False) -> int:
+    rows = registry.list_methods(getattr(args, "kind", None))
+    if plugins_only:
+        rows = [m for m in rows if m.source != "builtin"]
+        if not rows:
+            print("no plugins installed (entry-point group instructkit.methods)")
+    for m in rows:
+        print(f"{m.kind:9} {m.name:22} {m.source:18} {m.summary}")
+    return 0
+
+
+def embed_command(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .models.embeddings import embedder
+
+    records = read_records(args.input)
+    fields = [f.strip() for f in args.fields.split(",") if f.strip()]
+    texts = ["\n".join(str(r[f]) for f in fields if r.get(f)) for r in records]
+    model = embedder(args.model, api_base=args.api_base, api_key=args.key,
+                     cache=False if args.no_cache else None, cache_dir=args.cache_dir)
+    vectors = model.embed(texts)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, vectors.astype(np.float32))
+    print(f"embedded {len(texts)} rows -> {out} {vectors.shape}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command in registry.KINDS:
+            if not getattr(args, "method", None):
+                parser.parse_args([args.command, "--help"])
+            return run_method_command(args)
+        if args.command == "embed":
+            return embed_command(args)
+        if args.command == "cache":
+            return cache_command(args)
+        if args.command == "models":
+            return models_command(args)
+        if args.command == "methods":
+            return methods_command(args)
+        if args.command == "plugins":
+            return methods_command(args, plugins_only=True)
+        if args.command == "run":
+            from .pipeline import run_pipeline_command
+
+            return run_pipeline_command(args)
+        parser.print_help()
+        return 0
+    except (InputError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
