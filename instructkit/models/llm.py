@@ -111,6 +111,7 @@ class LLM:
         self._rpm = TokenBucket(rpm) if rpm else None
         self._tpm = TokenBucket(tpm) if tpm else None
         self._reserved = 0.0
+        self._inflight: dict[str, asyncio.Future] = {}
         self._api_key = api_key
         self._timeout = timeout
         self._backend_options = backend_options
@@ -183,11 +184,30 @@ class LLM:
             results.append(Completion.from_json(hit, cached=True) if hit is not None else None)
         missing = [i for i, r in enumerate(results) if r is None]
         self.stats.cache_hits += n - len(missing)
-        if missing:
-            fresh = await self._call_missing(msgs, gen, missing)
-            for i, comp in zip(missing, fresh):
-                self.cache.set(keys[i], comp.to_json())
-                results[i] = comp
+        if not missing:
+            return results  # type: ignore[return-value]
+        # The same request already in flight (another row asking the same thing): wait for it.
+        flight_key = keys[missing[0]] + f":{len(missing)}"
+        pending = self._inflight.get(flight_key)
+        if pending is not None:
+            fresh = [Completion.from_json(c.to_json(), cached=True) for c in await asyncio.shield(pending)]
+            self.stats.cache_hits += len(missing)
+        else:
+            future = asyncio.get_running_loop().create_future()
+            self._inflight[flight_key] = future
+            try:
+                fresh = await self._call_missing(msgs, gen, missing)
+                for i, comp in zip(missing, fresh):
+                    self.cache.set(keys[i], comp.to_json())
+                future.set_result(fresh)
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: waiters re-raise it themselves
+                raise
+            finally:
+                self._inflight.pop(flight_key, None)
+        for i, comp in zip(missing, fresh):
+            results[i] = comp
         return results  # type: ignore[return-value]
 
     async def achat(self, messages: list[dict] | str, *, system: str | None = None, **params: Any) -> Completion:
