@@ -1,0 +1,204 @@
+"""Pipelines: a YAML (or Python) list of steps, each saved, fingerprinted and resumable.
+
+A step is `{name, <kind>: METHOD, input?, model?, options?}` with kind one of generate, judge,
+score, select; or `concat: [step, ...]`. A step's input is the previous step's output unless it
+names a file or another step. A re-run skips steps whose fingerprint (method, options, model,
+seed and input content) is unchanged; a changed step re-runs, and inside it every row already
+answered is reused from the journals and the response cache, so only changed rows cost anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import registry
+from .io import read_records, write_records
+from .manifest import write_manifest
+from .runner import RunContext
+
+STEP_KINDS = registry.KINDS
+
+
+@dataclass
+class Step:
+    name: str
+    kind: str  # generate | judge | score | select | concat
+    method: str = ""
+    input: Any = None  # None (previous step), a step name, a path, or a list (concat)
+    model: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Pipeline:
+    steps: list[Step]
+    out: Path = Path("out")
+    model: str = "local"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    name: str = "pipeline"
+    base_dir: Path = Path(".")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Pipeline:
+        import yaml
+
+        p = Path(path)
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        steps = []
+        for i, raw in enumerate(data.get("steps") or [], 1):
+            kinds = [k for k in (*STEP_KINDS, "concat") if k in raw]
+            if len(kinds) != 1:
+                raise ValueError(f"{p}: step {i}: give exactly one of {', '.join((*STEP_KINDS, 'concat'))}")
+            kind = kinds[0]
+            steps.append(Step(
+                name=str(raw.get("name") or (raw[kind] if kind != "concat" else f"concat{i}")),
+                kind=kind, method="" if kind == "concat" else str(raw[kind]),
+                input=raw[kind] if kind == "concat" else raw.get("input"),
+                model=raw.get("model"), options=dict(raw.get("options") or {}),
+                model_options=dict(raw.get("model_options") or {}),
+            ))
+        if not steps:
+            raise ValueError(f"{p}: no steps")
+        return cls(steps=steps, out=Path(data.get("out", "out")), model=str(data.get("model", "local")),
+                   model_options=dict(data.get("model_options") or {}), seed=int(data.get("seed", 0)),
+                   name=str(data.get("name", p.stem)), base_dir=p.parent)
+
+    def run(self, out: str | Path | None = None, dry_run: bool = False, progress: bool = True) -> dict[str, Any]:
+        """Run every step in order; returns the manifest."""
+        from .models import LLM
+
+        out_dir = Path(out) if out else self.out
+        out_dir.mkdir(parents=True, exist_ok=True)
+        outputs: dict[str, list[dict]] = {}
+        hashes: dict[str, str] = {}
+        manifest: dict[str, Any] = {"name": self.name, "seed": self.seed, "steps": []}
+        previous: str | None = None
+        llms: dict[tuple, LLM] = {}
+        for idx, step in enumerate(self.steps, 1):
+            records, in_hash = self._step_input(step, previous, outputs, hashes)
+            model = step.model or self.model
+            info = None if step.kind == "concat" else registry.get(step.kind, step.method)
+            fingerprint = _hash({"kind": step.kind, "method": step.method, "options": step.options, "model": model,
+                                 "model_options": {**self.model_options, **step.model_options},
+                                 "seed": self.seed, "input": in_hash})
+            path = out_dir / f"{idx:02d}_{step.name}.jsonl"
+            meta_path = path.with_suffix(".step.json")
+            entry: dict[str, Any] = {"step": step.name, "kind": step.kind, "method": step.method, "model": model,
+                                     "options": step.options, "fingerprint": fingerprint, "output": str(path)}
+            if path.exists() and meta_path.exists() and json.loads(meta_path.read_text()).get("fingerprint") == fingerprint:
+                result = read_records(path) if path.stat().st_size else []
+                entry.update(json.loads(meta_path.read_text()), skipped=True)
+                print(f"[{step.name}] unchanged, reusing {path}", file=sys.stderr)
+            elif step.kind == "concat":
+                result = records
+                entry.update(rows_in=len(records), rows_out=len(result), wall_s=0.0)
+            else:
+                llm = None
+                if info.needs_model:
+                    key = (model, json.dumps({**self.model_options, **step.model_options}, sort_keys=True))
+                    if key not in llms:
+                        llms[key] = LLM(model, dry_run=dry_run, **{**self.model_options, **step.model_options})
+                    llm = llms[key]
+                before = llm.stats.as_dict() if llm else {}
+                ctx = RunContext(llm=llm, options=info.make_options(step.options), method=info.name,
+                                 work_dir=out_dir / "work" / step.name, random_state=self.seed, progress=progress,
+                                 extras={"input_path": self._resolve_path(step.input), "report": True,
+                                         "out_dir": str(out_dir)})
+                start = time.monotonic()
+                result = info.func(records, ctx)
+                after = llm.stats.as_dict() if llm else {}
+                entry.update(rows_in=len(records), rows_out=len(result), wall_s=round(time.monotonic() - start, 2),
+                             run=ctx.stats.as_dict(),
+                             calls={k: after[k] - before.get(k, 0) for k in after if isinstance(after[k], (int, float))},
+                             model_identity=llm.identity if llm and not dry_run else model)
+                if dry_run:
+                    manifest["steps"].append(entry)
+                    outputs[step.name], hashes[step.name], previous = result, fingerprint, step.name
+                    continue
+                if ctx.stats.stopped_reason:
+                    entry["stopped"] = ctx.stats.stopped_reason
+                    write_records(path, result)
+                    manifest["steps"].append(entry)
+                    manifest["stopped"] = f"step {step.name}: {ctx.stats.stopped_reason}"
+                    break
+                # A step with failed or unrun rows is saved but not marked finished, so a re-run retries them.
+                complete = ctx.stats.failed == 0 and ctx.stats.pending == 0
+                write_records(path, result)
+                if complete:
+                    meta_path.write_text(json.dumps(entry, indent=1, default=str))
+            if step.kind == "concat" and not dry_run:
+                write_records(path, result)
+                meta_path.write_text(json.dumps(entry, indent=1, default=str))
+            print(f"[{step.name}] {entry.get('rows_in', 0)} -> {entry.get('rows_out', len(result))} rows  {path}",
+                  file=sys.stderr)
+            manifest["steps"].append(entry)
+            outputs[step.name], hashes[step.name], previous = result, fingerprint, step.name
+        if not dry_run:
+            if previous is not None:
+                write_records(out_dir / "selected.jsonl", outputs[previous])
+            write_manifest(out_dir / "manifest.json", **manifest)
+        return manifest
+
+    def _resolve_path(self, value: Any) -> str | None:
+        if not isinstance(value, str):
+            return None
+        p = Path(value)
+        return str(p if p.is_absolute() or p.exists() else self.base_dir / p)
+
+    def _step_input(self, step: Step, previous: str | None, outputs: dict, hashes: dict) -> tuple[list[dict], str]:
+        if step.kind == "concat":
+            names = step.input or []
+            missing = [n for n in names if n not in outputs]
+            if missing:
+                raise ValueError(f"step {step.name}: concat names unknown step(s) {missing}")
+            return [r for n in names for r in outputs[n]], _hash([hashes[n] for n in names])
+        if isinstance(step.input, str) and step.input in outputs:
+            return outputs[step.input], hashes[step.input]
+        if step.input is not None:
+            path = Path(self._resolve_path(step.input))
+            if path.is_file() and path.suffix.lower() in (".jsonl", ".json", ".csv", ".parquet"):
+                return read_records(path), _hash_file(path)
+            return [], _hash_tree(path)  # documents: the generator reads them from input_path
+        if previous is None:
+            raise ValueError(f"step {step.name}: no input and no previous step")
+        return outputs[previous], hashes[previous]
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _hash_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _hash_tree(path: Path) -> str:
+    if path.is_file():
+        return _hash_file(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def run_pipeline_command(args: Any) -> int:
+    pipeline = Pipeline.from_yaml(args.pipeline)
+    manifest = pipeline.run(out=args.out, dry_run=args.dry_run)
+    out_dir = Path(args.out) if args.out else pipeline.out
+    if args.dry_run:
+        for s in manifest["steps"]:
+            c = s.get("calls", {})
+            print(f"{s['step']:20} ~{c.get('estimated_calls', 0)} calls ~{c.get('estimated_tokens', 0):,} tokens "
+                  f"~${c.get('estimated_cost', 0.0):.4f}", file=sys.stderr)
+        return 0
+    print(f"done: {out_dir / 'selected.jsonl'}  manifest: {out_dir / 'manifest.json'}", file=sys.stderr)
+    return 3 if manifest.get("stopped") else 0
