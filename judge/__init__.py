@@ -1,0 +1,3 @@
+"""LLM judges: AlpaGasus, InsTag, DEITA, rubric, pairwise, jury and judge meta-evaluation."""
+
+from . import alpagasus  # noqa: F401

@@ -1,0 +1,48 @@
+"""Row helpers shared by the judges: record fields, templates, merging with explicit null columns."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from instructkit.io import to_turns
+from instructkit.runner import RowResult, RunContext, merge_results
+from instructkit.templates import render
+
+
+def triplet(rec: dict) -> tuple[str, str, str]:
+    """(instruction, input, output) of a record: Alpaca fields as they are, else the first turn."""
+    if "instruction" in rec and ("output" in rec or "response" in rec):
+        return str(rec["instruction"]), str(rec.get("input") or ""), str(rec.get("output", rec.get("response", "")))
+    turns = to_turns(rec)
+    if not turns:
+        return "", "", ""
+    return turns[0][0], "", turns[0][1]
+
+
+def prompt_of(name: str, path: str | None, **variables: Any) -> str:
+    """Render the packaged template `name`, or the user's template file at `path` in its place."""
+    return render(name, path=path, **variables)
+
+
+def run_rows(ctx: RunContext, items: list[Any], fn: Callable[[Any], Awaitable[dict]], stage: str) -> list[RowResult]:
+    return ctx.map(items, fn, stage=stage)
+
+
+def finish(
+    records: list[dict], results: list[RowResult], stage: str, prefix: str, columns: Iterable[str]
+) -> list[dict]:
+    """Merge row results; a row whose call failed still gets every column (null) and parse "error"."""
+    out = merge_results(records, results, stage)
+    for rec, res in zip(out, results):
+        if not res.ok:
+            for col in columns:
+                rec.setdefault(col, None)
+            rec[f"{prefix}_parse"] = "pending" if res.pending else "error"
+    return out
+
+
+def llm_of(ctx: RunContext) -> Any:
+    if ctx.llm is None:
+        raise ValueError(f"{ctx.method or 'this judge'} needs a model (--model)")
+    return ctx.llm

@@ -1,0 +1,286 @@
+"""Score extraction and logprob expectation shared by every judge (one implementation, many callers).
+
+Rules that every parser here follows (peers shipped each of these bugs):
+- a parse failure is a status and `None`, never a default number;
+- "4.5" stays 4.5 (no truncation to the first character);
+- scale ranges ("0 to 5", "1-6", "Score 1:" rubric lines) and lines the model copied from the prompt
+  are never read as scores;
+- a value outside the scale is refused (`out_of_range`), as is a fraction over another scale ("8/10"
+  on 0-5).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from instructkit.models import Completion, TokenLogprob
+
+OK = "ok"
+EMPTY = "empty"
+NO_SCORE = "no_score"
+OUT_OF_RANGE = "out_of_range"
+NO_SCORE_TOKEN = "no_score_token"
+FAILED_STATUSES = (EMPTY, NO_SCORE, OUT_OF_RANGE, NO_SCORE_TOKEN, "invalid", "missing", "duplicate", "error")
+
+_NUM = r"(?<![\w.])([+-]?\d+(?:\.\d+)?)"
+# A number that starts a range ("0 to 5", "1-6", "1 – 5") is the scale, not a score.
+_NOT_RANGE = r"(?!\s*(?:-|–|—|to)\s*\d)(?!\d)"
+_LABEL = r"(?:overall\s+|final\s+)?(?:score|rating|grade|result|accuracy(?:\s+score)?)"
+_LABELLED = re.compile(
+    rf"(?:\[\s*(?:result|score)\s*\]|\b{_LABEL}\b)\s*(?:\((?:[^()]*)\))?\s*(?:is|of|=|:|-)?\s*[:=]?\s*\**\s*"
+    rf"{_NUM}{_NOT_RANGE}(?!\s*:)(?:\s*(?:/|out\s+of)\s*(\d+(?:\.\d+)?))?",
+    re.IGNORECASE,
+)
+_FRACTION = re.compile(rf"{_NUM}\s*(?:/|out\s+of)\s*(\d+(?:\.\d+)?)(?!\d)", re.IGNORECASE)
+# A line that is (almost) only a number, or a number followed by a separator and words.
+_BARE_LINE = re.compile(rf"^[\s*#>_`\[(]*{_NUM}[\s*_`\])]*(?:[.!]?\s*$|\s*[-–—:|,)]\s*\D|\s+\(\D)")
+_MARKUP = re.compile(r"[*_`#>]+")
+
+
+@dataclass
+class Parsed:
+    """A parsed score: `value` is None unless `status` is "ok"; `raw` is the matched text."""
+
+    value: float | None
+    status: str
+    raw: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+def strip_echo(text: str, prompt: str | None, min_len: int = 12) -> str:
+    """`text` without the lines the model copied from `prompt` (a judge must never read the prompt)."""
+    if not prompt:
+        return text
+    norm_prompt = " ".join(prompt.split()).lower()
+    kept = []
+    for line in text.splitlines():
+        norm = " ".join(_MARKUP.sub(" ", line).split()).lower()
+        if len(norm) >= min_len and norm in norm_prompt:
+            continue
+        kept.append(line)
+    return "\n".join(kept)
+
+
+def _check(value: float, denominator: str | None, lo: float, hi: float, raw: str) -> Parsed:
+    if denominator is not None and not math.isclose(float(denominator), hi):
+        return Parsed(None, OUT_OF_RANGE, raw)  # a fraction over another scale: "8/10" on 0-5
+    if not lo <= value <= hi:
+        return Parsed(None, OUT_OF_RANGE, raw)
+    return Parsed(value, OK, raw)
+
+
+def _line_score(line: str, lo: float, hi: float, bare: bool) -> Parsed | None:
+    """The score stated on one line, or None when the line states none."""
+    m = _LABELLED.search(line)
+    if m:
+        return _check(float(m.group(1)), m.group(2), lo, hi, m.group(0).strip())
+    m = _FRACTION.search(line)
+    if m:
+        return _check(float(m.group(1)), m.group(2), lo, hi, m.group(0).strip())
+    if bare:
+        m = _BARE_LINE.match(line)
+        if m:
+            return _check(float(m.group(1)), None, lo, hi, m.group(0).strip())
+    return None
+
+
+def parse_score(
+    text: str | None,
+    lo: float,
+    hi: float,
+    *,
+    prompt: str | None = None,
+    first_line: bool = False,
+    prefer: str = "first",
+) -> Parsed:
+    """The score in a judge's reply on the scale [lo, hi].
+
+    `first_line=True` (AlpaGasus) reads the first non-empty line first (a bare number, "Score: 4.5",
+    "4.5/5", "4.5 out of 5"), then falls back to a labelled score or fraction anywhere. Otherwise the
+    labelled/fraction/bare-line scores are searched line by line and `prefer` ("first" or "last",
+    Prometheus-style answers end with the result) picks among them. Lines echoed from `prompt` are
+    removed first. Status: ok, empty, no_score or out_of_range.
+    """
+    if text is None or not text.strip():
+        return Parsed(None, EMPTY)
+    body = strip_echo(text, prompt)
+    lines = [ln for ln in body.splitlines() if ln.strip()]
+    if not lines:
+        return Parsed(None, NO_SCORE)  # the reply was nothing but the prompt
+    if first_line:
+        found = _line_score(lines[0], lo, hi, bare=True)
+        if found is not None:
+            return found
+        lines = lines[1:]
+    found_all = [p for ln in lines if (p := _line_score(ln, lo, hi, bare=True)) is not None]
+    if not found_all:
+        return Parsed(None, NO_SCORE)
+    return found_all[-1] if prefer == "last" else found_all[0]
+
+
+_VERDICT = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]|\[\s*result\s*\]\s*:?\s*\**\s*(A|B|tie)\b", re.IGNORECASE)
+_VERDICT_WORDS = re.compile(
+    r"^(?:\**\s*(?:verdict|winner|answer|preferred|better(?:\s+response)?)\s*[:\-]?\s*)?\**\s*"
+    r"(?:response|assistant|output)?\s*\(?(A|B)\)?\s*\**\s*[.!]?\s*$|^\**\s*(tie|draw)\s*\**\s*[.!]?\s*$",
+    re.IGNORECASE,
+)
+
+
+def parse_verdict(text: str | None, *, prompt: str | None = None) -> Parsed:
+    """A pairwise verdict "A", "B" or "tie" as value 0 (A), 1 (B), 0.5 (tie), else a failure.
+
+    Accepts `[[A]]`/`[[B]]`/`[[C]]` (MT-Bench; C = tie), `[RESULT] A`, or a line that is only the
+    verdict ("A", "Response B", "Verdict: tie"). Two different bracketed verdicts are ambiguous.
+    """
+    if text is None or not text.strip():
+        return Parsed(None, EMPTY)
+    body = strip_echo(text, prompt)
+    seen = []
+    for m in _VERDICT.finditer(body):
+        label = (m.group(1) or m.group(2)).upper()
+        seen.append("TIE" if label in ("C", "TIE") else label)
+    if not seen:
+        for line in body.splitlines():
+            m = _VERDICT_WORDS.match(line.strip())
+            if m:
+                label = (m.group(1) or m.group(2)).upper()
+                seen.append("TIE" if label in ("TIE", "DRAW") else label)
+                break
+    if not seen:
+        return Parsed(None, NO_SCORE)
+    if len(set(seen)) > 1:
+        return Parsed(None, "invalid", ",".join(seen))
+    return Parsed({"A": 0.0, "B": 1.0, "TIE": 0.5}[seen[0]], OK, seen[0])
+
+
+# ----- logprob expectation ----------------------------------------------------------------------
+
+
+@dataclass
+class Expectation:
+    """Probability-weighted score over the allowed score tokens at one answer position."""
+
+    value: float | None
+    status: str
+    argmax: float | None = None
+    entropy: float | None = None
+    mass: float | None = None  # probability the model put on allowed score tokens before renormalising
+    position: int | None = None
+    probs: dict[str, float] = field(default_factory=dict)
+
+    def columns(self, prefix: str) -> dict[str, Any]:
+        return {
+            f"{prefix}_expected": self.value,
+            f"{prefix}_argmax": self.argmax,
+            f"{prefix}_entropy": self.entropy,
+            f"{prefix}_score_mass": self.mass,
+        }
+
+
+def _score_label(token: str) -> str:
+    return token.replace("▁", " ").replace("Ġ", " ").strip()
+
+
+def score_position(logprobs: Sequence[TokenLogprob], allowed: Iterable[int]) -> int | None:
+    """Index of the token that carries the score: the first generated token containing a digit,
+    when that token is an allowed score (leading spaces / SentencePiece markers ignored)."""
+    labels = {str(a) for a in allowed}
+    for i, t in enumerate(logprobs):
+        text = _score_label(t.token)
+        if any(ch.isdigit() for ch in text):
+            return i if text in labels else None
+    return None
+
+
+def expectation_from_logprobs(
+    logprobs: Sequence[TokenLogprob] | None, allowed: Iterable[int], position: int | None = None
+) -> Expectation:
+    """Σ s·p(s) over the allowed integer scores, from the top alternatives at the score position.
+
+    Variants of one score ("4", " 4", "▁4") are summed; the result is renormalised over the allowed
+    scores present. No allowed score among the alternatives is a failure (`no_score_token`), never a
+    default value (the DEITA scorer's silent 3.0).
+    """
+    allowed = list(allowed)
+    if not logprobs:
+        return Expectation(None, NO_SCORE_TOKEN)
+    pos = score_position(logprobs, allowed) if position is None else position
+    if pos is None or pos >= len(logprobs):
+        return Expectation(None, NO_SCORE_TOKEN)
+    tok = logprobs[pos]
+    alternatives = list(tok.top) or [(tok.token, tok.logprob)]
+    if all(_score_label(a) != _score_label(tok.token) for a, _ in alternatives):
+        alternatives.append((tok.token, tok.logprob))
+    labels = {str(a): a for a in allowed}
+    mass: dict[int, float] = {}
+    for text, lp in alternatives:
+        label = _score_label(text)
+        if label in labels:
+            mass[labels[label]] = mass.get(labels[label], 0.0) + math.exp(lp)
+    total = sum(mass.values())
+    if total <= 0:
+        return Expectation(None, NO_SCORE_TOKEN, position=pos)
+    probs = {s: p / total for s, p in mass.items()}
+    value = sum(s * p for s, p in probs.items())
+    entropy = -sum(p * math.log(p) for p in probs.values() if p > 0)
+    argmax = max(probs, key=lambda s: (probs[s], -s))
+    return Expectation(
+        value, OK, float(argmax), entropy, min(total, 1.0), pos, {str(s): probs[s] for s in sorted(probs)}
+    )
+
+
+def expectation_from_logits(logits: Sequence[float], scores: Sequence[int]) -> float:
+    """Σ s·softmax(logits)_s for logits already picked at the score tokens (the DEITA scorer formula)."""
+    top = max(logits)
+    exps = [math.exp(v - top) for v in logits]
+    total = sum(exps)
+    return sum(s * e / total for s, e in zip(scores, exps))
+
+
+# ----- shared result helpers ----------------------------------------------------------------------
+
+
+def usage_columns(prefix: str, comps: Iterable[Completion]) -> dict[str, Any]:
+    """Tokens and cost of the calls behind one row (for meta-evaluation and cost reports)."""
+    comps = list(comps)
+    return {
+        f"{prefix}_tokens": sum(c.usage.total_tokens for c in comps),
+        f"{prefix}_cost": sum(c.cost for c in comps),
+        f"{prefix}_calls": sum(not c.cached for c in comps),
+    }
+
+
+def status_counts(records: Iterable[dict], prefix: str) -> dict[str, int]:
+    """How many rows ended in each parse status (rows that errored count as "error")."""
+    counts: dict[str, int] = {}
+    for rec in records:
+        status = rec.get(f"{prefix}_parse") or "error"
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def report(records: list[dict], prefix: str, ctx: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Count parse statuses, warn on failures, keep the summary in ctx.extras and beside the output."""
+    import json
+    import sys
+    from pathlib import Path
+
+    counts = status_counts(records, prefix)
+    failed = sum(n for s, n in counts.items() if s != OK)
+    summary = {"method": prefix, "rows": len(records), "parse": counts, "parse_failures": failed, **(extra or {})}
+    if failed and getattr(ctx, "progress", True):
+        print(f"[{prefix}] {failed}/{len(records)} rows without a score: {counts}", file=sys.stderr)
+    if ctx is not None:
+        ctx.extras.setdefault("judge_summary", {})[prefix] = summary
+        if ctx.work_dir is not None:
+            path = Path(ctx.work_dir) / f"{prefix}.summary.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    return summary
