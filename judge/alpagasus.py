@@ -36,7 +36,12 @@ def rating_messages(rec: dict, opts: AlpagasusOptions) -> list[dict]:
     instruction, inp, output = triplet(rec)
     system = prompt_of("alpagasus_system.jinja", opts.system_template)
     user = prompt_of(
-        "alpagasus.jinja", opts.template, instruction=instruction, input=inp, output=output, dimension=opts.dimension
+        "alpagasus.jinja",
+        opts.template,
+        instruction=instruction,
+        input=inp,
+        output=output,
+        dimension=opts.dimension,
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 

@@ -13,7 +13,11 @@ from instructkit.templates import render
 def triplet(rec: dict) -> tuple[str, str, str]:
     """(instruction, input, output) of a record: Alpaca fields as they are, else the first turn."""
     if "instruction" in rec and ("output" in rec or "response" in rec):
-        return str(rec["instruction"]), str(rec.get("input") or ""), str(rec.get("output", rec.get("response", "")))
+        return (
+            str(rec["instruction"]),
+            str(rec.get("input") or ""),
+            str(rec.get("output", rec.get("response", ""))),
+        )
     turns = to_turns(rec)
     if not turns:
         return "", "", ""
@@ -25,7 +29,9 @@ def prompt_of(name: str, path: str | None, **variables: Any) -> str:
     return render(name, path=path, **variables)
 
 
-def run_rows(ctx: RunContext, items: list[Any], fn: Callable[[Any], Awaitable[dict]], stage: str) -> list[RowResult]:
+def run_rows(
+    ctx: RunContext, items: list[Any], fn: Callable[[Any], Awaitable[dict]], stage: str
+) -> list[RowResult]:
     return ctx.map(items, fn, stage=stage)
 
 

@@ -127,8 +127,8 @@ def parse_score(
 
 _VERDICT = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]|\[\s*result\s*\]\s*:?\s*\**\s*(A|B|tie)\b", re.IGNORECASE)
 _VERDICT_WORDS = re.compile(
-    r"^(?:\**\s*(?:verdict|winner|answer|preferred|better(?:\s+response)?)\s*[:\-]?\s*)?\**\s*"
-    r"(?:response|assistant|output)?\s*\(?(A|B)\)?\s*\**\s*[.!]?\s*$|^\**\s*(tie|draw)\s*\**\s*[.!]?\s*$",
+    r"^(?:\**\s*(?:(?:my|the|final)\s+)?(?:verdict|winner|answer|preferred|better(?:\s+response)?)"
+    r"\s*(?:is)?\s*[:\-]?\s*)?\**\s*(?:response|assistant|output)?\s*\(?(A|B|tie|draw)\)?\s*\**\s*[.!]?\s*$",
     re.IGNORECASE,
 )
 
@@ -150,7 +150,7 @@ def parse_verdict(text: str | None, *, prompt: str | None = None) -> Parsed:
         for line in body.splitlines():
             m = _VERDICT_WORDS.match(line.strip())
             if m:
-                label = (m.group(1) or m.group(2)).upper()
+                label = m.group(1).upper()
                 seen.append("TIE" if label in ("TIE", "DRAW") else label)
                 break
     if not seen:
@@ -274,7 +274,13 @@ def report(records: list[dict], prefix: str, ctx: Any, extra: dict[str, Any] | N
 
     counts = status_counts(records, prefix)
     failed = sum(n for s, n in counts.items() if s != OK)
-    summary = {"method": prefix, "rows": len(records), "parse": counts, "parse_failures": failed, **(extra or {})}
+    summary = {
+        "method": prefix,
+        "rows": len(records),
+        "parse": counts,
+        "parse_failures": failed,
+        **(extra or {}),
+    }
     if failed and getattr(ctx, "progress", True):
         print(f"[{prefix}] {failed}/{len(records)} rows without a score: {counts}", file=sys.stderr)
     if ctx is not None:

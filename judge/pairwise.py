@@ -1,0 +1,112 @@
+"""Pairwise judge: A, B or tie, judged in both orders, with position consistency.
+
+Paper: Zheng et al., "Judging LLM-as-a-Judge with MT-Bench and Chatbot Arena" (NeurIPS 2023, arXiv
+2306.05685), the swap-and-compare protocol.
+Deviations: our own prompt asks for the verdict alone on the first line (the parser also accepts
+MT-Bench's [[A]]/[[B]]/[[C]] and "[RESULT] A"); an inconsistent pair is a tie by default, as in the
+paper's adjusted win rate, or `inconsistent=first` (keep the A-B order's verdict) or `null`; a pair
+with an unparseable verdict in either order is null with its parse status, never a default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from instructkit.registry import method
+from instructkit.runner import RunContext
+
+from .common import finish, llm_of, prompt_of, triplet
+from .parsing import OK, parse_verdict, report, usage_columns
+
+PREFIX = "pairwise"
+COLUMNS = [
+    f"{PREFIX}_{c}"
+    for c in ("winner", "score", "first", "second", "consistent", "raw", "parse", "tokens", "cost", "calls")
+]
+VALUE = {"A": 0.0, "tie": 0.5, "B": 1.0}  # pairwise_score: how strongly B is preferred
+
+
+@dataclass
+class PairwiseOptions:
+    response_a_field: str = "response_a"
+    response_b_field: str = "response_b"
+    criteria: str | None = None
+    inconsistent: str = "tie"  # tie | first | null
+    temperature: float = 0.0
+    max_tokens: int = 128
+    template: str | None = None
+    system_template: str | None = None
+
+
+def _label(value: float) -> str:
+    return {0.0: "A", 0.5: "tie", 1.0: "B"}[value]
+
+
+def combine(first: str, second: str, inconsistent: str = "tie") -> tuple[str | None, bool]:
+    """(winner, consistent) from the A-B order's verdict and the B-A order's verdict mapped back."""
+    if first == second:
+        return first, True
+    if inconsistent == "tie":
+        return "tie", False
+    if inconsistent == "first":
+        return first, False
+    if inconsistent == "null":
+        return None, False
+    raise ValueError(f"inconsistent must be tie, first or null, not {inconsistent!r}")
+
+
+@method("judge", PREFIX, options=PairwiseOptions)
+def pairwise(records: list[dict], ctx: RunContext) -> list[dict]:
+    """Pairwise judge (A/B/tie) in both orders; reports position consistency."""
+    opts = ctx.options or PairwiseOptions()
+    llm = llm_of(ctx)
+    system = prompt_of("pairwise_system.jinja", opts.system_template)
+
+    async def judge_order(instruction: str, a: str, b: str) -> tuple[Any, Any]:
+        user = prompt_of(
+            "pairwise.jinja",
+            opts.template,
+            instruction=instruction,
+            response_a=a,
+            response_b=b,
+            criteria=opts.criteria,
+        )
+        msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        comp = await llm.achat(msgs, temperature=opts.temperature, max_tokens=opts.max_tokens)
+        return comp, parse_verdict(comp.text, prompt=user)
+
+    async def one(rec: dict) -> dict:
+        instruction, inp, _ = triplet(rec)
+        if inp:
+            instruction = f"{instruction}\n\n{inp}"
+        a, b = str(rec.get(opts.response_a_field) or ""), str(rec.get(opts.response_b_field) or "")
+        c1, p1 = await judge_order(instruction, a, b)
+        c2, p2 = await judge_order(instruction, b, a)
+        row: dict[str, Any] = {
+            f"{PREFIX}_raw": [c1.text, c2.text],
+            f"{PREFIX}_first": _label(p1.value) if p1.ok else None,
+            f"{PREFIX}_second": _label(1.0 - p2.value) if p2.ok else None,  # mapped back to A-B labels
+            **usage_columns(PREFIX, [c1, c2]),
+        }
+        if not (p1.ok and p2.ok):
+            bad = p1 if not p1.ok else p2
+            row.update({f"{PREFIX}_winner": None, f"{PREFIX}_score": None, f"{PREFIX}_consistent": None})
+            row[f"{PREFIX}_parse"] = bad.status
+            return row
+        winner, consistent = combine(row[f"{PREFIX}_first"], row[f"{PREFIX}_second"], opts.inconsistent)
+        row.update(
+            {
+                f"{PREFIX}_winner": winner,
+                f"{PREFIX}_score": VALUE[winner] if winner is not None else None,
+                f"{PREFIX}_consistent": consistent,
+                f"{PREFIX}_parse": OK if winner is not None else "inconsistent",
+            }
+        )
+        return row
+
+    out = finish(records, ctx.map(records, one, stage="compare"), "compare", PREFIX, COLUMNS)
+    judged = [r[f"{PREFIX}_consistent"] for r in out if r.get(f"{PREFIX}_consistent") is not None]
+    consistency = sum(judged) / len(judged) if judged else None
+    report(out, PREFIX, ctx, {"position_consistency": consistency, "inconsistent_as": opts.inconsistent})
+    return out

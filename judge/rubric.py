@@ -1,0 +1,201 @@
+"""Pointwise rubric judge: criteria + per-score descriptions, optional reference, any integer range.
+
+Papers: Kim et al., "Prometheus 2" (arXiv 2405.01535) for the rubric format; Liu et al., "G-Eval"
+(arXiv 2303.16634) for the probability-weighted score.
+Deviations: the score comes first (alone on the first line) and the justification after, not
+feedback then "[RESULT] n": that puts the score at a known token so its top_logprobs give the
+expected value Σ s·p(s) (with argmax and entropy); without logprobs the parsed integer is used.
+Self-consistency (n samples) averages only valid parses and reports the spread and the valid count;
+G-Eval's counting of unparseable samples as 0 is not copied. Our own prompt wording.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from instructkit.registry import method
+from instructkit.runner import RunContext
+
+from .common import finish, llm_of, prompt_of, triplet
+from .parsing import OK, expectation_from_logprobs, parse_score, report, usage_columns
+
+PREFIX = "rubric"
+COLUMNS = [
+    f"{PREFIX}_{c}"
+    for c in (
+        "score",
+        "raw",
+        "parse",
+        "parsed",
+        "source",
+        "expected",
+        "argmax",
+        "entropy",
+        "score_mass",
+        "n_valid",
+        "std",
+        "tokens",
+        "cost",
+        "calls",
+    )
+]
+
+DEFAULT_CRITERIA = "Does the response carry out the instruction helpfully, correctly and completely?"
+DEFAULT_DESCRIPTIONS_1_5 = [
+    "Off-topic, wrong or harmful; it does not carry out the instruction.",
+    "Touches the instruction but is mostly wrong, incomplete or unclear.",
+    "Partly correct and useful, with notable errors or omissions.",
+    "Correct and useful, with minor gaps or rough edges.",
+    "Fully correct, complete and clear; nothing important is missing.",
+]
+
+
+@dataclass
+class RubricOptions:
+    criteria: str = DEFAULT_CRITERIA
+    descriptions: list[str] | None = None  # one per score lo..hi (default: built-in 1-5 rubric)
+    rubric_file: str | None = None  # JSON/YAML {"criteria": ..., "descriptions": {"1": ..., ...}}
+    lo: int = 1
+    hi: int = 5
+    reference_field: str = "reference"  # used when the record has it
+    response_field: str | None = None  # default: the record's output / first response
+    n_samples: int = 1  # > 1: self-consistency, sampled at sample_temperature
+    sample_temperature: float = 1.0
+    logprobs: bool = True
+    top_logprobs: int = 10
+    temperature: float = 0.0
+    max_tokens: int = 128
+    template: str | None = None
+    system_template: str | None = None
+
+
+def load_rubric(opts: RubricOptions) -> tuple[str, list[tuple[int, str]]]:
+    """(criteria, [(score, description)]) from the options, a rubric file or the defaults."""
+    criteria, descriptions = opts.criteria, opts.descriptions
+    if opts.rubric_file:
+        text = Path(opts.rubric_file).read_text(encoding="utf-8")
+        if opts.rubric_file.endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+        criteria = data.get("criteria", criteria)
+        desc = data.get("descriptions")
+        if isinstance(desc, dict):
+            descriptions = [desc.get(str(s), desc.get(s, "")) for s in range(opts.lo, opts.hi + 1)]
+        elif desc is not None:
+            descriptions = list(desc)
+    scores = list(range(opts.lo, opts.hi + 1))
+    if descriptions is None:
+        if (opts.lo, opts.hi) == (1, 5):
+            descriptions = DEFAULT_DESCRIPTIONS_1_5
+        else:
+            return criteria, [
+                (opts.lo, "the worst possible response"),
+                (opts.hi, "the best possible response"),
+            ]
+    if len(descriptions) != len(scores):
+        raise ValueError(
+            f"rubric: {len(descriptions)} descriptions for {len(scores)} scores {opts.lo}-{opts.hi}"
+        )
+    return criteria, list(zip(scores, descriptions))
+
+
+def rubric_messages(rec: dict, opts: RubricOptions, rubric: tuple[str, list[tuple[int, str]]]) -> list[dict]:
+    instruction, inp, output = triplet(rec)
+    if inp:
+        instruction = f"{instruction}\n\n{inp}"
+    if opts.response_field:
+        output = str(rec.get(opts.response_field) or "")
+    user = prompt_of(
+        "rubric.jinja",
+        opts.template,
+        instruction=instruction,
+        response=output,
+        reference=rec.get(opts.reference_field) or "",
+        criteria=rubric[0],
+        descriptions=rubric[1],
+        lo=opts.lo,
+        hi=opts.hi,
+    )
+    return [
+        {"role": "system", "content": prompt_of("rubric_system.jinja", opts.system_template)},
+        {"role": "user", "content": user},
+    ]
+
+
+def score_samples(comps: list[Any], prompt: str, lo: int, hi: int) -> list[dict[str, Any]]:
+    """Per sample: parsed integer, logprob expectation (when the parse succeeded) and the value used."""
+    out = []
+    for comp in comps:
+        parsed = parse_score(comp.text, lo, hi, prompt=prompt, first_line=True)
+        if parsed.ok and parsed.value is not None and parsed.value != int(parsed.value):
+            parsed.value, parsed.status = None, "invalid"  # the rubric asks for a whole number
+        exp = expectation_from_logprobs(comp.logprobs, range(lo, hi + 1)) if parsed.ok else None
+        use_exp = exp is not None and exp.status == OK
+        out.append(
+            {
+                "parsed": parsed.value,
+                "status": parsed.status,
+                "exp": exp,
+                "value": exp.value if use_exp else parsed.value,
+                "source": "logprobs" if use_exp else ("parsed" if parsed.ok else None),
+            }
+        )
+    return out
+
+
+def summarise(prefix: str, comps: list[Any], samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Row columns from scored samples: mean of valid values, spread, first sample's details."""
+    valid = [s["value"] for s in samples if s["value"] is not None]
+    first = samples[0]
+    row: dict[str, Any] = {
+        f"{prefix}_score": statistics.fmean(valid) if valid else None,
+        f"{prefix}_raw": comps[0].text,
+        f"{prefix}_parse": OK if valid else first["status"],
+        f"{prefix}_parsed": first["parsed"],
+        f"{prefix}_source": first["source"] if len(samples) == 1 else ("mean" if valid else None),
+        f"{prefix}_expected": None,
+        f"{prefix}_argmax": None,
+        f"{prefix}_entropy": None,
+        f"{prefix}_score_mass": None,
+        f"{prefix}_n_valid": len(valid),
+        f"{prefix}_std": statistics.pstdev(valid) if len(valid) > 1 else (0.0 if valid else None),
+        **usage_columns(prefix, comps),
+    }
+    if first["exp"] is not None and first["exp"].status == OK:
+        row.update(first["exp"].columns(prefix))
+    if len(samples) > 1:
+        row[f"{prefix}_samples"] = [s["value"] for s in samples]
+        row[f"{prefix}_raw_all"] = [c.text for c in comps]
+    return row
+
+
+@method("judge", PREFIX, options=RubricOptions)
+def rubric(records: list[dict], ctx: RunContext) -> list[dict]:
+    """Rubric judge: criteria + score descriptions, logprob-weighted score, optional n-sample mean."""
+    opts = ctx.options or RubricOptions()
+    llm = llm_of(ctx)
+    rubric_spec = load_rubric(opts)
+    params: dict[str, Any] = {"max_tokens": opts.max_tokens}
+    if opts.logprobs:
+        params.update(logprobs=True, top_logprobs=opts.top_logprobs)
+
+    async def one(rec: dict) -> dict:
+        msgs = rubric_messages(rec, opts, rubric_spec)
+        if opts.n_samples > 1:
+            comps = await llm.asample(
+                msgs, opts.n_samples, temperature=opts.sample_temperature, seed=ctx.random_state, **params
+            )
+        else:
+            comps = [await llm.achat(msgs, temperature=opts.temperature, **params)]
+        return summarise(PREFIX, comps, score_samples(comps, msgs[1]["content"], opts.lo, opts.hi))
+
+    out = finish(records, ctx.map(records, one, stage="grade"), "grade", PREFIX, COLUMNS)
+    report(out, PREFIX, ctx, {"scale": [opts.lo, opts.hi], "n_samples": opts.n_samples})
+    return out
