@@ -134,17 +134,34 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     return p
 
 
+CONTENT_HASH_LIMIT = 2 << 30  # bytes of weights we hash by content; bigger folders use size + mtime
+
+
 def model_id(path: Path) -> str:
-    """Identifies the weights in a folder: `name@hash`, content hash when we converted it, else a hash
-    of config + weight file names, sizes and mtimes (cheap, changes when the weights change)."""
+    """Identifies the weights in a folder as `name@hash`, for cache keys. Our converted folders carry the
+    GGUF's content hash; other folders get a content hash of their config and weight files (remembered
+    per path, size and mtime under `models_dir()`), or of names, sizes and mtimes beyond 2 GiB."""
     meta = path / META_FILE
     if meta.is_file():
         data = json.loads(meta.read_text())
         return f"{data['name']}@{data['sha256'][:16]}"
+    name = path.parent.name if path.name in ("model", "models", "weights") else path.name
+    files = [
+        f
+        for f in sorted(path.iterdir())
+        if f.is_file() and f.suffix in {".safetensors", ".bin", ".json", ".model", ".txt", ".pt"}
+    ]
+    stamp = hashlib.sha256("".join(f"{f.resolve()}|{_stat_tag(f)}\n" for f in files).encode()).hexdigest()[:20]
+    memo = models_dir() / "ids" / f"{stamp}.txt"
+    if memo.is_file():
+        return memo.read_text().strip()
     h = hashlib.sha256()
-    for f in sorted(path.iterdir()):
-        if f.is_file() and (f.name == "config.json" or f.suffix in {".safetensors", ".bin", ".json", ".model"}):
-            st = f.stat()
-            h.update(f"{f.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    h.update((path / "config.json").read_bytes() if (path / "config.json").is_file() else b"")
-    return f"{path.name}@{h.hexdigest()[:16]}"
+    by_content = sum(f.stat().st_size for f in files) <= CONTENT_HASH_LIMIT
+    for f in files:
+        h.update(f"{f.name}|{f.stat().st_size}|{file_digest(f) if by_content else f.stat().st_mtime_ns}\n".encode())
+    ident = f"{name}@{h.hexdigest()[:16]}"
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(ident)
+    os.replace(tmp, memo)
+    return ident

@@ -1,0 +1,141 @@
+"""Sentence embeddings: a local encoder backend (all-MiniLM-L6-v2 by default) and `embedder(spec)`.
+
+`EncoderBackend` reproduces sentence-transformers' mean pooling + L2 normalisation with plain
+transformers (no sentence-transformers import at run time), in length-sorted batches.
+`embedder` returns an `LLM`, so embeddings go through the same per-text cache as everything else.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .llm import LLM
+from .local_files import minilm_path, model_id, resolve_model_path, set_offline
+
+LOCAL_ENCODER_SPECS = ("local", "minilm", "local:minilm")
+
+
+class EncoderBackend:
+    """A transformers encoder folder as an embedding backend: mean pooling, then L2 norm."""
+
+    kind = "local"
+    supports_n = False
+    supports_json_schema = False
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        dtype: str = "float32",
+        device: str = "cpu",
+        batch_size: int = 64,
+        max_length: int | None = None,
+    ):
+        set_offline()
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.path = Path(path) if path is not None else minilm_path()
+        self.dtype = dtype
+        self.device = device
+        self.batch_size = batch_size
+        self.model_id = f"{model_id(self.path)}:{dtype}"
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+        self.model = AutoModel.from_pretrained(str(self.path), dtype=getattr(torch, dtype)).to(device).eval()
+        self.max_length = max_length or _st_max_length(self.path) or self.tokenizer.model_max_length
+        self._lock = threading.Lock()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """float32 [len(texts), dim] unit vectors, in input order."""
+        import torch
+
+        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            batch = self.tokenizer(
+                [texts[i] for i in chunk], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            ).to(self.device)
+            with self._lock, torch.inference_mode():
+                h = self.model(**batch).last_hidden_state.float()
+                m = batch["attention_mask"].unsqueeze(-1).float()
+                pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+            out[chunk] = pooled.cpu().numpy()
+        return out
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        import asyncio
+
+        return await asyncio.to_thread(self.encode, list(texts))
+
+
+class CausalEmbedBackend:
+    """Hidden states of a local causal LM (`LocalBackend.hidden_states`) as embeddings, not normalised."""
+
+    kind = "local"
+    supports_n = False
+    supports_json_schema = False
+
+    def __init__(self, spec: str = "local", pooling: str = "mean", **options: Any):
+        from .local import load_local_backend
+
+        self.lm = load_local_backend(spec, **options)
+        self.pooling = pooling
+        self.model_id = f"{self.lm.model_id}:hidden-{pooling}"
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        import asyncio
+
+        return await asyncio.to_thread(self.lm.hidden_states, list(texts), self.pooling)
+
+
+_ENCODERS: dict[tuple[str, str, str], EncoderBackend] = {}
+_ENCODERS_LOCK = threading.Lock()
+
+
+def load_encoder(path: str | Path | None = None, dtype: str = "float32", device: str = "cpu", **kw: Any) -> EncoderBackend:
+    """One shared `EncoderBackend` per (folder, dtype, device) per process."""
+    folder = Path(path) if path is not None else minilm_path()
+    key = (str(folder.resolve()), dtype, device)
+    with _ENCODERS_LOCK:
+        if key not in _ENCODERS:
+            _ENCODERS[key] = EncoderBackend(folder, dtype, device, **kw)
+        return _ENCODERS[key]
+
+
+def embedder(spec: str = "local", **kw: Any) -> LLM:
+    """An `LLM` whose `embed`/`aembed` give embeddings for `spec`:
+    `local` / `minilm` (all-MiniLM-L6-v2), `hf:PATH` (an encoder folder), `causal:SPEC_OR_PATH[:mean|last]`
+    (hidden states of a causal LM, e.g. `causal:local:last`), anything else a hosted embedding model.
+    Local specs are passed to `LLM` under a `local:` name so their cache identity is the weights' id."""
+    llm_kw = {k: kw.pop(k) for k in list(kw) if k in _LLM_OPTIONS}
+    if spec in LOCAL_ENCODER_SPECS:
+        return LLM("local:minilm", backend=load_encoder(None, **kw), **llm_kw)
+    if spec.startswith("hf:"):
+        return LLM(spec, backend=load_encoder(resolve_model_path(spec[3:]), **kw), **llm_kw)
+    if spec.startswith("causal:"):
+        target, pooling = spec[len("causal:") :], "mean"
+        head, _, tail = target.rpartition(":")
+        if tail in ("mean", "last") and head:
+            target, pooling = head, tail
+        if not target.startswith(("local", "hf:")):
+            target = f"hf:{target}"
+        return LLM(f"local:{spec}", backend=CausalEmbedBackend(target, pooling, **kw), **llm_kw)
+    return LLM(spec, **llm_kw, **kw)
+
+
+_LLM_OPTIONS = {"cache", "cache_dir", "concurrency", "max_retries", "timeout", "dry_run", "api_base", "api_key"}
+
+
+def _st_max_length(path: Path) -> int | None:
+    """sentence-transformers' max_seq_length for the folder (256 for all-MiniLM-L6-v2), if recorded."""
+    import json
+
+    cfg = path / "sentence_bert_config.json"
+    if cfg.is_file():
+        return json.loads(cfg.read_text()).get("max_seq_length")
+    return None
