@@ -45,6 +45,15 @@ def chat_payload(model: str, messages: list[dict], params: GenParams, n: int) ->
     return body
 
 
+def json_object_fallback(body: dict[str, Any], exc: object) -> dict[str, Any] | None:
+    """The body with `response_format={"type": "json_object", "schema": ...}` when a server rejected
+    the OpenAI `json_schema` form (llama-cpp-python's server accepts only the former); else None."""
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") != "json_schema" or "response_format" not in str(exc):
+        return None
+    return {**body, "response_format": {"type": "json_object", "schema": fmt["json_schema"]["schema"]}}
+
+
 def parse_choices(data: dict[str, Any]) -> list[Completion]:
     """Completions from an OpenAI chat-completions response body (raises on a malformed body)."""
     try:
@@ -107,6 +116,7 @@ class OpenAICompatibleBackend:
         self._api_key = api_key
         self.timeout = timeout
         self._sessions: dict[int, aiohttp.ClientSession] = {}
+        self._json_object_schema = False  # learned: the server wants the json_object+schema form
 
     def _session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -153,7 +163,17 @@ class OpenAICompatibleBackend:
             raise TransientError(f"malformed JSON body: {raw[:120]!r}") from exc
 
     async def chat(self, messages: list[dict], params: GenParams, n: int = 1) -> list[Completion]:
-        data = await self._post("/chat/completions", chat_payload(self.model, messages, params, n))
+        body = chat_payload(self.model, messages, params, n)
+        if self._json_object_schema and params.json_schema is not None:
+            body = json_object_fallback(body, "response_format") or body
+        try:
+            data = await self._post("/chat/completions", body)
+        except ModelCallError as exc:
+            fallback = json_object_fallback(body, exc)
+            if fallback is None:
+                raise
+            self._json_object_schema = True
+            data = await self._post("/chat/completions", fallback)
         return parse_choices(data)
 
     async def embed(self, texts: list[str]) -> list[list[float]]:

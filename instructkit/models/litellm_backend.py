@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .http_openai import chat_payload, parse_choices
+from .http_openai import chat_payload, json_object_fallback, parse_choices
 from .types import Completion, GenParams, ModelCallError, TransientError
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -88,7 +88,13 @@ class LiteLLMBackend:
         if self._api_key:
             kwargs["api_key"] = self._api_key
         try:
-            response = await litellm.acompletion(**body, **kwargs)
+            try:
+                response = await litellm.acompletion(**body, **kwargs)
+            except Exception as exc:
+                fallback = json_object_fallback(body, exc)
+                if fallback is None:
+                    raise
+                response = await litellm.acompletion(**fallback, **kwargs)
         except Exception as exc:  # litellm raises many provider-specific types
             raise self._map_error(exc) from exc
         data = response.model_dump() if hasattr(response, "model_dump") else dict(response)

@@ -129,14 +129,20 @@ class LLM:
             elif ref.family == "openai-compatible" and ref.via == "http":
                 from .http_openai import OpenAICompatibleBackend
 
-                key = self._api_key or os.environ.get("INSTRUCTKIT_API_KEY") or os.environ.get("OPENAI_API_KEY")
-                self._backend = OpenAICompatibleBackend(ref.model, ref.api_base, key, self._timeout)
+                self._backend = OpenAICompatibleBackend(ref.model, ref.api_base, self._server_key(), self._timeout)
             else:
                 from .litellm_backend import LiteLLMBackend
 
+                key = self._api_key
+                if ref.family == "openai-compatible":
+                    # Self-hosted servers need no key, but the OpenAI SDK under litellm insists on one.
+                    key = self._server_key() or "EMPTY"
                 model = f"openai/{ref.model}" if ref.family == "openai-compatible" else ref.model
-                self._backend = LiteLLMBackend(model, ref.api_base, self._api_key, self._timeout)
+                self._backend = LiteLLMBackend(model, ref.api_base, key, self._timeout)
         return self._backend
+
+    def _server_key(self) -> str | None:
+        return self._api_key or os.environ.get("INSTRUCTKIT_API_KEY") or os.environ.get("OPENAI_API_KEY")
 
     @property
     def identity(self) -> dict[str, Any]:
