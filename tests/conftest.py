@@ -100,3 +100,18 @@ def tmp_cache(tmp_path: Path) -> Iterator:
     cache = ResponseCache(tmp_path / "cache")
     yield cache
     cache.close()
+
+
+@pytest.fixture(scope="session")
+def _fake_server_process() -> Iterator:
+    from instructkit.testing import serve_fake
+
+    with serve_fake() as url:
+        yield url
+
+
+@pytest.fixture
+def fake_server(_fake_server_process):
+    """The loopback fake OpenAI server (`instructkit.testing`), reset: no faults, no latency, empty log."""
+    _fake_server_process.configure(faults=[], latency=0.0, reset=True)
+    return _fake_server_process
