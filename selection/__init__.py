@@ -1,0 +1,42 @@
+"""Selectors: plain functions on arrays returning np.int64 indices, and registered `select` methods.
+
+Importing the package registers: threshold, topk, ratio, random, deita, car, kcenter, instag, cherry,
+mods, dq, dedup. `embed.embed_records` writes the vectors; `report` computes diversity metrics.
+"""
+
+from . import basic, car, cherry, dedup, deita, dq, instag, kcenter, mods  # noqa: F401 (registration)
+from .basic import random_select, ratio_select, threshold_select, topk_select
+from .car import car_clusters, car_combine, car_select
+from .cherry import cherry_pre_select, middle_confidence_sample
+from .dedup import embedding_dedup, exact_dedup, minhash_dedup, rouge_dedup
+from .deita import deita_select, greedy_similarity_filter
+from .dq import dq_bins, dq_select, graphcut_greedy
+from .instag import instag_select
+from .kcenter import kcenter_greedy
+from .mods import mods_necessity, mods_seeds, mods_select
+
+__all__ = [
+    "car_clusters",
+    "car_combine",
+    "car_select",
+    "cherry_pre_select",
+    "deita_select",
+    "dq_bins",
+    "dq_select",
+    "embedding_dedup",
+    "exact_dedup",
+    "graphcut_greedy",
+    "greedy_similarity_filter",
+    "instag_select",
+    "kcenter_greedy",
+    "middle_confidence_sample",
+    "minhash_dedup",
+    "mods_necessity",
+    "mods_seeds",
+    "mods_select",
+    "random_select",
+    "ratio_select",
+    "rouge_dedup",
+    "threshold_select",
+    "topk_select",
+]

@@ -1,0 +1,195 @@
+"""Shared pieces of the selectors: stable orders, blocked products, score/embedding inputs, outputs.
+
+Every selector has a plain function on arrays (embeddings float32 [N, d], scores [N]) that returns
+np.int64 indices, and a registered `(records, ctx) -> records` wrapper built from the helpers here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from instructkit.io import to_turns
+
+DEFAULT_FIELDS = ["instruction", "input", "output"]
+
+
+# ----- orders and small array helpers ---------------------------------------------------------
+
+
+def stable_order(scores: np.ndarray, descending: bool = True) -> np.ndarray:
+    """Indices sorted by score (descending by default); ties by original index; NaN always last."""
+    s = np.asarray(scores, dtype=np.float64)
+    nan = np.isnan(s)
+    key = np.where(nan, 0.0, -s if descending else s)
+    return np.lexsort((np.arange(len(s)), key, nan)).astype(np.int64)
+
+
+def as_indices(idx: Sequence[int] | np.ndarray) -> np.ndarray:
+    return np.asarray(idx, dtype=np.int64).reshape(-1)
+
+
+def compute_dtype(x: np.ndarray) -> np.dtype:
+    """float64 stays float64 (exact reference tests); anything else computes in float32."""
+    return np.dtype(np.float64) if np.asarray(x).dtype == np.float64 else np.dtype(np.float32)
+
+
+def l2_normalize(x: np.ndarray, dtype: np.dtype | None = None, block: int = 65536) -> np.ndarray:
+    """Row-normalised copy (zero rows stay zero), built block by block to bound temporaries."""
+    dtype = dtype or compute_dtype(x)
+    out = np.empty(x.shape, dtype=dtype)
+    for lo, hi in row_blocks(len(x), block):
+        b = np.asarray(x[lo:hi], dtype=dtype)
+        n = np.sqrt(np.einsum("ij,ij->i", b, b))
+        n[n == 0] = 1
+        out[lo:hi] = b / n[:, None]
+    return out
+
+
+def row_norms_sq(x: np.ndarray, dtype: np.dtype, block: int = 65536) -> np.ndarray:
+    out = np.empty(len(x), dtype=dtype)
+    for lo, hi in row_blocks(len(x), block):
+        b = np.asarray(x[lo:hi], dtype=dtype)
+        out[lo:hi] = np.einsum("ij,ij->i", b, b)
+    return out
+
+
+def row_blocks(n: int, block: int) -> Iterator[tuple[int, int]]:
+    for lo in range(0, n, max(1, block)):
+        yield lo, min(n, lo + block)
+
+
+def block_rows_for(d: int, budget_bytes: int = 64 << 20, itemsize: int = 4) -> int:
+    """Rows per block so that a [rows, d] block stays near `budget_bytes`."""
+    return max(256, budget_bytes // max(1, d * itemsize))
+
+
+def check_random_state(seed: Any) -> np.random.RandomState:
+    from sklearn.utils import check_random_state as _crs
+
+    return _crs(seed)
+
+
+# ----- torch matmul with numpy fallback -------------------------------------------------------
+
+
+class Matmul:
+    """`a @ b.T` on numpy arrays through torch (CPU threads or a GPU) when available, else numpy.
+
+    Results come back as numpy in the input dtype. `device="auto"` uses CUDA when torch sees it.
+    """
+
+    def __init__(self, device: str | None = "auto"):
+        self.torch = None
+        self.device = "cpu"
+        if device in (None, "numpy"):
+            return
+        try:
+            import torch
+        except ImportError:  # numpy is enough, only slower
+            return
+        self.torch = torch
+        if device == "auto":
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        else:
+            self.device = device
+
+    def to_dev(self, a: np.ndarray) -> Any:
+        if self.torch is None:
+            return a
+        t = self.torch.from_numpy(np.ascontiguousarray(a))
+        return t.to(self.device) if self.device != "cpu" else t
+
+    def abt(self, a: np.ndarray | Any, b: np.ndarray | Any) -> np.ndarray:
+        if self.torch is None:
+            return np.asarray(a) @ np.asarray(b).T
+        ta = a if self.torch.is_tensor(a) else self.to_dev(a)
+        tb = b if self.torch.is_tensor(b) else self.to_dev(b)
+        out = ta @ tb.T
+        return out.cpu().numpy() if out.device.type != "cpu" else out.numpy()
+
+
+# ----- inputs from records --------------------------------------------------------------------
+
+
+def record_text(rec: dict, fields: Sequence[str] | None = None) -> str:
+    """The text embedded for a row: the named fields joined by newlines, or every turn
+    (instruction then response) for chat-format rows and when `fields` is empty."""
+    if fields and not ("messages" in rec or "conversations" in rec):
+        return "\n".join(str(rec[f]) for f in fields if rec.get(f) not in (None, ""))
+    return "\n".join(part for turn in to_turns(rec) for part in turn if part)
+
+
+def score_column(records: list[dict], column: str) -> np.ndarray:
+    """float64 scores from a column (dotted paths allowed: `judge.score`); missing or non-numeric is NaN."""
+    out = np.full(len(records), np.nan)
+    for i, rec in enumerate(records):
+        v: Any = rec
+        for part in column.split("."):
+            v = v.get(part) if isinstance(v, dict) else None
+        if isinstance(v, bool):
+            v = float(v)
+        if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
+            out[i] = float(v)
+        elif isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v):
+            out[i] = float(sum(v))
+    if np.isnan(out).all():
+        raise ValueError(f"no numeric values in column {column!r}")
+    return out
+
+
+@dataclass
+class EmbeddingOptions:
+    """Where the vectors come from: a .npy aligned with the rows, or an encoder run on the text."""
+
+    embeddings: str | None = None  # path to a float32 .npy with one row per record
+    encoder: str | None = None  # embedder spec when no .npy is given (default "local": all-MiniLM-L6-v2)
+    fields: list[str] = field(default_factory=lambda: list(DEFAULT_FIELDS))
+
+
+def load_embeddings(records: list[dict], ctx: Any, opts: Any) -> np.ndarray:
+    """[len(records), d] vectors for a selector wrapper, memory-mapped when read from a .npy."""
+    path = getattr(opts, "embeddings", None)
+    if path:
+        emb = np.load(Path(path), mmap_mode="r")
+        if emb.ndim != 2 or len(emb) != len(records):
+            raise ValueError(f"{path}: shape {emb.shape} does not match {len(records)} records")
+        return emb
+    from .embed import embed_records
+
+    cache_dir = Path(ctx.work_dir) / "embeddings" if getattr(ctx, "work_dir", None) else None
+    return embed_records(
+        records,
+        getattr(opts, "encoder", None) or "local",
+        fields=getattr(opts, "fields", None),
+        cache_dir=cache_dir,
+    )
+
+
+def seed_of(ctx: Any, opts: Any) -> int:
+    """The option's random_state when set, else the run's."""
+    rs = getattr(opts, "random_state", None)
+    return int(rs) if rs is not None else int(getattr(ctx, "random_state", 0) or 0)
+
+
+def parse_n_init(value: str | int) -> int | str:
+    """KMeans n_init from an option string: an int, or "auto"."""
+    return int(value) if str(value).isdigit() else str(value)
+
+
+def take(records: list[dict], idx: np.ndarray, extra: dict[str, Sequence[Any]] | None = None) -> list[dict]:
+    """The selected rows in selection order, each with `_select_rank` (and any extra per-pick fields)."""
+    out = []
+    for rank, i in enumerate(as_indices(idx)):
+        rec = dict(records[int(i)])
+        rec["_select_rank"] = rank
+        for name, values in (extra or {}).items():
+            v = values[rank]
+            rec[name] = v.item() if hasattr(v, "item") else v
+        out.append(rec)
+    return out

@@ -1,0 +1,83 @@
+"""Embeddings for selection: row text -> float32 .npy, cached by content (the `instructkit embed` body).
+
+Encoders come from `instructkit.models.embeddings.embedder(spec)`: `local` (all-MiniLM-L6-v2, mean
+pooling, L2 norm), `hf:PATH` (any encoder folder), `causal:SPEC[:mean|last]` (a causal LM's mean
+last hidden state, as Cherry, or its last-token state, as DEITA), or a hosted embedding model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .common import record_text
+
+
+def texts_of(records: list[dict], fields: Sequence[str] | None = None) -> list[str]:
+    """The embedded text per row (see `common.record_text`)."""
+    return [record_text(r, fields) for r in records]
+
+
+def content_key(texts: Sequence[str], spec: str) -> str:
+    h = hashlib.sha256(json.dumps(spec).encode())
+    for t in texts:
+        h.update(hashlib.sha256(t.encode("utf-8", "surrogatepass")).digest())
+    return h.hexdigest()[:24]
+
+
+def embed_texts(texts: list[str], spec: str = "local", batch_size: int = 256) -> np.ndarray:
+    """float32 [len(texts), d] from `embedder(spec)` (per-text model cache included)."""
+    from instructkit.models.embeddings import embedder
+
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    llm = embedder(spec)
+    return np.asarray(llm.embed(list(texts), batch_size=batch_size), dtype=np.float32)
+
+
+def embed_records(
+    records: list[dict],
+    spec: str = "local",
+    out_path: str | os.PathLike | None = None,
+    fields: Sequence[str] | None = ("instruction", "input", "output"),
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Embed each row's text (the named fields joined by newlines; chat rows: every turn) with `spec`.
+
+    The array is cached as `<cache_dir>/<content-hash>.npy` (hash of spec + texts) and, when
+    `out_path` is given, also written there (atomically). Returns the float32 [N, d] array.
+    """
+    texts = texts_of(records, fields)
+    key = content_key(texts, spec)
+    cached = Path(cache_dir) / f"{key}.npy" if cache_dir else None
+    if cached is not None and cached.is_file():
+        emb = np.load(cached)
+    else:
+        emb = embed_texts(texts, spec, batch_size)
+        if cached is not None:
+            save_npy(cached, emb)
+    if out_path is not None:
+        save_npy(Path(out_path), emb)
+    return emb
+
+
+def save_npy(path: Path, arr: np.ndarray) -> Path:
+    """Write float32 .npy atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, np.asarray(arr, dtype=np.float32))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
