@@ -160,6 +160,43 @@ def parse_verdict(text: str | None, *, prompt: str | None = None) -> Parsed:
     return Parsed({"A": 0.0, "B": 1.0, "TIE": 0.5}[seen[0]], OK, seen[0])
 
 
+_RANK_LINE = re.compile(
+    r"\[\s*(\d+)\s*\]\s*\**\s*score\s*\**\s*[:=]\s*\**\s*([+-]?\d+(?:\.\d+)?)", re.IGNORECASE
+)
+
+
+@dataclass
+class Ranking:
+    """Scores of a rank-and-score reply, one per item (1-based in the reply, 0-based here)."""
+
+    scores: list[float] | None
+    status: str
+    detail: str = ""
+
+
+def parse_ranking(text: str | None, n: int, lo: float, hi: float, *, prompt: str | None = None) -> Ranking:
+    """`[k] Score: s` lines for items 1..n. A missing, repeated or unknown index, or a score outside
+    [lo, hi], is a failure of the whole reply (status missing / duplicate / invalid / out_of_range)."""
+    if text is None or not text.strip():
+        return Ranking(None, EMPTY)
+    found: dict[int, float] = {}
+    for m in _RANK_LINE.finditer(strip_echo(text, prompt)):
+        k, score = int(m.group(1)), float(m.group(2))
+        if not 1 <= k <= n:
+            return Ranking(None, "invalid", f"index {k} of {n}")
+        if k in found:
+            return Ranking(None, "duplicate", f"index {k} scored twice")
+        if not lo <= score <= hi:
+            return Ranking(None, OUT_OF_RANGE, f"[{k}] {score}")
+        found[k] = score
+    if not found:
+        return Ranking(None, NO_SCORE)
+    missing = [k for k in range(1, n + 1) if k not in found]
+    if missing:
+        return Ranking(None, "missing", f"no score for {missing}")
+    return Ranking([found[k] for k in range(1, n + 1)], OK)
+
+
 # ----- logprob expectation ----------------------------------------------------------------------
 
 
@@ -242,6 +279,24 @@ def expectation_from_logits(logits: Sequence[float], scores: Sequence[int]) -> f
     exps = [math.exp(v - top) for v in logits]
     total = sum(exps)
     return sum(s * e / total for s, e in zip(scores, exps))
+
+
+def score_completion(comp: Completion, lo: int, hi: int, prompt: str | None = None) -> dict[str, Any]:
+    """One judge reply on an integer scale: the parsed whole number (first line first), the logprob
+    expectation at the score token when the parse succeeded and logprobs came back, and the value
+    to use (expectation, else parsed). A non-integer where an integer was asked for is "invalid"."""
+    parsed = parse_score(comp.text, lo, hi, prompt=prompt, first_line=True)
+    if parsed.ok and parsed.value is not None and parsed.value != int(parsed.value):
+        parsed.value, parsed.status = None, "invalid"
+    exp = expectation_from_logprobs(comp.logprobs, range(lo, hi + 1)) if parsed.ok else None
+    use_exp = exp is not None and exp.status == OK
+    return {
+        "parsed": parsed.value,
+        "status": parsed.status,
+        "exp": exp,
+        "value": exp.value if use_exp else parsed.value,
+        "source": "logprobs" if use_exp else ("parsed" if parsed.ok else None),
+    }
 
 
 # ----- shared result helpers ----------------------------------------------------------------------

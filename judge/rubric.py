@@ -21,7 +21,7 @@ from instructkit.registry import method
 from instructkit.runner import RunContext
 
 from .common import finish, llm_of, prompt_of, triplet
-from .parsing import OK, expectation_from_logprobs, parse_score, report, usage_columns
+from .parsing import OK, report, score_completion, usage_columns
 
 PREFIX = "rubric"
 COLUMNS = [
@@ -129,27 +129,6 @@ def rubric_messages(rec: dict, opts: RubricOptions, rubric: tuple[str, list[tupl
     ]
 
 
-def score_samples(comps: list[Any], prompt: str, lo: int, hi: int) -> list[dict[str, Any]]:
-    """Per sample: parsed integer, logprob expectation (when the parse succeeded) and the value used."""
-    out = []
-    for comp in comps:
-        parsed = parse_score(comp.text, lo, hi, prompt=prompt, first_line=True)
-        if parsed.ok and parsed.value is not None and parsed.value != int(parsed.value):
-            parsed.value, parsed.status = None, "invalid"  # the rubric asks for a whole number
-        exp = expectation_from_logprobs(comp.logprobs, range(lo, hi + 1)) if parsed.ok else None
-        use_exp = exp is not None and exp.status == OK
-        out.append(
-            {
-                "parsed": parsed.value,
-                "status": parsed.status,
-                "exp": exp,
-                "value": exp.value if use_exp else parsed.value,
-                "source": "logprobs" if use_exp else ("parsed" if parsed.ok else None),
-            }
-        )
-    return out
-
-
 def summarise(prefix: str, comps: list[Any], samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Row columns from scored samples: mean of valid values, spread, first sample's details."""
     valid = [s["value"] for s in samples if s["value"] is not None]
@@ -194,7 +173,8 @@ def rubric(records: list[dict], ctx: RunContext) -> list[dict]:
             )
         else:
             comps = [await llm.achat(msgs, temperature=opts.temperature, **params)]
-        return summarise(PREFIX, comps, score_samples(comps, msgs[1]["content"], opts.lo, opts.hi))
+        samples = [score_completion(c, opts.lo, opts.hi, msgs[1]["content"]) for c in comps]
+        return summarise(PREFIX, comps, samples)
 
     out = finish(records, ctx.map(records, one, stage="grade"), "grade", PREFIX, COLUMNS)
     report(out, PREFIX, ctx, {"scale": [opts.lo, opts.hi], "n_samples": opts.n_samples})

@@ -1,0 +1,202 @@
+"""DEITA complexity and quality scores: direct 1-6 scorer or EVOL rank-and-score, combined c x q.
+
+Paper: Liu et al., "What Makes Good Data for Alignment? A Comprehensive Study of Automatic Data
+Selection in Instruction Tuning" (DEITA, ICLR 2024, arXiv 2312.15685).
+Deviations: any chat model acts as the scorer; the direct prompts are our own wording of the
+trained scorers' layout (query / question-response, then the score slot) sent through the chat
+template, not the raw-string prompts of the released LLaMA/Mistral scorers. The score is Σ s·p(s)
+over the score tokens 1-6 from top_logprobs when the backend returns them (the scorers' formula),
+else the parsed integer; no score token or no parse is null with a status, never the official 3.0.
+EVOL mode builds M in-depth evolutions (or M response rewrites), shows all M+1 in one shuffled
+ranking prompt and maps each `[k] Score: s` back to its variant; a missing or repeated index fails
+the row. The sample's own score is that of the original (variant 0). Selection lives in selection/.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from instructkit.io import to_turns
+from instructkit.registry import method
+from instructkit.runner import RunContext
+
+from .common import finish, llm_of, prompt_of
+from .parsing import OK, parse_ranking, report, score_completion
+
+PREFIX = "deita"
+ASPECTS = ("complexity", "quality")
+SCORES = (1, 6)
+
+# In-depth evolution operations (constraints, deepening, concretizing, reasoning), our wording.
+COMPLEXITY_OPERATIONS = [
+    "Add one more constraint or requirement to it.",
+    "If it asks about a particular issue, make the question reach deeper and wider into that issue.",
+    "Replace general concepts in it with more specific ones.",
+    "If a few simple steps would solve it, rewrite it so that it plainly needs several steps of reasoning.",
+]
+QUALITY_OPERATIONS = [
+    "Make it more helpful to the person who asked.",
+    "Make it more relevant to the instruction.",
+    "Make it go into more depth.",
+    "Make it more creative.",
+    "Add more useful detail.",
+]
+
+
+@dataclass
+class DeitaOptions:
+    mode: str = "direct"  # direct (1-6 scorer) | evol (rank-and-score over M evolutions)
+    aspects: list[str] = field(default_factory=lambda: list(ASPECTS))
+    m: int = 5  # evolutions per sample in evol mode (M+1 variants ranked together)
+    shuffle: bool = True  # shuffle the variants before ranking (order bias; DEITA authors do this)
+    logprobs: bool = True
+    top_logprobs: int = 10
+    max_tokens: int = 4  # direct mode: the score is the first token
+    evol_max_tokens: int = 512
+    evol_temperature: float = 0.7
+    rank_max_tokens: int = 160
+    complexity_template: str | None = None
+    quality_template: str | None = None
+
+
+def combined(complexity: list[float | None] | None, quality: list[float | None] | None) -> float | None:
+    """DEITA's evol score: Σ over turns of complexity x quality (null if any turn lacks a score)."""
+    if not complexity or not quality or len(complexity) != len(quality):
+        return None
+    if any(c is None for c in complexity) or any(q is None for q in quality):
+        return None
+    return float(sum(c * q for c, q in zip(complexity, quality)))
+
+
+def _first_failure(statuses: list[str]) -> str:
+    return next((s for s in statuses if s != OK), OK)
+
+
+def _rng(seed: int, *parts: str) -> random.Random:
+    import hashlib
+
+    digest = hashlib.sha256("\x1f".join([str(seed), *parts]).encode()).hexdigest()
+    return random.Random(int(digest[:16], 16))
+
+
+@method("judge", PREFIX, options=DeitaOptions)
+def deita(records: list[dict], ctx: RunContext) -> list[dict]:
+    """DEITA: complexity and quality scores (1-6 scorer or EVOL ranking) and their product."""
+    opts = ctx.options or DeitaOptions()
+    llm = llm_of(ctx)
+    unknown = set(opts.aspects) - set(ASPECTS)
+    if unknown or opts.mode not in ("direct", "evol"):
+        raise ValueError(
+            f"deita: mode must be direct|evol and aspects among {ASPECTS} (got {opts.mode}, {unknown})"
+        )
+    lp: dict[str, Any] = {"logprobs": True, "top_logprobs": opts.top_logprobs} if opts.logprobs else {}
+
+    async def direct(aspect: str, instruction: str, response: str) -> dict[str, Any]:
+        if aspect == "complexity":
+            prompt = prompt_of("deita_complexity.jinja", opts.complexity_template, instruction=instruction)
+        else:
+            prompt = prompt_of(
+                "deita_quality.jinja", opts.quality_template, instruction=instruction, response=response
+            )
+        comp = await llm.achat(prompt, temperature=0.0, max_tokens=opts.max_tokens, **lp)
+        s = score_completion(comp, *SCORES, prompt)
+        return {"value": s["value"], "status": s["status"], "raw": comp.text, "source": s["source"]}
+
+    async def evol(aspect: str, instruction: str, response: str) -> dict[str, Any]:
+        variants = [instruction if aspect == "complexity" else response]
+        ops = COMPLEXITY_OPERATIONS if aspect == "complexity" else QUALITY_OPERATIONS
+        for step in range(opts.m):
+            op = ops[step % len(ops)]
+            if aspect == "complexity":
+                prompt = prompt_of(
+                    "deita_evol_complexity.jinja", None, instruction=variants[-1], operation=op
+                )
+            else:
+                prompt = prompt_of(
+                    "deita_evol_quality.jinja",
+                    None,
+                    instruction=instruction,
+                    response=variants[-1],
+                    operation=op,
+                )
+            comp = await llm.achat(
+                prompt,
+                temperature=opts.evol_temperature,
+                seed=ctx.random_state + step,
+                max_tokens=opts.evol_max_tokens,
+            )
+            if not comp.text.strip():
+                return {
+                    "value": None,
+                    "status": "evol_empty",
+                    "raw": "",
+                    "source": None,
+                    "variants": variants,
+                }
+            variants.append(comp.text.strip())
+        order = list(range(len(variants)))
+        if opts.shuffle:
+            _rng(ctx.random_state, aspect, instruction, response).shuffle(order)
+        shown = [variants[i] for i in order]
+        name = f"deita_rank_{aspect}.jinja"
+        prompt = prompt_of(name, None, items=shown, instruction=instruction)
+        comp = await llm.achat(prompt, temperature=0.0, max_tokens=opts.rank_max_tokens)
+        n = len(variants)
+        ranking = parse_ranking(comp.text, n, 1, n + 1, prompt=prompt)
+        by_variant: list[float | None] = [None] * n
+        if ranking.scores is not None:
+            for pos, variant in enumerate(order):
+                by_variant[variant] = ranking.scores[pos]
+        return {
+            "value": by_variant[0],
+            "status": ranking.status,
+            "raw": comp.text,
+            "source": "ranking" if ranking.scores is not None else None,
+            "variants": variants,
+            "ranking": by_variant if ranking.scores is not None else None,
+            "shown_order": order,
+        }
+
+    score_turn = direct if opts.mode == "direct" else evol
+
+    async def one(rec: dict) -> dict:
+        turns = to_turns(rec)
+        row: dict[str, Any] = {}
+        statuses = []
+        for aspect in opts.aspects:
+            results = [await score_turn(aspect, q, a) for q, a in turns]
+            key = f"{PREFIX}_{aspect}"
+            row[f"{key}_scores"] = [r["value"] for r in results]
+            row[key] = results[0]["value"] if results else None
+            row[f"{key}_raw"] = [r["raw"] for r in results]
+            row[f"{key}_source"] = [r["source"] for r in results]
+            row[f"{key}_parse"] = _first_failure([r["status"] for r in results]) if results else "empty"
+            statuses.append(row[f"{key}_parse"])
+            if opts.mode == "evol":
+                row[f"{key}_variants"] = [r.get("variants") for r in results]
+                row[f"{key}_ranking"] = [r.get("ranking") for r in results]
+        row[f"{PREFIX}_score"] = combined(
+            row.get(f"{PREFIX}_complexity_scores"), row.get(f"{PREFIX}_quality_scores")
+        )
+        row[f"{PREFIX}_parse"] = _first_failure(statuses)
+        return row
+
+    columns = [f"{PREFIX}_score", f"{PREFIX}_parse"] + [
+        f"{PREFIX}_{a}{suffix}"
+        for a in opts.aspects
+        for suffix in ("", "_scores", "_raw", "_source", "_parse")
+    ]
+    out = finish(
+        records, ctx.map(records, one, stage=f"score-{opts.mode}"), f"score-{opts.mode}", PREFIX, columns
+    )
+    extra = {"mode": opts.mode, "aspects": list(opts.aspects)}
+    for aspect in opts.aspects:
+        counts: dict[str, int] = {}
+        for rec in out:
+            status = rec.get(f"{PREFIX}_{aspect}_parse") or "error"
+            counts[status] = counts.get(status, 0) + 1
+        extra[f"{aspect}_parse"] = counts
+    report(out, PREFIX, ctx, extra)
+    return out
