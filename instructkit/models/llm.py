@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
+import importlib.util
 import json
 import os
 import random
@@ -158,7 +160,11 @@ class LLM:
 
     @property
     def cost_model(self) -> str:
-        return self.ref.model if self.ref.family == "litellm" else ""
+        """The name to price calls by: litellm models, and OpenAI-compatible models (a proxy serving
+        `gpt-4o-mini`, say) whose name litellm's local price map knows; "" (free) otherwise."""
+        if self.ref.family == "litellm" or (self.ref.family == "openai-compatible" and _has_price(self.ref.model)):
+            return self.ref.model
+        return ""
 
     @property
     def supports_json_schema(self) -> bool:
@@ -375,6 +381,29 @@ class LLM:
 
     def close(self) -> None:
         run_sync(self.aclose())
+
+
+def _has_price(model: str) -> bool:
+    return model in _priced_models()
+
+
+@functools.cache
+def _priced_models() -> frozenset[str]:
+    """Model names litellm's bundled price map prices, read from its JSON without importing litellm."""
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset()
+    path = os.path.join(next(iter(spec.submodule_search_locations)), "model_prices_and_context_window_backup.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            prices = json.load(fh)
+    except (OSError, ValueError):
+        return frozenset()
+    return frozenset(
+        name
+        for name, entry in prices.items()
+        if isinstance(entry, dict) and (entry.get("input_cost_per_token") or entry.get("output_cost_per_token"))
+    )
 
 
 def to_messages(messages: list[dict] | str, system: str | None = None) -> list[dict]:
