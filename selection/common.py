@@ -7,6 +7,7 @@ np.int64 indices, and a registered `(records, ctx) -> records` wrapper built fro
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,7 +103,9 @@ class Matmul:
     def to_dev(self, a: np.ndarray) -> Any:
         if self.torch is None:
             return a
-        t = self.torch.from_numpy(np.ascontiguousarray(a))
+        with warnings.catch_warnings():  # read-only (memory-mapped) inputs: tensors are only read
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            t = self.torch.from_numpy(np.ascontiguousarray(a))
         return t.to(self.device) if self.device != "cpu" else t
 
     def abt(self, a: np.ndarray | Any, b: np.ndarray | Any) -> np.ndarray:
