@@ -10,9 +10,9 @@ paper's 306,044-query pool (with a warning; never below 1); rule aggregation wit
 stemmer, the most frequent surface form naming each stem group; semantic aggregation embeds tags
 with all-MiniLM-L6-v2 (not PhraseBERT, which we do not ship) and runs DBSCAN with eps=0.05 on
 cosine distance and min_samples=1; association aggregation mines pair rules X→Y (support ≥ 40
-rows, scaled like α; confidence ≥ 0.99) and merges the linked tags transitively (rules with
-larger antecedents are not mined). Multi-turn records: each user turn is tagged and the
-conversation's tags are their union. Complexity-first sampling belongs to selection/instag.py.
+rows, absolute and not scaled: at support 1 every pair seen once would merge; confidence ≥ 0.99)
+and merges the linked tags transitively (rules with larger antecedents are not mined).
+Multi-turn records: each user turn is tagged and the conversation's tags are their union. Complexity-first sampling belongs to selection/instag.py.
 """
 
 from __future__ import annotations
@@ -55,13 +55,13 @@ COLUMNS = [
 @dataclass
 class InstagOptions:
     min_freq: int = 20  # frequency filter α (rows a tag must appear in); 0 turns the step off
-    scale_min_freq: bool = True  # scale α and the support down for sets smaller than the paper's pool
+    scale_min_freq: bool = True  # scale α down for sets smaller than the paper's pool (with a warning)
     rule: bool = True  # lowercase, special characters to spaces, Porter stemming
     semantic: bool = True  # tag embeddings + DBSCAN
     eps: float = 0.05  # DBSCAN radius on cosine distance (the paper's threshold)
     embedder: str = "local"  # instructkit.models.embeddings.embedder spec
     association: bool = True  # merge tags linked by pair rules
-    min_support: int = 40  # rows in which both tags appear
+    min_support: int = 40  # rows in which both tags appear (absolute, never scaled)
     min_confidence: float = 0.99
     max_tokens: int = 256
     temperature: float = 0.0
@@ -298,18 +298,18 @@ def normalise(
         rep["steps"].append(step)
     if opts.semantic:
         if embed is None:
-            from instructkit.models.embeddings import embedder
 
-            embed = embedder(opts.embedder).embed
+            def embed(tags: list[str]) -> np.ndarray:
+                from instructkit.models.embeddings import embedder
+
+                return embedder(opts.embedder).embed(tags)
+
         rows, step = semantic_aggregate(rows, embed, opts.eps)
         rep["steps"].append(step)
     if opts.association:
-        support = scaled(opts.min_support, n, opts.scale_min_freq)
-        if support != opts.min_support:
-            warnings.append(
-                f"association support scaled from {opts.min_support} to {support} for {n} tagged rows"
-            )
-        rows, step = association_aggregate(rows, support, opts.min_confidence)
+        rows, step = association_aggregate(rows, opts.min_support, opts.min_confidence)
+        if n < PAPER_POOL and not step["n_rules"]:
+            warnings.append(f"no association rule reaches support {opts.min_support} in {n} tagged rows")
         rep["steps"].append(step)
     rep["tags"] = len(_row_counts(rows))
     rep["warnings"] = warnings
