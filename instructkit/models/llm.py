@@ -255,21 +255,28 @@ class LLM:
             )
         self._reserved += est_cost
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.max_retries + 1),
-                wait=_wait_for_retry,
-                retry=retry_if_exception_type(TransientError),
-                reraise=True,
-                before_sleep=self._count_retry,
-            ):
-                with attempt:
-                    if self._rpm:
-                        await self._rpm.take(1)
-                    if self._tpm:
-                        await self._tpm.take(tokens)
-                    async with self._semaphore():
-                        self.stats.calls += 1
-                        comps = await self.backend.chat(msgs, gen, n)
+            # Most calls succeed at once: only a failed first try pays for tenacity's machinery.
+            # (Retries run outside the except block, so later errors do not chain the first one,
+            # whose cause may quote a credential, into logged tracebacks.)
+            first: TransientError | None = None
+            try:
+                comps = await self._attempt(msgs, gen, n, tokens)
+            except TransientError as exc:
+                if self.max_retries < 1:
+                    raise
+                first = exc
+            if first is not None:
+                self.stats.retries += 1
+                await asyncio.sleep(_retry_delay(first, 1))
+                async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(self.max_retries),
+                    wait=lambda state: _retry_delay(state.outcome.exception(), state.attempt_number + 1),
+                    retry=retry_if_exception_type(TransientError),
+                    reraise=True,
+                    before_sleep=self._count_retry,
+                ):
+                    with attempt:
+                        comps = await self._attempt(msgs, gen, n, tokens)
         except ModelCallError:
             self.stats.failures += 1
             raise
@@ -285,6 +292,16 @@ class LLM:
             self.stats.completion_tokens += comp.usage.completion_tokens
             self.stats.cost += comp.cost
         return comps
+
+    async def _attempt(self, msgs: list[dict], gen: GenParams, n: int, tokens: int) -> list[Completion]:
+        """One try: the RPM/TPM limits, a concurrency slot, the backend call."""
+        if self._rpm:
+            await self._rpm.take(1)
+        if self._tpm:
+            await self._tpm.take(tokens)
+        async with self._semaphore():
+            self.stats.calls += 1
+            return await self.backend.chat(msgs, gen, n)
 
     def _count_retry(self, retry_state: Any) -> None:
         self.stats.retries += 1
@@ -414,12 +431,16 @@ def to_messages(messages: list[dict] | str, system: str | None = None) -> list[d
 
 
 def _wait_for_retry(retry_state: Any) -> float:
-    """Exponential backoff with full jitter, or the server's Retry-After when it sent one."""
     exc = retry_state.outcome.exception() if retry_state.outcome else None
+    return _retry_delay(exc, retry_state.attempt_number)
+
+
+def _retry_delay(exc: BaseException | None, attempt_number: int) -> float:
+    """Exponential backoff with full jitter, or the server's Retry-After when it sent one."""
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
         return min(float(retry_after), 120.0) + random.uniform(0, 0.1)
-    base = min(30.0, 0.25 * 2 ** (retry_state.attempt_number - 1))
+    base = min(30.0, 0.25 * 2 ** (attempt_number - 1))
     return random.uniform(base / 2, base)
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -21,17 +22,19 @@ class GenParams:
     json_schema: dict | None = None
 
     def canonical(self) -> dict[str, Any]:
-        """Stable dict form used in cache keys."""
-        data = asdict(self)
+        """Stable dict form used in cache keys (shallow: callers serialise it at once)."""
+        data = {name: getattr(self, name) for name in _GEN_FIELDS}
         data["stop"] = list(self.stop)
         return data
 
     def replace(self, **changes: Any) -> GenParams:
-        data = {**asdict(self), **changes}
-        if isinstance(data.get("stop"), (list, str)):
-            stop = data["stop"]
-            data["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
-        return GenParams(**data)
+        stop = changes.get("stop")
+        if isinstance(stop, (list, str)):
+            changes["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
+        return dataclasses.replace(self, **changes)
+
+
+_GEN_FIELDS = tuple(f.name for f in dataclasses.fields(GenParams))
 
 
 @dataclass
