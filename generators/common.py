@@ -1,0 +1,148 @@
+"""Helpers shared by the generators: model access, prompts, side files, manifests, documents."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from instructkit.documents import Document, Passage, load_documents, passages_from
+from instructkit.manifest import write_manifest
+from instructkit.runner import RowResult, RunContext
+from instructkit.templates import render, template_hash
+
+
+def llm_of(ctx: RunContext) -> Any:
+    """The run's model, or a clear error when the generator was started without one."""
+    if ctx.llm is None:
+        raise ValueError(f"{ctx.method or 'this generator'} needs a model (--model)")
+    return ctx.llm
+
+
+def prompt(name: str, path: str | None = None, **variables: Any) -> str:
+    """Render a packaged template (or the user's file at `path` in its place)."""
+    return render(name, path=path, **variables)
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+def seeded(ctx: RunContext, *salt: Any) -> random.Random:
+    """A random generator derived from the run's explicit seed and a salt (stable across runs)."""
+    return random.Random(json.dumps([ctx.random_state, *salt], default=str))
+
+
+def call_seed(ctx: RunContext, *salt: Any) -> int:
+    """A per-call sampling seed derived from the run's seed (recorded in the cache key)."""
+    return seeded(ctx, "call", *salt).randrange(2**31)
+
+
+def ok_values(results: Iterable[RowResult]) -> list[Any]:
+    """Values of the rows that succeeded, None for the rest."""
+    return [r.value if r.ok else None for r in results]
+
+
+def side_path(ctx: RunContext, name: str) -> Path | None:
+    if ctx.work_dir is None:
+        return None
+    return Path(ctx.work_dir) / f"{ctx.method or 'generate'}.{name}"
+
+
+def write_side(ctx: RunContext, name: str, rows: Iterable[dict]) -> Path | None:
+    """Write rows (e.g. rejected items with their raw model text) as JSONL in the work dir."""
+    path = side_path(ctx, name)
+    if path is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    return path
+
+
+def model_identity(ctx: RunContext) -> Any:
+    llm = ctx.llm
+    if llm is None:
+        return None
+    if getattr(llm, "dry_run", False):
+        return llm.spec
+    try:
+        return llm.identity
+    except Exception as exc:  # identity must never sink a finished run
+        return f"{llm.spec} ({type(exc).__name__})"
+
+
+def options_dict(options: Any) -> dict[str, Any]:
+    if options is None:
+        return {}
+    if dataclasses.is_dataclass(options):
+        return dataclasses.asdict(options)
+    return dict(getattr(options, "__dict__", {}))
+
+
+def finish_run(
+    ctx: RunContext,
+    options: Any,
+    templates: Iterable[str],
+    counts: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> Path | None:
+    """Write `<method>.manifest.json` beside the journals (params, template hashes, model, seed, counts)
+    and keep the counts in ctx.extras for callers."""
+    ctx.extras.setdefault("generate_summary", {})[ctx.method] = counts
+    if counts and getattr(ctx, "progress", False):
+        print(f"[{ctx.method}] {json.dumps(counts, default=str)[:600]}", file=sys.stderr)
+    path = side_path(ctx, "manifest.json")
+    if path is None:
+        return None
+    return write_manifest(
+        path,
+        method=ctx.method,
+        params=options_dict(options),
+        seed=ctx.random_state,
+        templates={name: template_hash(name) for name in sorted(set(templates))},
+        model=model_identity(ctx),
+        counts=counts,
+        run=ctx.stats.as_dict(),
+        calls=ctx.llm.stats.as_dict() if ctx.llm is not None else {},
+        **(extra or {}),
+    )
+
+
+def documents_for(
+    records: list[dict], ctx: RunContext, text_field: str, id_field: str | None = None
+) -> list[Document]:
+    """Documents from the input records (one per record) or, when there are none, from the input path."""
+    if records:
+        docs = []
+        for i, rec in enumerate(records):
+            text = rec.get(text_field)
+            if not isinstance(text, str):
+                raise ValueError(f"record {i}: no text field {text_field!r} (fields: {sorted(rec)})")
+            keys = [id_field] if id_field else ["doc_id", "id", "_id"]
+            doc_id = next((str(rec[k]) for k in keys if rec.get(k) is not None), f"doc{i}")
+            docs.append(Document(doc_id, text, "records", {k: v for k, v in rec.items() if k != text_field}))
+        return docs
+    path = ctx.extras.get("input_path")
+    if not path:
+        raise ValueError(
+            f"{ctx.method}: give documents (a file, a folder, or records with a {text_field!r} field)"
+        )
+    return load_documents(path, text_field=text_field, id_field=id_field)
+
+
+def passages_for(
+    records: list[dict], ctx: RunContext, text_field: str, max_tokens: int, id_field: str | None = None
+) -> list[Passage]:
+    """Documents chunked with the local tokenizer when the model is local, else the word estimate."""
+    docs = documents_for(records, ctx, text_field, id_field)
+    tokenizer = None
+    llm = ctx.llm
+    if llm is not None and getattr(llm, "is_local", False) and not getattr(llm, "dry_run", False):
+        tokenizer = getattr(llm.backend, "tokenizer", None)
+    return passages_from(docs, max_tokens=max_tokens, tokenizer=tokenizer)
