@@ -7,6 +7,7 @@ enter the key or the value. Only successful answers are stored, so a failure is 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -47,6 +48,8 @@ class ResponseCache:
         self.directory = Path(directory) if directory else DEFAULT_CACHE_DIR / "responses"
         self.enabled = enabled
         self._store: diskcache.Cache | None = None
+        self._pending: dict[str, str] = {}  # written in this event-loop turn, committed at its end
+        self._flush_scheduled = False
 
     @property
     def store(self) -> diskcache.Cache:
@@ -59,15 +62,39 @@ class ResponseCache:
     def get(self, key: str) -> dict[str, Any] | None:
         if not self.enabled:
             return None
-        raw = self.store.get(key)
+        raw = self._pending.get(key)
+        if raw is None:
+            raw = self.store.get(key)
         if raw is None:
             return None
         return json.loads(raw)["v"]
 
     def set(self, key: str, value: dict[str, Any]) -> None:
+        """Store an answer. Inside an event loop, the writes of one loop turn are committed together
+        by a callback that runs right after it (one SQLite transaction for a burst of answers)."""
         if not self.enabled:
             return
-        self.store.set(key, json.dumps({"t": time.time(), "v": value}, ensure_ascii=False))
+        raw = json.dumps({"t": time.time(), "v": value}, ensure_ascii=False)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.store.set(key, raw)
+            return
+        self._pending[key] = raw
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Commit pending writes (called by the loop; also by close)."""
+        self._flush_scheduled = False
+        if not self._pending:
+            return
+        store = self.store
+        with store.transact():
+            for key, raw in list(self._pending.items()):
+                store.set(key, raw)
+        self._pending.clear()
 
     def stats(self) -> dict[str, Any]:
         store = self.store
@@ -89,6 +116,7 @@ class ResponseCache:
         return removed
 
     def close(self) -> None:
+        self.flush()
         if self._store is not None:
             self._store.close()
             self._store = None
