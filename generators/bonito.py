@@ -33,7 +33,17 @@ from instructkit.models import extract_json
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
-from .common import call_seed, finish_run, llm_of, passages_for, prompt, seeded, word_count, write_side
+from .common import (
+    call_seed,
+    complete,
+    finish_run,
+    llm_of,
+    passages_for,
+    prompt,
+    seeded,
+    word_count,
+    write_side,
+)
 
 TASK_TYPES: dict[str, str] = {
     "exqa": "extractive question answering",
@@ -448,12 +458,7 @@ def bonito(records: list[dict], ctx: RunContext) -> list[dict]:
                                   "seed": call_seed(ctx, "bonito", item["doc_id"], item["passage_index"], code)}  # fmt: skip
         if use_schema:
             params["json_schema"] = schema_for(code)
-        comp = await llm.achat(msg, **params)
-        return {
-            "text": comp.text,
-            "finish_reason": comp.finish_reason,
-            "completion_tokens": comp.usage.completion_tokens,
-        }
+        return await complete(llm, msg, **params)
 
     results = ctx.map(items, one, stage=f"synthesize-{opts.mode}")
     out: list[dict] = []

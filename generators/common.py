@@ -146,3 +146,13 @@ def passages_for(
     if llm is not None and getattr(llm, "is_local", False) and not getattr(llm, "dry_run", False):
         tokenizer = getattr(llm.backend, "tokenizer", None)
     return passages_from(docs, max_tokens=max_tokens, tokenizer=tokenizer)
+
+
+async def complete(llm: Any, messages: Any, **params: Any) -> dict[str, Any]:
+    """One chat call as a JSON-serialisable row value: text, finish reason, completion tokens."""
+    comp = await llm.achat(messages, **params)
+    return {
+        "text": comp.text,
+        "finish_reason": comp.finish_reason,
+        "completion_tokens": comp.usage.completion_tokens,
+    }

@@ -45,7 +45,7 @@ from instructkit.registry import method
 from instructkit.rouge import NoveltyIndex
 from instructkit.runner import RunContext
 
-from .common import call_seed, finish_run, llm_of, prompt, seeded, write_side
+from .common import call_seed, complete, finish_run, llm_of, prompt, seeded, write_side
 
 BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
              "draw", "plot", "go to")  # fmt: skip
@@ -318,9 +318,8 @@ def self_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
     stops = ["\n\n", "\n16", "16.", "16 ."] if opts.mode == "continuation" else ["\n16", "16."]
 
     async def request(item: dict) -> dict:
-        comp = await llm.achat(item["prompt"], temperature=opts.temperature, top_p=opts.top_p,
-                               max_tokens=opts.max_tokens, stop=stops, seed=item["seed"])  # fmt: skip
-        return {"text": comp.text, "finish_reason": comp.finish_reason}
+        return await complete(llm, item["prompt"], temperature=opts.temperature, top_p=opts.top_p,
+                              max_tokens=opts.max_tokens, stop=stops, seed=item["seed"])  # fmt: skip
 
     batch_no, idle = 0, 0
     while len(machine) < opts.num_instructions:
@@ -430,9 +429,9 @@ def generate_instances(
 
     async def instances(item: dict) -> dict:
         name = TEMPLATES["clf" if item["clf"] else "gen"]
-        comp = await llm.achat(prompt(name, instruction=item["instruction"]), temperature=0.0,
-                               max_tokens=item["max_tokens"], stop=[f"Example {opts.max_instances + 1}", "Task:"])  # fmt: skip
-        return {"text": comp.text, "finish_reason": comp.finish_reason}
+        stop = [f"Example {opts.max_instances + 1}", "Task:"]
+        return await complete(llm, prompt(name, instruction=item["instruction"]), temperature=0.0,
+                              max_tokens=item["max_tokens"], stop=stop)  # fmt: skip
 
     results = ctx.map(items, instances, stage="instances")
     rng = seeded(ctx, "instances")

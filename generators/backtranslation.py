@@ -1,0 +1,153 @@
+"""Instruction backtranslation: instructions predicted for unlabelled text, then rated and curated by the model.
+
+Paper: Li et al., "Self-Alignment with Instruction Backtranslation" (ICLR 2024, arXiv 2308.06259).
+
+As the paper: self-augmentation writes an instruction x for each text segment y (y becomes the
+answer); self-curation rates each (x, y) on the paper's 5-point scale, reasoning first and the score on
+the last line; pairs with score >= threshold (5, the paper's A_5) are kept; an optional second iteration
+re-rates every candidate with the model now shown curated pairs (the paper's M1 rating A again).
+
+Deviations, and why: there is no fine-tuning here, so the backward model M_yx and the curated model M1
+are emulated by prompting the run's model: seed pairs (`seed_path`, Alpaca JSONL) become reversed
+few-shot demonstrations for self-augmentation, and the second iteration puts curated pairs into the
+rating prompt as examples of 5-point answers. The prompts are our own wording of the paper's
+Table 1 anchors. Score lines are read by instructkit.judge.parsing.parse_score (last labelled score,
+echoed prompt lines ignored, out-of-range values refused): a failure is a null score with its status
+and raw text (`backtranslation.rated.jsonl` holds every candidate), never a crash. Decoding is greedy
+by default (the paper does not fix it), with an explicit seed for any sampling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from instructkit.judge.parsing import parse_score
+
+from instructkit.registry import method
+from instructkit.runner import RunContext
+
+from .common import call_seed, complete, finish_run, llm_of, passages_for, prompt, seeded, write_side
+
+TEMPLATES = ("backtranslation_augment.jinja", "backtranslation_curate.jinja")
+
+
+@dataclass
+class BacktranslationOptions:
+    text_field: str = "text"  # the unlabelled text of each input record (e.g. "output" for Alpaca rows)
+    id_field: str | None = None
+    segment_tokens: int = 0  # 0: one segment per document; else chunk documents to this budget
+    seed_path: str | None = None  # Alpaca JSONL of seed (instruction, output) pairs for demonstrations
+    n_demos: int = 3
+    threshold: float = 5.0  # keep score >= threshold
+    iterations: int = 1  # 2: re-rate with curated pairs as demonstrations
+    curation_demos: int = 3
+    temperature: float = 0.0
+    augment_max_tokens: int = 128
+    rate_max_tokens: int = 256
+    keep_all: bool = False  # return every candidate with its score, not only the kept ones
+
+
+def parse_rating(text: str, prompt_text: str | None = None) -> tuple[float | None, str]:
+    """(score 1-5 or None, status) from a self-curation reply: the last stated score wins."""
+    parsed = parse_score(text, 1, 5, prompt=prompt_text, prefer="last")
+    return parsed.value, parsed.status
+
+
+def clean_instruction(text: str) -> str:
+    """The predicted instruction without a repeated label, quotes, or anything after a blank line."""
+    body = text.strip()
+    for label in ("Instruction:", "instruction:"):
+        if body.startswith(label):
+            body = body[len(label) :].strip()
+    body = body.split("\n\n", 1)[0].strip()
+    return body.strip('"').strip()
+
+
+def _load_seeds(path: str | None) -> list[dict]:
+    if not path:
+        return []
+    from instructkit.io import read_records
+
+    rows = read_records(path)
+    return [
+        {"instruction": str(r["instruction"]), "output": str(r.get("output", ""))}
+        for r in rows
+        if r.get("instruction")
+    ]
+
+
+@method("generate", "backtranslation", options=BacktranslationOptions)
+def backtranslation(records: list[dict], ctx: RunContext) -> list[dict]:
+    """Instruction backtranslation: self-augment instructions for texts, self-curate (5-point), keep the best."""
+    opts = ctx.options or BacktranslationOptions()
+    llm = llm_of(ctx)
+    budget = opts.segment_tokens if opts.segment_tokens > 0 else 10**9
+    segments = passages_for(records, ctx, opts.text_field, budget, opts.id_field)
+    seeds = _load_seeds(opts.seed_path)
+    demos = seeded(ctx, "bt-demos").sample(seeds, min(opts.n_demos, len(seeds))) if seeds else []
+    items = [{"doc_id": s.doc_id, "passage_index": s.passage_index, "text": s.text} for s in segments]
+
+    async def augment(item: dict) -> dict:
+        msg = prompt(TEMPLATES[0], text=item["text"], demos=demos)
+        return await complete(llm, msg, temperature=opts.temperature, max_tokens=opts.augment_max_tokens,
+                              seed=call_seed(ctx, "bt-augment", item["doc_id"], item["passage_index"]))  # fmt: skip
+
+    candidates: list[dict] = []
+    failures: dict[str, int] = {}
+    for item, res in zip(items, ctx.map(items, augment, stage="augment")):
+        inst = clean_instruction(res.value["text"]) if res.ok else ""
+        if not inst:
+            status = "empty_instruction" if res.ok else ("pending" if res.pending else "call_failed")
+            failures[status] = failures.get(status, 0) + 1
+            candidates.append({**item, "instruction": None, "augment_raw": res.value["text"] if res.ok else None,
+                               "augment_status": status, "error": res.error})  # fmt: skip
+            continue
+        candidates.append(
+            {**item, "instruction": inst, "augment_raw": res.value["text"], "augment_status": "ok"}
+        )
+
+    usable = [c for c in candidates if c["instruction"]]
+    rating_demos: list[dict] = []
+    iteration_counts = []
+    for it in range(1, max(1, opts.iterations) + 1):
+        pairs = [
+            {"instruction": c["instruction"], "answer": c["text"], "demos": rating_demos} for c in usable
+        ]
+
+        async def rate(pair: dict) -> dict:
+            msg = prompt(
+                TEMPLATES[1], instruction=pair["instruction"], answer=pair["answer"], demos=pair["demos"]
+            )
+            value = await complete(llm, msg, temperature=opts.temperature, max_tokens=opts.rate_max_tokens)
+            value["score"], value["status"] = parse_rating(value["text"], msg)
+            return value
+
+        statuses: dict[str, int] = {}
+        for cand, res in zip(usable, ctx.map(pairs, rate, stage=f"curate-{it}")):
+            score, status = (res.value["score"], res.value["status"]) if res.ok else (None, "error")
+            cand.update(score=score, rate_status=status, rate_raw=res.value["text"] if res.ok else None, iteration=it,
+                        keep=score is not None and score >= opts.threshold)  # fmt: skip
+            statuses[status] = statuses.get(status, 0) + 1
+        kept_now = [c for c in usable if c["keep"]]
+        iteration_counts.append(
+            {"iteration": it, "rated": len(usable), "kept": len(kept_now), "parse": statuses}
+        )
+        if it < opts.iterations:
+            pick = seeded(ctx, "bt-curated", it)
+            rating_demos = [{"instruction": c["instruction"], "output": c["text"]}
+                            for c in pick.sample(kept_now, min(opts.curation_demos, len(kept_now)))]  # fmt: skip
+
+    write_side(ctx, "rated.jsonl", candidates)
+    out = []
+    for c in candidates:
+        if not c["instruction"] or not (c.get("keep") or opts.keep_all):
+            continue
+        out.append({"instruction": c["instruction"], "input": "", "output": c["text"], "doc_id": c["doc_id"],
+                    "passage_index": c["passage_index"], "backtranslation_score": c.get("score"),
+                    "backtranslation_parse": c.get("rate_status"), "backtranslation_raw": c.get("rate_raw"),
+                    "backtranslation_keep": bool(c.get("keep")), "backtranslation_iteration": c.get("iteration")})  # fmt: skip
+    counts: dict[str, Any] = {"segments": len(segments), "instructions": len(usable), "augment_failures": failures,
+                              "iterations": iteration_counts, "kept": sum(bool(c.get("keep")) for c in candidates)}  # fmt: skip
+    finish_run(ctx, opts, TEMPLATES, counts, {"seed_demos": len(demos)})
+    return out
