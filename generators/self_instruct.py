@@ -201,6 +201,54 @@ def post_process(
     return out
 
 
+def sample_demos(
+    rng: Any, machine: list[str], seeds: list[str], n_total: int = 8, n_machine: int = 2
+) -> list[str]:
+    """min(n_machine, |machine|) machine tasks, then human seeds up to n_total, shuffled (official order)."""
+    demos = rng.sample(machine, min(n_machine, len(machine)))
+    demos += rng.sample(seeds, n_total - len(demos))
+    rng.shuffle(demos)
+    return demos
+
+
+def screen_batch(
+    responses: list[tuple[str, str | None, str | None]],
+    index: NoveltyIndex,
+    threshold: float = 0.7,
+    n_demos: int = 8,
+    mode: str = "continuation",
+    similarity_stats: bool = False,
+) -> tuple[list[dict], list[dict]]:
+    """Filter one batch of (prompt, text, finish_reason) responses in order, as the official loop does:
+    every candidate through the filters, then ROUGE-L against the pool, which grows with each kept task
+    (so a near-copy of a task kept earlier in the same batch is rejected). Returns (kept, rejected)."""
+    kept: list[dict] = []
+    rejected: list[dict] = []
+    for prompt_text, text, finish in responses:
+        if text is None:
+            rejected.append({"reason": "call_failed", "instruction": "", "error": finish})
+            continue
+        for cand in post_process(text, finish or "stop", n_demos, mode):
+            reason, hit = cand["reason"], None
+            if reason is None:
+                hit = index.any_above(cand["instruction"], threshold)
+                reason = "rouge_l" if hit is not None else None
+            if reason is not None:
+                rejected.append({**cand, "reason": reason, "response": text if reason == "truncated_response" else None,
+                                 "most_similar": index.texts[hit.index] if hit else None,
+                                 "rouge_l": hit.score if hit else None})  # fmt: skip
+                continue
+            top = index.top_k(cand["instruction"], 10)
+            entry = {"instruction": cand["instruction"], "most_similar": {index.texts[m.index]: m.score for m in top},
+                     "prompt": prompt_text}  # fmt: skip
+            if similarity_stats:
+                scores = index.scores(cand["instruction"])
+                entry["avg_similarity_score"] = float(scores.mean()) if len(scores) else 0.0
+            index.add(cand["instruction"])
+            kept.append(entry)
+    return kept, rejected
+
+
 # ----- step 2: classification ----------------------------------------------------------------
 def parse_is_clf(text: str, mode: str = "continuation") -> bool:
     """Official rule: the stripped completion is exactly Yes/yes/YES. Chat mode also takes "Yes." etc."""
@@ -309,7 +357,7 @@ def self_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
         raise ValueError(
             f"need at least {n_human} seed tasks for {opts.num_prompt_instructions} demonstrations"
         )
-    rng = seeded(ctx, "bootstrap")
+    rng = seeded(ctx, "bootstrap")  # the official code seeds 42 at import; ours is the run's seed
     index = NoveltyIndex(seed_texts)
     machine: list[dict] = []
     rejected: list[dict] = []
@@ -327,9 +375,8 @@ def self_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
             break
         items = []
         for k in range(opts.request_batch_size):
-            demos = rng.sample([m["instruction"] for m in machine], min(opts.num_machine_demos, len(machine)))
-            demos += rng.sample(seed_texts, opts.num_prompt_instructions - len(demos))
-            rng.shuffle(demos)
+            demos = sample_demos(rng, [m["instruction"] for m in machine], seed_texts,
+                                 opts.num_prompt_instructions, opts.num_machine_demos)  # fmt: skip
             p = encode_prompt(demos, opts.classification_only, opts.mode, n_new)
             items.append(
                 {"prompt": p, "request_idx": batch_no, "k": k, "seed": call_seed(ctx, "req", batch_no, k)}
@@ -337,43 +384,17 @@ def self_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
         results = ctx.map(items, request, stage="instructions")
         if all(r.pending for r in results):
             break  # dry run or budget reached: nothing more can be learned
-        kept_now = 0
-        for item, res in zip(items, results):
-            if not res.ok:
-                rejected.append({"request_idx": batch_no, "reason": "call_failed", "error": res.error})
-                reasons["call_failed"] = reasons.get("call_failed", 0) + 1
-                continue
-            for cand in post_process(res.value["text"], res.value["finish_reason"], opts.num_prompt_instructions,
-                                     opts.mode):  # fmt: skip
-                reason = cand["reason"]
-                hit = None
-                if reason is None:
-                    hit = index.any_above(cand["instruction"], opts.rouge_threshold)
-                    if hit is not None:
-                        reason = "rouge_l"
-                if reason is not None:
-                    reasons[reason] = reasons.get(reason, 0) + 1
-                    rejected.append({"request_idx": batch_no, "reason": reason, **cand,
-                                     "response": res.value["text"] if reason == "truncated_response" else None,
-                                     "most_similar": index.texts[hit.index] if hit else None,
-                                     "rouge_l": hit.score if hit else None})  # fmt: skip
-                    continue
-                if len(machine) >= opts.num_instructions:
-                    reasons["over_target"] = reasons.get("over_target", 0) + 1
-                    continue
-                top = index.top_k(cand["instruction"], 10)
-                entry = {
-                    "instruction": cand["instruction"],
-                    "most_similar": {index.texts[m.index]: m.score for m in top},
-                    "request_idx": batch_no,
-                    "prompt": item["prompt"],
-                }
-                if opts.similarity_stats:
-                    scores = index.scores(cand["instruction"])
-                    entry["avg_similarity_score"] = float(scores.mean()) if len(scores) else 0.0
-                index.add(cand["instruction"])
-                machine.append(entry)
-                kept_now += 1
+        responses = [(it["prompt"], r.value["text"] if r.ok else None, r.value["finish_reason"] if r.ok else r.error)
+                     for it, r in zip(items, results)]  # fmt: skip
+        kept, dropped = screen_batch(responses, index, opts.rouge_threshold, opts.num_prompt_instructions, opts.mode,
+                                     opts.similarity_stats)  # fmt: skip
+        for row in kept + dropped:
+            row["request_idx"] = batch_no
+        for row in dropped:
+            reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
+        machine.extend(kept)
+        rejected.extend(dropped)
+        kept_now = len(kept)
         batch_no += 1
         idle = 0 if kept_now else idle + 1
         if idle >= opts.patience:

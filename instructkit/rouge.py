@@ -246,7 +246,7 @@ class NoveltyIndex:
     def top_k(self, text: str, k: int = 10) -> list[Match]:
         """The k most similar pooled texts, exact, best first (ties broken by pool order)."""
         ids = self._ids(tokenize(text), grow=False)
-        if not ids or not self.texts or k <= 0:
+        if not self.texts or k <= 0:
             return []
         bounds = self._bounds(ids)
         order = np.argsort(-bounds, kind="stable")
