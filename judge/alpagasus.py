@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
-from .common import finish, llm_of, prompt_of, triplet
+from .common import chat_messages, finish, llm_of, prompt_of, triplet
 from .parsing import parse_score, report, usage_columns
 
 PREFIX = "alpagasus"
@@ -43,7 +43,7 @@ def rating_messages(rec: dict, opts: AlpagasusOptions) -> list[dict]:
         output=output,
         dimension=opts.dimension,
     )
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    return chat_messages(system, user)
 
 
 @method("judge", PREFIX, options=AlpagasusOptions)
@@ -55,7 +55,7 @@ def alpagasus(records: list[dict], ctx: RunContext) -> list[dict]:
     async def one(rec: dict) -> dict:
         msgs = rating_messages(rec, opts)
         comp = await llm.achat(msgs, temperature=opts.temperature, max_tokens=opts.max_tokens)
-        parsed = parse_score(comp.text, 0, 5, prompt=msgs[1]["content"], first_line=True)
+        parsed = parse_score(comp.text, 0, 5, prompt=msgs[-1]["content"], first_line=True)
         return {
             f"{PREFIX}_score": parsed.value,
             f"{PREFIX}_raw": comp.text,

@@ -52,3 +52,9 @@ def llm_of(ctx: RunContext) -> Any:
     if ctx.llm is None:
         raise ValueError(f"{ctx.method or 'this judge'} needs a model (--model)")
     return ctx.llm
+
+
+def chat_messages(system: str, user: str) -> list[dict]:
+    """[system, user] messages; an empty system template (a user's choice) sends no system message."""
+    head = [{"role": "system", "content": system}] if system.strip() else []
+    return [*head, {"role": "user", "content": user}]

@@ -33,7 +33,7 @@ from instructkit.models import extract_json
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
-from .common import finish, llm_of, prompt_of
+from .common import chat_messages, finish, llm_of, prompt_of
 from .parsing import OK, report, usage_columns
 
 PREFIX = "instag"
@@ -329,10 +329,7 @@ def instag(records: list[dict], ctx: RunContext) -> list[dict]:
     constrained = llm.supports_json_schema
 
     async def tag_query(query: str) -> tuple[list[dict] | None, str, list]:
-        msgs = [
-            {"role": "system", "content": system},
-            {"role": "user", "content": prompt_of("instag.jinja", opts.template, query=query)},
-        ]
+        msgs = chat_messages(system, prompt_of("instag.jinja", opts.template, query=query))
         comp = await llm.achat(msgs, **params, **({"json_schema": TAG_SCHEMA} if constrained else {}))
         items, status = parse_tags(comp.text)
         comps = [comp]

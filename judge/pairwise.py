@@ -16,7 +16,7 @@ from typing import Any
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
-from .common import finish, llm_of, prompt_of, triplet
+from .common import chat_messages, finish, llm_of, prompt_of, triplet
 from .parsing import OK, parse_verdict, report, usage_columns
 
 PREFIX = "pairwise"
@@ -72,7 +72,7 @@ def pairwise(records: list[dict], ctx: RunContext) -> list[dict]:
             response_b=b,
             criteria=opts.criteria,
         )
-        msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        msgs = chat_messages(system, user)
         comp = await llm.achat(msgs, temperature=opts.temperature, max_tokens=opts.max_tokens)
         return comp, parse_verdict(comp.text, prompt=user)
 

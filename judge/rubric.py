@@ -20,7 +20,7 @@ from typing import Any
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
-from .common import finish, llm_of, prompt_of, triplet
+from .common import chat_messages, finish, llm_of, prompt_of, triplet
 from .parsing import OK, report, score_completion, usage_columns
 
 PREFIX = "rubric"
@@ -123,10 +123,7 @@ def rubric_messages(rec: dict, opts: RubricOptions, rubric: tuple[str, list[tupl
         lo=opts.lo,
         hi=opts.hi,
     )
-    return [
-        {"role": "system", "content": prompt_of("rubric_system.jinja", opts.system_template)},
-        {"role": "user", "content": user},
-    ]
+    return chat_messages(prompt_of("rubric_system.jinja", opts.system_template), user)
 
 
 def summarise(prefix: str, comps: list[Any], samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -173,7 +170,7 @@ def rubric(records: list[dict], ctx: RunContext) -> list[dict]:
             )
         else:
             comps = [await llm.achat(msgs, temperature=opts.temperature, **params)]
-        samples = [score_completion(c, opts.lo, opts.hi, msgs[1]["content"]) for c in comps]
+        samples = [score_completion(c, opts.lo, opts.hi, msgs[-1]["content"]) for c in comps]
         return summarise(PREFIX, comps, samples)
 
     out = finish(records, ctx.map(records, one, stage="grade"), "grade", PREFIX, COLUMNS)

@@ -1,0 +1,123 @@
+"""Shared machinery of the local-model scorers: backend choice, batched span scoring, resumable rows.
+
+Scorers run row by row through `ctx.map` (one journal entry per row, keyed by model, record and
+template), but the model work is batched: every in-flight row hands its (prompt ids, answer ids)
+sequences to a `SpanBatcher`, which scores them all in one length-sorted `span_scores` call. Rows are
+fed to `ctx.map` sorted by length, so each flush holds sequences of similar length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from instructkit.runner import RowResult, RunContext
+
+from ..common import finish, triplet
+
+__all__ = [
+    "SpanBatcher",
+    "auto_device",
+    "local_backend",
+    "map_sorted",
+    "mean_loss",
+    "finish",
+    "triplet",
+]
+
+
+def auto_device(device: str | None = None) -> str:
+    """`device` as given, else "cuda" when a GPU is visible, else "cpu"."""
+    if device:
+        return device
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover - torch is required by the local extra
+        return "cpu"
+
+
+def local_backend(
+    ctx: RunContext, model: str | None, dtype: str = "float32", device: str | None = None
+) -> Any:
+    """The local backend for `model` (a `local`/`hf:PATH` spec), else for the run's `--model`."""
+    from instructkit.models.local import load_local_backend
+
+    spec = model
+    if not spec:
+        if ctx.llm is None or not ctx.llm.is_local:
+            raise ValueError(f"{ctx.method or 'this scorer'} needs a local model: --model local or hf:PATH")
+        spec = ctx.llm.ref.model
+    return load_local_backend(spec, dtype=dtype, device=auto_device(device))
+
+
+def mean_loss(token_logprobs: Sequence[float]) -> float | None:
+    """Mean token cross-entropy (nats) of a span, None when the span is empty."""
+    if not token_logprobs:
+        return None
+    return -math.fsum(token_logprobs) / len(token_logprobs)
+
+
+class SpanBatcher:
+    """Collects the span requests of concurrent rows and scores them in one `span_scores` call."""
+
+    def __init__(self, backend: Any, batch_size: int = 16):
+        self.backend = backend
+        self.batch_size = batch_size
+        self._pending: list[tuple[list[tuple[list[int], list[int]]], asyncio.Future]] = []
+        self._flush: asyncio.Task | None = None
+
+    async def score(self, pairs: list[tuple[list[int], list[int]]]) -> list[Any]:
+        """SpanScores of pre-tokenized (prompt ids, answer ids) pairs, batched with other rows'."""
+        if not pairs:
+            return []
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.append((pairs, fut))
+        if self._flush is None:
+            self._flush = asyncio.ensure_future(self._run())
+        return await fut
+
+    async def _run(self) -> None:
+        quiet = 0
+        seen = -1
+        while quiet < 3:  # let every runnable row enqueue before the flush
+            await asyncio.sleep(0)
+            quiet = quiet + 1 if len(self._pending) == seen else 0
+            seen = len(self._pending)
+        batch, self._pending, self._flush = self._pending, [], None
+        flat = [p for pairs, _ in batch for p in pairs]
+        try:
+            scores = await asyncio.to_thread(self.backend.span_scores, flat, batch_size=self.batch_size)
+        except Exception as exc:  # every row of the flush gets the error
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        at = 0
+        for pairs, fut in batch:
+            if not fut.done():
+                fut.set_result(scores[at : at + len(pairs)])
+            at += len(pairs)
+
+
+def map_sorted(
+    ctx: RunContext,
+    items: list[Any],
+    fn: Callable[[Any], Awaitable[Any]],
+    stage: str,
+    lengths: Sequence[int],
+    in_flight: int = 256,
+) -> list[RowResult]:
+    """`ctx.map` over items fed in ascending `lengths` (results back in input order), with enough rows
+    in flight that each batcher flush is a real batch."""
+    order = sorted(range(len(items)), key=lambda i: (lengths[i], i))
+    run_ctx = dataclasses.replace(ctx, concurrency=max(ctx.concurrency, in_flight))
+    results = run_ctx.map([items[i] for i in order], fn, stage=stage)
+    out: list[RowResult | None] = [None] * len(items)
+    for i, res in zip(order, results):
+        out[i] = res
+    return out  # type: ignore[return-value]
