@@ -1,5 +1,5 @@
 """Scores from local models (IFD, perplexity, reward, ...): they sit beside the LLM judges."""
 
-from . import ifd
+from . import ifd, perplexity, reward
 
-__all__ = ["ifd"]
+__all__ = ["ifd", "perplexity", "reward"]

@@ -19,6 +19,7 @@ from instructkit.runner import RowResult, RunContext
 from ..common import finish, triplet
 
 __all__ = [
+    "Batcher",
     "SpanBatcher",
     "auto_device",
     "local_backend",
@@ -62,21 +63,20 @@ def mean_loss(token_logprobs: Sequence[float]) -> float | None:
     return -math.fsum(token_logprobs) / len(token_logprobs)
 
 
-class SpanBatcher:
-    """Collects the span requests of concurrent rows and scores them in one `span_scores` call."""
+class Batcher:
+    """Collects the requests of concurrent rows and runs them through one `call(flat_items)` in a thread."""
 
-    def __init__(self, backend: Any, batch_size: int = 16):
-        self.backend = backend
-        self.batch_size = batch_size
-        self._pending: list[tuple[list[tuple[list[int], list[int]]], asyncio.Future]] = []
+    def __init__(self, call: Callable[[list[Any]], list[Any]]):
+        self.call = call
+        self._pending: list[tuple[list[Any], asyncio.Future]] = []
         self._flush: asyncio.Task | None = None
 
-    async def score(self, pairs: list[tuple[list[int], list[int]]]) -> list[Any]:
-        """SpanScores of pre-tokenized (prompt ids, answer ids) pairs, batched with other rows'."""
-        if not pairs:
+    async def run(self, items: list[Any]) -> list[Any]:
+        """`call`'s results for `items`, computed together with every other row's pending items."""
+        if not items:
             return []
         fut = asyncio.get_running_loop().create_future()
-        self._pending.append((pairs, fut))
+        self._pending.append((items, fut))
         if self._flush is None:
             self._flush = asyncio.ensure_future(self._run())
         return await fut
@@ -89,19 +89,30 @@ class SpanBatcher:
             quiet = quiet + 1 if len(self._pending) == seen else 0
             seen = len(self._pending)
         batch, self._pending, self._flush = self._pending, [], None
-        flat = [p for pairs, _ in batch for p in pairs]
+        flat = [x for items, _ in batch for x in items]
         try:
-            scores = await asyncio.to_thread(self.backend.span_scores, flat, batch_size=self.batch_size)
+            results = await asyncio.to_thread(self.call, flat)
         except Exception as exc:  # every row of the flush gets the error
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc)
             return
         at = 0
-        for pairs, fut in batch:
+        for items, fut in batch:
             if not fut.done():
-                fut.set_result(scores[at : at + len(pairs)])
-            at += len(pairs)
+                fut.set_result(results[at : at + len(items)])
+            at += len(items)
+
+
+class SpanBatcher(Batcher):
+    """Span log-probs of pre-tokenized (prompt ids, answer ids) pairs, batched across rows."""
+
+    def __init__(self, backend: Any, batch_size: int = 16):
+        super().__init__(lambda flat: backend.span_scores(flat, batch_size=batch_size))
+        self.backend = backend
+
+    async def score(self, pairs: list[tuple[list[int], list[int]]]) -> list[Any]:
+        return await self.run(pairs)
 
 
 def map_sorted(
