@@ -118,6 +118,14 @@ class LLM:
         self._timeout = timeout
         self._backend_options = backend_options
         self._backend = backend
+        # Batch API mode (instructkit.batch): when set, uncached chat requests go to the collector.
+        self.collector: Any = None
+        # What rebuilds this model in another process (Ray actors): no key, no custom backend.
+        self.config: dict[str, Any] = dict(
+            spec=spec, api_base=api_base, via=via, cache=self.cache.enabled, cache_dir=str(self.cache.directory),
+            concurrency=concurrency, rpm=rpm, tpm=tpm, max_retries=max_retries, timeout=timeout,
+            max_cost=max_cost, dry_run=dry_run, **backend_options,
+        )
 
     # ----- identity and backend -------------------------------------------------------------
     @property
@@ -198,6 +206,8 @@ class LLM:
         self.stats.cache_hits += n - len(missing)
         if not missing:
             return results  # type: ignore[return-value]
+        if self.collector is not None and not self.dry_run:
+            self.collector.collect(self, msgs, gen, [(i, keys[i]) for i in missing])  # raises
         # The same request already in flight (another row asking the same thing): wait for it.
         flight_key = keys[missing[0]] + f":{len(missing)}"
         pending = self._inflight.get(flight_key)
