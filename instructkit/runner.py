@@ -8,6 +8,7 @@ success are reused; rows that failed are retried; a failure never counts as an a
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
 import sys
 import time
@@ -50,20 +51,24 @@ class RunStats:
 
 
 class Journal:
-    """Append-only JSONL of finished rows; the last entry for a key wins; a torn last line is ignored."""
+    """Append-only JSONL of finished rows; the last entry for a key wins; a torn last line is ignored.
+
+    A stage journal `X.journal.jsonl` also reads its siblings `X.journal.TAG.jsonl` (written by
+    parallel workers, e.g. Ray actors); a success in any of them is never undone by a failure."""
 
     def __init__(self, path: Path | None):
         self.path = path
         self.entries: dict[str, dict] = {}
         self._fh = None
-        if path is not None and path.exists():
-            with path.open(encoding="utf-8") as fh:
+        for source in _journal_files(path):
+            with source.open(encoding="utf-8") as fh:
                 for line in fh:
                     try:
                         entry = json.loads(line)
                     except ValueError:
                         continue  # a line cut by a crash
-                    self.entries[entry["key"]] = entry
+                    if entry.get("ok") or not self.entries.get(entry["key"], {}).get("ok"):
+                        self.entries[entry["key"]] = entry
 
     def done(self, key: str) -> dict | None:
         entry = self.entries.get(key)
@@ -83,6 +88,17 @@ class Journal:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def _journal_files(path: Path | None) -> list[Path]:
+    """The journal at `path` and, for a stage journal, every tagged sibling of its stage."""
+    if path is None:
+        return []
+    name = path.name
+    if ".journal." not in name:
+        return [path] if path.exists() else []
+    stage = name.rsplit(".journal.", 1)[0]
+    return sorted(path.parent.glob(glob.escape(stage) + ".journal.*jsonl"))  # the untagged one included
 
 
 class Progress:
@@ -225,6 +241,7 @@ class RunContext:
     progress: bool = True
     stats: RunStats = field(default_factory=RunStats)
     extras: dict[str, Any] = field(default_factory=dict)
+    journal_tag: str = ""  # parallel workers (Ray actors) journal to X.journal.<tag>.jsonl
 
     def stage_key(self, stage: str) -> dict[str, Any]:
         return {
@@ -241,7 +258,8 @@ class RunContext:
         journal = None
         if self.work_dir is not None and not (self.llm is not None and self.llm.dry_run):
             safe = f"{self.method}.{stage}".replace("/", "_").replace(" ", "_")
-            journal = Path(self.work_dir) / f"{safe}.journal.jsonl"
+            tag = f".{self.journal_tag}" if self.journal_tag else ""
+            journal = Path(self.work_dir) / f"{safe}.journal{tag}.jsonl"
         return await amap_rows(
             items,
             fn,
