@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--key")
     mp.add_argument("--via", choices=["http", "litellm"])
 
+    rep = sub.add_parser("report", help="Write a self-contained HTML report for a pipeline output folder")
+    rep.add_argument("out_dir")
+    rep.add_argument("--html", help="report path (default OUT_DIR/report.html)")
+    rep.add_argument("--encoder", default="local", help="embedding model for the map (default local)")
+
     lp = sub.add_parser("methods", help="List every method (built-in and plugins)")
     lp.add_argument("kind", nargs="?", choices=registry.KINDS)
     sub.add_parser("plugins", help="List methods that come from plugins")
@@ -261,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
             return methods_command(args)
         if args.command == "plugins":
             return methods_command(args, plugins_only=True)
+        if args.command == "report":
+            from .report import write_report
+
+            print(f"report: {write_report(args.out_dir, args.html, args.encoder)}", file=sys.stderr)
+            return 0
         if args.command == "run":
             from .pipeline import run_pipeline_command
 
