@@ -103,13 +103,23 @@ class Matmul:
     def to_dev(self, a: np.ndarray) -> Any:
         if self.torch is None:
             return a
-        with warnings.catch_warnings():  # read-only (memory-mapped) inputs: tensors are only read
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            t = self.torch.from_numpy(np.ascontiguousarray(a))
+        a = np.ascontiguousarray(a)
+        if a.flags.writeable:
+            t = self.torch.from_numpy(a)
+        else:
+            with warnings.catch_warnings():  # read-only (memory-mapped) inputs: tensors are only read
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                t = self.torch.from_numpy(a)
         return t.to(self.device) if self.device != "cpu" else t
 
     def abt(self, a: np.ndarray | Any, b: np.ndarray | Any) -> np.ndarray:
-        if self.torch is None:
+        small = not self.torch or (
+            self.device == "cpu"
+            and isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray)
+            and a.size * len(b) < 1 << 21
+        )
+        if small:  # numpy for tiny products: torch's per-call overhead dominates there
             return np.asarray(a) @ np.asarray(b).T
         ta = a if self.torch.is_tensor(a) else self.to_dev(a)
         tb = b if self.torch.is_tensor(b) else self.to_dev(b)
