@@ -17,6 +17,7 @@ Products run through torch (CPU threads, or the GPU when available) or numpy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ _DONE = np.iinfo(np.int32).max  # `seen` value of a selected row: never refreshe
 class _State:
     """Running squared min-distances with lazy per-row updates against a growing center list."""
 
-    def __init__(self, x: np.ndarray, k: int, mm: Matmul, tile: int):
+    def __init__(self, x: np.ndarray, k: int, mm: Matmul, tile: int, resident: bool | None = None):
         self.x, self.mm, self.tile = x, mm, tile
         self.dtype = x.dtype if x.dtype == np.float64 else np.dtype(np.float32)
         n, d = x.shape
@@ -52,14 +53,32 @@ class _State:
         self.centers = np.empty((max(k, 1), d), dtype=self.dtype)
         self.cn = np.empty(max(k, 1), dtype=self.dtype)
         self.t = 0
+        if resident is None:  # on a GPU the rows live there once; the min is reduced there too
+            resident = mm.torch is not None and mm.device != "cpu"
+        self.xdev = mm.to_dev(np.asarray(x, dtype=self.dtype)) if resident and mm.torch is not None else None
 
-    def dist_min(self, rows: np.ndarray, cvec: np.ndarray, cn: np.ndarray) -> np.ndarray:
-        """min over the given centers of the squared distance, for a [r, d] block of rows."""
+    def rows(self, lo: int, hi: int) -> Any:
+        if self.xdev is not None:
+            return self.xdev[lo:hi]
+        return np.asarray(self.x[lo:hi], dtype=self.dtype)
+
+    def gather(self, g: np.ndarray) -> Any:
+        if self.xdev is not None:
+            return self.xdev[self.mm.to_dev(g)]
+        return np.asarray(self.x[g], dtype=self.dtype)
+
+    def dist_min(self, rows: Any, cvec: np.ndarray, cn: np.ndarray) -> np.ndarray:
+        """min over the given centers of ||c||^2 - 2 <row, c> (add ||row||^2 for the squared distance)."""
         out = np.empty(len(rows), dtype=self.dtype)
         step = max(1, self.tile // max(1, len(cvec)))
+        if self.xdev is not None:
+            c, cnd = self.mm.to_dev(cvec), self.mm.to_dev(cn)
+            for lo, hi in row_blocks(len(rows), step):
+                d2 = self.mm.torch.addmm(cnd[None, :], rows[lo:hi], c.T, alpha=-2)
+                out[lo:hi] = d2.min(dim=1).values.cpu().numpy()
+            return out
         for lo, hi in row_blocks(len(rows), step):
-            b = rows[lo:hi]
-            d2 = self.mm.abt(b, cvec)
+            d2 = self.mm.abt(rows[lo:hi], cvec)
             d2 *= -2
             d2 += cn[None, :]
             out[lo:hi] = d2.min(axis=1)
@@ -67,7 +86,7 @@ class _State:
 
     def apply_block(self, lo: int, hi: int, cvec: np.ndarray, cn: np.ndarray) -> None:
         """Fold centers into rows lo:hi (contiguous, no copy of the rows)."""
-        d2 = self.dist_min(np.asarray(self.x[lo:hi], dtype=self.dtype), cvec, cn) + self.sqn[lo:hi]
+        d2 = self.dist_min(self.rows(lo, hi), cvec, cn) + self.sqn[lo:hi]
         np.maximum(d2, 0, out=d2)
         np.minimum(self.m[lo:hi], d2, out=self.m[lo:hi])
 
@@ -99,7 +118,7 @@ class _State:
             cvec, cn = self.centers[start:t], self.cn[start:t]
             for lo, hi in row_blocks(len(grp), 8192):
                 g = grp[lo:hi]
-                d2 = self.dist_min(np.asarray(self.x[g], dtype=self.dtype), cvec, cn) + self.sqn[g]
+                d2 = self.dist_min(self.gather(g), cvec, cn) + self.sqn[g]
                 np.maximum(d2, 0, out=d2)
                 self.m[g] = np.minimum(self.m[g], d2)
         self.seen[rows] = t
@@ -145,6 +164,7 @@ def kcenter_greedy(
     device: str | None = "auto",
     tile: int = 1 << 22,
     dense_fraction: float = 0.5,
+    resident: bool | None = None,
 ) -> np.ndarray:
     """k farthest-first picks (pick order), excluding `already_selected`.
 
@@ -152,7 +172,8 @@ def kcenter_greedy(
     The first pick, when nothing is already selected: `first_index`, else init="random"
     (`RandomState(random_state).choice(N)`, the official unseeded `np.random.choice` made explicit)
     or init="center" (the row nearest the mean of the normalised vectors, the "0.5% data" task center).
-    tile: elements per distance tile (memory bound of the temporaries).
+    tile: elements per distance tile (memory bound of the temporaries). resident: keep the rows as one
+    torch tensor on the device and reduce there (default: on for a GPU, off on CPU).
     """
     n = len(emb)
     fixed = as_indices(already_selected if already_selected is not None else [])
@@ -165,7 +186,7 @@ def kcenter_greedy(
         x = emb if np.asarray(emb[:1]).dtype in (np.float32, np.float64) else np.asarray(emb, np.float32)
     else:
         raise ValueError(f"metric must be euclidean or cosine, not {metric!r}")
-    st = _State(x, k, Matmul(device), tile)
+    st = _State(x, k, Matmul(device), tile, resident)
     picks: list[int] = []
     if len(fixed):
         st.add_fixed(np.unique(fixed))

@@ -123,6 +123,14 @@ def test_kcenter_matches_full_matrix(case: str, dense_fraction: float) -> None:
     assert got.tolist() == ref_kcenter(x, 250, first=7)
 
 
+def test_kcenter_resident_torch_path() -> None:
+    """The GPU code path (rows kept as one torch tensor, min reduced in torch), run on the CPU."""
+    x = clustered(1500, 16, 20, 0.3, 8)
+    ref = ref_kcenter(x, 200, first=3)
+    assert kcenter_greedy(x, 200, first_index=3, resident=True, tile=1 << 15).tolist() == ref
+    assert kcenter_greedy(x, 200, first_index=3, device="numpy").tolist() == ref
+
+
 def test_kcenter_already_selected_and_cosine() -> None:
     x = clustered(1200, 12, 15, 0.3, 2)
     init = [3, 50, 900]
