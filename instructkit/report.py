@@ -134,10 +134,13 @@ def build_report(out_dir: str | Path, encoder: str = "local") -> str:
     out_dir = Path(out_dir)
     run = load_run(out_dir)
     steps = run["steps"]
-    select_steps = [s for s in steps if s.get("kind") == "select"]
-    pool_steps = [s for s in steps if s.get("kind") not in ("select",)]
-    pool = pool_steps[-1]["records"] if pool_steps else []
-    selected_rows = select_steps[-1]["records"] if select_steps else []
+    # The pool is what the last selector chose from: the output of the step before it.
+    last_select = max((i for i, s in enumerate(steps) if s.get("kind") == "select"), default=None)
+    if last_select is None:
+        pool, selected_rows = (steps[-1]["records"] if steps else []), []
+    else:
+        pool = steps[last_select - 1]["records"] if last_select > 0 else steps[last_select]["records"]
+        selected_rows = steps[last_select]["records"]
     chosen = {row_id(r) for r in selected_rows}
     selected_mask = np.array([row_id(r) in chosen for r in pool], bool)
 
