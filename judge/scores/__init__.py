@@ -1,5 +1,5 @@
 """Scores from local models (IFD, perplexity, reward, ...): they sit beside the LLM judges."""
 
-from . import ifd, perplexity, reward
+from . import ifd, nuggets, perplexity, reward, uncertainty
 
-__all__ = ["ifd", "perplexity", "reward"]
+__all__ = ["ifd", "nuggets", "perplexity", "reward", "uncertainty"]

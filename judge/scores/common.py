@@ -25,6 +25,7 @@ __all__ = [
     "local_backend",
     "map_sorted",
     "mean_loss",
+    "row_items",
     "finish",
     "triplet",
 ]
@@ -113,6 +114,16 @@ class SpanBatcher(Batcher):
 
     async def score(self, pairs: list[tuple[list[int], list[int]]]) -> list[Any]:
         return await self.run(pairs)
+
+
+def row_items(records: list[dict], **extra: Any) -> tuple[list[dict], list[int]]:
+    """(items, lengths): each record's instruction/input/output plus `extra` (model and template ids,
+    so the journal key is per model, record and template), and a length to sort rows by."""
+    items = []
+    for rec in records:
+        ins, inp, outp = triplet(rec)
+        items.append({"instruction": ins, "input": inp, "output": outp, **extra})
+    return items, [len(it["instruction"]) + len(it["input"]) + len(it["output"]) for it in items]
 
 
 def map_sorted(

@@ -31,7 +31,7 @@ from instructkit.registry import method
 from instructkit.runner import RunContext
 from instructkit.templates import template_source
 
-from .common import SpanBatcher, finish, local_backend, map_sorted, mean_loss, triplet
+from .common import SpanBatcher, finish, local_backend, map_sorted, mean_loss, row_items, triplet
 
 # name -> (template file, direct prefix, what `instruct_len` counts: "prompt" or raw "instruction")
 TEMPLATES: dict[str, tuple[str, str, str]] = {
@@ -44,7 +44,7 @@ STATUSES = ("ok", "gt1", "prompt_too_long", "empty_answer", "too_long")
 
 
 @cache
-def _jinja(source: str) -> Any:
+def exact_template(source: str) -> Any:
     import jinja2
 
     env = jinja2.Environment(keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False)
@@ -61,7 +61,7 @@ class PromptTemplate:
     name: str = "custom"
 
     def prompt(self, instruction: str, input: str = "") -> str:
-        return _jinja(self.source).render(instruction=instruction, input=input)
+        return exact_template(self.source).render(instruction=instruction, input=input)
 
     def length_text(self, instruction: str, input: str = "") -> str:
         return instruction if self.length_of == "instruction" else self.prompt(instruction, input)
@@ -253,13 +253,7 @@ def score_ifd(
         )
         return out
 
-    items = []
-    for rec in records:
-        ins, inp, outp = triplet(rec)
-        items.append(
-            {"instruction": ins, "input": inp, "output": outp, "model": backend.model_id, "tpl": tpl_id}
-        )
-    lengths = [len(it["instruction"]) + len(it["input"]) + len(it["output"]) for it in items]
+    items, lengths = row_items(records, model=backend.model_id, tpl=tpl_id)
     results = map_sorted(ctx, items, one, "ifd", lengths)
     return finish(records, results, "ifd", c, columns)
 

@@ -16,7 +16,7 @@ from typing import Any
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
-from .common import SpanBatcher, finish, local_backend, map_sorted, mean_loss, triplet
+from .common import SpanBatcher, finish, local_backend, map_sorted, mean_loss, row_items
 from .ifd import get_template, official_span
 
 
@@ -68,13 +68,7 @@ def score_perplexity(
         )
         return out
 
-    items = []
-    for rec in records:
-        ins, inp, outp = triplet(rec)
-        items.append(
-            {"instruction": ins, "input": inp, "output": outp, "model": backend.model_id, "tpl": tpl_id}
-        )
-    lengths = [len(it["instruction"]) + len(it["input"]) + len(it["output"]) for it in items]
+    items, lengths = row_items(records, model=backend.model_id, tpl=tpl_id)
     return finish(records, map_sorted(ctx, items, one, "ppl", lengths), "ppl", c, columns)
 
 

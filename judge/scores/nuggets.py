@@ -1,0 +1,108 @@
+"""Nuggets golden score (Li et al. 2023, "One Shot Learning as Instruction Data Prospector", 2312.10302).
+
+GS(c) = fraction of anchor tasks j whose answer log-likelihood rises when candidate c is put before
+them as a one-shot example: s1_j(c) = sum log p(a_j | c_full + q_j) > s0_j = sum log p(a_j | q_j).
+As the official code: text "Instruction:\\n..\\n[Input:\\n..\\n]Response:\\n" + output (fields stripped),
+anchors without BOS truncated to 200 tokens, the candidate (with special tokens) prepended with no
+separator, strict ">", 100 k-means anchors (random_state 0) nearest to their centroids.
+Deviations: the anchor embedding is the masked mean of the scoring model's last hidden states (the
+official mean includes padding to 512); the candidate is re-run per anchor in length-sorted batches
+instead of reusing its KV cache (same numbers, more compute); candidates are cut at `max_length`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from instructkit.registry import method
+from instructkit.runner import RunContext
+from instructkit.templates import template_source
+
+from .common import SpanBatcher, finish, local_backend, map_sorted, row_items, triplet
+from .ifd import exact_template
+
+
+def nuggets_text(instruction: str, input: str, output: str = "") -> str:
+    """The Nuggets prompt text (fields stripped), with the output appended."""
+    tpl = exact_template(template_source("nuggets.jinja"))
+    return tpl.render(instruction=instruction.strip(), input=input.strip()) + output.strip()
+
+
+def anchor_pair(tokenizer: Any, rec: dict, max_tokens: int = 200) -> tuple[list[int], list[int]]:
+    """(query ids, answer ids) of an anchor: no special tokens, the whole text cut at `max_tokens`."""
+    ins, inp, out = triplet(rec)
+    query = nuggets_text(ins, inp)
+    q_ids = tokenizer.encode(query, add_special_tokens=False)
+    ids = tokenizer.encode(query + out.strip(), add_special_tokens=False)[:max_tokens]
+    return ids[: len(q_ids)], ids[len(q_ids) :]
+
+
+def kmeans_anchors(backend: Any, records: list[dict], n: int = 100, random_state: int = 0) -> list[int]:
+    """Indices of the rows nearest to each of n k-means centroids of the model's mean hidden states."""
+    from sklearn.cluster import KMeans
+
+    texts = [nuggets_text(*triplet(r)) for r in records]
+    emb = backend.hidden_states(texts, pooling="mean").astype(np.float64)
+    km = KMeans(n_clusters=min(n, len(records)), random_state=random_state, n_init="auto").fit(emb)
+    picked: list[int] = []
+    for center in km.cluster_centers_:
+        i = int(np.argmin(((emb - center) ** 2).sum(1)))
+        if i not in picked:
+            picked.append(i)
+    return picked
+
+
+def golden_score(zero_shot: list[float], one_shot: list[float]) -> float:
+    """Fraction of anchors with s1 > s0 (strict)."""
+    return sum(s1 > s0 for s0, s1 in zip(zero_shot, one_shot)) / len(zero_shot)
+
+
+@dataclass
+class NuggetsOptions:
+    anchors_path: str | None = None  # JSON/JSONL anchor rows; default: k-means anchors of the input
+    n_anchors: int = 100
+    anchor_max_tokens: int = 200
+    max_length: int = 512  # candidate tokens kept
+    model: str | None = None
+    dtype: str = "float32"
+    device: str | None = None
+    batch_size: int = 16
+    column: str = "nuggets"
+
+
+def score_nuggets(
+    records: list[dict], ctx: RunContext, opts: NuggetsOptions, backend: Any | None = None
+) -> list[dict]:
+    """Column `<c>`: the golden score in [0, 1] (a multiple of 1 / number of anchors)."""
+    from instructkit.io import read_records
+
+    backend = backend or local_backend(ctx, opts.model, opts.dtype, opts.device)
+    tok = backend.tokenizer
+    if opts.anchors_path:
+        anchors = list(read_records(opts.anchors_path))
+    else:
+        anchors = [records[i] for i in kmeans_anchors(backend, records, opts.n_anchors, ctx.random_state)]
+    pairs = [anchor_pair(tok, a, opts.anchor_max_tokens) for a in anchors]
+    zero = [sum(s.token_logprobs) for s in backend.span_scores(pairs, batch_size=opts.batch_size)]
+    batcher = SpanBatcher(backend, opts.batch_size)
+    anchors_id = hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16]
+    c = opts.column
+
+    async def one(item: dict) -> dict:
+        cand = tok.encode(nuggets_text(item["instruction"], item["input"], item["output"]))[: opts.max_length]
+        scores = await batcher.score([(cand + q, a) for q, a in pairs])
+        return {c: golden_score(zero, [sum(s.token_logprobs) for s in scores])}
+
+    items, lengths = row_items(records, model=backend.model_id, anchors=anchors_id)
+    return finish(records, map_sorted(ctx, items, one, "nuggets", lengths, in_flight=16), "nuggets", c, [c])
+
+
+@method("score", "nuggets", options=NuggetsOptions)
+def nuggets(records: list[dict], ctx: RunContext) -> list[dict]:
+    """Nuggets golden score: share of anchor tasks whose answer likelihood rises with the row as a one-shot."""
+    return score_nuggets(records, ctx, ctx.options or NuggetsOptions())
