@@ -262,3 +262,16 @@ def test_embedding_dedup_reference() -> None:
         if not keep or sim[i, keep].max() <= 0.97:
             keep.append(i)
     assert embedding_dedup(x, 0.97).tolist() == keep
+
+
+def test_deita_evol_score_multi_turn() -> None:
+    from instructkit.selection.deita import evol_scores
+
+    recs = [
+        {"c": 2.0, "q": 3.0},
+        {"c": [1.0, 2.0], "q": [3.0, 4.0]},  # 1*3 + 2*4
+        {"c": [1.0], "q": [1.0, 2.0]},  # mismatched turns: no score
+        {"c": None, "q": 1.0},
+    ]
+    got = evol_scores(recs, "c", "q")
+    assert got[:2].tolist() == [6.0, 11.0] and np.isnan(got[2:]).all()
