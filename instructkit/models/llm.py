@@ -15,16 +15,17 @@ import json
 import os
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from ..aio import run_sync
 from ..cache import ResponseCache, public_endpoint, request_key
 from .limits import TokenBucket, estimate_tokens
-from .litellm_backend import cost_of
 from .types import Completion, GenParams, ModelCallError, SpanScore, TransientError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class BudgetExceeded(RuntimeError):
@@ -118,11 +119,12 @@ class LLM:
         self._timeout = timeout
         self._backend_options = backend_options
         self._backend = backend
+        self._identity: dict[str, Any] | None = None
         # Batch API mode (instructkit.batch): when set, uncached chat requests go to the collector.
         self.collector: Any = None
         # What rebuilds this model in another process (Ray actors): no key, no custom backend.
         self.config: dict[str, Any] = dict(
-            spec=spec, api_base=api_base, via=via, cache=self.cache.enabled, cache_dir=str(self.cache.directory),
+            spec=str(spec), api_base=None if api_base is None else str(api_base), via=via, cache=self.cache.enabled, cache_dir=str(self.cache.directory),
             concurrency=concurrency, rpm=rpm, tpm=tpm, max_retries=max_retries, timeout=timeout,
             max_cost=max_cost, dry_run=dry_run, **backend_options,
         )
@@ -156,11 +158,14 @@ class LLM:
 
     @property
     def identity(self) -> dict[str, Any]:
-        """What identifies this model in cache keys: never a key or a credential."""
-        ref = self.ref
-        if ref.family == "local":
-            return {"family": "local", "model": self.backend.model_id}
-        return {"family": ref.family, "model": ref.model, "endpoint": public_endpoint(ref.api_base)}
+        """What identifies this model in cache keys: never a key or a credential (computed once)."""
+        if self._identity is None:
+            ref = self.ref
+            if ref.family == "local":
+                self._identity = {"family": "local", "model": self.backend.model_id}
+            else:
+                self._identity = {"family": ref.family, "model": ref.model, "endpoint": public_endpoint(ref.api_base)}
+        return self._identity
 
     @property
     def is_local(self) -> bool:
@@ -249,7 +254,7 @@ class LLM:
 
     def _estimate(self, msgs: list[dict], gen: GenParams, n: int) -> tuple[int, float]:
         tokens = estimate_tokens(msgs) + gen.max_tokens * n
-        cost = cost_of(self.cost_model, estimate_tokens(msgs), gen.max_tokens * n) if self.cost_model else 0.0
+        cost = _cost_of(self.cost_model, estimate_tokens(msgs), gen.max_tokens * n) if self.cost_model else 0.0
         return tokens, cost
 
     async def _call(self, msgs: list[dict], gen: GenParams, n: int) -> list[Completion]:
@@ -294,7 +299,7 @@ class LLM:
             self._reserved -= est_cost
         for comp in comps:
             comp.cost = (
-                cost_of(self.cost_model, comp.usage.prompt_tokens, comp.usage.completion_tokens)
+                _cost_of(self.cost_model, comp.usage.prompt_tokens, comp.usage.completion_tokens)
                 if self.cost_model
                 else 0.0
             )
@@ -356,6 +361,8 @@ class LLM:
     # ----- embeddings and span scores -----------------------------------------------------
     async def aembed(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
         """Embeddings (float32, one row per text), cached per text."""
+        import numpy as np
+
         keys = [request_key({"op": "embed", **self.identity, "text": t}) for t in texts]
         out: list[np.ndarray | None] = []
         for key in keys:
@@ -408,6 +415,13 @@ class LLM:
 
     def close(self) -> None:
         run_sync(self.aclose())
+
+
+def _cost_of(model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    # Imported here: the litellm backend module pulls in aiohttp, which cached runs never need.
+    from .litellm_backend import cost_of
+
+    return cost_of(model, prompt_tokens, completion_tokens)
 
 
 def _has_price(model: str) -> bool:
