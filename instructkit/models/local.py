@@ -134,9 +134,10 @@ class LocalBackend:
         return list(await asyncio.gather(*futures))
 
     def _ensure_worker(self) -> None:
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._serve, name="instructkit-local-gen", daemon=True)
-            self._worker.start()
+        with _BACKENDS_LOCK:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._serve, name="instructkit-local-gen", daemon=True)
+                self._worker.start()
 
     def _take_pending(self) -> list[_Request]:
         """Block for one request, then keep collecting until the queue stays quiet for 2 ms."""
@@ -168,7 +169,10 @@ class LocalBackend:
                         err = ModelCallError(f"local generation failed: {exc!r}", retryable=False)
                         results = [err] * len(batch)
                     for r, res in zip(batch, results):
-                        r.loop.call_soon_threadsafe(_resolve, r.future, res)
+                        try:
+                            r.loop.call_soon_threadsafe(_resolve, r.future, res)
+                        except RuntimeError:  # the caller's event loop is closed: nobody is waiting
+                            pass
 
     def generate_batch(self, prompts: list[list[int]], params: list[GenParams]) -> list[Completion]:
         """Generate for left-padded `prompts` sharing temperature/top_p/logprobs; per-row max_tokens,
