@@ -124,7 +124,8 @@ class LLM:
         self.collector: Any = None
         # What rebuilds this model in another process (Ray actors): no key, no custom backend.
         self.config: dict[str, Any] = dict(
-            spec=str(spec), api_base=None if api_base is None else str(api_base), via=via, cache=self.cache.enabled, cache_dir=str(self.cache.directory),
+            spec=str(spec), api_base=None if api_base is None else str(api_base), via=via,
+            cache=self.cache.enabled, cache_dir=str(self.cache.directory),
             concurrency=concurrency, rpm=rpm, tpm=tpm, max_retries=max_retries, timeout=timeout,
             max_cost=max_cost, dry_run=dry_run, **backend_options,
         )
