@@ -37,6 +37,29 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-dir", help="response cache directory (default ~/.cache/instructkit/responses)")
 
 
+def _add_scale_args(p: argparse.ArgumentParser, batch: bool = True) -> None:
+    """Execution flags (Batch API, Ray); they never change a step's results."""
+    g = p.add_argument_group("execution")
+    if batch:
+        g.add_argument("--batch", action="store_true",
+                       help="send uncached chat requests through the provider's Batch API (OpenAI-compatible); "
+                            "resumable: run again to collect a submitted batch")
+        g.add_argument("--batch-poll", type=float, default=30.0, help="seconds between batch status checks")
+    g.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="ray: judge/score/embed over a Ray Data actor pool (RAY_ADDRESS or a local instance)")
+    g.add_argument("--actors", type=int, default=2, help="ray: actors holding the model (default 2)")
+    g.add_argument("--gpus-per-actor", type=float, default=0.0, help="ray: GPUs per actor (default 0)")
+    g.add_argument("--ray-batch-size", type=int, default=64, help="ray: rows per batch (default 64)")
+
+
+def _execution(args: argparse.Namespace) -> Any:
+    from .execution import Execution
+
+    return Execution(batch=getattr(args, "batch", False), poll_s=getattr(args, "batch_poll", 30.0),
+                     engine=args.engine, ray={"actors": args.actors, "num_gpus": args.gpus_per_actor,
+                                              "batch_size": args.ray_batch_size})
+
+
 def _add_run_args(p: argparse.ArgumentParser, needs_input: bool = True) -> None:
     p.add_argument("input", nargs=None if needs_input else "?", help="input file or folder")
     p.add_argument("--out", required=True, help="output file (.jsonl, .json, .csv, .parquet, or a folder for datasets)")
@@ -69,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
             _add_model_args(mp)
             if kind == "select":
                 mp.add_argument("--report", action="store_true", help="print and save the diversity report")
+            else:
+                _add_scale_args(mp)
             mp.set_defaults(kind=kind)
 
     ep = sub.add_parser("embed", help="Embed records to a float32 .npy")
@@ -76,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--out", required=True, help="output .npy path")
     ep.add_argument("--fields", default="instruction,input,output", help="fields joined into the text")
     _add_model_args(ep)
+    _add_scale_args(ep, batch=False)
     ep.set_defaults(kind="embed")
     for a in ep._actions:
         if a.dest == "model":
@@ -140,7 +166,9 @@ def run_method_command(args: argparse.Namespace) -> int:
                      concurrency=args.concurrency, random_state=args.seed, progress=not args.quiet,
                      extras={"input_path": args.input, "report": getattr(args, "report", False)})
     start = time.monotonic()
-    result = info.func(records, ctx)
+    from .execution import execute
+
+    result = execute(info, records, ctx, _execution(args) if info.kind != "select" else None)
     ctx.stats.wall_s = time.monotonic() - start
     summary = {"method": f"{info.kind} {info.name}", "rows_in": len(records), "rows_out": len(result),
                **ctx.stats.as_dict(), "model": llm.identity if llm and not args.dry_run else args.model,
@@ -238,9 +266,16 @@ def embed_command(args: argparse.Namespace) -> int:
     records = read_records(args.input)
     fields = [f.strip() for f in args.fields.split(",") if f.strip()]
     texts = ["\n".join(str(r[f]) for f in fields if r.get(f)) for r in records]
-    model = embedder(args.model, api_base=args.api_base, api_key=args.key,
-                     cache=False if args.no_cache else None, cache_dir=args.cache_dir)
-    vectors = model.embed(texts)
+    if args.engine == "ray":
+        from .ray_engine import ray_embed
+
+        vectors = ray_embed(texts, args.model, actors=args.actors, num_gpus=args.gpus_per_actor,
+                            batch_size=args.ray_batch_size, api_base=args.api_base,
+                            cache=False if args.no_cache else None, cache_dir=args.cache_dir)
+    else:
+        model = embedder(args.model, api_base=args.api_base, api_key=args.key,
+                         cache=False if args.no_cache else None, cache_dir=args.cache_dir)
+        vectors = model.embed(texts)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, vectors.astype(np.float32))
