@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import registry
+from .execution import Execution, execute
 from .io import read_records, write_records
 from .manifest import write_manifest
 from .runner import RunContext
@@ -34,6 +35,12 @@ class Step:
     model: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     model_options: dict[str, Any] = field(default_factory=dict)
+    # How the step executes (not part of its fingerprint: results are the same either way):
+    # `batch: true` (provider Batch API; `batch_poll` seconds), `engine: ray` with `ray: {actors, num_gpus, batch_size}`.
+    batch: bool = False
+    batch_poll: float = 30.0
+    engine: str = "local"
+    ray: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -64,6 +71,9 @@ class Pipeline:
                 input=raw[kind] if kind == "concat" else raw.get("input"),
                 model=raw.get("model"), options=dict(raw.get("options") or {}),
                 model_options=dict(raw.get("model_options") or {}),
+                batch=bool(raw.get("batch", False)), batch_poll=float(raw.get("batch_poll", 30.0)),
+                engine=str(raw.get("engine", "local")),
+                ray=dict(raw.get("ray") or {}),
             ))
         if not steps:
             raise ValueError(f"{p}: no steps")
@@ -113,7 +123,8 @@ class Pipeline:
                                  extras={"input_path": self._resolve_path(step.input), "report": True,
                                          "out_dir": str(out_dir)})
                 start = time.monotonic()
-                result = info.func(records, ctx)
+                result = execute(info, records, ctx, Execution(
+                    batch=step.batch, poll_s=step.batch_poll, engine=step.engine, ray=step.ray))
                 after = llm.stats.as_dict() if llm else {}
                 entry.update(rows_in=len(records), rows_out=len(result), wall_s=round(time.monotonic() - start, 2),
                              run=ctx.stats.as_dict(),
