@@ -210,6 +210,8 @@ class LLM:
             results.append(Completion.from_json(hit, cached=True) if hit is not None else None)
         missing = [i for i, r in enumerate(results) if r is None]
         self.stats.cache_hits += n - len(missing)
+        if self.collector is not None:  # answers the batch paid for in this run count as calls, not hits
+            self.stats.cache_hits -= self.collector.fresh(keys, results)
         if not missing:
             return results  # type: ignore[return-value]
         if self.collector is not None and not self.dry_run:
