@@ -31,7 +31,7 @@ from .cache import public_endpoint
 from .models.http_openai import chat_payload, parse_choices
 from .models.litellm_backend import cost_of
 from .models.llm import LLM, DryRunSkip
-from .models.types import GenParams, ModelCallError
+from .models.types import Completion, GenParams, ModelCallError
 from .runner import RunContext, RunStats
 
 CHAT_URL = "/v1/chat/completions"
@@ -49,8 +49,19 @@ class Collector:
     """Uncached chat requests recorded during one pass, plus the keys whose batch line failed."""
 
     failed: dict[str, str] = field(default_factory=dict)
+    answered: set[str] = field(default_factory=set)  # keys a batch answered in this run
     lines: dict[str, dict] = field(default_factory=dict)  # custom_id (cache key) -> JSONL line
     estimated_cost: float = 0.0
+
+    def fresh(self, keys: list[str], results: list[Completion | None]) -> int:
+        """Mark the cached answers a batch of this run paid for as not cached (as a direct call would
+        be); returns how many."""
+        count = 0
+        for key, comp in zip(keys, results):
+            if comp is not None and key in self.answered:
+                comp.cached = False
+                count += 1
+        return count
 
     def collect(self, llm: LLM, msgs: list[dict], gen: GenParams, missing: list[tuple[int, str]]) -> None:
         """Record the missing samples of one request (one line per cache key) and skip the row."""
@@ -156,6 +167,7 @@ class BatchRunner:
         self.state = BatchState(state_dir)
         self.poll_s, self.window, self.max_wait_s, self.log = poll_s, window, max_wait_s, log
         self.failed: dict[str, str] = {}
+        self.answered: set[str] = set()
         self.report = BatchReport()
 
     def _say(self, text: str) -> None:
@@ -210,6 +222,7 @@ class BatchRunner:
                 for key, message in errors.items():
                     fh.write(json.dumps({"batch": entry["id"], "custom_id": key, "error": message}) + "\n")
         self.failed.update(errors)
+        self.answered.update(answered)
         self.report.answered += len(answered)
         self.report.failed += len(errors)
         entry.update(done=True, status=batch["status"], answered=len(answered), failed=len(errors),
@@ -312,7 +325,7 @@ def run_batched(
     result: list[dict] = []
     for _ in range(max_rounds):
         runner.report.rounds += 1
-        collector = Collector(failed=runner.failed)
+        collector = Collector(failed=runner.failed, answered=runner.answered)
         ctx.stats = RunStats()
         llm.collector = collector
         try:
