@@ -50,7 +50,7 @@ def test_retry_after_is_honoured(fake_server, tmp_path: Path) -> None:
     limited = [r for r in hits if r["prompt"] == "LIMITED row"]
     assert [r["fault"] for r in limited] == ["429", None]
     waited = limited[1]["t"] - limited[0]["t"]
-    assert 1.0 <= waited < 2.5, waited
+    assert 1.0 <= waited < 5.0, waited  # generous upper bound: CI machines are busy
     assert llm.stats.retries == 1 and llm.stats.calls == 7
 
 
