@@ -74,27 +74,46 @@ def nearest_label(value: float, labels: Sequence[float]) -> float:
     return min(labels, key=lambda lab: (abs(lab - value), lab))
 
 
-def pointwise_metrics(pred: Sequence[float | None], gold: Sequence[float]) -> dict[str, Any]:
-    """Agreement of judge scores with numeric labels."""
-    n = len(gold)
-    rows = [(p, float(g)) for p, g in zip(pred, gold) if p is not None]
-    labels = sorted({float(g) for g in gold})
-    rounded = [nearest_label(p, labels) for p, _ in rows]
-    golds = [g for _, g in rows]
-    correct = sum(r == g for r, g in zip(rounded, golds))
-    spearman, kendall = _correlations([p for p, _ in rows], golds)
+def _agreement(
+    kind: str,
+    n: int,
+    pred: Sequence[Any],
+    gold: Sequence[Any],
+    pred_values: Sequence[float],
+    gold_values: Sequence[float],
+) -> dict[str, Any]:
+    """The shared metrics over the scored rows: labels for accuracy and kappa, values for correlations."""
+    scored = len(pred)
+    correct = sum(p == g for p, g in zip(pred, gold))
+    spearman, kendall = _correlations(pred_values, gold_values)
     return {
-        "kind": "pointwise",
+        "kind": kind,
         "rows": n,
-        "scored": len(rows),
-        "parse_failure_rate": (n - len(rows)) / n if n else None,
-        "accuracy": correct / len(rows) if rows else None,
+        "scored": scored,
+        "parse_failure_rate": (n - scored) / n if n else None,
+        "accuracy": correct / scored if scored else None,
         "accuracy_all": correct / n if n else None,
-        "cohen_kappa": cohen_kappa(rounded, golds) if rows else None,
+        "cohen_kappa": cohen_kappa(pred, gold) if scored else None,
         "spearman": spearman,
         "kendall": kendall,
-        "mae": sum(abs(p - g) for p, g in rows) / len(rows) if rows else None,
     }
+
+
+def pointwise_metrics(pred: Sequence[float | None], gold: Sequence[float]) -> dict[str, Any]:
+    """Agreement of judge scores with numeric labels."""
+    rows = [(p, float(g)) for p, g in zip(pred, gold) if p is not None]
+    labels = sorted({float(g) for g in gold})
+    golds = [g for _, g in rows]
+    out = _agreement(
+        "pointwise",
+        len(gold),
+        [nearest_label(p, labels) for p, _ in rows],
+        golds,
+        [p for p, _ in rows],
+        golds,
+    )
+    out["mae"] = sum(abs(p - g) for p, g in rows) / len(rows) if rows else None
+    return out
 
 
 def pair_label(value: Any) -> str | None:
@@ -107,26 +126,21 @@ def pairwise_metrics(
     pred: Sequence[str | None], gold: Sequence[Any], consistent: Sequence[bool | None] | None = None
 ) -> dict[str, Any]:
     """Agreement of pairwise verdicts with A/B/tie labels, plus position consistency."""
-    n = len(gold)
     rows = [(pair_label(p), pair_label(g)) for p, g in zip(pred, gold)]
     if any(g is None for _, g in rows):
         raise ValueError("pairwise labels must be A, B or tie")
     scored = [(p, g) for p, g in rows if p is not None]
-    correct = sum(p == g for p, g in scored)
-    spearman, kendall = _correlations([PAIR_VALUE[p] for p, _ in scored], [PAIR_VALUE[g] for _, g in scored])
+    out = _agreement(
+        "pairwise",
+        len(gold),
+        [p for p, _ in scored],
+        [g for _, g in scored],
+        [PAIR_VALUE[p] for p, _ in scored],
+        [PAIR_VALUE[g] for _, g in scored],
+    )
     judged = [c for c in (consistent or []) if c is not None]
-    return {
-        "kind": "pairwise",
-        "rows": n,
-        "scored": len(scored),
-        "parse_failure_rate": (n - len(scored)) / n if n else None,
-        "accuracy": correct / len(scored) if scored else None,
-        "accuracy_all": correct / n if n else None,
-        "cohen_kappa": cohen_kappa([p for p, _ in scored], [g for _, g in scored]) if scored else None,
-        "spearman": spearman,
-        "kendall": kendall,
-        "position_consistency": sum(judged) / len(judged) if judged else None,
-    }
+    out["position_consistency"] = sum(judged) / len(judged) if judged else None
+    return out
 
 
 def evaluate(records: list[dict], ctx: RunContext) -> tuple[list[dict], dict[str, Any]]:
