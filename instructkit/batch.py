@@ -231,6 +231,13 @@ class BatchRunner:
         self._say(f"{entry['id']} {batch['status']}: {len(answered)} answered, {len(errors)} failed")
 
     def _wait(self, entry: dict) -> dict:
+        try:
+            return self._poll(entry)
+        except KeyboardInterrupt:
+            self._say(f"{entry['id']} keeps running at the provider; run the same command again to collect it")
+            raise
+
+    def _poll(self, entry: dict) -> dict:
         start = time.monotonic()
         last = None
         while True:

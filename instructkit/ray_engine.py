@@ -116,8 +116,9 @@ def run_on_ray(
 ) -> list[dict]:
     """Run a registered method's function over `records` on a Ray actor pool; outputs in input order.
 
-    Each actor rebuilds `ctx.llm` from its `config` (same cache dir) and journals under `ctx.work_dir`
-    with its own tag. Run and call statistics are summed into `ctx.stats` and `ctx.llm.stats`.
+    Each actor rebuilds `ctx.llm` from its `config` (same cache dir; `max_cost`, `rpm` and `tpm` split
+    evenly between actors) and journals under `ctx.work_dir` with its own tag. Run and call statistics
+    are summed into `ctx.stats` and `ctx.llm.stats`.
     """
     if not records:
         return method_fn(records, ctx)
@@ -128,7 +129,7 @@ def run_on_ray(
     ctx_fields = {"options": ctx.options, "method": ctx.method, "concurrency": ctx.concurrency,
                   "random_state": ctx.random_state, "extras": dict(ctx.extras),
                   "work_dir": Path(ctx.work_dir).resolve() if ctx.work_dir is not None else None}
-    llm_config = ctx.llm.config if ctx.llm is not None else None
+    llm_config = _per_actor(ctx.llm, actors) if ctx.llm is not None else None
     ds = ray.data.from_items([{"i": i, "rec": pickle.dumps(r)} for i, r in enumerate(records)])
     ds = ds.map_batches(
         _MethodActor,
@@ -149,6 +150,17 @@ def run_on_ray(
             if key not in ctx.extras:
                 ctx.extras[key] = value
     return out
+
+
+def _per_actor(llm: Any, actors: int) -> dict[str, Any]:
+    """The model's config for one actor: budget (less what the driver spent) and rate limits split evenly."""
+    config = dict(llm.config)
+    if config.get("max_cost") is not None:
+        config["max_cost"] = max(0.0, config["max_cost"] - llm.stats.cost) / actors
+    for limit in ("rpm", "tpm"):
+        if config.get(limit):
+            config[limit] = config[limit] / actors
+    return config
 
 
 def _merge_stats(ctx: RunContext, run: dict[str, Any], calls: dict[str, Any]) -> None:
