@@ -15,6 +15,10 @@ from .runner import RunContext
 ENGINES = ("local", "ray")
 RAY_KINDS = ("judge", "score")
 BATCH_KINDS = ("generate", "judge", "score")
+# Methods whose output for a row depends on other rows: run per Ray batch, they would give other results.
+CROSS_ROW = {("judge", "instag"): "its tag normalisation counts tags over all rows",
+             ("judge", "eval"): "its metrics are computed over all rows"}
+CROSS_ROW_OPTIONS = ("top_k", "ratio")  # score options that select across rows (IFD, Superfiltering)
 
 
 @dataclass
@@ -26,7 +30,8 @@ class Execution:
     engine: str = "local"
     ray: dict[str, Any] = field(default_factory=dict)  # run_on_ray options: actors, num_gpus, num_cpus, batch_size
 
-    def check(self, info: MethodInfo) -> None:
+    def check(self, info: MethodInfo, options: Any = None) -> None:
+        """Raise ValueError for a combination that would not give the in-process result."""
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if self.batch and self.engine != "local":
@@ -35,12 +40,18 @@ class Execution:
             raise ValueError(f"--batch applies to {', '.join(BATCH_KINDS)} methods, not {info.kind}")
         if self.engine == "ray" and info.kind not in RAY_KINDS:
             raise ValueError(f"--engine ray runs {' and '.join(RAY_KINDS)} methods (and embed), not {info.kind}")
+        if self.engine == "ray" and (info.kind, info.name) in CROSS_ROW:
+            raise ValueError(f"{info.kind} {info.name} cannot run on Ray: {CROSS_ROW[(info.kind, info.name)]}")
+        selecting = [o for o in CROSS_ROW_OPTIONS if getattr(options, o, 0)]
+        if self.engine == "ray" and selecting:
+            raise ValueError(f"{info.kind} {info.name}: option(s) {selecting} select across all rows; run the "
+                             "score on Ray without them and select in a later step (select topk/ratio)")
 
 
 def execute(info: MethodInfo, records: list[dict], ctx: RunContext, how: Execution | None = None) -> list[dict]:
     """Run a registered method on `records` as `how` says (default: in this process)."""
     how = how or Execution()
-    how.check(info)
+    how.check(info, ctx.options)
     if how.batch:
         from .batch import run_batched
 
