@@ -24,7 +24,19 @@ EMPTY = "empty"
 NO_SCORE = "no_score"
 OUT_OF_RANGE = "out_of_range"
 NO_SCORE_TOKEN = "no_score_token"
-FAILED_STATUSES = (EMPTY, NO_SCORE, OUT_OF_RANGE, NO_SCORE_TOKEN, "invalid", "missing", "duplicate", "error")
+FAILED_STATUSES = (
+    EMPTY,
+    NO_SCORE,
+    OUT_OF_RANGE,
+    NO_SCORE_TOKEN,
+    "invalid",
+    "missing",
+    "duplicate",
+    "evol_empty",
+    "inconsistent",
+    "no_valid_member",
+    "error",
+)
 
 _NUM = r"(?<![\w.])([+-]?\d+(?:\.\d+)?)"
 # A number that starts a range ("0 to 5", "1-6", "1 – 5") is the scale, not a score.
