@@ -8,10 +8,12 @@ enter the key or the value. Only successful answers are stored, so a failure is 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import json
 import os
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -19,6 +21,9 @@ from urllib.parse import urlsplit, urlunsplit
 import diskcache
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("INSTRUCTKIT_CACHE_DIR", Path.home() / ".cache" / "instructkit"))
+
+
+_LIVE: weakref.WeakSet[ResponseCache] = weakref.WeakSet()  # flushed at interpreter exit
 
 
 def canonical_json(obj: Any) -> str:
@@ -49,7 +54,8 @@ class ResponseCache:
         self.enabled = enabled
         self._store: diskcache.Cache | None = None
         self._pending: dict[str, str] = {}  # written in this event-loop turn, committed at its end
-        self._flush_scheduled = False
+        self._flush_loop: asyncio.AbstractEventLoop | None = None  # the loop a flush is scheduled on
+        _LIVE.add(self)
 
     @property
     def store(self) -> diskcache.Cache:
@@ -81,20 +87,24 @@ class ResponseCache:
             self.store.set(key, raw)
             return
         self._pending[key] = raw
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
+        if self._flush_loop is not loop:
+            self._flush_loop = loop
             loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        """Commit pending writes (called by the loop; also by close)."""
-        self._flush_scheduled = False
+        """Commit pending writes (called by the loop; also by close and at interpreter exit)."""
+        self._flush_loop = None
         if not self._pending:
             return
+        pending, self._pending = self._pending, {}
         store = self.store
-        with store.transact():
-            for key, raw in list(self._pending.items()):
-                store.set(key, raw)
-        self._pending.clear()
+        try:
+            with store.transact():
+                for key, raw in pending.items():
+                    store.set(key, raw)
+        except BaseException:
+            self._pending = {**pending, **self._pending}
+            raise
 
     def stats(self) -> dict[str, Any]:
         store = self.store
@@ -120,3 +130,12 @@ class ResponseCache:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+@atexit.register
+def _flush_all() -> None:
+    for cache in list(_LIVE):
+        try:
+            cache.flush()
+        except Exception:  # best effort at exit
+            pass
