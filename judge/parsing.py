@@ -50,6 +50,7 @@ _LABELLED = re.compile(
 _FRACTION = re.compile(rf"{_NUM}\s*(?:/|out\s+of)\s*(\d+(?:\.\d+)?)(?!\d)", re.IGNORECASE)
 # A line that is (almost) only a number, or a number followed by a separator and words.
 _BARE_LINE = re.compile(rf"^[\s*#>_`\[(]*{_NUM}[\s*_`\])]*(?:[.!]?\s*$|\s*[-–—:|,)]\s*\D|\s+\(\D)")
+_BARE_ONLY = re.compile(rf"^[\s*#>_`\[(]*{_NUM}[\s*_`\])]*[.!]?\s*$")
 _MARKUP = re.compile(r"[*_`#>]+")
 
 
@@ -89,17 +90,19 @@ def _check(value: float, denominator: str | None, lo: float, hi: float, raw: str
 
 
 def _line_score(line: str, lo: float, hi: float, bare: bool) -> Parsed | None:
-    """The score stated on one line, or None when the line states none."""
+    """The score stated on one line, or None when the line states none. `bare=True` also accepts a
+    leading number followed by a separator and words ("4.5 - accurate"), which is only safe on the
+    line where the score was asked for; elsewhere only a number alone on its line counts ("1) ..."
+    list items must not)."""
     m = _LABELLED.search(line)
     if m:
         return _check(float(m.group(1)), m.group(2), lo, hi, m.group(0).strip())
     m = _FRACTION.search(line)
     if m:
         return _check(float(m.group(1)), m.group(2), lo, hi, m.group(0).strip())
-    if bare:
-        m = _BARE_LINE.match(line)
-        if m:
-            return _check(float(m.group(1)), None, lo, hi, m.group(0).strip())
+    m = (_BARE_LINE if bare else _BARE_ONLY).match(line)
+    if m:
+        return _check(float(m.group(1)), None, lo, hi, m.group(0).strip())
     return None
 
 
@@ -131,7 +134,7 @@ def parse_score(
         if found is not None:
             return found
         lines = lines[1:]
-    found_all = [p for ln in lines if (p := _line_score(ln, lo, hi, bare=True)) is not None]
+    found_all = [p for ln in lines if (p := _line_score(ln, lo, hi, bare=not first_line)) is not None]
     if not found_all:
         return Parsed(None, NO_SCORE)
     return found_all[-1] if prefer == "last" else found_all[0]
