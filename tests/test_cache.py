@@ -185,3 +185,24 @@ def test_cache_disabled_calls_every_time(fake_server, tmp_path: Path) -> None:
         _, llm = run_stage(fake_server, False, prompts, tmp_path / f"w{k}")
         assert llm.stats.calls == 5 and llm.stats.cache_hits == 0
     assert fake_server.count() == 10
+
+
+def test_writes_in_a_loop_turn_are_read_back_and_committed(tmp_path: Path) -> None:
+    import asyncio
+
+    cache = ResponseCache(tmp_path / "cache")
+
+    async def write_then_read() -> dict | None:
+        cache.set("k1", {"text": "a"})
+        seen = cache.get("k1")  # read-your-writes before the turn's commit
+        await asyncio.sleep(0)
+        return seen
+
+    assert asyncio.run(write_then_read()) == {"text": "a"}
+    asyncio.run(write_then_read())  # a second event loop schedules its own commit
+    other = ResponseCache(tmp_path / "cache")  # another handle on the directory sees the commits
+    assert other.get("k1") == {"text": "a"}
+    cache.set("k2", {"text": "b"})  # outside a loop: written at once
+    assert other.get("k2") == {"text": "b"}
+    cache.close()
+    other.close()
