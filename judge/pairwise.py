@@ -5,7 +5,8 @@ Paper: Zheng et al., "Judging LLM-as-a-Judge with MT-Bench and Chatbot Arena" (N
 Deviations: our own prompt asks for the verdict alone on the first line (the parser also accepts
 MT-Bench's [[A]]/[[B]]/[[C]] and "[RESULT] A"); an inconsistent pair is a tie by default, as in the
 paper's adjusted win rate, or `inconsistent=first` (keep the A-B order's verdict) or `null`; a pair
-with an unparseable verdict in either order is null with its parse status, never a default.
+with an unparseable verdict in either order is null with its parse status, never a default. With
+logprobs, `pairwise_pref` is P(B better) from the verdict token, averaged over both orders.
 """
 
 from __future__ import annotations
@@ -17,12 +18,24 @@ from instructkit.registry import method
 from instructkit.runner import RunContext
 
 from .common import chat_messages, finish, llm_of, prompt_of, triplet
-from .parsing import OK, parse_verdict, report, usage_columns
+from .parsing import OK, parse_verdict, report, usage_columns, verdict_preference
 
 PREFIX = "pairwise"
 COLUMNS = [
     f"{PREFIX}_{c}"
-    for c in ("winner", "score", "first", "second", "consistent", "raw", "parse", "tokens", "cost", "calls")
+    for c in (
+        "winner",
+        "score",
+        "first",
+        "second",
+        "consistent",
+        "pref",
+        "raw",
+        "parse",
+        "tokens",
+        "cost",
+        "calls",
+    )
 ]
 VALUE = {"A": 0.0, "tie": 0.5, "B": 1.0}  # pairwise_score: how strongly B is preferred
 
@@ -35,6 +48,8 @@ class PairwiseOptions:
     inconsistent: str = "tie"  # tie | first | null
     temperature: float = 0.0
     max_tokens: int = 128
+    logprobs: bool = True  # also report pairwise_pref, P(B better) from the verdict token's top_logprobs
+    top_logprobs: int = 10
     template: str | None = None
     system_template: str | None = None
 
@@ -73,7 +88,8 @@ def pairwise(records: list[dict], ctx: RunContext) -> list[dict]:
             criteria=opts.criteria,
         )
         msgs = chat_messages(system, user)
-        comp = await llm.achat(msgs, temperature=opts.temperature, max_tokens=opts.max_tokens)
+        lp = {"logprobs": True, "top_logprobs": opts.top_logprobs} if opts.logprobs else {}
+        comp = await llm.achat(msgs, temperature=opts.temperature, max_tokens=opts.max_tokens, **lp)
         return comp, parse_verdict(comp.text, prompt=user)
 
     async def one(rec: dict) -> dict:
@@ -87,6 +103,7 @@ def pairwise(records: list[dict], ctx: RunContext) -> list[dict]:
             f"{PREFIX}_raw": [c1.text, c2.text],
             f"{PREFIX}_first": _label(p1.value) if p1.ok else None,
             f"{PREFIX}_second": _label(1.0 - p2.value) if p2.ok else None,  # mapped back to A-B labels
+            f"{PREFIX}_pref": None,
             **usage_columns(PREFIX, [c1, c2]),
         }
         if not (p1.ok and p2.ok):
@@ -94,6 +111,9 @@ def pairwise(records: list[dict], ctx: RunContext) -> list[dict]:
             row.update({f"{PREFIX}_winner": None, f"{PREFIX}_score": None, f"{PREFIX}_consistent": None})
             row[f"{PREFIX}_parse"] = bad.status
             return row
+        pref1, pref2 = verdict_preference(c1.logprobs), verdict_preference(c2.logprobs)
+        if pref1 is not None and pref2 is not None:
+            row[f"{PREFIX}_pref"] = (pref1 + (1.0 - pref2)) / 2  # the swapped order's P(B) is P(A)
         winner, consistent = combine(row[f"{PREFIX}_first"], row[f"{PREFIX}_second"], opts.inconsistent)
         row.update(
             {

@@ -288,6 +288,26 @@ def expectation_from_logprobs(
     )
 
 
+def verdict_preference(logprobs: Sequence[TokenLogprob] | None) -> float | None:
+    """P(B) + P(tie)/2 over the verdict tokens A / B / tie at the first verdict token, renormalised
+    (alpaca_eval's logprob preference with a tie); None when no verdict token is among the alternatives."""
+    if not logprobs:
+        return None
+    labels = {"A": 0.0, "B": 1.0, "tie": 0.5, "Tie": 0.5}
+    for tok in logprobs:
+        if _score_label(tok.token) in labels:
+            mass: dict[float, float] = {}
+            for text, lp in tok.top or [(tok.token, tok.logprob)]:
+                value = labels.get(_score_label(text))
+                if value is not None:
+                    mass[value] = mass.get(value, 0.0) + math.exp(lp)
+            total = sum(mass.values())
+            return sum(v * p for v, p in mass.items()) / total if total > 0 else None
+        if _score_label(tok.token) not in ("", "[[", "[", "**", "Verdict", "verdict", ":"):
+            return None
+    return None
+
+
 def expectation_from_logits(logits: Sequence[float], scores: Sequence[int]) -> float:
     """Σ s·softmax(logits)_s for logits already picked at the score tokens (the DEITA scorer formula)."""
     top = max(logits)

@@ -256,3 +256,14 @@ def test_normalise_reports_every_step() -> None:
     assert out == [["poetry", "creative writing"], ["poetry"], None]
     assert [s["step"] for s in rep["steps"]] == ["frequency", "rule", "association"]
     assert any("scaled" in w for w in rep["warnings"]) and rep["tagged_rows"] == 2
+
+
+def test_verdict_preference_from_logprobs() -> None:
+    from instructkit.judge.parsing import verdict_preference
+
+    top = [("A", math.log(0.2)), ("B", math.log(0.6)), ("tie", math.log(0.2)), ("The", math.log(0.1))]
+    assert verdict_preference([_tok("B", top)]) == pytest.approx((0.6 + 0.1) / 1.0)
+    bracket = [_tok("[[", [("[[", -0.01)]), _tok("A", [("A", math.log(0.5)), ("B", math.log(0.5))])]
+    assert verdict_preference(bracket) == pytest.approx(0.5)
+    assert verdict_preference([_tok("The", [("The", -0.1)])]) is None
+    assert verdict_preference(None) is None
