@@ -185,6 +185,8 @@ def test_judges_through_llama_server(server: LLM) -> None:
     rec = {"instruction": "Name a color.", "response_a": "Blue", "response_b": "A dog"}
     rows, _ = run("pairwise", [rec], server, max_tokens=6)
     check_contract(rows, "pairwise", "winner")
+    pref = rows[0]["pairwise_pref"]
+    assert pref is None or 0.0 <= pref <= 1.0
     rows, _ = run(
         "deita",
         [COLOR],
