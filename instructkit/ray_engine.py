@@ -20,7 +20,7 @@ import os
 import pickle
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +29,6 @@ import numpy as np
 from .runner import RunContext, RunStats
 
 SUMMED_RUN_FIELDS = ("rows", "ok", "failed", "reused", "pending")
-
-
-@dataclass
-class RayOptions:
-    """How a step runs on Ray: actors in the pool, resources per actor, rows per batch."""
-
-    actors: int = 2
-    num_gpus: float = 0.0
-    num_cpus: float = 1.0
-    batch_size: int = 64
 
 
 def ray_init(**init_args: Any) -> Any:
@@ -130,17 +120,9 @@ def run_on_ray(
                   "random_state": ctx.random_state, "extras": dict(ctx.extras),
                   "work_dir": Path(ctx.work_dir).resolve() if ctx.work_dir is not None else None}
     llm_config = _per_actor(ctx.llm, actors) if ctx.llm is not None else None
-    ds = ray.data.from_items([{"i": i, "rec": pickle.dumps(r)} for i, r in enumerate(records)])
-    ds = ds.map_batches(
-        _MethodActor,
-        fn_constructor_args=(method_fn, llm_config, ctx_fields, num_gpus),
-        batch_size=batch_size,
-        batch_format="numpy",
-        concurrency=actors,
-        num_gpus=num_gpus or None,
-        num_cpus=num_cpus,
-    )
-    parts = sorted(ds.take_all(), key=lambda row: int(row["i"]))
+    rows = [{"i": i, "rec": pickle.dumps(r)} for i, r in enumerate(records)]
+    args = (method_fn, llm_config, ctx_fields, num_gpus)
+    parts = _map_on_actors(ray, rows, _MethodActor, args, actors, num_gpus, num_cpus, batch_size)
     out: list[dict] = []
     for part in parts:
         rows, run, calls, extras = pickle.loads(part["out"])
@@ -150,6 +132,22 @@ def run_on_ray(
             if key not in ctx.extras:
                 ctx.extras[key] = value
     return out
+
+
+def _map_on_actors(ray: Any, rows: list[dict], actor: type, args: tuple, actors: int, num_gpus: float,
+                   num_cpus: float, batch_size: int) -> list[dict]:
+    """`rows` as a Dataset, `map_batches` over a pool of `actors` instances of `actor(*args)`; the output
+    rows sorted by their "i" column (the index of the first input row they came from)."""
+    ds = ray.data.from_items(rows).map_batches(
+        actor,
+        fn_constructor_args=args,
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_gpus=num_gpus or None,
+        num_cpus=num_cpus,
+    )
+    return sorted(ds.take_all(), key=lambda row: int(row["i"]))
 
 
 def _per_actor(llm: Any, actors: int) -> dict[str, Any]:
@@ -207,15 +205,7 @@ def ray_embed(
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
     ray = ray_init()
-    ds = ray.data.from_items([{"i": i, "text": t} for i, t in enumerate(texts)])
-    ds = ds.map_batches(
-        _EmbedActor,
-        fn_constructor_args=(spec, embedder_options, num_gpus),
-        batch_size=batch_size,
-        batch_format="numpy",
-        concurrency=actors,
-        num_gpus=num_gpus or None,
-        num_cpus=num_cpus,
-    )
-    rows = sorted(ds.take_all(), key=lambda row: int(row["i"]))
+    rows = [{"i": i, "text": t} for i, t in enumerate(texts)]
+    args = (spec, embedder_options, num_gpus)
+    rows = _map_on_actors(ray, rows, _EmbedActor, args, actors, num_gpus, num_cpus, batch_size)
     return np.stack([np.frombuffer(r["vec"], dtype=np.float32) for r in rows])
