@@ -1,7 +1,7 @@
 """Every selector at budget 1,000 on the 17,970-row Alpaca sample, with the diversity report for each and for random.
 
-Embeddings: the default encoder (all-MiniLM-L6-v2, mean pooling, L2 norm) of instruction+input+output,
-cached as .npy (by content) under --cache. There are no judge scores in this file, so the score-driven
+Embeddings: the default encoder (all-MiniLM-L6-v2, mean pooling, L2 norm) of instruction+input+output
+(--fields), cached as .npy (by content) under --cache. There are no judge scores in this file, so the score-driven
 selectors use a PROXY quality score (stated in the output): log1p(#output words) + 0.5 *
 log1p(#instruction words), i.e. longer answers to longer instructions rank first. InsTag uses proxy
 tags (the instruction's content words: lowercase alphabetic tokens of 4+ letters minus a stopword
@@ -62,6 +62,12 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=1000)
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "instructkit" / "selection_bench")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--fields",
+        nargs="+",
+        default=["instruction", "input", "output"],
+        help="row fields embedded (joined by newlines)",
+    )
     args = ap.parse_args()
     if not args.data.is_file():
         print(f"skipped: {args.data} is absent (the shared benchmark data folder is not here)")
