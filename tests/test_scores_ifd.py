@@ -166,3 +166,51 @@ def test_selection_rules():
     scored = [{"ifd": v, "ifd_status": s} for v, s in zip(values, statuses)]
     assert len(finish_selection(scored, IFDOptions())) == 5  # gt1 dropped by default
     assert len(finish_selection(scored, IFDOptions(drop_gt1=False))) == 6
+
+
+def test_pre_experience_features_sample_and_warmup(backend, tmp_path):
+    from instructkit.judge.scores.ifd import ifd, instruction_features
+
+    rows = [
+        {"instruction": f"Write the number {n} in words.", "input": "", "output": w}
+        for n, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven"])
+    ]
+    texts = [get_template("alpaca").prompt(r["instruction"], "") for r in rows[:2]]
+    emb, ppl = instruction_features(backend, texts)
+    for text, e, p in zip(texts, emb, ppl):  # Cherry's --mod pre: mean last hidden, whole-text ppl
+        ids = backend.tokenizer.encode(text, return_tensors="pt")
+        with torch.no_grad():
+            out = backend.model(ids, labels=ids, output_hidden_states=True)
+        assert abs(p - math.exp(float(out.loss))) / p < 1e-5
+        assert float((out.hidden_states[-1][0].mean(0) - torch.from_numpy(e)).abs().max()) < 1e-4
+    # the warm-up runs on a tiny random Llama with the real tokenizer (the 135M model works the same, slower)
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=len(backend.tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    tiny = tmp_path / "tiny"
+    LlamaForCausalLM(cfg).save_pretrained(str(tiny))
+    backend.tokenizer.save_pretrained(str(tiny))
+    opts = IFDOptions(
+        pre_experience=True,
+        pre_clusters=2,
+        pre_per_cluster=2,
+        warmup=True,
+        warmup_batch_size=2,
+        model=f"hf:{tiny}",
+    )
+    ctx = RunContext(llm=LLM("local"), options=opts, method="ifd", work_dir=tmp_path / "work", progress=False)
+    out = ifd(rows, ctx)
+    sample = ctx.extras["cherry_pre_sample"]
+    assert 1 <= len(sample) <= 4 and len(set(sample)) == len(sample)
+    saved = list((tmp_path / "work" / "cherry_pre_models").iterdir())
+    assert len(saved) == 1 and (saved[0] / "config.json").is_file()
+    assert all(r["ifd_status"] in ("ok", "empty_answer") for r in out) and any(r["ifd"] for r in out)
