@@ -157,3 +157,36 @@ def test_batch_needs_an_openai_compatible_model(tmp_path: Path) -> None:
     ctx = RunContext(llm=LLM("anthropic/claude-3-haiku"), work_dir=tmp_path)
     with pytest.raises(ValueError, match="Batch API"):
         run_batched(two_stage, [{"q": "x"}], ctx)
+
+
+def test_samples_are_one_line_per_index_and_priced_at_the_batch_discount(tmp_path: Path) -> None:
+    from instructkit.models.litellm_backend import cost_of
+
+    def vote(records: list[dict], ctx: RunContext) -> list[dict]:
+        async def one(rec: dict) -> dict:
+            comps = await ctx.llm.asample(rec["q"], n=3, temperature=0.8, seed=7, max_tokens=8)
+            return {"votes": [c.text for c in comps], "cost": sum(c.cost for c in comps)}
+
+        return merge_results(records, ctx.map(records, one, stage="vote"), "vote")
+
+    with serve_fake_batch(batch_seconds=0.1) as url:
+        llm = LLM("gpt-4o-mini", api_base=url, cache=ResponseCache(tmp_path / "cache"))  # a priced name
+        ctx = RunContext(llm=llm, method="vote", work_dir=tmp_path / "work", progress=False)
+        out = run_batched(vote, [{"q": "pick a number"}], ctx, poll_s=0.05)
+        lines = url.requests(BATCH_LINE_PATH)
+        assert sorted(r["body"]["seed"] for r in lines) == [7, 8, 9] and all("n" not in r["body"] for r in lines)
+        prompt = prompt_text([{"role": "user", "content": "pick a number"}])
+        assert out[0]["votes"] == [reply_text(prompt, 0, 7 + i) for i in range(3)]
+        assert llm.stats.cost > 0
+        assert abs(out[0]["cost"] - llm.stats.cost) < 1e-12
+        usage = llm.stats.prompt_tokens, llm.stats.completion_tokens
+        assert abs(llm.stats.cost - cost_of("gpt-4o-mini", *usage) / 2) < 1e-12  # half the synchronous price
+
+
+def test_max_cost_stops_before_submitting(tmp_path: Path) -> None:
+    with serve_fake_batch(batch_seconds=0.1) as url:
+        llm = LLM("gpt-4o-mini", api_base=url, cache=ResponseCache(tmp_path / "cache"), max_cost=1e-9)
+        ctx = RunContext(llm=llm, method="two_stage", work_dir=tmp_path / "work", progress=False)
+        out = run_batched(two_stage, [{"q": "expensive"}], ctx, poll_s=0.05)
+        assert "max-cost" in (ctx.stats.stopped_reason or "") and ctx.stats.pending == 1
+        assert url.created() == 0 and "first" not in out[0]
