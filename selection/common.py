@@ -196,11 +196,13 @@ def parse_n_init(value: str | int) -> int | str:
 
 
 def take(records: list[dict], idx: np.ndarray, extra: dict[str, Sequence[Any]] | None = None) -> list[dict]:
-    """The selected rows in selection order, each with `_select_rank` (and any extra per-pick fields)."""
+    """The selected rows in selection order, each with `_select_rank`, `_select_index` (its position
+    in the input, for reports) and any extra per-pick fields."""
     out = []
     for rank, i in enumerate(as_indices(idx)):
         rec = dict(records[int(i)])
         rec["_select_rank"] = rank
+        rec["_select_index"] = int(i)
         for name, values in (extra or {}).items():
             v = values[rank]
             rec[name] = v.item() if hasattr(v, "item") else v

@@ -106,6 +106,7 @@ def test_registered_selectors_on_records(tmp_path) -> None:
 
     out = run("deita", budget="50", tau="0.5", score="score", embeddings=str(path))
     assert [r["_select_rank"] for r in out] == list(range(len(out)))
+    assert [r["_select_index"] for r in out] == deita_select(emb, scores, 50, 0.5).tolist()
     assert [r["instruction"] for r in out] == [
         records[i]["instruction"] for i in deita_select(emb, scores, 50, 0.5)
     ]
