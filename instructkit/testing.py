@@ -381,6 +381,9 @@ class FakeServer(str):
         obj.process = process
         return obj
 
+    def __reduce__(self) -> tuple:
+        return (str, (str(self),))  # pickles (e.g. into worker processes) as the plain URL
+
     @property
     def url(self) -> str:
         return str(self)
