@@ -214,3 +214,18 @@ def test_pre_experience_features_sample_and_warmup(backend, tmp_path):
     saved = list((tmp_path / "work" / "cherry_pre_models").iterdir())
     assert len(saved) == 1 and (saved[0] / "config.json").is_file()
     assert all(r["ifd_status"] in ("ok", "empty_answer") for r in out) and any(r["ifd"] for r in out)
+
+
+def test_selection_options_reuse_the_journal(backend, tmp_path):
+    from instructkit.judge.scores.ifd import ifd
+
+    rows = ROWS[:2]
+    ctx = RunContext(
+        llm=LLM("local"), options=IFDOptions(top_k=1), method="ifd", work_dir=tmp_path, progress=False
+    )
+    first = ifd(rows, ctx)
+    assert len(first) == 1
+    ctx2 = RunContext(
+        llm=LLM("local"), options=IFDOptions(ratio=1.0), method="ifd", work_dir=tmp_path, progress=False
+    )
+    assert len(ifd(rows, ctx2)) == 2 and ctx2.stats.reused == 2

@@ -133,11 +133,15 @@ def map_sorted(
     stage: str,
     lengths: Sequence[int],
     in_flight: int = 256,
+    key_options: Any = None,
 ) -> list[RowResult]:
     """`ctx.map` over items fed in ascending `lengths` (results back in input order), with enough rows
-    in flight that each batcher flush is a real batch."""
+    in flight that each batcher flush is a real batch. `key_options`, when given, replaces the run's
+    options in the journal key (leave out options that only select rows, so changing them re-uses scores)."""
     order = sorted(range(len(items)), key=lambda i: (lengths[i], i))
     run_ctx = dataclasses.replace(ctx, concurrency=max(ctx.concurrency, in_flight))
+    if key_options is not None:
+        run_ctx.options = key_options
     results = run_ctx.map([items[i] for i in order], fn, stage=stage)
     out: list[RowResult | None] = [None] * len(items)
     for i, res in zip(order, results):

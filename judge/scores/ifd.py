@@ -16,6 +16,7 @@ the input (the official selection script drops it, which breaks its own span bou
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -254,7 +255,9 @@ def score_ifd(
         return out
 
     items, lengths = row_items(records, model=backend.model_id, tpl=tpl_id)
-    results = map_sorted(ctx, items, one, "ifd", lengths)
+    selection_only = ("drop_gt1", "top_k", "ratio", "order")
+    key = {k: v for k, v in dataclasses.asdict(opts).items() if k not in selection_only}
+    results = map_sorted(ctx, items, one, "ifd", lengths, key_options=key)
     return finish(records, results, "ifd", c, columns)
 
 
