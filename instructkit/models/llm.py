@@ -247,13 +247,15 @@ class LLM:
         backend = self.backend
         if getattr(backend, "supports_n", False) and len(missing) > 1 and gen.temperature > 0:
             return await self._call(msgs, gen, len(missing))
-        out = []
-        for i in missing:
+        def params_for(i: int) -> GenParams:
             params = gen if i == 0 or gen.seed is None else gen.replace(seed=gen.seed + i)
-            if self.is_local:
-                params = params.replace(seed=(gen.seed or 0) + i) if gen.temperature > 0 else params
-            out.extend(await self._call(msgs, params, 1))
-        return out
+            if self.is_local and gen.temperature > 0:
+                params = params.replace(seed=(gen.seed or 0) + i)
+            return params
+
+        # Concurrently, so a local micro-batcher takes all samples in one batch.
+        calls = await asyncio.gather(*(self._call(msgs, params_for(i), 1) for i in missing))
+        return [comp for call in calls for comp in call]
 
     def _estimate(self, msgs: list[dict], gen: GenParams, n: int) -> tuple[int, float]:
         tokens = estimate_tokens(msgs) + gen.max_tokens * n
