@@ -89,3 +89,26 @@ def test_reward_matches_per_row_logit(tiny_rm, tmp_path):
         assert abs(got["reward"] - ref) < 1e-4 and got["reward_truncated"] is False
     long = score_reward(rows[3:], ctx, RewardOptions(reward_model=str(path), max_length=64, device="cpu"))
     assert long[0]["reward_truncated"] is True and isinstance(long[0]["reward"], float)
+
+
+def test_scorers_are_registered():
+    import instructkit.judge.scores  # noqa: F401  (registered on import)
+    from instructkit.registry import get
+
+    names = [
+        "ifd",
+        "superfiltering",
+        "perplexity",
+        "reward",
+        "uncertainty",
+        "nuggets",
+        "iqs",
+        "instruction_mining",
+    ]
+    for name in names:
+        info = get("score", name)
+        assert info.summary and info.options is not None
+    opts = get("score", "ifd").make_options({"template": "vicuna", "ratio": "0.1", "drop_gt1": "false"})
+    assert opts.template == "vicuna" and opts.ratio == 0.1 and opts.drop_gt1 is False
+    im = get("score", "instruction_mining").make_options({"coefficients": '{"mtld": -0.1}'})
+    assert im.coefficients == {"mtld": -0.1}
