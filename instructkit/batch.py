@@ -6,7 +6,9 @@ dry run. The recorded lines are written as JSONL, uploaded (`/files`, purpose=ba
 (`/batches`) and polled; each answer is stored in the same response cache under its key (a line
 that failed is recorded, never cached). Then the method runs again: what was answered is now a
 cache hit. Methods whose later calls depend on earlier answers simply loop collect -> submit ->
-collect until a pass records nothing, and that pass's output is the result.
+collect until a pass records nothing, and that pass's output is the result. A pass ends after the
+first stage (`RunContext.map`) that recorded requests, so no request is built from a row whose
+earlier answer is still pending.
 
 Resume: before submitting, the input file id and the request keys are saved in
 `WORK_DIR/batch/state.json`, and the batch id as soon as it exists. A restarted run first polls
@@ -44,6 +46,11 @@ class BatchPending(DryRunSkip):
     """Raised in collect mode in place of an uncached call, after its request was recorded."""
 
 
+class PassComplete(BaseException):
+    """Ends a collect pass after the first stage that recorded requests (BaseException: a method's
+    `except Exception` must not swallow it)."""
+
+
 @dataclass
 class Collector:
     """Uncached chat requests recorded during one pass, plus the keys whose batch line failed."""
@@ -53,12 +60,23 @@ class Collector:
     lines: dict[str, dict] = field(default_factory=dict)  # custom_id (cache key) -> JSONL line
     estimated_cost: float = 0.0
 
+    served: set[str] = field(default_factory=set)  # fresh answers already handed out in this pass
+    barrier: bool = True  # end the pass at the first stage that recorded requests
+
+    def stage_done(self) -> None:
+        """Called by `RunContext.map` after each stage. With the barrier, a stage that recorded requests
+        ends the pass: later stages would otherwise ask about rows whose answers are not in yet
+        (a method may carry on with a pending row's input), paying for requests no run would make."""
+        if self.barrier and self.lines:
+            raise PassComplete
+
     def fresh(self, keys: list[str], results: list[Completion | None]) -> int:
-        """Mark the cached answers a batch of this run paid for as not cached (as a direct call would
-        be); returns how many."""
+        """Mark the cached answers a batch of this run paid for as not cached, the first time each is
+        read in a pass (as a direct call is paid once and then shared); returns how many."""
         count = 0
         for key, comp in zip(keys, results):
-            if comp is not None and key in self.answered:
+            if comp is not None and key in self.answered and key not in self.served:
+                self.served.add(key)
                 comp.cached = False
                 count += 1
         return count
@@ -308,7 +326,8 @@ def run_batched(
     *,
     poll_s: float = 30.0,
     window: str = "24h",
-    max_rounds: int = 20,
+    max_rounds: int = 100,
+    barrier: bool = True,
     state_dir: str | os.PathLike | None = None,
     client: BatchClient | None = None,
     max_wait_s: float | None = None,
@@ -316,8 +335,12 @@ def run_batched(
     """Run `method_fn(records, ctx)` with every uncached chat request sent through the Batch API.
 
     Loops collect -> submit -> poll -> store until a pass records no request; returns that pass's
-    output. State (for resume) lives in `state_dir` (default `ctx.work_dir / "batch"`). A summary is
-    kept in `ctx.extras["batch"]`. With `ctx.llm.dry_run` it is a plain dry run.
+    output. With `barrier` (default) a pass ends after the first `ctx.map` stage that recorded
+    requests, so one batch holds one stage's requests and nothing is asked about rows still waiting
+    for an earlier answer; without it a pass runs every stage (fewer rounds for methods whose stages
+    are independent, but speculative requests for methods that carry pending rows forward).
+    State (for resume) lives in `state_dir` (default `ctx.work_dir / "batch"`). A summary is kept in
+    `ctx.extras["batch"]`. With `ctx.llm.dry_run` it is a plain dry run.
     """
     llm = ctx.llm
     if llm is None or llm.dry_run:
@@ -329,25 +352,35 @@ def run_batched(
     runner = BatchRunner(llm, Path(state_dir), poll_s=poll_s, window=window, client=client,
                          max_wait_s=max_wait_s, log=ctx.progress)
     runner.resume()
-    result: list[dict] = []
     for _ in range(max_rounds):
         runner.report.rounds += 1
-        collector = Collector(failed=runner.failed, answered=runner.answered)
-        ctx.stats = RunStats()
-        llm.collector = collector
-        try:
-            result = method_fn(records, ctx)
-        finally:
-            llm.collector = None
+        collector = Collector(failed=runner.failed, answered=runner.answered, barrier=barrier)
+        result = _collect_pass(method_fn, records, ctx, collector)
         ctx.extras["batch"] = runner.report.as_dict()
         if not collector.lines:
-            return result
+            return result or []
         if llm.max_cost is not None and llm.stats.cost + collector.estimated_cost > llm.max_cost:
-            ctx.stats.stopped_reason = (
-                f"--max-cost {llm.max_cost:.4f}: the next batch (~${collector.estimated_cost:.4f}) would pass it"
-            )
-            return result
+            reason = f"--max-cost {llm.max_cost:.4f}: the next batch (~${collector.estimated_cost:.4f}) would pass it"
+            break
         runner.submit(list(collector.lines.values()))
         ctx.extras["batch"] = runner.report.as_dict()
-    ctx.stats.stopped_reason = f"batch mode: still new requests after {max_rounds} rounds"
-    return result
+    else:
+        reason = f"batch mode: still new requests after {max_rounds} rounds"
+    # Stopped with requests unsent: one full pass gives the output, unanswered rows pending.
+    result = _collect_pass(method_fn, records, ctx, Collector(failed=runner.failed, barrier=False))
+    ctx.stats.stopped_reason = reason
+    return result or []
+
+
+def _collect_pass(method_fn: Callable[[list[dict], RunContext], list[dict]], records: list[dict], ctx: RunContext,
+                  collector: Collector) -> list[dict] | None:
+    """One run of the method in collect mode; None when the barrier ended it early."""
+    assert ctx.llm is not None
+    ctx.stats = RunStats()
+    ctx.llm.collector = collector
+    try:
+        return method_fn(records, ctx)
+    except PassComplete:
+        return None
+    finally:
+        ctx.llm.collector = None

@@ -190,3 +190,22 @@ def test_max_cost_stops_before_submitting(tmp_path: Path) -> None:
         out = run_batched(two_stage, [{"q": "expensive"}], ctx, poll_s=0.05)
         assert "max-cost" in (ctx.stats.stopped_reason or "") and ctx.stats.pending == 1
         assert url.created() == 0 and "first" not in out[0]
+
+
+@pytest.mark.parametrize("kind,name,options", [
+    ("judge", "deita", []), ("judge", "rubric", []), ("judge", "pairwise", []), ("judge", "instag", []),
+    ("generate", "evol_instruct", ["-o", "rounds", "2"]),
+])  # fmt: skip
+def test_cli_batch_output_equals_a_direct_run(kind: str, name: str, options: list[str], tmp_path: Path) -> None:
+    rows = [{"instruction": f"Explain {w}", "input": "", "output": f"{w} is a thing."} for w in ("cats", "rain", "maps")]
+    write_records(tmp_path / "in.jsonl", rows)
+    outputs = []
+    with serve_fake_batch(batch_seconds=0.05) as url:
+        for mode in ("direct", "batch"):
+            extra = ["--batch", "--batch-poll", "0.02"] if mode == "batch" else []
+            assert cli_main([kind, name, str(tmp_path / "in.jsonl"), "--out", str(tmp_path / f"{mode}.jsonl"),
+                             "-m", "fake-model", "--api-base", url, "--cache-dir", str(tmp_path / f"cache-{mode}"),
+                             "--quiet", *options, *extra]) == 0
+            outputs.append((tmp_path / f"{mode}.jsonl").read_text())
+        assert url.created() >= 1 and url.count(path=CHAT) == url.count(path=BATCH_LINE_PATH)
+    assert outputs[1] == outputs[0]
