@@ -275,8 +275,9 @@ class RunContext:
     def map(self, items: list[Any], fn: Callable[[Any], Awaitable[Any]], stage: str) -> list[RowResult]:
         """Sync form of `amap` (runs on the background loop)."""
         results = run_sync(self.amap(items, fn, stage))
-        if self.llm is not None and self.llm.collector is not None:
-            self.llm.collector.stage_done()  # batch mode: a stage that asked for uncached answers ends the pass
+        collector = getattr(self.llm, "collector", None)
+        if collector is not None:
+            collector.stage_done()  # batch mode: a stage that asked for uncached answers ends the pass
         return results
 
 
