@@ -457,20 +457,26 @@ def serve_fake(
         text=True,
     )
     try:
-        deadline = time.monotonic() + startup_timeout
-        line = ""
-        assert proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if line.startswith("LISTENING") or not line:
-                break
-        if not line.startswith("LISTENING"):
-            raise RuntimeError(f"fake server did not start (exit code {proc.poll()})")
-        yield FakeServer(f"http://127.0.0.1:{int(line.split()[1])}/v1", proc)
+        port = wait_listening(proc, startup_timeout, "fake server")
+        yield FakeServer(f"http://127.0.0.1:{port}/v1", proc)
     finally:
         stop_process(proc)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def wait_listening(proc: subprocess.Popen, timeout: float, what: str = "server") -> int:
+    """The port a child server announces with a `LISTENING <port>` line on its (text) stdout."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    line = ""
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("LISTENING") or not line:
+            break
+    if not line.startswith("LISTENING"):
+        raise RuntimeError(f"{what} did not start (exit code {proc.poll()})")
+    return int(line.split()[1])
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
