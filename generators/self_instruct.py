@@ -30,6 +30,8 @@ Deviations, and why:
 - `avg_similarity_score` (a full scan of the pool per kept task) is only computed with
   `similarity_stats=True`; `most_similar` (exact top 10) is always recorded.
 - The novelty filter uses instructkit.rouge.NoveltyIndex: the same decisions as rouge_score, much faster.
+- `max_batches` and `patience` (batches in a row that keep nothing) bound the loop, which upstream runs
+  until the target; as upstream, the last batch may overshoot `num_instructions`.
 """
 
 from __future__ import annotations
