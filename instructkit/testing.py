@@ -249,6 +249,10 @@ class _Conn(asyncio.Protocol):
             for line in lines[1:]:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
+            if "chunked" in headers.get("transfer-encoding", ""):
+                # Clients of OpenAI-style APIs send Content-Length; say so rather than misparse.
+                self.send(_response(411, b'{"error": {"message": "send Content-Length"}}', close=True), abort=True)
+                return
             length = int(headers.get("content-length") or 0)
             if len(self.buf) < end + 4 + length:
                 return
