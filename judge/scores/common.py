@@ -21,6 +21,8 @@ from ..common import finish, triplet
 __all__ = [
     "Batcher",
     "SpanBatcher",
+    "body_and_head",
+    "span_scores",
     "auto_device",
     "local_backend",
     "map_sorted",
@@ -105,11 +107,55 @@ class Batcher:
             at += len(items)
 
 
+def body_and_head(model: Any) -> tuple[Any, Any]:
+    """(decoder body, LM head) of any transformers causal LM (Llama `.model`, GPT-2 `.transformer`, ...)."""
+    return model.base_model, model.get_output_embeddings()
+
+
+def span_scores(backend: Any, pairs: list[tuple[list[int], list[int]]], batch_size: int = 16) -> list[Any]:
+    """The backend's `span_scores`, or for architectures it does not handle (its body is `.model`, so
+    GPT-2-class folders fail) the same computation through `body_and_head`: length-sorted right-padded
+    batches, the LM head at answer positions only, the first token unscored when the prompt is empty."""
+    if hasattr(backend.model, "model"):
+        return backend.span_scores(pairs, batch_size=batch_size)
+    import torch
+
+    from instructkit.models.types import SpanScore
+
+    body, head = body_and_head(backend.model)
+    out: list[Any] = [None] * len(pairs)
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    for s in range(0, len(order), batch_size):
+        chunk = order[s : s + batch_size]
+        full = [list(pairs[i][0]) + list(pairs[i][1]) for i in chunk]
+        ids, mask = backend._right_pad(full)
+        rows, cols, tgt = [], [], []
+        for r, i in enumerate(chunk):
+            for t in range(max(len(pairs[i][0]), 1), len(full[r])):
+                rows.append(r)
+                cols.append(t - 1)
+                tgt.append(full[r][t])
+        values: list[float] = []
+        if tgt:
+            with backend._compute, torch.inference_mode():
+                h = body(
+                    input_ids=ids.to(backend.device), attention_mask=mask.to(backend.device)
+                ).last_hidden_state
+                logp = torch.log_softmax(head(h[torch.tensor(rows), torch.tensor(cols)]).float(), dim=-1)
+                values = logp.gather(-1, torch.tensor(tgt, device=logp.device)[:, None]).squeeze(-1).tolist()
+        per: dict[int, list[float]] = {r: [] for r in range(len(chunk))}
+        for r, v in zip(rows, values):
+            per[r].append(v)
+        for r, i in enumerate(chunk):
+            out[i] = SpanScore(per[r], len(pairs[i][0]))
+    return out
+
+
 class SpanBatcher(Batcher):
     """Span log-probs of pre-tokenized (prompt ids, answer ids) pairs, batched across rows."""
 
     def __init__(self, backend: Any, batch_size: int = 16):
-        super().__init__(lambda flat: backend.span_scores(flat, batch_size=batch_size))
+        super().__init__(lambda flat: span_scores(backend, flat, batch_size))
         self.backend = backend
 
     async def score(self, pairs: list[tuple[list[int], list[int]]]) -> list[Any]:

@@ -32,7 +32,16 @@ from instructkit.registry import method
 from instructkit.runner import RunContext
 from instructkit.templates import template_source
 
-from .common import SpanBatcher, finish, local_backend, map_sorted, mean_loss, row_items, triplet
+from .common import (
+    SpanBatcher,
+    body_and_head,
+    finish,
+    local_backend,
+    map_sorted,
+    mean_loss,
+    row_items,
+    triplet,
+)
 
 # name -> (template file, direct prefix, what `instruct_len` counts: "prompt" or raw "instruction")
 TEMPLATES: dict[str, tuple[str, str, str]] = {
@@ -300,6 +309,7 @@ def instruction_features(
     (encoded with special tokens, truncated at max_length; loss over tokens 2..n). One forward each."""
     import torch
 
+    body, head = body_and_head(backend.model)
     encoded = [backend.tokenizer.encode(t, truncation=True, max_length=max_length) for t in texts]
     emb = np.zeros((len(texts), backend.model.config.hidden_size), dtype=np.float32)
     ppl = np.full(len(texts), np.nan)
@@ -308,7 +318,7 @@ def instruction_features(
         chunk = order[start : start + batch_size]
         ids, mask = backend._right_pad([encoded[i] for i in chunk])
         with backend._compute, torch.inference_mode():
-            h = backend.model.model(input_ids=ids.to(backend.device), attention_mask=mask.to(backend.device))
+            h = body(input_ids=ids.to(backend.device), attention_mask=mask.to(backend.device))
             h = h.last_hidden_state
             m = mask.to(h.device).unsqueeze(-1).to(h.dtype)
             emb[chunk] = ((h * m).sum(1) / m.sum(1).clamp(min=1)).float().cpu().numpy()
@@ -316,7 +326,7 @@ def instruction_features(
                 n = len(encoded[i])
                 if n < 2:
                     continue
-                logits = backend.model.lm_head(h[j, : n - 1]).float()
+                logits = head(h[j, : n - 1]).float()
                 tgt = ids[j, 1:n].to(logits.device)
                 ppl[i] = math.exp(float(torch.nn.functional.cross_entropy(logits, tgt)))
     return emb, ppl
