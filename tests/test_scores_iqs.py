@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 
@@ -40,14 +41,18 @@ def _rows(seed: int) -> list[dict]:
     return rows
 
 
-def _minilm_embed(texts: list[str]) -> np.ndarray:
-    """Independent mean pooling + L2 norm with plain transformers."""
+@functools.cache
+def _minilm() -> tuple:
     from transformers import AutoModel, AutoTokenizer
 
     from instructkit.models.local_files import minilm_path
 
-    tok = AutoTokenizer.from_pretrained(str(minilm_path()))
-    model = AutoModel.from_pretrained(str(minilm_path())).eval()
+    return AutoTokenizer.from_pretrained(str(minilm_path())), AutoModel.from_pretrained(str(minilm_path())).eval()
+
+
+def _minilm_embed(texts: list[str]) -> np.ndarray:
+    """Independent mean pooling + L2 norm with plain transformers."""
+    tok, model = _minilm()
     out = []
     for t in texts:
         enc = tok(t, return_tensors="pt", truncation=True, max_length=256)
