@@ -116,7 +116,7 @@ def main() -> None:
         "car": lambda: car_at_budget(scores, car_clusters(emb), b),
         "kcenter": lambda: kcenter_greedy(emb, b, metric="cosine", random_state=0),
         "instag": lambda: instag_select(tags, b),
-        "cherry": lambda: cherry_pre_select(emb, scores, 100, b // 100)[0],
+        "cherry": lambda: cherry_pre_select(emb, scores, 100, max(1, b // 100))[0],
         "mods": lambda: mods_seeds(emb, scores, b, float(np.median(scores)), random_state=0)[0],
         "dq": lambda: dq_select(emb, n_bins=10, random_state=0, budget=b),
     }

@@ -30,6 +30,8 @@ def middle_confidence_sample(
     """
     labels = np.asarray(labels)
     conf = np.asarray(confidences, dtype=np.float64)
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
     out: list[np.ndarray] = []
     for lab in np.unique(labels):
         members = np.flatnonzero(labels == lab)

@@ -115,6 +115,7 @@ def test_middle_confidence_matches_official() -> None:
         got = middle_confidence_sample(labels, conf, 10, low, high)
         assert got.tolist() == ref_middle(labels, conf, 10, low, high)
     assert len(middle_confidence_sample(labels, conf, 10)) == 40 * 10 + 5
+    assert middle_confidence_sample(labels, conf, 0).size == 0
 
 
 def test_cherry_pre_select_uses_kmeans_labels() -> None:
