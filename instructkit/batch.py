@@ -59,7 +59,6 @@ class Collector:
     answered: set[str] = field(default_factory=set)  # keys a batch answered in this run
     lines: dict[str, dict] = field(default_factory=dict)  # custom_id (cache key) -> JSONL line
     estimated_cost: float = 0.0
-
     served: set[str] = field(default_factory=set)  # fresh answers already handed out in this pass
     barrier: bool = True  # end the pass at the first stage that recorded requests
 
