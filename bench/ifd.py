@@ -103,11 +103,16 @@ def main() -> int:
     ap.add_argument("--device", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--chunk", type=int, default=20, help="rows per interleaved round")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
     path = Path(args.data)
     if not path.is_file():
         print(f"skip: {path} not found (the benchmark data lives in ../shared/data)")
         return 0
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     from instructkit.judge.scores.common import auto_device
 
     from instructkit.models.local import load_local_backend
@@ -118,7 +123,12 @@ def main() -> int:
     device = auto_device(args.device)
     fp32 = load_local_backend("local", dtype="float32", device=device)
     bf16 = load_local_backend("local", dtype="bfloat16", device=device)
-    print(f"rows {len(rows)} (loop on the first {loop_n}); device {device}; load {os.getloadavg()[0]:.1f}")
+    import torch
+
+    print(
+        f"rows {len(rows)} (loop on the first {loop_n}); device {device}; torch threads {torch.get_num_threads()}; "
+        f"load {os.getloadavg()[0]:.1f}"
+    )
 
     # Interleaved in chunks, so that every method sees the same machine load (the CI box is shared).
     chunk = max(1, args.chunk)
