@@ -40,6 +40,7 @@ from .common import (
     llm_of,
     passages_for,
     prompt,
+    require_choice,
     seeded,
     word_count,
     write_side,
@@ -421,8 +422,8 @@ def plan_jobs(passages: list[Any], codes: list[str], per_passage: int, rng: Any)
 def bonito(records: list[dict], ctx: RunContext) -> list[dict]:
     """Bonito-style tasks (16 types) from document passages; native Bonito format or any instruct model."""
     opts = ctx.options or BonitoOptions()
-    if opts.mode not in ("instruct", "native"):
-        raise ValueError(f"mode must be instruct or native, not {opts.mode!r}")
+    require_choice("mode", opts.mode, ("instruct", "native"))
+    require_choice("reply_format", opts.reply_format, ("lines", "json"))
     llm = llm_of(ctx)
     codes = [task_code(t) for t in opts.task_types]
     passages = passages_for(records, ctx, opts.text_field, opts.max_passage_tokens, opts.id_field)

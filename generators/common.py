@@ -156,3 +156,9 @@ async def complete(llm: Any, messages: Any, **params: Any) -> dict[str, Any]:
         "finish_reason": comp.finish_reason,
         "completion_tokens": comp.usage.completion_tokens,
     }
+
+
+def require_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    """A clear error for an option outside its allowed values."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")

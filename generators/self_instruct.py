@@ -47,7 +47,7 @@ from instructkit.registry import method
 from instructkit.rouge import NoveltyIndex
 from instructkit.runner import RunContext
 
-from .common import call_seed, complete, finish_run, llm_of, prompt, seeded, write_side
+from .common import call_seed, complete, finish_run, llm_of, prompt, require_choice, seeded, write_side
 
 BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
              "draw", "plot", "go to")  # fmt: skip
@@ -345,8 +345,7 @@ def _seed_pool(records: list[dict], ctx: RunContext) -> list[SeedTask]:
 def self_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
     """Self-Instruct: bootstrap tasks from seeds (ROUGE-L novelty), classify, generate instances (Alpaca)."""
     opts = ctx.options or SelfInstructOptions()
-    if opts.mode not in ("continuation", "chat"):
-        raise ValueError(f"mode must be continuation or chat, not {opts.mode!r}")
+    require_choice("mode", opts.mode, ("continuation", "chat"))
     llm = llm_of(ctx)
     seeds = _seed_pool(records, ctx)
     if opts.classification_only:
