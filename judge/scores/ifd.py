@@ -9,9 +9,11 @@ in order, IFD > 1 flagged and dropped, top-k / ratio of the survivors kept in da
 Superfiltering: template "plain", raw output as the direct text (first token unscored, as the official
 labels=input_ids loss), perplexity ratio, `ifd < 1` kept, any small causal LM via `hf:PATH`.
 Deviations: two forward passes per row in length-sorted padded batches with the LM head at answer
-positions only (values equal the per-row HF loss within ~1e-6 in fp32); a row the official code scores
-as 0 after an error (Superfiltering) gets null and a status instead; the WizardLM analysis text keeps
-the input (the official selection script drops it, which breaks its own span boundaries).
+positions only (IFD equals the per-row HF-loss reference within 1e-5 in fp32, tested); a row the
+official code scores as 0 after an error (Superfiltering) gets null and a status instead; the WizardLM
+analysis text keeps the input (the official selection script drops it, which breaks its own span
+boundaries); `ratio` applies to the surviving candidates as in Cherry (Superfiltering's script multiplies
+a hard-coded 52002: pass `top_k` for that).
 """
 
 from __future__ import annotations
