@@ -183,9 +183,12 @@ class NoveltyIndex:
                 ],
                 dtype=np.int64,
             )
-        for j, (lc, m) in enumerate(zip(lcs.tolist(), lengths.tolist())):
-            if lc and m:
-                out[j] = _prf(lc, n, m)[2]
+        # rouge_score's arithmetic, elementwise: p = lcs/m, r = lcs/n, f = 2*p*r/(p+r) (0 when lcs = 0)
+        lcs_f = lcs.astype(np.float64)
+        hit = lcs > 0
+        p = np.divide(lcs_f, lengths, out=np.zeros_like(lcs_f), where=hit)
+        r = lcs_f / n
+        np.divide(2 * p * r, p + r, out=out, where=hit)
         return out
 
     def _lcs_lanes(self, ids: list[int], rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -235,12 +238,14 @@ class NoveltyIndex:
         if len(cand) == 0:
             return None
         cand = cand[np.argsort(-bounds[cand], kind="stable")]
-        for start in range(0, len(cand), 256):
-            chunk = cand[start : start + 256]
+        start, size = 0, 64  # small first chunk (an early hit is common), then growing chunks
+        while start < len(cand):
+            chunk = cand[start : start + size]
             exact = self._exact(ids, chunk)
             hit = np.nonzero(exact > threshold)[0]
             if len(hit):
                 return Match(int(chunk[hit[0]]), float(exact[hit[0]]))
+            start, size = start + size, size * 4
         return None
 
     def top_k(self, text: str, k: int = 10) -> list[Match]:
@@ -250,18 +255,21 @@ class NoveltyIndex:
             return []
         bounds = self._bounds(ids)
         order = np.argsort(-bounds, kind="stable")
+        neg_sorted = -bounds[order]  # ascending
         best: list[tuple[float, int]] = []
-        start = 0
-        chunk_size = max(64, 4 * k)
+        start, size = 0, max(64, 4 * k)
         while start < len(order):
-            if len(best) >= k and bounds[order[start]] + _EPS < best[k - 1][0]:
-                break
-            chunk = order[start : start + chunk_size]
-            start += chunk_size
+            end = start + size
+            if len(best) >= k:  # only texts whose bound can still reach the k-th best score
+                end = min(end, int(np.searchsorted(neg_sorted, -(best[k - 1][0] - _EPS), side="right")))
+                if end <= start:
+                    break
+            chunk = order[start:end]
             exact = self._exact(ids, chunk)
             best.extend(zip(exact.tolist(), chunk.tolist()))
             best.sort(key=lambda t: (-t[0], t[1]))
             del best[k:]
+            start, size = end, size * 4
         return [Match(int(i), float(s)) for s, i in best]
 
     def max_similarity(self, text: str) -> Match | None:
