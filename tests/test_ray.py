@@ -15,6 +15,7 @@ from instructkit import registry  # noqa: E402
 from instructkit.cli import main as cli_main  # noqa: E402
 from instructkit.io import read_records, write_records  # noqa: E402
 from instructkit.models import LLM  # noqa: E402
+from instructkit.pipeline import Pipeline  # noqa: E402
 from instructkit.ray_engine import ray_embed, ray_init, run_on_ray  # noqa: E402
 from instructkit.runner import RunContext, merge_results  # noqa: E402
 from instructkit.testing import serve_fake  # noqa: E402
@@ -64,7 +65,8 @@ def test_judge_on_ray_matches_one_process_and_resumes(local_ray: None, fake, tmp
     assert fake.count() == 20
     assert ctx.stats.rows == 20 and ctx.stats.ok == 20 and ctx.llm.stats.calls == 20
     journals = sorted(p.name for p in (tmp_path / "ray" / "work").glob("alpagasus.rate.journal.*.jsonl"))
-    assert len(journals) == 2 and all(".ray-" in name for name in journals)  # one per actor
+    # One journal per actor that got work (a pool of 2; a fast actor may take every batch).
+    assert 1 <= len(journals) <= 2 and all(".ray-" in name for name in journals)
 
     again = ctx_for(fake, tmp_path, "ray")
     assert run_on_ray(info.func, ROWS, again, actors=2, batch_size=6) == single
@@ -88,6 +90,16 @@ def test_method_from_a_test_module_and_the_cli(local_ray: None, fake, tmp_path: 
     assert cli_main([*common, "--out", str(tmp_path / "one.jsonl")]) == 0
     ray_rows, one_rows = read_records(tmp_path / "ray.jsonl"), read_records(tmp_path / "one.jsonl")
     assert [r["alpagasus_raw"] for r in ray_rows] == [r["alpagasus_raw"] for r in one_rows]
+
+    # A pipeline step with `engine: ray` (the engine is not part of the step's fingerprint).
+    (tmp_path / "p.yaml").write_text(
+        f"out: {tmp_path / 'pipe'}\nmodel: fake-model\n"
+        f"model_options: {{api_base: '{fake}', cache_dir: '{tmp_path / 'pipe-cache'}'}}\n"
+        "steps:\n  - judge: alpagasus\n    input: in.jsonl\n    engine: ray\n    ray: {actors: 2, batch_size: 3}\n"
+    )
+    manifest = Pipeline.from_yaml(tmp_path / "p.yaml").run(progress=False)
+    assert manifest["steps"][0]["run"]["ok"] == 8 and manifest["steps"][0]["calls"]["calls"] == 8
+    assert read_records(tmp_path / "pipe" / "selected.jsonl") == ray_rows  # both paid their calls
 
 
 def test_embeddings_on_ray_match_one_process(local_ray: None, tmp_path: Path) -> None:
