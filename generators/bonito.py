@@ -11,7 +11,8 @@ Two modes:
   passage on both sides (as upstream since Feb 2025).
 - `instruct` (default): any instruct model writes one task of the type as a JSON object with per-type
   fields (our own templates, prompts/bonito_instruct.jinja); we validate the fields per type and build
-  the task input from them (prompts/bonito_task_input.jinja).
+  the task input from them (prompts/bonito_task_input.jinja). Replies are read as JSON or as labelled
+  lines (a few per-type label aliases, and a bare reply for one-field types).
 
 Deviations, and why: upstream drops unparseable generations silently; here every invalid generation is
 dropped AND counted per type and reason, with its raw text in `bonito.invalid.jsonl`. Native mode adds
@@ -179,6 +180,17 @@ FIELDS: dict[str, tuple[str, ...]] = {code: tuple(f for f, _ in spec) for code, 
 LABELS = {"sentence1": "Sentence 1", "sentence2": "Sentence 2"}
 
 
+ALIASES: dict[str, dict[str, str]] = {  # other labels models use for a type's field
+    "sentiment": {"sentiment": "label"},
+    "topic_class": {"topic": "answer"},
+    "te": {"answer": "label"},
+    "nli": {"answer": "label", "relation": "label"},
+    "paraphrase_id": {"answer": "label"},
+    "wsd": {"answer": "label"},
+    "ynqa": {"label": "answer"},
+}
+
+
 def field_label(name: str) -> str:
     return LABELS.get(name, name.capitalize())
 
@@ -207,6 +219,8 @@ def validate_fields(code: str, fields: Any, passage: str) -> tuple[dict[str, Any
     for name in FIELDS[code]:
         value = fields.get(name)
         if name == "options":
+            if value is None:
+                return None, "missing_options"
             if not isinstance(value, list) or not all(isinstance(o, (str, int, float)) for o in value):
                 return None, "options_not_a_list"
             opts = [str(o).strip() for o in value if str(o).strip()]
@@ -357,7 +371,7 @@ def validate_native(
 
 def parse_lines(code: str, text: str) -> dict[str, Any] | None:
     """Fields from labelled lines ("Question: ..."); a value runs on until the next label; first wins."""
-    names = {re.sub(r"\s+", "", field_label(f).lower()): f for f in FIELDS[code]}
+    names = {**ALIASES.get(code, {}), **{re.sub(r"\s+", "", field_label(f).lower()): f for f in FIELDS[code]}}
     label_re = re.compile(r"^[\s*#>-]*([A-Za-z][A-Za-z ]*?\s*\d?)[\s*]*:\s*(.*)$")
     values: dict[str, list[str]] = {}
     current: str | None = None
@@ -373,6 +387,8 @@ def parse_lines(code: str, text: str) -> dict[str, Any] | None:
         elif not line.strip() and current is not None and values[current]:
             current = None
     if not values:
+        if len(FIELDS[code]) == 1 and text.strip():  # a one-field type answered without its label
+            return {FIELDS[code][0]: text.strip().strip('"').strip()}
         return None
     out: dict[str, Any] = {}
     for key, lines in values.items():

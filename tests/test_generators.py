@@ -313,6 +313,11 @@ def test_bonito_normalized_labels_and_unparseable() -> None:
     assert bo.validate_fields("ynqa", {"question": "Is it?", "answer": True}, PASSAGE)[0]["answer"] == "yes"
     assert bo.validate_fields("topic_class", VALID["topic_class"], PASSAGE)[0]["answer"] == "Lighthouses"
     assert bo.parse_instruct("qa", "I cannot do that.", PASSAGE) == (None, "unparseable")
+    assert bo.parse_instruct("sentiment", "Sentiment: Positive", PASSAGE)[0]["output"] == "positive"  # alias
+    assert (
+        bo.parse_instruct("sentiment", "Negative.", PASSAGE)[0]["output"] == "negative"
+    )  # bare one-field reply
+    assert bo.parse_instruct("mcqa", "Question: Who?\nAnswer: x", PASSAGE) == (None, "missing_options")
     assert bo.parse_instruct("qa", "[1, 2]", PASSAGE) == (None, "not_an_object")
 
 
