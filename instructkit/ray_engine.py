@@ -16,6 +16,7 @@ instance. API keys are never shipped: actors read them from their own environmen
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import sys
@@ -45,6 +46,7 @@ def ray_init(**init_args: Any) -> Any:
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # our own summary says what ran; errors raise
     return ray
 
 
