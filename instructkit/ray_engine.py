@@ -154,13 +154,23 @@ def _map_on_actors(ray: Any, rows: list[dict], actor: type, args: tuple, actors:
 
 def _per_actor(llm: Any, actors: int) -> dict[str, Any]:
     """The model's config for one actor: budget (less what the driver spent) and rate limits split evenly."""
-    config = dict(llm.config)
+    config = _absolute_paths(dict(llm.config))
     if config.get("max_cost") is not None:
         config["max_cost"] = max(0.0, config["max_cost"] - llm.stats.cost) / actors
     for limit in ("rpm", "tpm"):
         if config.get(limit):
             config[limit] = config[limit] / actors
     return config
+
+
+def _absolute_paths(options: dict[str, Any]) -> dict[str, Any]:
+    """Relative paths made absolute (Ray workers do not run in this process's working directory)."""
+    if options.get("cache_dir"):
+        options["cache_dir"] = str(Path(options["cache_dir"]).resolve())
+    spec = str(options.get("spec") or "")
+    if spec.startswith("hf:") and Path(spec[3:]).exists():
+        options["spec"] = "hf:" + str(Path(spec[3:]).resolve())
+    return options
 
 
 def _merge_stats(ctx: RunContext, run: dict[str, Any], calls: dict[str, Any]) -> None:
@@ -208,6 +218,7 @@ def ray_embed(
         return np.zeros((0, 0), dtype=np.float32)
     ray = ray_init()
     rows = [{"i": i, "text": t} for i, t in enumerate(texts)]
-    args = (spec, embedder_options, num_gpus)
+    resolved = _absolute_paths({"spec": spec, **embedder_options})
+    args = (resolved.pop("spec"), resolved, num_gpus)
     rows = _map_on_actors(ray, rows, _EmbedActor, args, actors, num_gpus, num_cpus, batch_size)
     return np.stack([np.frombuffer(r["vec"], dtype=np.float32) for r in rows])
