@@ -93,6 +93,7 @@ def test_reward_matches_per_row_logit(tiny_rm, tmp_path):
 
 def test_scorers_are_registered():
     import instructkit.judge.scores  # noqa: F401  (registered on import)
+
     from instructkit.registry import get
 
     names = [
