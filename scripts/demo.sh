@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up a fresh machine and run the main job offline on the embedded default model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh "local,data"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+.venv/bin/instructkit run examples/pipeline.yaml --out out
+.venv/bin/instructkit report out
+echo
+echo "Results: out/selected.jsonl (the selected SFT set), out/manifest.json, out/report.html"
