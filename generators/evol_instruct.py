@@ -144,6 +144,7 @@ def evol_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
     eliminated: list[dict] = []
     reasons: dict[str, int] = {}
     per_round: list[dict[str, Any]] = []
+    unparsed = 0  # equality replies that said neither "Equal" nor "Not Equal" (kept, counted)
     sample = {"temperature": opts.temperature, "top_p": opts.top_p}
 
     for rnd in range(1, opts.rounds + 1):
@@ -179,8 +180,7 @@ def evol_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
 
                 for k, res in zip(live, ctx.map(pairs, same, stage=f"equal-r{rnd}")):
                     equal[k] = parse_equality(res.value["text"]) if res.ok else None
-                    if equal[k] == "unparsed":
-                        reasons["equality_unparsed"] = reasons.get("equality_unparsed", 0) + 1
+                    unparsed += equal[k] == "unparsed"
         kept = 0
         for k, (node, item) in enumerate(zip(current, items)):
             text = evolved[k]
@@ -210,5 +210,5 @@ def evol_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
         [TEMPLATES["equal"]] if opts.equality_check else []
     )
     finish_run(ctx, opts, templates, {"inputs": len(records), "evolved_kept": len(pool) - len(records) * opts.include_original,
-                                      "eliminated": reasons, "rounds": per_round})  # fmt: skip
+                                      "eliminated": reasons, "equality_unparsed": unparsed, "rounds": per_round})  # fmt: skip
     return out
