@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -66,12 +67,12 @@ def measure(label: str, name: str, rows: list[dict], llm: LLM, options: dict, co
 
 
 def print_table(results: list[dict]) -> None:
-    head = f"{'backend':<26} {'judge':<10} {'rows':>5} {'first s':>8} {'rows/s':>8} {'cached s':>9} {'cached rows/s':>14} {'parse fail':>10}"
+    head = f"{'backend':<30} {'judge':<10} {'rows':>5} {'first s':>8} {'rows/s':>8} {'cached s':>9} {'cached rows/s':>14} {'parse fail':>10}"
     print(head)
     print("-" * len(head))
     for r in results:
         print(
-            f"{r['backend']:<26} {r['judge']:<10} {r['rows']:>5} {r['first_s']:>8.2f} {r['rows_per_s']:>8.1f} "
+            f"{r['backend']:<30} {r['judge']:<10} {r['rows']:>5} {r['first_s']:>8.2f} {r['rows_per_s']:>8.1f} "
             f"{r['cached_rerun_s']:>9.2f} {r['cached_rows_per_s']:>14.1f} {r['parse_failure_rate']:>10.1%}"
         )
 
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(measure(label, "rubric", records, llm, {"logprobs": True}, args.concurrency))
         llm.close()
     print_table(results)
+    print(f"load average (1 min) on this machine: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     sys.stdout.flush()
 
     if args.local_rows > 0:
@@ -114,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(measure(label, "rubric", rows, llm, {**opts, "logprobs": True}, 64))
         print()
         print_table(results)
+        print(f"load average (1 min) on this machine: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
