@@ -94,10 +94,9 @@ def main() -> None:
     records = json.loads(args.data.read_text())
     n, b = len(records), args.budget
     t = time.perf_counter()
-    emb = embed_records(records, "local", cache_dir=args.cache)
-    print(
-        f"# {n} rows, embeddings {emb.shape} {emb.dtype} in {time.perf_counter() - t:.1f}s (cache {args.cache})"
-    )
+    emb = embed_records(records, "local", fields=args.fields, cache_dir=args.cache)
+    print(f"# {n} rows, embeddings of {'+'.join(args.fields)}: {emb.shape} {emb.dtype}")
+    print(f"#   in {time.perf_counter() - t:.1f}s (cache {args.cache})")
     print(
         "# scores: PROXY log1p(#output words) + 0.5 log1p(#instruction words) (no judge scores in this file)"
     )
