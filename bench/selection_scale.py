@@ -200,8 +200,8 @@ def main() -> None:
                 print(f"# {method} at N={naive_n}: ours == naive, identical ordered indices: {same}")
     print()
     print(
-        f"{'method':8} {'impl':6} {'N':>9} {'wall s':>8} {'peak MB':>9} {'data MB':>8} {'ideal MB':>9} "
-        f"{'peak/ideal':>10} {'ideal s':>8} {'selected':>8}"
+        f"{'method':8} {'impl':6} {'N':>9} {'wall s':>8} {'cpu s':>8} {'load':>5} {'peak MB':>9} {'data MB':>8} "
+        f"{'ideal MB':>9} {'peak/ideal':>10} {'ideal s':>8} {'selected':>8}"
     )
     for r in rows:
         if "error" in r:
