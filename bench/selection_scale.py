@@ -1,14 +1,16 @@
 """Scale benchmark: DEITA filter (budget 10k, tau 0.9) and k-center greedy (k 10k) on random unit vectors.
 
 Each case runs in a fresh subprocess and reports wall time of the selection only (data generation
-excluded), its CPU time (user + sys, both threads: the machine is shared, so wall time depends on
-the load, which is printed too) and peak RSS (`resource.getrusage(...).ru_maxrss`, which sees numpy/torch buffers that
-tracemalloc misses), plus the RSS right after generating the data. The naive versions materialise
+excluded), its CPU time (user + sys, both threads: on a shared machine wall time depends on the
+load, printed too) and peak RSS (`resource.getrusage(...).ru_maxrss`, which sees the numpy/torch
+buffers that tracemalloc misses), plus the RSS right after generating the data. The naive versions materialise
 the N x N matrix (official DiverseEvol k-center; a DEITA filter that precomputes all similarities)
 and run only where that matrix fits in `--naive-limit-gb` (default 8 GB); at that N we also check
 that ours picks the identical indices. "ideal" memory is the float32 embedding matrix itself; ideal
-time is 2 N k d flops (k-center: every row against every center, once) or 2 (budget^2 / 2) d flops
-(DEITA, every accepted pair), at the GEMM rate measured on this machine.
+time is 2 N k d flops (k-center: every row against every center, once), 2 (budget^2 / 2) d flops
+(DEITA, every accepted pair) or N * accepted * d (DEITA on tight clusters, every row visited), at the
+GEMM rate measured on this machine. `--methods deita_clustered` is the hard DEITA case: tight
+clusters, so most rows are rejected and every row must be visited.
 
     python bench/selection_scale.py                 # 100k and 1M, naive at the largest N under the guard
     python bench/selection_scale.py --sizes 100000  # quicker
@@ -48,6 +50,21 @@ def unit_vectors(n: int, d: int = D, seed: int = 0) -> np.ndarray:
         b = rng.standard_normal((min(n, lo + 65536) - lo, d), dtype=np.float32)
         b /= np.linalg.norm(b, axis=1, keepdims=True)
         x[lo : lo + len(b)] = b
+    return x
+
+
+def clustered_unit_vectors(n: int, d: int = D, centers: int = 5000, seed: int = 0) -> np.ndarray:
+    """Tight clusters (within-cluster cosine ~0.93): DEITA accepts ~1 row per cluster and so has to
+    visit every row (random unit vectors never exceed cosine 0.9, so they only ever test acceptance)."""
+    rng = np.random.default_rng(seed)
+    c = unit_vectors(centers, d, seed + 1)
+    x = np.empty((n, d), dtype=np.float32)
+    for lo in range(0, n, 65536):
+        hi = min(n, lo + 65536)
+        b = c[rng.integers(centers, size=hi - lo)] + 0.014 * rng.standard_normal(
+            (hi - lo, d), dtype=np.float32
+        )
+        x[lo:hi] = b / np.linalg.norm(b, axis=1, keepdims=True)
     return x
 
 
@@ -104,7 +121,7 @@ def run_case(method: str, impl: str, n: int, k: int, tau: float) -> dict:
     from instructkit.selection.deita import deita_select
     from instructkit.selection.kcenter import kcenter_greedy
 
-    x = unit_vectors(n)
+    x = clustered_unit_vectors(n) if method == "deita_clustered" else unit_vectors(n)
     scores = np.random.default_rng(1).random(n)
     base = rss_mb()
     cpu0 = cpu_s()
@@ -167,7 +184,12 @@ def main() -> None:
     ap.add_argument("--tau", type=float, default=0.9)
     ap.add_argument("--naive-limit-gb", type=float, default=8.0)
     ap.add_argument("--naive-sizes", type=int, nargs="+", default=[10_000, 20_000, 40_000])
-    ap.add_argument("--methods", nargs="+", default=["deita", "kcenter"])
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        default=["deita", "kcenter"],
+        help="deita, kcenter, deita_clustered (hard case)",
+    )
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args()
@@ -188,7 +210,12 @@ def main() -> None:
         for impl, n in plan:
             row = subprocess_case(method, impl, n, args.k, args.tau, args.timeout)
             row["ideal_mb"] = n * D * 4 / 2**20
-            flops = 2 * n * args.k * D if method == "kcenter" else args.k * args.k * D
+            if method == "kcenter":  # every row against every center once
+                flops = 2 * n * args.k * D
+            elif method == "deita_clustered":  # every row visited, on average against half the accepted set
+                flops = n * row.get("selected", args.k) * D
+            else:  # the accepted rows against each other
+                flops = args.k * args.k * D
             row["ideal_s"] = flops / (gf * 1e9)
             rows.append(row)
             print(json.dumps(row), flush=True)
