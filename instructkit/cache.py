@@ -46,11 +46,19 @@ def public_endpoint(api_base: str | None) -> str | None:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+def default_response_dir() -> Path:
+    """`$INSTRUCTKIT_RESPONSE_CACHE_DIR`, else `$INSTRUCTKIT_CACHE_DIR/responses` (~/.cache/instructkit)."""
+    override = os.environ.get("INSTRUCTKIT_RESPONSE_CACHE_DIR")
+    if override:
+        return Path(override)
+    return Path(os.environ.get("INSTRUCTKIT_CACHE_DIR", DEFAULT_CACHE_DIR)) / "responses"
+
+
 class ResponseCache:
     """A diskcache-backed store of JSON answers; safe for several processes on one directory."""
 
     def __init__(self, directory: str | os.PathLike | None = None, enabled: bool = True):
-        self.directory = Path(directory) if directory else DEFAULT_CACHE_DIR / "responses"
+        self.directory = Path(directory) if directory else default_response_dir()
         self.enabled = enabled
         self._store: diskcache.Cache | None = None
         self._pending: dict[str, str] = {}  # written in this event-loop turn, committed at its end

@@ -182,10 +182,28 @@ def run_method_command(args: argparse.Namespace) -> int:
     write_manifest(out.with_name(out.name + ".manifest.json"), **summary,
                    options=options.__dict__ if options is not None else None, seed=args.seed)
     print_summary(summary, out)
+    if info.kind == "select" and getattr(args, "report", False):
+        write_selection_report(records, result, ctx, options, out)
     if ctx.stats.stopped_reason:
         print(f"stopped: {ctx.stats.stopped_reason}. Run the same command again to continue.", file=sys.stderr)
         return 3
     return 0
+
+
+def write_selection_report(records: list[dict], selected: list[dict], ctx: Any, options: Any, out: Path) -> None:
+    """`select --report`: diversity of the selection beside a random subset of the same size."""
+    from instructkit.selection.common import load_embeddings
+    from instructkit.selection.report import format_table, report_for_records
+
+    idx = [int(r["_select_index"]) for r in selected if "_select_index" in r]
+    score = getattr(options, "score", None)
+    score = score if score and any(isinstance(r.get(score), (int, float)) for r in records) else None
+    emb = load_embeddings(records, ctx, options)
+    reports = report_for_records(records, idx, emb, score=score, random_state=ctx.random_state)
+    print(format_table(reports))
+    path = out.with_name(out.name + ".report.json")
+    path.write_text(json.dumps(reports, indent=1, default=str))
+    print(f"diversity report: {path}", file=sys.stderr)
 
 
 def print_summary(summary: dict[str, Any], out: Path) -> None:

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -15,6 +16,9 @@ import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Every test session answers from the models themselves: a fresh response cache, never a warm one
+# left by an earlier run (converted local models stay cached; they are weights, not answers).
+os.environ["INSTRUCTKIT_RESPONSE_CACHE_DIR"] = tempfile.mkdtemp(prefix="instructkit-test-responses-")
 
 
 # ================================================================================================
