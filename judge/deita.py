@@ -5,7 +5,8 @@ Selection in Instruction Tuning" (DEITA, ICLR 2024, arXiv 2312.15685).
 Deviations: any chat model acts as the scorer; the direct prompts are our own wording of the
 trained scorers' layout (query / question-response, then the score slot) sent through the chat
 template, not the raw-string prompts of the released LLaMA/Mistral scorers. The score is Σ s·p(s)
-over the score tokens 1-6 from top_logprobs when the backend returns them (the scorers' formula),
+over the score tokens 1-6: on local models from the full next-token distribution at the answer's
+first position (exactly the scorers' formula), on hosted ones from top_logprobs when returned,
 else the parsed integer; no score token or no parse is null with a status, never the official 3.0.
 EVOL mode builds M in-depth evolutions (or M response rewrites), shows all M+1 in one shuffled
 ranking prompt and maps each `[k] Score: s` back to its variant; a missing or repeated index fails
@@ -23,7 +24,7 @@ from instructkit.registry import method
 from instructkit.runner import RunContext
 
 from .common import finish, llm_of, prompt_of
-from .parsing import OK, parse_ranking, report, score_completion
+from .parsing import OK, expectation_from_logits, parse_ranking, report, score_completion
 
 PREFIX = "deita"
 ASPECTS = ("complexity", "quality")
@@ -101,6 +102,13 @@ def deita(records: list[dict], ctx: RunContext) -> list[dict]:
                 "deita_quality.jinja", opts.quality_template, instruction=instruction, response=response
             )
         comp = await llm.achat(prompt, temperature=0.0, max_tokens=opts.max_tokens, **lp)
+        if opts.logprobs and llm.is_local:
+            # A local model gives the whole next-token distribution: read it at the score tokens,
+            # as the trained DEITA scorers do, whatever the model then writes.
+            scores = list(range(SCORES[0], SCORES[1] + 1))
+            logits = await llm.achoice_logprobs(prompt, [str(v) for v in scores])
+            return {"value": expectation_from_logits(logits, scores), "status": "ok", "raw": comp.text,
+                    "source": "distribution"}
         s = score_completion(comp, *SCORES, prompt)
         return {"value": s["value"], "status": s["status"], "raw": comp.text, "source": s["source"]}
 

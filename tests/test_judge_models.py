@@ -9,6 +9,7 @@ max_tokens are tiny to keep the file fast on 2 cores.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -113,9 +114,17 @@ def test_deita_direct_local_uses_the_score_distribution(local: LLM) -> None:
     rows, _ = run("deita", [MATH], local)
     row = rows[0]
     assert row["deita_quality_parse"] == OK, row["deita_quality_raw"]
-    assert row["deita_quality_source"] == ["logprobs"] and 1 <= row["deita_quality"] <= 6
+    assert row["deita_quality_source"] == ["distribution"] and 1 <= row["deita_quality"] <= 6
     assert row["deita_quality"] != int(row["deita_quality"])  # an expectation, not the parsed digit
-    assert (row["deita_score"] is None) == (row["deita_complexity"] is None)
+    # Independent check: softmax over the six score tokens' full-distribution log-probs, by hand.
+    from instructkit.templates import render
+
+    prompt = render("deita_quality.jinja", instruction=MATH["instruction"], response=MATH["output"])
+    lps = local.backend.choice_logprobs([{"role": "user", "content": prompt}], [str(s) for s in range(1, 7)])
+    weights = [math.exp(v) for v in lps]
+    expected = sum(s * w for s, w in zip(range(1, 7), weights)) / sum(weights)
+    assert row["deita_quality"] == pytest.approx(expected, abs=1e-6)
+    assert row["deita_score"] == pytest.approx(row["deita_complexity"] * row["deita_quality"])
 
 
 def test_deita_evol_local(local: LLM) -> None:

@@ -130,3 +130,16 @@ def test_facade_caches_and_scores(tmp_path):
     assert llm.identity == {"family": "local", "model": llm.backend.model_id}
     assert llm.span_scores(PAIRS[:2])[0].n_tokens > 0
     llm.close()
+
+
+def test_choice_logprobs_read_the_full_next_token_distribution(backend):
+    msgs = [{"role": "user", "content": "Rate the difficulty from 1 to 6: add two numbers.\n##Complexity:"}]
+    choices = ["1", "2", "3", "4", "5", "6"]
+    ours = backend.choice_logprobs(msgs, choices)
+    ids = torch.tensor([backend.prompt_ids(msgs)])
+    with torch.inference_mode():
+        ref = torch.log_softmax(backend.model(input_ids=ids).logits[0, -1].float(), dim=-1)
+    token_ids = [backend.tokenizer(c, add_special_tokens=False).input_ids[0] for c in choices]
+    np.testing.assert_allclose(ours, [float(ref[t]) for t in token_ids], atol=1e-5)
+    llm = LLM("local", cache=False)
+    assert asyncio.run(llm.achoice_logprobs(msgs, choices)) == pytest.approx(ours, abs=1e-6)

@@ -395,6 +395,24 @@ class LLM:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack(out).astype(np.float32, copy=False)
 
+    async def achoice_logprobs(
+        self, messages: list[dict] | str, choices: list[str], *, system: str | None = None
+    ) -> list[float]:
+        """Log-probability of each choice as the first answer token, from the full next-token
+        distribution (local backends only; hosted ones give top_logprobs through `achat`). Cached."""
+        if not self.is_local:
+            raise ModelCallError(f"{self.spec}: choice log-probabilities need a local model")
+        msgs = to_messages(messages, system)
+        key = request_key({"op": "choices", **self.identity, "messages": msgs, "choices": list(choices)})
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.stats.cache_hits += 1
+            return list(hit["logprobs"])
+        self.stats.calls += 1
+        values = await asyncio.to_thread(self.backend.choice_logprobs, msgs, choices)
+        self.cache.set(key, {"logprobs": values})
+        return values
+
     def span_scores(self, pairs: list[tuple[str, str]], **options: Any) -> list[SpanScore]:
         """Log-probabilities of each answer's tokens given its prompt (local backends only)."""
         if not self.is_local:

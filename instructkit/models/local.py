@@ -393,6 +393,23 @@ class LocalBackend:
             out[chunk] = pooled.cpu().numpy()
         return out
 
+    def choice_logprobs(self, messages: list[dict], choices: Sequence[str]) -> list[float]:
+        """Log-probability of each choice's first token as the assistant's first token: the full
+        next-token distribution read at the score tokens (how the trained DEITA scorers work)."""
+        import torch
+
+        ids = self.prompt_ids(messages)
+        token_ids = []
+        for choice in choices:
+            encoded = self.tokenizer(choice, add_special_tokens=False).input_ids
+            if not encoded:
+                raise ValueError(f"choice {choice!r} has no tokens")
+            token_ids.append(encoded[0])
+        with self._compute, torch.inference_mode():
+            h = self.model.model(input_ids=torch.tensor([ids], device=self.device)).last_hidden_state[:, -1]
+            logp = torch.log_softmax(self.model.lm_head(h).float(), dim=-1)[0]
+        return [float(logp[t]) for t in token_ids]
+
     async def embed(self, texts: list[str]) -> list:
         raise ModelCallError(
             f"{self.model_id} is a chat model: use instructkit.models.embeddings.embedder('causal:PATH:mean') "
