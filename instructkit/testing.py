@@ -215,6 +215,14 @@ class _State:
             self.faults = [Fault(**f) for f in config.pop("faults") or []]
         self.config.update(config)
 
+    def admit(self, prompt: str) -> tuple[int, int, Fault | None]:
+        """Number one more request: (request index, attempt for this prompt, fault rule to apply)."""
+        index = self.index
+        self.index += 1
+        attempt = self.seen.get(prompt, 0)
+        self.seen[prompt] = attempt + 1
+        return index, attempt, self.rule_for(index, prompt, attempt)
+
     def rule_for(self, index: int, prompt: str, attempt: int) -> Fault | None:
         for rule in self.faults:
             if rule.at is not None and index not in rule.at:
@@ -300,11 +308,7 @@ class _Conn(asyncio.Protocol):
         else:
             self.send(_response(404, b'{"error": {"message": "not found"}}', close=close))
             return
-        index = state.index
-        state.index += 1
-        attempt = state.seen.get(prompt, 0)
-        state.seen[prompt] = attempt + 1
-        rule = state.rule_for(index, prompt, attempt)
+        index, attempt, rule = state.admit(prompt)
         if state.config["record"]:
             state.requests.append(
                 {

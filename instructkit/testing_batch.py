@@ -114,11 +114,7 @@ class _BatchState(_State):
             line = json.loads(raw)
             req = line["body"]
             prompt = prompt_text(req.get("messages") or [])
-            index = self.index
-            self.index += 1
-            attempt = self.seen.get(prompt, 0)
-            self.seen[prompt] = attempt + 1
-            rule = self.rule_for(index, prompt, attempt)
+            index, attempt, rule = self.admit(prompt)
             if self.config["record"]:
                 self.requests.append({"i": index, "t": time.time(), "path": BATCH_LINE_PATH, "headers": {},
                                       "body": req, "prompt": prompt, "attempt": attempt,
