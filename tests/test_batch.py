@@ -79,7 +79,10 @@ def test_failed_lines_are_recorded_not_cached_and_retried_next_run(tmp_path: Pat
         assert out[0]["second"] == answer(f"follow up on: {answer('fine one')}")
         assert "HTTP 500" in out[1]["_errors"]["ask"] and "first" not in out[1]
         assert ctx.stats.failed == 1 and ctx.stats.ok == 2
-        errors = [json.loads(line) for line in (tmp_path / "run" / "batch" / "errors.jsonl").read_text().splitlines()]
+        errors = [
+            json.loads(line)
+            for line in (tmp_path / "run" / "batch" / "errors.jsonl").read_text().splitlines()
+        ]
         assert len(errors) == 1 and "500" in errors[0]["error"]
         assert ctx.llm.cache.get(errors[0]["custom_id"]) is None
         lines_before = url.count(path=BATCH_LINE_PATH)
@@ -93,15 +96,36 @@ def test_failed_lines_are_recorded_not_cached_and_retried_next_run(tmp_path: Pat
 
 
 def test_interrupted_run_polls_its_batch_instead_of_resubmitting(tmp_path: Path) -> None:
-    rows = [{"instruction": f"Name a colour number {i}", "input": "", "output": f"blue {i}"} for i in range(5)]
+    rows = [
+        {"instruction": f"Name a colour number {i}", "input": "", "output": f"blue {i}"} for i in range(5)
+    ]
     data = tmp_path / "in.jsonl"
     write_records(data, rows)
     out = tmp_path / "out.jsonl"
     with serve_fake_batch(batch_seconds=0.1, batch_hold=True) as url:
-        args = ["judge", "alpagasus", str(data), "--out", str(out), "-m", "fake-model", "--api-base", url,
-                "--batch", "--batch-poll", "0.05", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
-        proc = subprocess.Popen([sys.executable, "-m", "instructkit.cli", *args], env=dict(os.environ),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        args = [
+            "judge",
+            "alpagasus",
+            str(data),
+            "--out",
+            str(out),
+            "-m",
+            "fake-model",
+            "--api-base",
+            url,
+            "--batch",
+            "--batch-poll",
+            "0.05",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--quiet",
+        ]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "instructkit.cli", *args],
+            env=dict(os.environ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         state_path = tmp_path / "out.jsonl.work" / "batch" / "state.json"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -174,7 +198,9 @@ def test_samples_are_one_line_per_index_and_priced_at_the_batch_discount(tmp_pat
         ctx = RunContext(llm=llm, method="vote", work_dir=tmp_path / "work", progress=False)
         out = run_batched(vote, [{"q": "pick a number"}], ctx, poll_s=0.05)
         lines = url.requests(BATCH_LINE_PATH)
-        assert sorted(r["body"]["seed"] for r in lines) == [7, 8, 9] and all("n" not in r["body"] for r in lines)
+        assert sorted(r["body"]["seed"] for r in lines) == [7, 8, 9] and all(
+            "n" not in r["body"] for r in lines
+        )
         prompt = prompt_text([{"role": "user", "content": "pick a number"}])
         assert out[0]["votes"] == [reply_text(prompt, 0, 7 + i) for i in range(3)]
         assert llm.stats.cost > 0
@@ -196,16 +222,39 @@ def test_max_cost_stops_before_submitting(tmp_path: Path) -> None:
     ("judge", "deita", []), ("judge", "rubric", []), ("judge", "pairwise", []), ("judge", "instag", []),
     ("generate", "evol_instruct", ["-o", "rounds", "2"]),
 ])  # fmt: skip
-def test_cli_batch_output_equals_a_direct_run(kind: str, name: str, options: list[str], tmp_path: Path) -> None:
-    rows = [{"instruction": f"Explain {w}", "input": "", "output": f"{w} is a thing."} for w in ("cats", "rain", "maps")]
+def test_cli_batch_output_equals_a_direct_run(
+    kind: str, name: str, options: list[str], tmp_path: Path
+) -> None:
+    rows = [
+        {"instruction": f"Explain {w}", "input": "", "output": f"{w} is a thing."}
+        for w in ("cats", "rain", "maps")
+    ]
     write_records(tmp_path / "in.jsonl", rows)
     outputs = []
     with serve_fake_batch(batch_seconds=0.05) as url:
         for mode in ("direct", "batch"):
             extra = ["--batch", "--batch-poll", "0.02"] if mode == "batch" else []
-            assert cli_main([kind, name, str(tmp_path / "in.jsonl"), "--out", str(tmp_path / f"{mode}.jsonl"),
-                             "-m", "fake-model", "--api-base", url, "--cache-dir", str(tmp_path / f"cache-{mode}"),
-                             "--quiet", *options, *extra]) == 0
+            assert (
+                cli_main(
+                    [
+                        kind,
+                        name,
+                        str(tmp_path / "in.jsonl"),
+                        "--out",
+                        str(tmp_path / f"{mode}.jsonl"),
+                        "-m",
+                        "fake-model",
+                        "--api-base",
+                        url,
+                        "--cache-dir",
+                        str(tmp_path / f"cache-{mode}"),
+                        "--quiet",
+                        *options,
+                        *extra,
+                    ]
+                )
+                == 0
+            )
             outputs.append((tmp_path / f"{mode}.jsonl").read_text())
         assert url.created() >= 1 and url.count(path=CHAT) == url.count(path=BATCH_LINE_PATH)
     assert outputs[1] == outputs[0]

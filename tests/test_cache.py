@@ -149,7 +149,15 @@ def test_two_processes_share_one_cache(fake_server, tmp_path: Path) -> None:
     ranges = [(0, 120), (60, 180)]
     procs = [
         subprocess.Popen(
-            [sys.executable, str(script), fake_server, str(cache_dir), str(a), str(b), str(tmp_path / f"out{k}.json")],
+            [
+                sys.executable,
+                str(script),
+                fake_server,
+                str(cache_dir),
+                str(a),
+                str(b),
+                str(tmp_path / f"out{k}.json"),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -12,15 +12,30 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "instructkit.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "instructkit.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_help_lists_subcommands_and_every_registered_method():
     from instructkit import registry
 
     top = cli("--help").stdout
-    for sub in ("generate", "judge", "score", "select", "embed", "run", "cache", "models", "report", "plugins"):
+    for sub in (
+        "generate",
+        "judge",
+        "score",
+        "select",
+        "embed",
+        "run",
+        "cache",
+        "models",
+        "report",
+        "plugins",
+    ):
         assert sub in top
     for kind in registry.KINDS:
         listed = cli(kind, "--help").stdout
@@ -31,19 +46,45 @@ def test_help_lists_subcommands_and_every_registered_method():
 def test_bad_input_fails_before_any_call_with_file_line_and_field(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "ok", "output": "fine"}\n{"instruction": "broken"\n')
-    run = cli("judge", "alpagasus", str(bad), "--out", str(tmp_path / "o.jsonl"), "-m", "nothing@http://127.0.0.1:9/v1")
+    run = cli(
+        "judge",
+        "alpagasus",
+        str(bad),
+        "--out",
+        str(tmp_path / "o.jsonl"),
+        "-m",
+        "nothing@http://127.0.0.1:9/v1",
+    )
     assert run.returncode == 2
     assert f"{bad}:2" in run.stderr and "malformed JSON" in run.stderr
     assert not (tmp_path / "o.jsonl").exists()
-    unknown = cli("judge", "alpagasus", str(EXAMPLES / "records.jsonl"), "--out", str(tmp_path / "o.jsonl"),
-                  "-o", "no_such_option", "1")
+    unknown = cli(
+        "judge",
+        "alpagasus",
+        str(EXAMPLES / "records.jsonl"),
+        "--out",
+        str(tmp_path / "o.jsonl"),
+        "-o",
+        "no_such_option",
+        "1",
+    )
     assert unknown.returncode == 2 and "unknown option" in unknown.stderr and "threshold" in unknown.stderr
 
 
 def test_select_report_prints_and_saves_selection_beside_random(tmp_path):
     out = tmp_path / "sel.jsonl"
-    run = cli("select", "kcenter", str(EXAMPLES / "records.jsonl"), "-o", "k", "5", "--out", str(out), "--report",
-              "--quiet")
+    run = cli(
+        "select",
+        "kcenter",
+        str(EXAMPLES / "records.jsonl"),
+        "-o",
+        "k",
+        "5",
+        "--out",
+        str(out),
+        "--report",
+        "--quiet",
+    )
     assert run.returncode == 0, run.stderr
     assert "covering_radius" in run.stdout and "random" in run.stdout
     report = json.loads(out.with_name(out.name + ".report.json").read_text())

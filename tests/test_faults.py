@@ -91,7 +91,9 @@ def test_many_rows_under_random_faults_lose_nothing(fake_server, tmp_path: Path)
 
 
 def test_final_failures_are_recorded_not_cached_and_retried_next_run(fake_server, tmp_path: Path) -> None:
-    fake_server.configure(faults=[Fault("500", match="DOOMED"), Fault("status", status=400, match="REJECTED")])
+    fake_server.configure(
+        faults=[Fault("500", match="DOOMED"), Fault("status", status=400, match="REJECTED")]
+    )
     prompts = [f"fine {i}" for i in range(6)] + ["DOOMED a", "DOOMED b", "REJECTED c"]
     cache = ResponseCache(tmp_path / "cache")
     work = tmp_path / "work"

@@ -72,8 +72,14 @@ def test_column_mapping(tmp_path):
 def test_conversation_formats():
     alpaca = {"instruction": "Sum", "input": "2 and 3", "output": "5"}
     chat = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
-    sharegpt = {"conversations": [{"from": "human", "value": "Q1"}, {"from": "gpt", "value": "A1"},
-                                  {"from": "human", "value": "Q2"}, {"from": "gpt", "value": "A2"}]}
+    sharegpt = {
+        "conversations": [
+            {"from": "human", "value": "Q1"},
+            {"from": "gpt", "value": "A1"},
+            {"from": "human", "value": "Q2"},
+            {"from": "gpt", "value": "A2"},
+        ]
+    }
     assert to_turns(alpaca) == [("Sum\n\n2 and 3", "5")]
     assert to_turns(chat) == [("Hi", "Hello")]
     assert to_turns(sharegpt) == [("Q1", "A1"), ("Q2", "A2")]

@@ -17,12 +17,23 @@ def write(path: Path, *entries: dict) -> None:
 def test_a_stage_journal_reads_its_tagged_siblings_and_success_wins(tmp_path: Path) -> None:
     main = tmp_path / "m.rate.journal.jsonl"
     write(main, {"key": "a", "ok": True, "value": 1})
-    write(tmp_path / "m.rate.journal.ray-2.jsonl", {"key": "b", "ok": True, "value": 2}, {"key": "c", "ok": False})
-    write(tmp_path / "m.rate.journal.ray-1.jsonl", {"key": "c", "ok": True, "value": 3}, {"key": "d", "ok": False})
+    write(
+        tmp_path / "m.rate.journal.ray-2.jsonl",
+        {"key": "b", "ok": True, "value": 2},
+        {"key": "c", "ok": False},
+    )
+    write(
+        tmp_path / "m.rate.journal.ray-1.jsonl",
+        {"key": "c", "ok": True, "value": 3},
+        {"key": "d", "ok": False},
+    )
     write(tmp_path / "m.rate2.journal.jsonl", {"key": "x", "ok": True, "value": 9})  # another stage
     journal = Journal(main)
     assert {k: (e["ok"], e.get("value")) for k, e in journal.entries.items()} == {
-        "a": (True, 1), "b": (True, 2), "c": (True, 3), "d": (False, None)
+        "a": (True, 1),
+        "b": (True, 2),
+        "c": (True, 3),
+        "d": (False, None),
     }
     assert journal.done("c")["value"] == 3 and journal.done("d") is None
     assert Journal(tmp_path / "other.jsonl").entries == {}  # a plain file reads only itself

@@ -76,4 +76,6 @@ def test_same_request_same_cache_entry(llama_server: str, tmp_cache, first: str,
     assert a.stats.calls == 1 and b.stats.calls == 0 and b.stats.cache_hits == 1
     a.close()
     assert hit.cached and hit.text == fresh.text
-    assert [(t.token, t.logprob, t.top) for t in hit.logprobs] == [(t.token, t.logprob, t.top) for t in fresh.logprobs]
+    assert [(t.token, t.logprob, t.top) for t in hit.logprobs] == [
+        (t.token, t.logprob, t.top) for t in fresh.logprobs
+    ]

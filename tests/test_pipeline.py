@@ -23,8 +23,8 @@ def write_pipeline(tmp_path: Path, k: int) -> Path:
     path.write_text(f"""
 name: tiny
 model: local
-model_options: {{cache_dir: {tmp_path / 'cache'}}}
-out: {tmp_path / 'out'}
+model_options: {{cache_dir: {tmp_path / "cache"}}}
+out: {tmp_path / "out"}
 steps:
   - name: rated
     judge: alpagasus

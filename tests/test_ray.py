@@ -22,7 +22,10 @@ from instructkit.testing import serve_fake  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Data's own config warnings
 
-ROWS = [{"instruction": f"Explain idea number {i}", "input": "", "output": f"Idea {i} is simple."} for i in range(20)]
+ROWS = [
+    {"instruction": f"Explain idea number {i}", "input": "", "output": f"Idea {i} is simple."}
+    for i in range(20)
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +44,22 @@ def fake() -> Iterator[str]:
 def ctx_for(url: str, tmp: Path, name: str) -> RunContext:
     info = registry.get("judge", "alpagasus")
     llm = LLM("fake-model", api_base=url, cache_dir=str(tmp / name / "cache"))
-    return RunContext(llm=llm, options=info.make_options({}), method="alpagasus", work_dir=tmp / name / "work",
-                      progress=False)
+    return RunContext(
+        llm=llm,
+        options=info.make_options({}),
+        method="alpagasus",
+        work_dir=tmp / name / "work",
+        progress=False,
+    )
 
 
 def sampled(records: list[dict], ctx: RunContext) -> list[dict]:
     """A judge-like method defined in a test module (shipped to the actors by value): 2 samples per row."""
 
     async def one(rec: dict) -> dict:
-        comps = await ctx.llm.asample(rec["instruction"], n=2, temperature=0.7, seed=ctx.random_state, max_tokens=8)
+        comps = await ctx.llm.asample(
+            rec["instruction"], n=2, temperature=0.7, seed=ctx.random_state, max_tokens=8
+        )
         return {"votes": [c.text for c in comps]}
 
     return merge_results(records, ctx.map(records, one, stage="vote"), "vote")
@@ -83,10 +93,34 @@ def test_method_from_a_test_module_and_the_cli(local_ray: None, fake, tmp_path: 
     assert on_ray == expected and all(len(set(r["votes"])) == 2 for r in on_ray)
 
     write_records(tmp_path / "in.jsonl", ROWS[:8])
-    common = ["judge", "alpagasus", str(tmp_path / "in.jsonl"), "-m", "fake-model", "--api-base", fake,
-              "--cache-dir", str(tmp_path / "cli-cache"), "--quiet"]
-    assert cli_main([*common, "--out", str(tmp_path / "ray.jsonl"), "--engine", "ray", "--actors", "2",
-                     "--ray-batch-size", "3"]) == 0
+    common = [
+        "judge",
+        "alpagasus",
+        str(tmp_path / "in.jsonl"),
+        "-m",
+        "fake-model",
+        "--api-base",
+        fake,
+        "--cache-dir",
+        str(tmp_path / "cli-cache"),
+        "--quiet",
+    ]
+    assert (
+        cli_main(
+            [
+                *common,
+                "--out",
+                str(tmp_path / "ray.jsonl"),
+                "--engine",
+                "ray",
+                "--actors",
+                "2",
+                "--ray-batch-size",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert cli_main([*common, "--out", str(tmp_path / "one.jsonl")]) == 0
     ray_rows, one_rows = read_records(tmp_path / "ray.jsonl"), read_records(tmp_path / "one.jsonl")
     assert [r["alpagasus_raw"] for r in ray_rows] == [r["alpagasus_raw"] for r in one_rows]

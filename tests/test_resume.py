@@ -124,7 +124,9 @@ def run_priced(url: str, cache_dir: Path, work: Path, n: int, **kw) -> tuple[lis
 def test_max_cost_stops_cleanly_and_resumes(fake_server, tmp_path: Path) -> None:
     probe = LLM(PRICED, api_base=fake_server)
     assert probe.cost_model == PRICED
-    one_call = probe._estimate([{"role": "user", "content": f"budget row 0{LONG}"}], GenParams(max_tokens=8), 1)[1]
+    one_call = probe._estimate(
+        [{"role": "user", "content": f"budget row 0{LONG}"}], GenParams(max_tokens=8), 1
+    )[1]
     assert one_call > 0
 
     budget = one_call * 10.5

@@ -134,19 +134,6 @@ def test_templates_render_exactly():
     )
 
 
-@pytest.fixture(scope="module")
-def tiny_gpt2(tmp_path_factory, backend):
-    """A tiny random GPT-2 folder (Superfiltering's model class) with the local tokenizer."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    path = tmp_path_factory.mktemp("gpt2")
-    torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=len(backend.tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=1024)
-    GPT2LMHeadModel(cfg).save_pretrained(str(path))
-    backend.tokenizer.save_pretrained(str(path))
-    return load_local_backend(f"hf:{path}", dtype="float32")
-
-
 @pytest.mark.parametrize("which", ["local", "gpt2"])
 def test_superfiltering_ppl_ratio_matches_reference(backend, tiny_gpt2, which):
     sf_backend = backend if which == "local" else tiny_gpt2

@@ -47,7 +47,9 @@ def _minilm() -> tuple:
 
     from instructkit.models.local_files import minilm_path
 
-    return AutoTokenizer.from_pretrained(str(minilm_path())), AutoModel.from_pretrained(str(minilm_path())).eval()
+    return AutoTokenizer.from_pretrained(str(minilm_path())), AutoModel.from_pretrained(
+        str(minilm_path())
+    ).eval()
 
 
 def _minilm_embed(texts: list[str]) -> np.ndarray:

@@ -28,7 +28,6 @@ from .types import Completion, GenParams, ModelCallError, SpanScore, TokenLogpro
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 _BACKENDS: dict[tuple[str, str, str], LocalBackend] = {}
 _BACKENDS_LOCK = threading.Lock()
-_LM_HEAD_CHUNK = 512  # answer positions per LM-head matmul: bounds the [rows, vocab] logits memory
 
 
 def parse_local_spec(spec: str) -> tuple[Path, str | None]:
@@ -108,7 +107,9 @@ class LocalBackend:
         gen_cfg = getattr(self.model, "generation_config", None)
         eos = getattr(gen_cfg, "eos_token_id", None) or self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
+        self.pad_id = (
+            self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
+        )
         self._compute = threading.Lock()  # one forward pass at a time: 2 cores gain nothing from overlap
         self._queue: queue.Queue[_Request] = queue.Queue()
         self._worker: threading.Thread | None = None
@@ -164,7 +165,9 @@ class LocalBackend:
                 for start in range(0, len(group), self.batch_size):
                     batch = group[start : start + self.batch_size]
                     try:
-                        results: list[Any] = self.generate_batch([r.ids for r in batch], [r.params for r in batch])
+                        results: list[Any] = self.generate_batch(
+                            [r.ids for r in batch], [r.params for r in batch]
+                        )
                     except Exception as exc:  # hand the failure to every caller of this batch
                         err = ModelCallError(f"local generation failed: {exc!r}", retryable=False)
                         results = [err] * len(batch)
@@ -223,7 +226,10 @@ class LocalBackend:
                     out_ids[r].append(tok)
                     if logp is not None:
                         lps[r].append(self._token_logprob(logp[j], tok, p0.top_logprobs))
-                    if params[r].stop and (cut := _find_stop(self.tokenizer.decode(out_ids[r]), params[r].stop)) >= 0:
+                    if (
+                        params[r].stop
+                        and (cut := _find_stop(self.tokenizer.decode(out_ids[r]), params[r].stop)) >= 0
+                    ):
                         finish[r], stop_at[r] = "stop", cut
                         continue
                     if len(out_ids[r]) >= params[r].max_tokens:
@@ -247,7 +253,9 @@ class LocalBackend:
                     use_cache=True,
                 )
         return [
-            self._completion(prompts[r], out_ids[r], lps[r] if want_lp else None, finish[r] or "length", stop_at[r])
+            self._completion(
+                prompts[r], out_ids[r], lps[r] if want_lp else None, finish[r] or "length", stop_at[r]
+            )
             for r in range(rows)
         ]
 
@@ -309,54 +317,33 @@ class LocalBackend:
         pairs: Sequence[tuple[str, str] | tuple[list[int], list[int]]],
         batch_size: int | None = None,
         chat: bool = False,
+        token_budget: int | None = None,
     ) -> list[SpanScore]:
         """Log-probs of each answer's tokens given its prompt, in input order. Pairs are (prompt, answer)
         text or pre-tokenized (prompt ids, answer ids). With an empty prompt the first answer token has
-        no context and is not scored (as in the plain HF causal-LM loss of the answer alone).
-        Batches are length-sorted and right-padded; the LM head runs only at answer positions."""
+        no context and is not scored (as in the plain HF causal-LM loss of the answer alone). The work is
+        `span_scoring.score_spans`: shared prompt prefixes run once, length-sorted batches of at most
+        `batch_size` rows and `token_budget` padded tokens, the LM head only at answer positions."""
+        from .span_scoring import score_spans
+
         seqs = []
         for prompt, answer in pairs:
             p_ids, a_ids = (
-                (list(prompt), list(answer)) if not isinstance(prompt, str) else self.span_ids(prompt, answer, chat)
+                (list(prompt), list(answer))
+                if not isinstance(prompt, str)
+                else self.span_ids(prompt, answer, chat)
             )
             seqs.append((p_ids, a_ids))
-        results: list[SpanScore | None] = [None] * len(seqs)
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]) + len(seqs[i][1]))
-        bs = batch_size or self.batch_size
-        for start in range(0, len(order), bs):
-            chunk = order[start : start + bs]
-            for i, lp in zip(chunk, self._score_batch([seqs[i] for i in chunk])):
-                results[i] = SpanScore(lp, len(seqs[i][0]))
-        return results  # type: ignore[return-value]
-
-    def _score_batch(self, seqs: list[tuple[list[int], list[int]]]) -> list[list[float]]:
-        import torch
-
-        full = [p + a for p, a in seqs]
-        ids, mask = self._right_pad(full)
-        rows, cols, targets = [], [], []
-        for r, (p, a) in enumerate(seqs):
-            first = max(len(p), 1)  # position 0 has nothing to predict it
-            for t in range(first, len(p) + len(a)):
-                rows.append(r)
-                cols.append(t - 1)
-                targets.append(full[r][t])
-        if not targets:
-            return [[] for _ in seqs]
-        with self._compute, torch.inference_mode():
-            hidden = self.model.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
-            h = hidden.last_hidden_state[torch.tensor(rows), torch.tensor(cols)]
-            tgt = torch.tensor(targets, device=h.device)
-            picked = []
-            for s in range(0, len(targets), _LM_HEAD_CHUNK):
-                logits = self.model.lm_head(h[s : s + _LM_HEAD_CHUNK]).float()
-                logp = torch.log_softmax(logits, dim=-1)
-                picked.append(logp.gather(-1, tgt[s : s + _LM_HEAD_CHUNK, None]).squeeze(-1))
-            values = torch.cat(picked).tolist()
-        out: list[list[float]] = [[] for _ in seqs]
-        for r, v in zip(rows, values):
-            out[r].append(v)
-        return out
+        values = score_spans(
+            self.model,
+            seqs,
+            pad_id=self.pad_id,
+            device=self.device,
+            max_rows=batch_size or 64,
+            token_budget=token_budget,
+            lock=self._compute,
+        )
+        return [SpanScore(lp, len(p)) for lp, (p, _) in zip(values, seqs)]
 
     def _right_pad(self, seqs: list[list[int]]) -> tuple[Any, Any]:
         import torch

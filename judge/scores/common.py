@@ -112,50 +112,32 @@ def body_and_head(model: Any) -> tuple[Any, Any]:
     return model.base_model, model.get_output_embeddings()
 
 
-def span_scores(backend: Any, pairs: list[tuple[list[int], list[int]]], batch_size: int = 16) -> list[Any]:
-    """The backend's `span_scores`, or for architectures it does not handle (its body is `.model`, so
-    GPT-2-class folders fail) the same computation through `body_and_head`: length-sorted right-padded
-    batches, the LM head at answer positions only, the first token unscored when the prompt is empty."""
-    if hasattr(backend.model, "model"):
-        return backend.span_scores(pairs, batch_size=batch_size)
-    import torch
-
+def span_scores(
+    backend: Any, pairs: list[tuple[list[int], list[int]]], batch_size: int = 64, token_budget: int = 0
+) -> list[Any]:
+    """Span log-probs of pre-tokenized pairs through `span_scoring.score_spans`, which takes any
+    transformers causal LM (Llama `.model`, GPT-2 `.transformer`, ...): shared prompt prefixes once,
+    length-sorted batches bounded by rows and padded tokens, the LM head at answer positions only."""
+    from instructkit.models.span_scoring import score_spans
     from instructkit.models.types import SpanScore
 
-    body, head = body_and_head(backend.model)
-    out: list[Any] = [None] * len(pairs)
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
-    for s in range(0, len(order), batch_size):
-        chunk = order[s : s + batch_size]
-        full = [list(pairs[i][0]) + list(pairs[i][1]) for i in chunk]
-        ids, mask = backend._right_pad(full)
-        rows, cols, tgt = [], [], []
-        for r, i in enumerate(chunk):
-            for t in range(max(len(pairs[i][0]), 1), len(full[r])):
-                rows.append(r)
-                cols.append(t - 1)
-                tgt.append(full[r][t])
-        values: list[float] = []
-        if tgt:
-            with backend._compute, torch.inference_mode():
-                h = body(
-                    input_ids=ids.to(backend.device), attention_mask=mask.to(backend.device)
-                ).last_hidden_state
-                logp = torch.log_softmax(head(h[torch.tensor(rows), torch.tensor(cols)]).float(), dim=-1)
-                values = logp.gather(-1, torch.tensor(tgt, device=logp.device)[:, None]).squeeze(-1).tolist()
-        per: dict[int, list[float]] = {r: [] for r in range(len(chunk))}
-        for r, v in zip(rows, values):
-            per[r].append(v)
-        for r, i in enumerate(chunk):
-            out[i] = SpanScore(per[r], len(pairs[i][0]))
-    return out
+    values = score_spans(
+        backend.model,
+        pairs,
+        pad_id=backend.pad_id,
+        device=backend.device,
+        max_rows=batch_size,
+        token_budget=token_budget or None,
+        lock=getattr(backend, "_compute", None),
+    )
+    return [SpanScore(v, len(p)) for v, (p, _) in zip(values, pairs)]
 
 
 class SpanBatcher(Batcher):
     """Span log-probs of pre-tokenized (prompt ids, answer ids) pairs, batched across rows."""
 
-    def __init__(self, backend: Any, batch_size: int = 16):
-        super().__init__(lambda flat: span_scores(backend, flat, batch_size))
+    def __init__(self, backend: Any, batch_size: int = 64, token_budget: int = 0):
+        super().__init__(lambda flat: span_scores(backend, flat, batch_size, token_budget))
         self.backend = backend
 
     async def score(self, pairs: list[tuple[list[int], list[int]]]) -> list[Any]:
@@ -172,6 +154,9 @@ def row_items(records: list[dict], **extra: Any) -> tuple[list[dict], list[int]]
     return items, [len(it["instruction"]) + len(it["input"]) + len(it["output"]) for it in items]
 
 
+SPEED_ONLY = ("batch_size", "token_budget")  # options that never change a score, kept out of journal keys
+
+
 def map_sorted(
     ctx: RunContext,
     items: list[Any],
@@ -183,11 +168,16 @@ def map_sorted(
 ) -> list[RowResult]:
     """`ctx.map` over items fed in ascending `lengths` (results back in input order), with enough rows
     in flight that each batcher flush is a real batch. `key_options`, when given, replaces the run's
-    options in the journal key (leave out options that only select rows, so changing them re-uses scores)."""
+    options in the journal key (leave out options that only select rows, so changing them re-uses scores).
+    Options that change only speed (`SPEED_ONLY`) never enter the key."""
     order = sorted(range(len(items)), key=lambda i: (lengths[i], i))
     run_ctx = dataclasses.replace(ctx, concurrency=max(ctx.concurrency, in_flight))
-    if key_options is not None:
-        run_ctx.options = key_options
+    options = key_options if key_options is not None else ctx.options
+    if dataclasses.is_dataclass(options):
+        options = dataclasses.asdict(options)
+    if isinstance(options, dict):
+        options = {k: v for k, v in options.items() if k not in SPEED_ONLY}
+    run_ctx.options = options
     results = run_ctx.map([items[i] for i in order], fn, stage=stage)
     out: list[RowResult | None] = [None] * len(items)
     for i, res in zip(order, results):

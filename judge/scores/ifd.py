@@ -189,7 +189,8 @@ class IFDOptions:
     model: str | None = None  # local | local:bf16 | hf:PATH; default: the run's --model
     dtype: str = "float32"  # float32 (exact) | bfloat16 (fast)
     device: str | None = None  # default: cuda when present
-    batch_size: int = 16
+    batch_size: int = 64  # rows per forward pass at most
+    token_budget: int = 0  # padded tokens per forward at most (0: 512 on CPU, 32768 on GPU)
     drop_gt1: bool = True  # drop rows flagged gt1 from the output
     top_k: int = 0  # keep the top k by IFD (0: no selection)
     ratio: float = 0.0  # or keep int(candidates * ratio)
@@ -224,7 +225,7 @@ def score_ifd(
     tok = backend.tokenizer
     tpl = get_template(opts.template, opts.template_path, opts.direct_prefix)
     k = opts.prefix_tokens if opts.prefix_tokens is not None else prefix_token_count(tok, tpl.direct_prefix)
-    batcher = SpanBatcher(backend, opts.batch_size)
+    batcher = SpanBatcher(backend, opts.batch_size, opts.token_budget)
     c = opts.column
     columns = [
         c,

@@ -71,7 +71,8 @@ class NuggetsOptions:
     model: str | None = None
     dtype: str = "float32"
     device: str | None = None
-    batch_size: int = 16
+    batch_size: int = 64  # rows per forward pass at most
+    token_budget: int = 0  # padded tokens per forward at most (0: 512 on CPU, 32768 on GPU)
     column: str = "nuggets"
 
 
@@ -88,8 +89,8 @@ def score_nuggets(
     else:
         anchors = [records[i] for i in kmeans_anchors(backend, records, opts.n_anchors, ctx.random_state)]
     pairs = [anchor_pair(tok, a, opts.anchor_max_tokens) for a in anchors]
-    zero = [sum(s.token_logprobs) for s in span_scores(backend, pairs, opts.batch_size)]
-    batcher = SpanBatcher(backend, opts.batch_size)
+    zero = [sum(s.token_logprobs) for s in span_scores(backend, pairs, opts.batch_size, opts.token_budget)]
+    batcher = SpanBatcher(backend, opts.batch_size, opts.token_budget)
     anchors_id = hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16]
     c = opts.column
 

@@ -28,7 +28,8 @@ class PerplexityOptions:
     model: str | None = None  # local | hf:PATH; default: the run's --model
     dtype: str = "float32"
     device: str | None = None
-    batch_size: int = 16
+    batch_size: int = 64  # rows per forward pass at most
+    token_budget: int = 0  # padded tokens per forward at most (0: 512 on CPU, 32768 on GPU)
     column: str = "ppl"
 
 
@@ -39,7 +40,7 @@ def score_perplexity(
     backend = backend or local_backend(ctx, opts.model, opts.dtype, opts.device)
     tok = backend.tokenizer
     tpl = get_template(opts.template, opts.template_path)
-    batcher = SpanBatcher(backend, opts.batch_size)
+    batcher = SpanBatcher(backend, opts.batch_size, opts.token_budget)
     c = opts.column
     columns = [f"{c}_response", f"{c}_response_loss", f"{c}_text", f"{c}_text_loss", f"{c}_tokens"]
     tpl_id = hashlib.sha256(tpl.source.encode()).hexdigest()[:16]

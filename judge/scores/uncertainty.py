@@ -61,7 +61,8 @@ class UncertaintyOptions:
     model: str | None = None
     dtype: str = "float32"
     device: str | None = None
-    batch_size: int = 16
+    batch_size: int = 64  # rows per forward pass at most
+    token_budget: int = 0  # padded tokens per forward at most (0: 512 on CPU, 32768 on GPU)
     seed: int | None = None  # default: the run's random_state
     column: str = "uncertainty"
 
@@ -73,7 +74,7 @@ def score_uncertainty(
     backend = backend or local_backend(ctx, opts.model, opts.dtype, opts.device)
     tok = backend.tokenizer
     tpl = get_template(opts.template, opts.template_path)
-    batcher = SpanBatcher(backend, opts.batch_size)
+    batcher = SpanBatcher(backend, opts.batch_size, opts.token_budget)
     seed = ctx.random_state if opts.seed is None else opts.seed
     c = opts.column
     tpl_id = hashlib.sha256(tpl.source.encode()).hexdigest()[:16]
