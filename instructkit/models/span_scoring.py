@@ -137,15 +137,43 @@ def score_spans(
     out: list[list[float]] = [[] for _ in pairs]
     with lock or nullcontext(), torch.inference_mode():
         for group in groups:
-            cut = len(group.prefix)
-            prefix_cache = None
-            if cut:
-                ids = torch.tensor([group.prefix], device=device)
-                prefix_cache = body(input_ids=ids, use_cache=True).past_key_values
-            lengths = [len(f) - cut for f in full]
-            for batch in length_batches(lengths, group.members, max_rows, budget):
-                _score_batch(body, head, full, prompts, batch, cut, prefix_cache, pad_id, device, out)
+            try:
+                _run_group(
+                    body, head, full, prompts, group, group.prefix, pad_id, device, max_rows, budget, out
+                )
+            except (TypeError, AttributeError, NotImplementedError, ValueError):
+                if not group.prefix:
+                    raise
+                # an architecture whose cache cannot be reused this way: the same group without reuse
+                for i in group.members:
+                    out[i] = []
+                _run_group(body, head, full, prompts, group, [], pad_id, device, max_rows, budget, out)
     return out
+
+
+def _run_group(
+    body: Any,
+    head: Any,
+    full: list[list[int]],
+    prompts: list[list[int]],
+    group: _Group,
+    prefix: list[int],
+    pad_id: int,
+    device: Any,
+    max_rows: int,
+    budget: int,
+    out: list[list[float]],
+) -> None:
+    """Score a group's pairs: `prefix` once (its key/value cache kept), then its members in batches."""
+    import torch
+
+    cut = len(prefix)
+    prefix_cache = None
+    if cut:
+        prefix_cache = body(input_ids=torch.tensor([prefix], device=device), use_cache=True).past_key_values
+    lengths = [len(f) - cut for f in full]
+    for batch in length_batches(lengths, group.members, max_rows, budget):
+        _score_batch(body, head, full, prompts, batch, cut, prefix_cache, pad_id, device, out)
 
 
 def _score_batch(
