@@ -73,3 +73,89 @@ def test_shared_prefix_scores_equal_full_passes(backend, tiny_gpt2, which, budge
         assert len(g) == len(ref) > 0
         np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(q, ref, rtol=1e-5, atol=1e-5)
+
+
+def tiny_models() -> dict:
+    """Tiny random causal LMs of the architectures users score with, built here (no downloads); the
+    logit transforms are made strong so that skipping one would show."""
+    import transformers as T
+
+    small = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2)
+    heads = dict(num_attention_heads=4, num_key_value_heads=2)
+    wide = dict(initializer_range=0.5)
+    return {
+        "qwen2": T.Qwen2Config(**small, **heads),
+        "mistral_sliding_window": T.MistralConfig(**small, **heads, sliding_window=6),
+        "gemma2_softcap": T.Gemma2Config(
+            **small, **heads, **wide, head_dim=8, sliding_window=6, final_logit_softcapping=2.0
+        ),
+        "cohere_logit_scale": T.CohereConfig(**small, **heads, **wide, logit_scale=3.0),
+        "granite_logits_scaling": T.GraniteConfig(**small, **heads, **wide, logits_scaling=4.0),
+        "gpt_neox": T.GPTNeoXConfig(**small, num_attention_heads=4),
+    }
+
+
+def random_pairs(vocab: int, seed: int = 0) -> list[tuple[list[int], list[int]]]:
+    g = torch.Generator().manual_seed(seed)
+    shared = torch.randint(3, vocab, (16,), generator=g).tolist()
+    pairs = []
+    for i in range(5):
+        q = torch.randint(3, vocab, (2 + i,), generator=g).tolist()
+        pairs.append((shared + q, torch.randint(3, vocab, (3 + 2 * i,), generator=g).tolist()))
+    pairs.append(([], torch.randint(3, vocab, (6,), generator=g).tolist()))
+    return pairs
+
+
+@pytest.mark.parametrize("arch", list(tiny_models()))
+def test_architectures_match_their_own_logits(arch):
+    from transformers import AutoModelForCausalLM
+
+    from instructkit.models.span_scoring import head_is_exact
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_models()[arch]).eval()
+    pairs = random_pairs(model.config.vocab_size)
+    assert head_is_exact(model)
+    got = score_spans(model, pairs, pad_id=0, max_rows=2, token_budget=48)
+    for (p, a), g in zip(pairs, got):
+        np.testing.assert_allclose(g, reference(model, p, a), rtol=1e-5, atol=1e-5)
+    if arch.split("_")[0] in ("gemma2", "cohere", "granite"):  # the transform matters here
+        full = torch.tensor([pairs[0][0] + pairs[0][1]])
+        with torch.no_grad():
+            raw = torch.log_softmax(
+                model.get_output_embeddings()(model.base_model(full).last_hidden_state), -1
+            )
+        start = len(pairs[0][0])
+        raw_lp = [raw[0, t - 1, full[0, t]].item() for t in range(start, full.shape[1])]
+        assert np.abs(np.array(raw_lp) - np.array(got[0])).max() > 1e-3
+
+
+def test_unknown_logit_transform_is_scored_through_the_whole_model():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from instructkit.models.span_scoring import head_is_exact
+
+    class TemperedLlama(LlamaForCausalLM):
+        """A causal LM that divides its logits by a temperature inside forward (unknown to us)."""
+
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            out.logits = out.logits / 0.25
+            return out
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        initializer_range=0.5,
+    )
+    model = TemperedLlama(cfg).eval()
+    assert not head_is_exact(model)
+    pairs = random_pairs(300, seed=1)
+    got = score_spans(model, pairs, pad_id=0, max_rows=2, token_budget=48)
+    for (p, a), g in zip(pairs, got):
+        np.testing.assert_allclose(g, reference(model, p, a), rtol=1e-5, atol=1e-5)

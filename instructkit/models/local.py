@@ -392,9 +392,15 @@ class LocalBackend:
             if not encoded:
                 raise ValueError(f"choice {choice!r} has no tokens")
             token_ids.append(encoded[0])
+        from .span_scoring import head_is_exact, lm_logits
+
         with self._compute, torch.inference_mode():
-            h = self.model.model(input_ids=torch.tensor([ids], device=self.device)).last_hidden_state[:, -1]
-            logp = torch.log_softmax(self.model.lm_head(h).float(), dim=-1)[0]
+            x = torch.tensor([ids], device=self.device)
+            if head_is_exact(self.model, self.device):
+                logits = lm_logits(self.model, self.model.base_model(input_ids=x).last_hidden_state[:, -1])
+            else:
+                logits = self.model(input_ids=x).logits[:, -1]
+            logp = torch.log_softmax(logits.float(), dim=-1)[0]
         return [float(logp[t]) for t in token_ids]
 
     async def embed(self, texts: list[str]) -> list:

@@ -8,7 +8,9 @@ the least work that gives the same numbers as a full forward pass per pair:
 - batches are length-sorted and bounded by padded tokens as well as rows: on a CPU, small batches keep
   the element-wise work in cache (measured fastest near 512 tokens), on a GPU large ones fill the device;
 - the LM head runs only at answer positions, in chunks, so no [tokens, vocab] tensor of a whole
-  batch is ever built.
+  batch is ever built; the logit transforms some architectures apply after the head (Gemma 2's
+  soft-capping, Cohere's and Granite's scaling) are applied too, and a model whose logits still differ
+  from its own forward's (checked once per model) is scored through its whole forward instead.
 The values agree with the straightforward per-pair loop within float round-off (tests hold them to 1e-5
 in fp32 against full logits and the HF masked loss).
 """
@@ -16,6 +18,7 @@ in fp32 against full logits and the HF masked loss).
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -30,6 +33,46 @@ GPU_TOKEN_BUDGET = 32768
 def default_token_budget(device: Any) -> int:
     """Padded tokens per forward pass for a device: small on CPU, large on accelerators."""
     return CPU_TOKEN_BUDGET if str(device).startswith("cpu") else GPU_TOKEN_BUDGET
+
+
+FALLBACK_TOKEN_BUDGET = 4096  # with whole-model logits ([tokens, vocab] per batch), keep batches small
+
+
+def lm_logits(model: Any, hidden: Any) -> Any:
+    """The model's logits for final hidden states: its LM head, then the transforms some architectures
+    apply after it (Gemma 2's final soft-capping, Cohere's `logit_scale`, Granite's `logits_scaling`)."""
+    import torch
+
+    logits = model.get_output_embeddings()(hidden)
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if getattr(cfg, "logit_scale", None):
+        logits = logits * cfg.logit_scale
+    if getattr(cfg, "logits_scaling", None):
+        logits = logits / cfg.logits_scaling
+    cap = getattr(cfg, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+_HEAD_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def head_is_exact(model: Any, device: Any = "cpu") -> bool:
+    """Whether `lm_logits` on the body's output reproduces the model's own logits (checked once per
+    model on a few tokens); architectures with an unknown logit transform fail and are scored through
+    the whole model instead."""
+    import torch
+
+    if model not in _HEAD_CHECKED:
+        vocab = model.get_output_embeddings().weight.shape[0]
+        ids = (torch.arange(1, 9, device=device) % vocab)[None]
+        with torch.inference_mode():
+            want = model(input_ids=ids).logits.float()
+            got = lm_logits(model, model.base_model(input_ids=ids).last_hidden_state).float()
+        tol = 1e-4 if got.dtype == torch.float32 and model.dtype == torch.float32 else 2e-2
+        _HEAD_CHECKED[model] = bool(torch.allclose(want, got, rtol=tol, atol=tol))
+    return _HEAD_CHECKED[model]
 
 
 @dataclass
@@ -129,79 +172,78 @@ def score_spans(
     empty prompt the first answer token has no context and is not scored (as the HF causal-LM loss)."""
     import torch
 
-    body, head = model.base_model, model.get_output_embeddings()
-    prompts = [list(p) for p, _ in pairs]
-    full = [list(p) + list(a) for p, a in pairs]
-    budget = token_budget or default_token_budget(device)
-    groups = plan_groups(prompts, MIN_SHARED_PREFIX if reuse_prefix else 0)
-    out: list[list[float]] = [[] for _ in pairs]
     with lock or nullcontext(), torch.inference_mode():
-        for group in groups:
+        exact = head_is_exact(model, device)
+        budget = token_budget or default_token_budget(device)
+        work = _Work(
+            model=model,
+            prompts=[list(p) for p, _ in pairs],
+            full=[list(p) + list(a) for p, a in pairs],
+            pad_id=pad_id,
+            device=device,
+            max_rows=max_rows,
+            budget=budget if exact else min(budget, FALLBACK_TOKEN_BUDGET),
+            head_only=exact,
+            out=[[] for _ in pairs],
+        )
+        for group in plan_groups(work.prompts, MIN_SHARED_PREFIX if reuse_prefix else 0):
             try:
-                _run_group(
-                    body, head, full, prompts, group, group.prefix, pad_id, device, max_rows, budget, out
-                )
+                _run_group(work, group, group.prefix)
             except (TypeError, AttributeError, NotImplementedError, ValueError):
                 if not group.prefix:
                     raise
                 # an architecture whose cache cannot be reused this way: the same group without reuse
                 for i in group.members:
-                    out[i] = []
-                _run_group(body, head, full, prompts, group, [], pad_id, device, max_rows, budget, out)
-    return out
+                    work.out[i] = []
+                _run_group(work, group, [])
+    return work.out
 
 
-def _run_group(
-    body: Any,
-    head: Any,
-    full: list[list[int]],
-    prompts: list[list[int]],
-    group: _Group,
-    prefix: list[int],
-    pad_id: int,
-    device: Any,
-    max_rows: int,
-    budget: int,
-    out: list[list[float]],
-) -> None:
+@dataclass
+class _Work:
+    """One `score_spans` call: the model, the pairs as token lists, batching limits, and the results."""
+
+    model: Any
+    prompts: list[list[int]]
+    full: list[list[int]]
+    pad_id: int
+    device: Any
+    max_rows: int
+    budget: int
+    head_only: bool  # LM head at answer positions (else whole-model logits: unknown logit transforms)
+    out: list[list[float]]
+
+
+def _run_group(work: _Work, group: _Group, prefix: list[int]) -> None:
     """Score a group's pairs: `prefix` once (its key/value cache kept), then its members in batches."""
     import torch
 
     cut = len(prefix)
     prefix_cache = None
     if cut:
-        prefix_cache = body(input_ids=torch.tensor([prefix], device=device), use_cache=True).past_key_values
-    lengths = [len(f) - cut for f in full]
-    for batch in length_batches(lengths, group.members, max_rows, budget):
-        _score_batch(body, head, full, prompts, batch, cut, prefix_cache, pad_id, device, out)
+        ids = torch.tensor([prefix], device=work.device)
+        prefix_cache = work.model.base_model(input_ids=ids, use_cache=True).past_key_values
+    lengths = [len(f) - cut for f in work.full]
+    for batch in length_batches(lengths, group.members, work.max_rows, work.budget):
+        _score_batch(work, batch, cut, prefix_cache)
 
 
-def _score_batch(
-    body: Any,
-    head: Any,
-    full: list[list[int]],
-    prompts: list[list[int]],
-    batch: list[int],
-    cut: int,
-    prefix_cache: Any,
-    pad_id: int,
-    device: Any,
-    out: list[list[float]],
-) -> None:
-    """One right-padded forward of the batch's suffixes (after `cut` cached prefix tokens), then the LM
-    head at its answer positions; appends each pair's log-probs to `out`."""
+def _score_batch(work: _Work, batch: list[int], cut: int, prefix_cache: Any) -> None:
+    """One right-padded forward of the batch's suffixes (after `cut` cached prefix tokens), then the
+    logits at its answer positions only; appends each pair's log-probs to `work.out`."""
     import torch
 
+    full = work.full
     rows, cols, targets = [], [], []
     for r, i in enumerate(batch):
-        for t in range(max(len(prompts[i]), 1), len(full[i])):
+        for t in range(max(len(work.prompts[i]), 1), len(full[i])):
             rows.append(r)
             cols.append(t - 1 - cut)
             targets.append(full[i][t])
     if not targets:
         return
     width = max(len(full[i]) - cut for i in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    ids = torch.full((len(batch), width), work.pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), cut + width), dtype=torch.long)
     mask[:, :cut] = 1
     for r, i in enumerate(batch):
@@ -213,12 +255,18 @@ def _score_batch(
         cache = copy.deepcopy(prefix_cache)
         cache.batch_repeat_interleave(len(batch))
         kwargs = {"past_key_values": cache, "use_cache": True}
-    hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs).last_hidden_state
-    h = hidden[torch.tensor(rows, device=hidden.device), torch.tensor(cols, device=hidden.device)]
-    tgt = torch.tensor(targets, device=h.device)
+    inputs = {"input_ids": ids.to(work.device), "attention_mask": mask.to(work.device), **kwargs}
+    if work.head_only:
+        states = work.model.base_model(**inputs).last_hidden_state
+    else:
+        states = work.model(**inputs).logits
+    at = states[torch.tensor(rows, device=states.device), torch.tensor(cols, device=states.device)]
+    tgt = torch.tensor(targets, device=at.device)
     picked = []
     for s in range(0, len(targets), HEAD_CHUNK):
-        logits = head(h[s : s + HEAD_CHUNK]).float()
-        picked.append(torch.log_softmax(logits, dim=-1).gather(-1, tgt[s : s + HEAD_CHUNK, None]).squeeze(-1))
+        logits = lm_logits(work.model, at[s : s + HEAD_CHUNK]) if work.head_only else at[s : s + HEAD_CHUNK]
+        picked.append(
+            torch.log_softmax(logits.float(), dim=-1).gather(-1, tgt[s : s + HEAD_CHUNK, None]).squeeze(-1)
+        )
     for r, v in zip(rows, torch.cat(picked).tolist()):
-        out[batch[r]].append(v)
+        work.out[batch[r]].append(v)

@@ -21,7 +21,6 @@ from ..common import finish, triplet
 __all__ = [
     "Batcher",
     "SpanBatcher",
-    "body_and_head",
     "span_scores",
     "auto_device",
     "local_backend",
@@ -105,11 +104,6 @@ class Batcher:
             if not fut.done():
                 fut.set_result(results[at : at + len(items)])
             at += len(items)
-
-
-def body_and_head(model: Any) -> tuple[Any, Any]:
-    """(decoder body, LM head) of any transformers causal LM (Llama `.model`, GPT-2 `.transformer`, ...)."""
-    return model.base_model, model.get_output_embeddings()
 
 
 def span_scores(

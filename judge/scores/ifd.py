@@ -36,12 +36,12 @@ from instructkit.templates import template_source
 
 from .common import (
     SpanBatcher,
-    body_and_head,
     finish,
     local_backend,
     map_sorted,
     mean_loss,
     row_items,
+    span_scores,
     triplet,
 )
 
@@ -312,7 +312,10 @@ def instruction_features(
     (encoded with special tokens, truncated at max_length; loss over tokens 2..n). One forward each."""
     import torch
 
-    body, head = body_and_head(backend.model)
+    from instructkit.models.span_scoring import head_is_exact, lm_logits
+
+    body = backend.model.base_model
+    exact = head_is_exact(backend.model, backend.device)
     encoded = [backend.tokenizer.encode(t, truncation=True, max_length=max_length) for t in texts]
     emb = np.zeros((len(texts), backend.model.config.hidden_size), dtype=np.float32)
     ppl = np.full(len(texts), np.nan)
@@ -327,11 +330,15 @@ def instruction_features(
             emb[chunk] = ((h * m).sum(1) / m.sum(1).clamp(min=1)).float().cpu().numpy()
             for j, i in enumerate(chunk):
                 n = len(encoded[i])
-                if n < 2:
+                if n < 2 or not exact:
                     continue
-                logits = head(h[j, : n - 1]).float()
+                logits = lm_logits(backend.model, h[j, : n - 1]).float()
                 tgt = ids[j, 1:n].to(logits.device)
                 ppl[i] = math.exp(float(torch.nn.functional.cross_entropy(logits, tgt)))
+    if not exact:  # an unknown logit transform: the losses through the whole model
+        for i, s in enumerate(span_scores(backend, [([], e) for e in encoded], batch_size)):
+            if s.token_logprobs:
+                ppl[i] = math.exp(mean_loss(s.token_logprobs))
     return emb, ppl
 
 
