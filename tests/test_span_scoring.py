@@ -75,14 +75,17 @@ def test_shared_prefix_scores_equal_full_passes(backend, tiny_gpt2, which, budge
         np.testing.assert_allclose(q, ref, rtol=1e-5, atol=1e-5)
 
 
+SMALL = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2)
+HEADS = dict(num_attention_heads=4, num_key_value_heads=2)
+WIDE = dict(initializer_range=0.5)  # large logits, so that a skipped logit transform would show
+
+
 def tiny_models() -> dict:
     """Tiny random causal LMs of the architectures users score with, built here (no downloads); the
     logit transforms are made strong so that skipping one would show."""
     import transformers as T
 
-    small = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2)
-    heads = dict(num_attention_heads=4, num_key_value_heads=2)
-    wide = dict(initializer_range=0.5)
+    small, heads, wide = SMALL, HEADS, WIDE
     return {
         "qwen2": T.Qwen2Config(**small, **heads),
         "mistral_sliding_window": T.MistralConfig(**small, **heads, sliding_window=6),
@@ -144,15 +147,7 @@ def test_unknown_logit_transform_is_scored_through_the_whole_model():
             return out
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=300,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        initializer_range=0.5,
-    )
+    cfg = LlamaConfig(**SMALL, **HEADS, **WIDE)
     model = TemperedLlama(cfg).eval()
     assert not head_is_exact(model)
     pairs = random_pairs(300, seed=1)
