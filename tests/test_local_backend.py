@@ -132,6 +132,19 @@ def test_facade_caches_and_scores(tmp_path):
     llm.close()
 
 
+def test_dry_run_never_loads_the_model_and_keys_match(tmp_path, backend):
+    from instructkit.models.llm import DryRunSkip
+
+    llm = LLM("local", cache_dir=str(tmp_path), dry_run=True)
+    with pytest.raises(DryRunSkip):
+        llm.chat("Say hello.", max_tokens=8)
+    assert llm._backend is None and llm.stats.estimated_calls == 1
+    assert llm.identity == {"family": "local", "model": backend.model_id}
+    fast = LLM("local:bf16", cache=False)
+    assert fast.identity["model"] == backend.model_id.replace(":float32", ":bfloat16") and fast._backend is None
+    llm.close()
+
+
 def test_choice_logprobs_read_the_full_next_token_distribution(backend):
     msgs = [{"role": "user", "content": "Rate the difficulty from 1 to 6: add two numbers.\n##Complexity:"}]
     choices = ["1", "2", "3", "4", "5", "6"]

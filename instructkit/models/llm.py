@@ -162,8 +162,13 @@ class LLM:
         """What identifies this model in cache keys: never a key or a credential (computed once)."""
         if self._identity is None:
             ref = self.ref
-            if ref.family == "local":
-                self._identity = {"family": "local", "model": self.backend.model_id}
+            if ref.family == "local" and self._backend is not None:
+                self._identity = {"family": "local", "model": self._backend.model_id}
+            elif ref.family == "local":  # without loading the model (a dry run never needs it)
+                from .local import local_model_id
+
+                dtype = self._backend_options.get("dtype", "float32")
+                self._identity = {"family": "local", "model": local_model_id(ref.model, dtype)}
             else:
                 self._identity = {"family": ref.family, "model": ref.model, "endpoint": public_endpoint(ref.api_base)}
         return self._identity
@@ -244,8 +249,13 @@ class LLM:
         return (await self.asample(messages, 1, system=system, **params))[0]
 
     async def _call_missing(self, msgs: list[dict], gen: GenParams, missing: list[int]) -> list[Completion]:
-        backend = self.backend
-        if getattr(backend, "supports_n", False) and len(missing) > 1 and gen.temperature > 0:
+        if self.is_local and self._backend is None:  # known without loading it (a dry run never does)
+            from .local import LocalBackend
+
+            supports_n = LocalBackend.supports_n
+        else:
+            supports_n = getattr(self.backend, "supports_n", False)
+        if supports_n and len(missing) > 1 and gen.temperature > 0:
             return await self._call(msgs, gen, len(missing))
         def params_for(i: int) -> GenParams:
             params = gen if i == 0 or gen.seed is None else gen.replace(seed=gen.seed + i)

@@ -45,6 +45,21 @@ def parse_local_spec(spec: str) -> tuple[Path, str | None]:
     raise ValueError(f"not a local model spec: {spec!r} (use local, local:bf16 or hf:PATH)")
 
 
+def resolve_local(spec: str, dtype: str = "float32") -> tuple[Path, str]:
+    """(model folder, canonical dtype) for a local spec; the dtype named in the spec wins."""
+    path, spec_dtype = parse_local_spec(spec)
+    canonical = DTYPES.get((spec_dtype or dtype).lower())
+    if canonical is None:
+        raise ValueError(f"dtype must be float32 or bfloat16, not {dtype!r}")
+    return path, canonical
+
+
+def local_model_id(spec: str, dtype: str = "float32") -> str:
+    """The id a local model's backend will have (`name@hash:dtype`), without loading the model."""
+    path, canonical = resolve_local(spec, dtype)
+    return f"{model_id(path)}:{canonical}"
+
+
 def load_local_backend(
     spec: str = "local",
     dtype: str = "float32",
@@ -53,10 +68,7 @@ def load_local_backend(
     threads: int | None = None,
 ) -> LocalBackend:
     """The shared backend for `spec` (loaded once per process per path, dtype and device)."""
-    path, spec_dtype = parse_local_spec(spec)
-    dtype = DTYPES.get((spec_dtype or dtype).lower())
-    if dtype is None:
-        raise ValueError(f"dtype must be float32 or bfloat16, not {dtype!r}")
+    path, dtype = resolve_local(spec, dtype)
     if threads:
         import torch
 
