@@ -25,7 +25,7 @@ from pathlib import Path
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "alpaca_sample_17970.json"
 
 
-def loop_ifd(backend, rows: list[dict], max_length: int = 512) -> tuple[list[float | None], int]:
+def loop_ifd(backend, rows: list[dict], max_length: int = 512) -> list[float | None]:
     """Per-row reference: full logits, HF masked loss, Cherry's spans and filters."""
     import torch
     from instructkit.judge.scores.ifd import get_template, prefix_token_count
@@ -33,18 +33,18 @@ def loop_ifd(backend, rows: list[dict], max_length: int = 512) -> tuple[list[flo
     tok, model = backend.tokenizer, backend.model
     tpl = get_template("alpaca")
     k = prefix_token_count(tok, tpl.direct_prefix)
-    out, tokens = [], 0
+    out = []
 
-    def part(text: str, target: str, limit: int) -> tuple[float | None, int, int]:
+    def part(text: str, target: str, limit: int) -> tuple[float | None, int]:
         ids = tok.encode(text, return_tensors="pt", truncation=True, max_length=limit)
         start = len(tok.encode(text[: text.rfind(target)]))
         if ids.shape[1] - start <= 0:
-            return None, 0, 0
+            return None, 0
         labels = ids.clone()
         labels[0, :start] = -100
         with torch.no_grad():
             loss = float(model(ids.to(backend.device), labels=labels.to(backend.device)).loss)
-        return loss, ids.shape[1] - start, ids.shape[1]
+        return loss, ids.shape[1] - start
 
     for r in rows:
         prompt = tpl.prompt(r["instruction"], r.get("input", ""))
@@ -52,36 +52,22 @@ def loop_ifd(backend, rows: list[dict], max_length: int = 512) -> tuple[list[flo
         if max_length - instruct_len <= 0:
             out.append(None)
             continue
-        ld, nd, td = part(tpl.direct_prefix + r["output"], r["output"], max_length - instruct_len + k)
-        lc, nc, tc = part(prompt + r["output"], r["output"], max_length)
-        tokens += td + tc
+        ld, nd = part(tpl.direct_prefix + r["output"], r["output"], max_length - instruct_len + k)
+        lc, nc = part(prompt + r["output"], r["output"], max_length)
         ok = ld is not None and lc is not None and nd > 0 and nc > 0 and instruct_len + nd <= max_length
         out.append(lc / ld if ok and ld else None)
-    return out, tokens
+    return out
 
 
-def ours_ifd(backend, rows: list[dict], batch_size: int) -> tuple[list[float | None], int]:
-    from instructkit.judge.scores.ifd import (
-        IFDOptions,
-        get_template,
-        ifd_spans,
-        prefix_token_count,
-        score_ifd,
-    )
+def ours_ifd(backend, rows: list[dict], batch_size: int) -> list[float | None]:
+    """`instructkit score ifd`'s path (journal-free context), IFD per row."""
+    from instructkit.judge.scores.ifd import IFDOptions, score_ifd
 
     from instructkit.runner import RunContext
 
     opts = IFDOptions(batch_size=batch_size)
     ctx = RunContext(llm=None, options=opts, method="ifd", progress=False)
-    scored = score_ifd(rows, ctx, opts, backend)
-    tpl = get_template("alpaca")
-    k = prefix_token_count(backend.tokenizer, tpl.direct_prefix)
-    tokens = 0
-    for r in rows:
-        s = ifd_spans(backend.tokenizer, r["instruction"], r.get("input", ""), r["output"], tpl, 512, k)
-        if s.status == "ok":
-            tokens += sum(len(p) + len(a) for p, a in (s.cond, s.direct))
-    return [r["ifd"] for r in scored], tokens
+    return [r["ifd"] for r in score_ifd(rows, ctx, opts, backend)]
 
 
 def compare(a: list[float | None], b: list[float | None]) -> tuple[float, float, int]:
@@ -205,20 +191,22 @@ def main() -> int:
     dtype_of = {loop: "float32", same: "float32", o32: "float32", o16: "bfloat16"}
     for start in range(0, len(rows), chunk):
         part = rows[start : start + chunk]
-        pairs = spans_of(fp32, part)
+        pairs = spans_of(fp32, part)  # outside the timers: tokens and matmul work of this chunk
+        tokens = sum(len(p) + len(a) for p, a in pairs)
+        flops = {False: matmul_work(fp32, pairs, ours=False), True: matmul_work(fp32, pairs, ours=True)}
         jobs = [(o32, lambda p=part: ours_ifd(fp32, p, args.batch_size))]
         if start < loop_n:
             jobs.insert(0, (loop, lambda p=part: loop_ifd(fp32, p)))
         jobs.append((o16, lambda p=part: ours_ifd(bf16, p, args.batch_size)))
         for name, fn in jobs:
             t0 = time.perf_counter()
-            values, tokens = fn()
+            values = fn()
             dt = time.perf_counter() - t0
             for n in [name] + ([same] if name == o32 and start < loop_n else []):
                 secs[n] += dt
                 toks[n] += tokens
                 vals[n] += values
-                work[n] += matmul_work(fp32, pairs, ours=n != loop)
+                work[n] += flops[n != loop]
         print(f"  {start + len(part)}/{len(rows)} rows, load {os.getloadavg()[0]:.1f}", file=sys.stderr)
 
     print(

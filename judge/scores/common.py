@@ -21,7 +21,6 @@ from ..common import finish, triplet
 __all__ = [
     "Batcher",
     "SpanBatcher",
-    "span_scores",
     "auto_device",
     "local_backend",
     "map_sorted",
@@ -106,32 +105,13 @@ class Batcher:
             at += len(items)
 
 
-def span_scores(
-    backend: Any, pairs: list[tuple[list[int], list[int]]], batch_size: int = 64, token_budget: int = 0
-) -> list[Any]:
-    """Span log-probs of pre-tokenized pairs through `span_scoring.score_spans`, which takes any
-    transformers causal LM (Llama `.model`, GPT-2 `.transformer`, ...): shared prompt prefixes once,
-    length-sorted batches bounded by rows and padded tokens, the LM head at answer positions only."""
-    from instructkit.models.span_scoring import score_spans
-    from instructkit.models.types import SpanScore
-
-    values = score_spans(
-        backend.model,
-        pairs,
-        pad_id=backend.pad_id,
-        device=backend.device,
-        max_rows=batch_size,
-        token_budget=token_budget or None,
-        lock=getattr(backend, "_compute", None),
-    )
-    return [SpanScore(v, len(p)) for v, (p, _) in zip(values, pairs)]
-
-
 class SpanBatcher(Batcher):
     """Span log-probs of pre-tokenized (prompt ids, answer ids) pairs, batched across rows."""
 
     def __init__(self, backend: Any, batch_size: int = 64, token_budget: int = 0):
-        super().__init__(lambda flat: span_scores(backend, flat, batch_size, token_budget))
+        super().__init__(
+            lambda flat: backend.span_scores(flat, batch_size, token_budget=token_budget or None)
+        )
         self.backend = backend
 
     async def score(self, pairs: list[tuple[list[int], list[int]]]) -> list[Any]:

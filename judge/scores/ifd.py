@@ -41,7 +41,6 @@ from .common import (
     map_sorted,
     mean_loss,
     row_items,
-    span_scores,
     triplet,
 )
 
@@ -336,7 +335,7 @@ def instruction_features(
                 tgt = ids[j, 1:n].to(logits.device)
                 ppl[i] = math.exp(float(torch.nn.functional.cross_entropy(logits, tgt)))
     if not exact:  # an unknown logit transform: the losses through the whole model
-        for i, s in enumerate(span_scores(backend, [([], e) for e in encoded], batch_size)):
+        for i, s in enumerate(backend.span_scores([([], e) for e in encoded], batch_size)):
             if s.token_logprobs:
                 ppl[i] = math.exp(mean_loss(s.token_logprobs))
     return emb, ppl

@@ -23,7 +23,7 @@ from instructkit.registry import method
 from instructkit.runner import RunContext
 from instructkit.templates import template_source
 
-from .common import SpanBatcher, finish, local_backend, map_sorted, row_items, span_scores, triplet
+from .common import SpanBatcher, finish, local_backend, map_sorted, row_items, triplet
 from .ifd import exact_template
 
 
@@ -89,7 +89,10 @@ def score_nuggets(
     else:
         anchors = [records[i] for i in kmeans_anchors(backend, records, opts.n_anchors, ctx.random_state)]
     pairs = [anchor_pair(tok, a, opts.anchor_max_tokens) for a in anchors]
-    zero = [sum(s.token_logprobs) for s in span_scores(backend, pairs, opts.batch_size, opts.token_budget)]
+    zero = [
+        sum(s.token_logprobs)
+        for s in backend.span_scores(pairs, opts.batch_size, token_budget=opts.token_budget or None)
+    ]
     batcher = SpanBatcher(backend, opts.batch_size, opts.token_budget)
     anchors_id = hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16]
     c = opts.column
