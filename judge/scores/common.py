@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import math
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from instructkit.runner import RowResult, RunContext
@@ -19,6 +20,8 @@ from instructkit.runner import RowResult, RunContext
 from ..common import finish, triplet
 
 __all__ = [
+    "LocalModelOptions",
+    "model_options",
     "Batcher",
     "SpanBatcher",
     "auto_device",
@@ -43,18 +46,32 @@ def auto_device(device: str | None = None) -> str:
         return "cpu"
 
 
-def local_backend(
-    ctx: RunContext, model: str | None, dtype: str = "float32", device: str | None = None
-) -> Any:
-    """The local backend for `model` (a `local`/`hf:PATH` spec), else for the run's `--model`."""
+@dataclass
+class LocalModelOptions:
+    """The model options every local scorer shares; their options dataclasses inherit them."""
+
+    model: str | None = None  # local | local:bf16 | hf:PATH; default: the run's --model
+    dtype: str = "float32"  # float32 (exact) | bfloat16 (fast)
+    device: str | None = None  # default: cuda when present
+    batch_size: int = 64  # rows per forward pass at most
+    token_budget: int = 0  # padded tokens per forward at most (0: 512 on CPU, 32768 on GPU)
+
+
+def model_options(opts: LocalModelOptions) -> dict[str, Any]:
+    """`opts`' shared model options, to hand to another scorer's options (`PerplexityOptions(**...)`)."""
+    return {f.name: getattr(opts, f.name) for f in dataclasses.fields(LocalModelOptions)}
+
+
+def local_backend(ctx: RunContext, opts: LocalModelOptions) -> Any:
+    """The local backend for `opts.model` (a `local`/`hf:PATH` spec), else for the run's `--model`."""
     from instructkit.models.local import load_local_backend
 
-    spec = model
+    spec = opts.model
     if not spec:
         if ctx.llm is None or not ctx.llm.is_local:
             raise ValueError(f"{ctx.method or 'this scorer'} needs a local model: --model local or hf:PATH")
         spec = ctx.llm.ref.model
-    return load_local_backend(spec, dtype=dtype, device=auto_device(device))
+    return load_local_backend(spec, dtype=opts.dtype, device=auto_device(opts.device))
 
 
 def mean_loss(token_logprobs: Sequence[float]) -> float | None:
@@ -108,10 +125,9 @@ class Batcher:
 class SpanBatcher(Batcher):
     """Span log-probs of pre-tokenized (prompt ids, answer ids) pairs, batched across rows."""
 
-    def __init__(self, backend: Any, batch_size: int = 64, token_budget: int = 0):
-        super().__init__(
-            lambda flat: backend.span_scores(flat, batch_size, token_budget=token_budget or None)
-        )
+    def __init__(self, backend: Any, opts: LocalModelOptions):
+        limits = {"batch_size": opts.batch_size, "token_budget": opts.token_budget or None}
+        super().__init__(lambda flat: backend.span_scores(flat, **limits))
         self.backend = backend
 
     async def score(self, pairs: list[tuple[list[int], list[int]]]) -> list[Any]:

@@ -35,6 +35,7 @@ from instructkit.runner import RunContext
 from instructkit.templates import template_source
 
 from .common import (
+    LocalModelOptions,
     SpanBatcher,
     finish,
     local_backend,
@@ -177,7 +178,7 @@ def select_by_ifd(
 
 
 @dataclass
-class IFDOptions:
+class IFDOptions(LocalModelOptions):
     template: str = "alpaca"  # alpaca | wiz | vicuna | plain
     template_path: str | None = None  # a user's jinja prompt (variables: instruction, input)
     direct_prefix: str | None = None  # context of the direct answer; None = the template's
@@ -185,11 +186,6 @@ class IFDOptions:
     max_length: int = 512
     ifd_mode: str = "loss_ratio"  # loss_ratio (Cherry) | ppl_ratio (Superfiltering)
     filters: str = "cherry"  # cherry | superfiltering (which official skip rules apply)
-    model: str | None = None  # local | local:bf16 | hf:PATH; default: the run's --model
-    dtype: str = "float32"  # float32 (exact) | bfloat16 (fast)
-    device: str | None = None  # default: cuda when present
-    batch_size: int = 64  # rows per forward pass at most
-    token_budget: int = 0  # padded tokens per forward at most (0: 512 on CPU, 32768 on GPU)
     drop_gt1: bool = True  # drop rows flagged gt1 from the output
     top_k: int = 0  # keep the top k by IFD (0: no selection)
     ratio: float = 0.0  # or keep int(candidates * ratio)
@@ -220,11 +216,11 @@ def score_ifd(
 ) -> list[dict]:
     """Score every row (journaled per model, record and template); columns `<column>`, `_loss_cond`,
     `_loss_direct`, `_ppl_cond`, `_ppl_direct`, `_tokens`, `_status`. No row dropping here."""
-    backend = backend or local_backend(ctx, opts.model, opts.dtype, opts.device)
+    backend = backend or local_backend(ctx, opts)
     tok = backend.tokenizer
     tpl = get_template(opts.template, opts.template_path, opts.direct_prefix)
     k = opts.prefix_tokens if opts.prefix_tokens is not None else prefix_token_count(tok, tpl.direct_prefix)
-    batcher = SpanBatcher(backend, opts.batch_size, opts.token_budget)
+    batcher = SpanBatcher(backend, opts)
     c = opts.column
     columns = [
         c,
@@ -347,7 +343,7 @@ def pre_experience(records: list[dict], ctx: RunContext, opts: IFDOptions) -> An
     scores IFD (the warmed-up model, or the base model when `warmup` is off)."""
     from instructkit.selection.cherry import cherry_pre_select
 
-    backend = local_backend(ctx, opts.model, opts.dtype, opts.device)
+    backend = local_backend(ctx, opts)
     tpl = get_template(opts.template, opts.template_path, opts.direct_prefix)
     rows = [triplet(r) for r in records]
     texts = [tpl.prompt(ins, inp) for ins, inp, _ in rows]

@@ -23,7 +23,7 @@ import numpy as np
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
-from .common import local_backend, triplet
+from .common import LocalModelOptions, local_backend, model_options, triplet
 from .perplexity import PerplexityOptions, score_perplexity
 from .reward import RewardOptions, question_of, score_reward
 
@@ -83,7 +83,7 @@ def rule_score(
 
 
 @dataclass
-class InstructionMiningOptions:
+class InstructionMiningOptions(LocalModelOptions):
     rule: str = "v2"  # v2 (latest paper) | v1 (recalled) ; coefficients override it
     coefficients: dict[str, float] | None = None  # indicator -> coefficient of the log-loss rule
     intercept: float | None = None
@@ -93,10 +93,6 @@ class InstructionMiningOptions:
     unieval_columns: dict[str, str] = field(
         default_factory=lambda: {"und": "unieval_und", "nat": "unieval_nat", "coh": "unieval_coh"}
     )
-    model: str | None = None  # LM for lengths and perplexity; default: the run's --model
-    dtype: str = "float32"
-    device: str | None = None
-    batch_size: int = 16
     column: str = "im"
 
 
@@ -111,17 +107,11 @@ def score_instruction_mining(
     intercept, coefs = RULES[opts.rule]
     coefs = dict(opts.coefficients) if opts.coefficients else dict(coefs)
     intercept = opts.intercept if opts.intercept is not None else intercept
-    backend = local_backend(ctx, opts.model, opts.dtype, opts.device)
+    backend = local_backend(ctx, opts)
     ppl = score_perplexity(
         records,
         ctx,
-        PerplexityOptions(
-            model=opts.model,
-            dtype=opts.dtype,
-            device=opts.device,
-            batch_size=opts.batch_size,
-            column=f"{c}_p",
-        ),
+        PerplexityOptions(**model_options(opts), column=f"{c}_p"),
         backend,
     )
     rewards: list[Any] = [None] * len(records)

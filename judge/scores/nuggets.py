@@ -23,7 +23,7 @@ from instructkit.registry import method
 from instructkit.runner import RunContext
 from instructkit.templates import template_source
 
-from .common import SpanBatcher, finish, local_backend, map_sorted, row_items, triplet
+from .common import LocalModelOptions, SpanBatcher, finish, local_backend, map_sorted, row_items, triplet
 from .ifd import exact_template
 
 
@@ -63,16 +63,11 @@ def golden_score(zero_shot: list[float], one_shot: list[float]) -> float:
 
 
 @dataclass
-class NuggetsOptions:
+class NuggetsOptions(LocalModelOptions):
     anchors_path: str | None = None  # JSON/JSONL anchor rows; default: k-means anchors of the input
     n_anchors: int = 100
     anchor_max_tokens: int = 200
     max_length: int = 512  # candidate tokens kept
-    model: str | None = None
-    dtype: str = "float32"
-    device: str | None = None
-    batch_size: int = 64  # rows per forward pass at most
-    token_budget: int = 0  # padded tokens per forward at most (0: 512 on CPU, 32768 on GPU)
     column: str = "nuggets"
 
 
@@ -82,7 +77,7 @@ def score_nuggets(
     """Column `<c>`: the golden score in [0, 1] (a multiple of 1 / number of anchors)."""
     from instructkit.io import read_records
 
-    backend = backend or local_backend(ctx, opts.model, opts.dtype, opts.device)
+    backend = backend or local_backend(ctx, opts)
     tok = backend.tokenizer
     if opts.anchors_path:
         anchors = list(read_records(opts.anchors_path))
@@ -93,7 +88,7 @@ def score_nuggets(
         sum(s.token_logprobs)
         for s in backend.span_scores(pairs, opts.batch_size, token_budget=opts.token_budget or None)
     ]
-    batcher = SpanBatcher(backend, opts.batch_size, opts.token_budget)
+    batcher = SpanBatcher(backend, opts)
     anchors_id = hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16]
     c = opts.column
 

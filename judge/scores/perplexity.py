@@ -16,20 +16,15 @@ from typing import Any
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
-from .common import SpanBatcher, finish, local_backend, map_sorted, mean_loss, row_items
+from .common import LocalModelOptions, SpanBatcher, finish, local_backend, map_sorted, mean_loss, row_items
 from .ifd import get_template, official_span
 
 
 @dataclass
-class PerplexityOptions:
+class PerplexityOptions(LocalModelOptions):
     template: str = "alpaca"  # alpaca | wiz | vicuna | plain (see the IFD scorer)
     template_path: str | None = None
     max_length: int = 2048
-    model: str | None = None  # local | hf:PATH; default: the run's --model
-    dtype: str = "float32"
-    device: str | None = None
-    batch_size: int = 64  # rows per forward pass at most
-    token_budget: int = 0  # padded tokens per forward at most (0: 512 on CPU, 32768 on GPU)
     column: str = "ppl"
 
 
@@ -37,10 +32,10 @@ def score_perplexity(
     records: list[dict], ctx: RunContext, opts: PerplexityOptions, backend: Any | None = None
 ) -> list[dict]:
     """Columns `<c>_response`, `<c>_response_loss`, `<c>_text`, `<c>_text_loss`, `<c>_tokens`."""
-    backend = backend or local_backend(ctx, opts.model, opts.dtype, opts.device)
+    backend = backend or local_backend(ctx, opts)
     tok = backend.tokenizer
     tpl = get_template(opts.template, opts.template_path)
-    batcher = SpanBatcher(backend, opts.batch_size, opts.token_budget)
+    batcher = SpanBatcher(backend, opts)
     c = opts.column
     columns = [f"{c}_response", f"{c}_response_loss", f"{c}_text", f"{c}_text_loss", f"{c}_tokens"]
     tpl_id = hashlib.sha256(tpl.source.encode()).hexdigest()[:16]

@@ -20,7 +20,7 @@ from typing import Any
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
-from .common import SpanBatcher, finish, local_backend, map_sorted, mean_loss, row_items
+from .common import LocalModelOptions, SpanBatcher, finish, local_backend, map_sorted, mean_loss, row_items
 from .ifd import get_template, official_span
 
 
@@ -49,7 +49,7 @@ def uncertainty_of(likelihoods: list[float]) -> float:
 
 
 @dataclass
-class UncertaintyOptions:
+class UncertaintyOptions(LocalModelOptions):
     k: int = 10
     p: float = 0.2
     label: str = "gold"  # gold | greedy (the model's own answer under the original prompt)
@@ -58,11 +58,6 @@ class UncertaintyOptions:
     template_path: str | None = None
     max_length: int = 1024
     max_tokens: int = 128  # for label=greedy
-    model: str | None = None
-    dtype: str = "float32"
-    device: str | None = None
-    batch_size: int = 64  # rows per forward pass at most
-    token_budget: int = 0  # padded tokens per forward at most (0: 512 on CPU, 32768 on GPU)
     seed: int | None = None  # default: the run's random_state
     column: str = "uncertainty"
 
@@ -71,10 +66,10 @@ def score_uncertainty(
     records: list[dict], ctx: RunContext, opts: UncertaintyOptions, backend: Any | None = None
 ) -> list[dict]:
     """Columns `<c>` (mean |dP|) and `<c>_p0` (likelihood under the original prompt)."""
-    backend = backend or local_backend(ctx, opts.model, opts.dtype, opts.device)
+    backend = backend or local_backend(ctx, opts)
     tok = backend.tokenizer
     tpl = get_template(opts.template, opts.template_path)
-    batcher = SpanBatcher(backend, opts.batch_size, opts.token_budget)
+    batcher = SpanBatcher(backend, opts)
     seed = ctx.random_state if opts.seed is None else opts.seed
     c = opts.column
     tpl_id = hashlib.sha256(tpl.source.encode()).hexdigest()[:16]
