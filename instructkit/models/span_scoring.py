@@ -26,6 +26,7 @@ from typing import Any
 
 HEAD_CHUNK = 256  # answer positions per LM-head matmul: bounds the [positions, vocab] logits memory
 MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth a separate pass
+_MAX_SPLIT_DEPTH = 32  # how many times one keyed group may split where its prompts diverge
 CPU_TOKEN_BUDGET = 512  # padded tokens per forward on CPU (bench/ifd.py: fastest between 256 and 512)
 GPU_TOKEN_BUDGET = 32768
 
@@ -106,9 +107,6 @@ def plan_groups(prompts: Sequence[Sequence[int]], min_prefix: int = MIN_SHARED_P
     if plain:
         groups.append(_Group([], sorted(plain)))
     return groups
-
-
-_MAX_SPLIT_DEPTH = 32
 
 
 def _saved(groups: list[_Group]) -> int:
@@ -245,7 +243,6 @@ def _score_batch(work: _Work, batch: list[int], cut: int, prefix_cache: Any) -> 
     width = max(len(full[i]) - cut for i in batch)
     ids = torch.full((len(batch), width), work.pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), cut + width), dtype=torch.long)
-    mask[:, :cut] = 1
     for r, i in enumerate(batch):
         n = len(full[i]) - cut
         ids[r, :n] = torch.tensor(full[i][cut:], dtype=torch.long)
