@@ -33,6 +33,10 @@ def chat_payload(model: str, messages: list[dict], params: GenParams, n: int) ->
         body["stop"] = list(params.stop)
     if params.seed is not None:
         body["seed"] = params.seed
+    if params.presence_penalty:
+        body["presence_penalty"] = params.presence_penalty
+    if params.frequency_penalty:
+        body["frequency_penalty"] = params.frequency_penalty
     if params.logprobs or params.top_logprobs:
         body["logprobs"] = True
         if params.top_logprobs:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -20,11 +23,17 @@ class GenParams:
     logprobs: bool = False
     top_logprobs: int = 0
     json_schema: dict | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
     def canonical(self) -> dict[str, Any]:
-        """Stable dict form used in cache keys (shallow: callers serialise it at once)."""
+        """Stable dict form used in cache keys (shallow: callers serialise it at once). Options added
+        after the first release are left out at their defaults, so existing cache keys stay valid."""
         data = {name: getattr(self, name) for name in _GEN_FIELDS}
         data["stop"] = list(self.stop)
+        for name in _LATER_FIELDS:
+            if data[name] == _DEFAULTS[name]:
+                del data[name]
         return data
 
     def replace(self, **changes: Any) -> GenParams:
@@ -35,6 +44,8 @@ class GenParams:
 
 
 _GEN_FIELDS = tuple(f.name for f in dataclasses.fields(GenParams))
+_LATER_FIELDS = ("presence_penalty", "frequency_penalty")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GenParams)}
 
 
 @dataclass
@@ -131,3 +142,47 @@ class TransientError(ModelCallError):
     def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None):
         super().__init__(message, retryable=True, status=status)
         self.retry_after = retry_after
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What `LLM` needs from a backend (HTTP, litellm, transformers, llama.cpp, encoders).
+
+    `LLM` owns everything around the call (cache, budget, limits, retries, statistics); a backend
+    only turns one request into completions or vectors, raising `TransientError` for what is worth
+    retrying and `ModelCallError` for what is not. Capabilities a backend lacks are declared by its
+    flags, never probed with getattr in callers.
+    """
+
+    model_id: str  # identity used in cache keys: weights digest or model name, never a credential
+    supports_n: bool  # one request returns n samples
+    supports_json_schema: bool  # honours GenParams.json_schema (grammar or response_format)
+
+    async def chat(self, messages: list[dict], params: GenParams, n: int = 1) -> list[Completion]:
+        """`n` completions of a chat conversation."""
+        ...
+
+    async def embed(self, texts: list[str]) -> list[list[float]] | np.ndarray:
+        """One vector per text (raise ModelCallError where the model cannot embed)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release sessions and workers; safe to call twice."""
+        ...
+
+
+@runtime_checkable
+class CompletionBackend(Protocol):
+    """A backend that also takes a raw prompt with no chat template (`/v1/completions`, a local
+    model's tokenizer without `apply_chat_template`): for released weights trained on raw formats."""
+
+    async def complete(self, prompt: str, params: GenParams, n: int = 1) -> list[Completion]: ...
+
+
+@runtime_checkable
+class ScoringBackend(Protocol):
+    """An in-process model whose full next-token distribution and hidden states are readable."""
+
+    def span_scores(self, pairs: list[tuple[str, str]], **options: Any) -> list[SpanScore]: ...
+
+    def choice_logprobs(self, messages: list[dict], choices: Any) -> list[float]: ...
