@@ -32,12 +32,17 @@ class MethodInfo:
     source: str  # "builtin" or the distribution/entry point that provided it
 
     def make_options(self, values: dict[str, Any] | None = None) -> Any:
-        """Options dataclass from strings or values, with type conversion and a clear error."""
+        """Options dataclass from strings or values, with type conversion and a clear error.
+
+        `preset` names a set of option values from the options class's `PRESETS` (e.g. "official":
+        the released configuration); options given beside it override the preset's."""
         values = dict(values or {})
         if self.options is None:
             if values:
                 raise ValueError(f"{self.kind} {self.name} takes no options (got {sorted(values)})")
             return None
+        if "preset" in values:
+            values = {**self.preset_values(values.pop("preset")), **values}
         fields = {f.name: f for f in dataclasses.fields(self.options)}
         unknown = sorted(set(values) - set(fields))
         if unknown:
@@ -45,12 +50,26 @@ class MethodInfo:
         hints = _type_hints(self.options)
         return self.options(**{k: coerce(v, hints.get(k, str), k) for k, v in values.items()})
 
+    def presets(self) -> dict[str, dict[str, Any]]:
+        """Named option sets of this method (`PRESETS` on its options class), e.g. "official"."""
+        return dict(getattr(self.options, "PRESETS", None) or {})
+
+    def preset_values(self, name: str) -> dict[str, Any]:
+        presets = self.presets()
+        if name not in presets:
+            known = ", ".join(sorted(presets)) or "none"
+            raise ValueError(f"{self.kind} {self.name}: unknown preset {name!r}; known: {known}")
+        return dict(presets[name])
+
     def option_help(self) -> list[tuple[str, str, str]]:
-        """(name, type, default) for each option, for `--help` and docs."""
+        """(name, type, default) for each option, for `--help` and docs (`preset` first when the
+        method has presets)."""
         if self.options is None:
             return []
         hints = _type_hints(self.options)
         out = []
+        if self.presets():
+            out.append(("preset", "one of " + "|".join(sorted(self.presets())), "None"))
         for f in dataclasses.fields(self.options):
             default = f.default if f.default is not dataclasses.MISSING else (
                 f.default_factory() if f.default_factory is not dataclasses.MISSING else "required"

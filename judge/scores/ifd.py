@@ -7,13 +7,14 @@ text at `max_length - instruct_len + k` where k is the token length of the direc
 tokenizer in use (Cherry's "+4" for LLaMA and "### Response:"; computed here, at least 1), its filters
 in order, IFD > 1 flagged and dropped, top-k / ratio of the survivors kept in dataset order.
 Superfiltering: template "plain", raw output as the direct text (first token unscored, as the official
-labels=input_ids loss), perplexity ratio, `ifd < 1` kept, any small causal LM via `hf:PATH`.
+labels=input_ids loss), perplexity ratio, `ifd < 1` kept, any small causal LM via `hf:PATH`; the
+selection by descending IFD with equal IFDs at the cut going to the lower index (`select_data.py`).
 Deviations: two forward passes per row in length-sorted padded batches with the LM head at answer
 positions only (IFD equals the per-row HF-loss reference within 1e-5 in fp32, tested); a row the
 official code scores as 0 after an error (Superfiltering) gets null and a status instead; the WizardLM
 analysis text keeps the input (the official selection script drops it, which breaks its own span
 boundaries); `ratio` applies to the surviving candidates as in Cherry (Superfiltering's script multiplies
-a hard-coded 52002: pass `top_k` for that).
+a hard-coded 52002: `-o preset official` sets its `top_k` of 5200).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -165,15 +166,28 @@ def select_by_ifd(
     top_k: int = 0,
     ratio: float = 0.0,
     order: str = "index",
+    tie_break: str = "high_index",
 ) -> list[int]:
-    """Indices of the top IFD among rows whose status is "ok" (Cherry: ascending sort by (IFD, index),
-    the last `top_k` or `int(len(candidates) * ratio)`), in dataset order or by descending IFD."""
+    """Indices of the top IFD among rows whose status is "ok": `top_k` or `int(len(candidates) * ratio)`,
+    in dataset order ("index") or by descending IFD ("score", equal IFD by index).
+
+    tie_break decides which of equal IFDs at the cut stay: "high_index" (Cherry: ascending sort by
+    (IFD, index), the last n) or "low_index" (Superfiltering: Python's stable descending sort, the first n).
+    """
     cands = [(float(v), i) for i, (v, s) in enumerate(zip(values, statuses)) if s == "ok" and v is not None]
-    cands.sort()
     n = top_k if top_k > 0 else int(len(cands) * ratio)
-    picked = cands[len(cands) - n :] if n > 0 else []
+    if tie_break == "high_index":
+        cands.sort()
+        picked = cands[len(cands) - n :] if n > 0 else []
+    elif tie_break == "low_index":
+        cands.sort(key=lambda t: (-t[0], t[1]))
+        picked = cands[:n] if n > 0 else []
+    else:
+        raise ValueError(f"tie_break must be high_index or low_index, not {tie_break!r}")
     if order == "score":
         return [i for _, i in sorted(picked, key=lambda t: (-t[0], t[1]))]
+    if order != "index":
+        raise ValueError(f"order must be index or score, not {order!r}")
     return sorted(i for _, i in picked)
 
 
@@ -190,6 +204,7 @@ class IFDOptions(LocalModelOptions):
     top_k: int = 0  # keep the top k by IFD (0: no selection)
     ratio: float = 0.0  # or keep int(candidates * ratio)
     order: str = "index"  # index (Cherry) | score (descending IFD)
+    tie_break: str = "high_index"  # equal IFD at the cut: high_index (Cherry) | low_index (Superfiltering)
     column: str = "ifd"
     pre_experience: bool = False  # Cherry's pre-experience stage before scoring
     pre_clusters: int = 100
@@ -209,6 +224,12 @@ class SuperfilteringOptions(IFDOptions):
     ifd_mode: str = "ppl_ratio"
     filters: str = "superfiltering"
     column: str = "sf"
+    order: str = "score"  # `select_data.py` writes the selection by descending IFD
+    tie_break: str = "low_index"  # its stable descending sort keeps the lower index among equal IFDs
+
+    # `step3_select_data.sh`: `--sample_rate 0.1` of a hard-coded 52002 rows (the Alpaca size), the
+    # model `gpt2` (give it with --model / -o model; nothing is downloaded)
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"official": {"top_k": int(52002 * 0.1)}}
 
 
 def score_ifd(
@@ -262,7 +283,7 @@ def score_ifd(
         return out
 
     items, lengths = row_items(records, model=backend.model_id, tpl=tpl_id)
-    selection_only = ("drop_gt1", "top_k", "ratio", "order")
+    selection_only = ("drop_gt1", "top_k", "ratio", "order", "tie_break")
     key = {k: v for k, v in dataclasses.asdict(opts).items() if k not in selection_only}
     results = map_sorted(ctx, items, one, "ifd", lengths, key_options=key)
     return finish(records, results, "ifd", c, columns)
@@ -273,7 +294,9 @@ def finish_selection(scored: list[dict], opts: IFDOptions) -> list[dict]:
     c = opts.column
     statuses = [r.get(f"{c}_status") or "error" for r in scored]
     if opts.top_k > 0 or opts.ratio > 0:
-        idx = select_by_ifd([r.get(c) for r in scored], statuses, opts.top_k, opts.ratio, opts.order)
+        idx = select_by_ifd(
+            [r.get(c) for r in scored], statuses, opts.top_k, opts.ratio, opts.order, opts.tie_break
+        )
         return [scored[i] for i in idx]
     if opts.drop_gt1:
         return [r for r, s in zip(scored, statuses) if s != "gt1"]
