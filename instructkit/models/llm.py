@@ -413,7 +413,10 @@ class LLM:
         if not self.is_local:
             raise ModelCallError(f"{self.spec}: choice log-probabilities need a local model")
         msgs = to_messages(messages, system)
-        key = request_key({"op": "choices", **self.identity, "messages": msgs, "choices": list(choices)})
+        # "in-context": score tokens found after the prompt (score_tokens.py), not from each choice alone.
+        key = request_key(
+            {"op": "choices", "tokens": "in-context", **self.identity, "messages": msgs, "choices": list(choices)}
+        )
         hit = self.cache.get(key)
         if hit is not None:
             self.stats.cache_hits += 1

@@ -393,27 +393,30 @@ class LocalBackend:
         return out
 
     def choice_logprobs(self, messages: list[dict], choices: Sequence[str]) -> list[float]:
-        """Log-probability of each choice's first token as the assistant's first token: the full
-        next-token distribution read at the score tokens (how the trained DEITA scorers work)."""
+        """Log-probability of each choice as the assistant's first token: the full next-token
+        distribution read at the score tokens (how the trained DEITA scorers work)."""
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.next_token_logprobs(text, choices)
+
+    def next_token_logprobs(self, prompt: str, choices: Sequence[str]) -> list[float]:
+        """Log-probability of each choice's own token right after the raw text `prompt` (no chat
+        template added). The score tokens come from `score_tokens.score_token_ids`: on SentencePiece
+        tokenizers every choice starts with the same "▁", which is taken as context, so the values are
+        log p(choice token | prompt, shared tokens); their softmax is the choices' distribution."""
         import torch
 
-        ids = self.prompt_ids(messages)
-        token_ids = []
-        for choice in choices:
-            encoded = self.tokenizer(choice, add_special_tokens=False).input_ids
-            if not encoded:
-                raise ValueError(f"choice {choice!r} has no tokens")
-            token_ids.append(encoded[0])
+        from .score_tokens import score_token_ids
         from .span_scoring import head_is_exact, lm_logits
 
+        found = score_token_ids(self.tokenizer, choices, prompt)
         with self._compute, torch.inference_mode():
-            x = torch.tensor([ids], device=self.device)
+            x = torch.tensor([found.context_ids], device=self.device)
             if head_is_exact(self.model, self.device):
                 logits = lm_logits(self.model, self.model.base_model(input_ids=x).last_hidden_state[:, -1])
             else:
                 logits = self.model(input_ids=x).logits[:, -1]
             logp = torch.log_softmax(logits.float(), dim=-1)[0]
-        return [float(logp[t]) for t in token_ids]
+        return [float(logp[t]) for t in found.ids]
 
     async def embed(self, texts: list[str]) -> list:
         raise ModelCallError(
