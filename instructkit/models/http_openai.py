@@ -49,6 +49,21 @@ def chat_payload(model: str, messages: list[dict], params: GenParams, n: int) ->
     return body
 
 
+def completion_payload(model: str, prompt: str, params: GenParams, n: int) -> dict[str, Any]:
+    """The OpenAI (legacy) completions body: the chat body's sampling options, the raw `prompt`, and
+    `logprobs` as the number of alternatives per token (that API's form)."""
+    body = chat_payload(model, [], params, n)
+    del body["messages"]
+    body.pop("top_logprobs", None)
+    body.pop("response_format", None)
+    body["prompt"] = prompt
+    if params.logprobs or params.top_logprobs:
+        body["logprobs"] = max(params.top_logprobs, 1)
+    else:
+        body.pop("logprobs", None)
+    return body
+
+
 def json_object_fallback(body: dict[str, Any], exc: object) -> dict[str, Any] | None:
     """The body with `response_format={"type": "json_object", "schema": ...}` when a server rejected
     the OpenAI `json_schema` form (llama-cpp-python's server accepts only the former); else None."""
@@ -58,8 +73,38 @@ def json_object_fallback(body: dict[str, Any], exc: object) -> dict[str, Any] | 
     return {**body, "response_format": {"type": "json_object", "schema": fmt["json_schema"]["schema"]}}
 
 
-def parse_choices(data: dict[str, Any]) -> list[Completion]:
-    """Completions from an OpenAI chat-completions response body (raises on a malformed body)."""
+def _chat_choice(choice: dict[str, Any]) -> tuple[str, list[TokenLogprob] | None]:
+    """Text and token logprobs of one chat-completions choice."""
+    text = (choice.get("message") or {}).get("content") or ""
+    raw = choice.get("logprobs")
+    if not raw or raw.get("content") is None:
+        return text, None
+    return text, [
+        TokenLogprob(
+            t["token"], float(t["logprob"]), [(a["token"], float(a["logprob"])) for a in (t.get("top_logprobs") or [])]
+        )
+        for t in raw["content"]
+    ]
+
+
+def _text_choice(choice: dict[str, Any]) -> tuple[str, list[TokenLogprob] | None]:
+    """Text and token logprobs of one (legacy) completions choice: logprobs come as parallel lists,
+    `tokens`, `token_logprobs` and `top_logprobs` ({token: logprob} per position)."""
+    raw = choice.get("logprobs") or {}
+    text = choice.get("text") or ""
+    if raw.get("tokens") is None:
+        return text, None
+    tops = raw.get("top_logprobs") or [None] * len(raw["tokens"])
+    return text, [
+        TokenLogprob(tok, float(lp if lp is not None else 0.0),
+                     sorted(((a, float(b)) for a, b in (top or {}).items()), key=lambda x: -x[1]))
+        for tok, lp, top in zip(raw["tokens"], raw["token_logprobs"], tops)
+    ]  # fmt: skip
+
+
+def parse_choices(data: dict[str, Any], read: Any = _chat_choice) -> list[Completion]:
+    """Completions from an OpenAI response body, each choice read by `read` (chat by default;
+    `parse_text_choices` for the completions API). Raises TransientError on a malformed body."""
     try:
         choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
         usage = data.get("usage") or {}
@@ -67,21 +112,7 @@ def parse_choices(data: dict[str, Any]) -> list[Completion]:
         completion_tokens = int(usage.get("completion_tokens") or 0)
         out = []
         for i, choice in enumerate(choices):
-            message = choice.get("message") or {}
-            text = message.get("content")
-            if text is None:
-                text = ""
-            lps = None
-            raw_lp = choice.get("logprobs")
-            if raw_lp and raw_lp.get("content") is not None:
-                lps = [
-                    TokenLogprob(
-                        t["token"],
-                        float(t["logprob"]),
-                        [(a["token"], float(a["logprob"])) for a in (t.get("top_logprobs") or [])],
-                    )
-                    for t in raw_lp["content"]
-                ]
+            text, lps = read(choice)
             # Usage is per request; split completion tokens evenly, prompt tokens counted once.
             out.append(
                 Completion(
@@ -96,6 +127,11 @@ def parse_choices(data: dict[str, Any]) -> list[Completion]:
         return out
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise TransientError(f"malformed response body: {exc!r}") from exc
+
+
+def parse_text_choices(data: dict[str, Any]) -> list[Completion]:
+    """Completions from an OpenAI (legacy) completions response body."""
+    return parse_choices(data, _text_choice)
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -113,6 +149,7 @@ class OpenAICompatibleBackend:
 
     kind = "openai-compatible"
     supports_n = True
+    supports_penalties = True  # sent; the server applies them (vLLM, llama.cpp, OpenAI do)
 
     def __init__(self, model: str, api_base: str, api_key: str | None = None, timeout: float = 600.0):
         self.model = model
@@ -179,6 +216,10 @@ class OpenAICompatibleBackend:
             self._json_object_schema = True
             data = await self._post("/chat/completions", fallback)
         return parse_choices(data)
+
+    async def complete(self, prompt: str, params: GenParams, n: int = 1) -> list[Completion]:
+        """A raw prompt through `{api_base}/completions` (no chat template on the server's side)."""
+        return parse_text_choices(await self._post("/completions", completion_payload(self.model, prompt, params, n)))
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         data = await self._post("/embeddings", {"model": self.model, "input": texts})

@@ -9,7 +9,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .http_openai import chat_payload, json_object_fallback, parse_choices
+from .http_openai import (
+    chat_payload,
+    completion_payload,
+    json_object_fallback,
+    parse_choices,
+    parse_text_choices,
+)
 from .types import Completion, GenParams, ModelCallError, TransientError
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -53,6 +59,29 @@ class LiteLLMBackend:
         self.api_base = api_base
         self._api_key = api_key
         self.timeout = timeout
+        self._penalties: bool | None = None
+
+    @property
+    def supports_penalties(self) -> bool:
+        """Whether litellm maps presence/frequency penalty for this provider (Anthropic and Bedrock's
+        Claude, for instance, have none); computed once from litellm's own table."""
+        if self._penalties is None:
+            litellm = import_litellm()
+            try:
+                model, provider, _, _ = litellm.get_llm_provider(self.model, api_base=self.api_base)
+                supported = litellm.get_supported_openai_params(model=model, custom_llm_provider=provider) or []
+            except Exception:  # a model litellm cannot place: send nothing it may reject
+                supported = []
+            self._penalties = "presence_penalty" in supported and "frequency_penalty" in supported
+        return self._penalties
+
+    def _kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"timeout": self.timeout, "num_retries": 0}
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        if self._api_key:
+            kwargs["api_key"] = self._api_key
+        return kwargs
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
@@ -82,11 +111,7 @@ class LiteLLMBackend:
     async def chat(self, messages: list[dict], params: GenParams, n: int = 1) -> list[Completion]:
         litellm = import_litellm()
         body = chat_payload(self.model, messages, params, n)
-        kwargs: dict[str, Any] = {"timeout": self.timeout, "num_retries": 0}
-        if self.api_base:
-            kwargs["api_base"] = self.api_base
-        if self._api_key:
-            kwargs["api_key"] = self._api_key
+        kwargs = self._kwargs()
         try:
             try:
                 response = await litellm.acompletion(**body, **kwargs)
@@ -99,6 +124,18 @@ class LiteLLMBackend:
             raise self._map_error(exc) from exc
         data = response.model_dump() if hasattr(response, "model_dump") else dict(response)
         return parse_choices(data)
+
+    async def complete(self, prompt: str, params: GenParams, n: int = 1) -> list[Completion]:
+        """A raw prompt through `litellm.atext_completion` (the provider's completions endpoint)."""
+        litellm = import_litellm()
+        try:
+            response = await litellm.atext_completion(
+                **completion_payload(self.model, prompt, params, n), **self._kwargs()
+            )
+        except Exception as exc:
+            raise self._map_error(exc) from exc
+        data = response.model_dump() if hasattr(response, "model_dump") else dict(response)
+        return parse_text_choices(data)
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         litellm = import_litellm()

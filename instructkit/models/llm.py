@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import random
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,15 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from ..aio import run_sync
 from ..cache import ResponseCache, public_endpoint, request_key
 from .limits import TokenBucket, estimate_tokens
-from .types import Completion, GenParams, ModelCallError, SpanScore, TransientError
+from .types import (
+    PENALTIES,
+    Completion,
+    CompletionBackend,
+    GenParams,
+    ModelCallError,
+    SpanScore,
+    TransientError,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,6 +57,9 @@ class CallStats:
     estimated_calls: int = 0
     estimated_tokens: int = 0
     estimated_cost: float = 0.0
+    # Calls sent without a penalty the backend cannot apply (warned once, never silent).
+    dropped_presence_penalty: int = 0
+    dropped_frequency_penalty: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -196,31 +208,54 @@ class LLM:
             sem = self._semaphores[loop_id] = asyncio.Semaphore(self.concurrency)
         return sem
 
-    # ----- chat ---------------------------------------------------------------------------
+    # ----- chat and raw completion ---------------------------------------------------------
     def chat_key(self, messages: list[dict], params: GenParams, sample_index: int = 0) -> str:
-        return request_key(
-            {"op": "chat", **self.identity, "messages": messages, "params": params.canonical(), "i": sample_index}
-        )
+        return self._request_key("chat", messages, params, sample_index)
+
+    def complete_key(self, prompt: str, params: GenParams, sample_index: int = 0) -> str:
+        return self._request_key("complete", prompt, params, sample_index)
+
+    def _request_key(self, op: str, request: list[dict] | str, params: GenParams, sample_index: int) -> str:
+        body = {"messages": request} if op == "chat" else {"prompt": request}
+        return request_key({"op": op, **self.identity, **body, "params": params.canonical(), "i": sample_index})
 
     async def asample(
         self, messages: list[dict] | str, n: int = 1, *, system: str | None = None, **params: Any
     ) -> list[Completion]:
         """`n` samples for one prompt; samples already cached (by index) are not paid again."""
-        msgs = to_messages(messages, system)
+        return await self._sample("chat", to_messages(messages, system), n, params)
+
+    async def achat(self, messages: list[dict] | str, *, system: str | None = None, **params: Any) -> Completion:
+        return (await self.asample(messages, 1, system=system, **params))[0]
+
+    async def acomplete(self, prompt: str, **params: Any) -> Completion:
+        """A raw-text completion: `prompt` reaches the model as it is, with no chat template
+        (`/v1/completions`; a local model's own tokenizer, BOS as it adds one), for released weights
+        trained on raw formats (DEITA's scorers, Bonito). Cached under its own op, and budgeted,
+        limited, retried and dry-run like chat. Raw completions are never sent through a batch API."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"acomplete takes the raw prompt text, not {type(prompt).__name__}")
+        if params.get("json_schema") is not None:
+            raise ValueError("json_schema is not supported for raw completions; use achat or ajson")
+        return (await self._sample("complete", prompt, 1, params))[0]
+
+    async def _sample(self, op: str, request: list[dict] | str, n: int, params: dict[str, Any]) -> list[Completion]:
+        """The cache, in-flight sharing and batch collection around `n` samples of one request."""
         gen = GenParams().replace(**params) if params else GenParams()
-        keys = [self.chat_key(msgs, gen, i) for i in range(n)]
+        keys = [self._request_key(op, request, gen, i) for i in range(n)]
         results: list[Completion | None] = []
         for key in keys:
             hit = self.cache.get(key)
             results.append(Completion.from_json(hit, cached=True) if hit is not None else None)
         missing = [i for i, r in enumerate(results) if r is None]
         self.stats.cache_hits += n - len(missing)
-        if self.collector is not None:  # answers the batch paid for in this run count as calls, not hits
-            self.stats.cache_hits -= self.collector.fresh(keys, results)
+        collector = self.collector if op == "chat" else None
+        if collector is not None:  # answers the batch paid for in this run count as calls, not hits
+            self.stats.cache_hits -= collector.fresh(keys, results)
         if not missing:
             return results  # type: ignore[return-value]
-        if self.collector is not None and not self.dry_run:
-            self.collector.collect(self, msgs, gen, [(i, keys[i]) for i in missing])  # raises
+        if collector is not None and not self.dry_run:
+            collector.collect(self, request, gen, [(i, keys[i]) for i in missing])  # raises
         # The same request already in flight (another row asking the same thing): wait for it.
         flight_key = keys[missing[0]] + f":{len(missing)}"
         pending = self._inflight.get(flight_key)
@@ -231,7 +266,7 @@ class LLM:
             future = asyncio.get_running_loop().create_future()
             self._inflight[flight_key] = future
             try:
-                fresh = await self._call_missing(msgs, gen, missing)
+                fresh = await self._call_missing(op, request, gen, missing)
                 for i, comp in zip(missing, fresh):
                     self.cache.set(keys[i], comp.to_json())
                 future.set_result(fresh)
@@ -245,10 +280,9 @@ class LLM:
             results[i] = comp
         return results  # type: ignore[return-value]
 
-    async def achat(self, messages: list[dict] | str, *, system: str | None = None, **params: Any) -> Completion:
-        return (await self.asample(messages, 1, system=system, **params))[0]
-
-    async def _call_missing(self, msgs: list[dict], gen: GenParams, missing: list[int]) -> list[Completion]:
+    async def _call_missing(
+        self, op: str, request: list[dict] | str, gen: GenParams, missing: list[int]
+    ) -> list[Completion]:
         if self.is_local and self._backend is None:  # known without loading it (a dry run never does)
             from .local import LocalBackend
 
@@ -256,7 +290,7 @@ class LLM:
         else:
             supports_n = getattr(self.backend, "supports_n", False)
         if supports_n and len(missing) > 1 and gen.temperature > 0:
-            return await self._call(msgs, gen, len(missing))
+            return await self._call(op, request, gen, len(missing))
         def params_for(i: int) -> GenParams:
             params = gen if i == 0 or gen.seed is None else gen.replace(seed=gen.seed + i)
             if self.is_local and gen.temperature > 0:
@@ -264,16 +298,18 @@ class LLM:
             return params
 
         # Concurrently, so a local micro-batcher takes all samples in one batch.
-        calls = await asyncio.gather(*(self._call(msgs, params_for(i), 1) for i in missing))
+        calls = await asyncio.gather(*(self._call(op, request, params_for(i), 1) for i in missing))
         return [comp for call in calls for comp in call]
 
-    def _estimate(self, msgs: list[dict], gen: GenParams, n: int) -> tuple[int, float]:
-        tokens = estimate_tokens(msgs) + gen.max_tokens * n
-        cost = _cost_of(self.cost_model, estimate_tokens(msgs), gen.max_tokens * n) if self.cost_model else 0.0
+    def _estimate(self, request: list[dict] | str, gen: GenParams, n: int) -> tuple[int, float]:
+        msgs = request if isinstance(request, list) else [{"content": request}]
+        prompt_tokens = estimate_tokens(msgs)
+        tokens = prompt_tokens + gen.max_tokens * n
+        cost = _cost_of(self.cost_model, prompt_tokens, gen.max_tokens * n) if self.cost_model else 0.0
         return tokens, cost
 
-    async def _call(self, msgs: list[dict], gen: GenParams, n: int) -> list[Completion]:
-        tokens, est_cost = self._estimate(msgs, gen, n)
+    async def _call(self, op: str, request: list[dict] | str, gen: GenParams, n: int) -> list[Completion]:
+        tokens, est_cost = self._estimate(request, gen, n)
         if self.dry_run:
             self.stats.estimated_calls += 1
             self.stats.estimated_tokens += tokens
@@ -283,6 +319,7 @@ class LLM:
             raise BudgetExceeded(
                 f"--max-cost {self.max_cost:.4f} reached (spent {self.stats.cost:.4f}); stopping before the next call"
             )
+        gen = self._honoured(gen)
         self._reserved += est_cost
         try:
             # Most calls succeed at once: only a failed first try pays for tenacity's machinery.
@@ -290,7 +327,7 @@ class LLM:
             # whose cause may quote a credential, into logged tracebacks.)
             first: TransientError | None = None
             try:
-                comps = await self._attempt(msgs, gen, n, tokens)
+                comps = await self._attempt(op, request, gen, n, tokens)
             except TransientError as exc:
                 if self.max_retries < 1:
                     raise
@@ -306,7 +343,7 @@ class LLM:
                     before_sleep=self._count_retry,
                 ):
                     with attempt:
-                        comps = await self._attempt(msgs, gen, n, tokens)
+                        comps = await self._attempt(op, request, gen, n, tokens)
         except ModelCallError:
             self.stats.failures += 1
             raise
@@ -323,15 +360,40 @@ class LLM:
             self.stats.cost += comp.cost
         return comps
 
-    async def _attempt(self, msgs: list[dict], gen: GenParams, n: int, tokens: int) -> list[Completion]:
+    def _honoured(self, gen: GenParams) -> GenParams:
+        """`gen` without the penalties a backend cannot apply: dropped loudly (a warning once per
+        option, a count in `stats.dropped_<option>`), never silently. The cache key keeps what was asked."""
+        asked = [name for name in PENALTIES if getattr(gen, name)]
+        if not asked or getattr(self.backend, "supports_penalties", False):
+            return gen
+        for name in asked:
+            count = getattr(self.stats, f"dropped_{name}")
+            if not count:
+                print(
+                    f"[model] warning: {self.spec} cannot apply {name}; calls are sent without it "
+                    f"(counted as dropped_{name} in the run's call stats)",
+                    file=sys.stderr,
+                )
+            setattr(self.stats, f"dropped_{name}", count + 1)
+        return gen.replace(**{name: 0.0 for name in asked})
+
+    async def _attempt(
+        self, op: str, request: list[dict] | str, gen: GenParams, n: int, tokens: int
+    ) -> list[Completion]:
         """One try: the RPM/TPM limits, a concurrency slot, the backend call."""
         if self._rpm:
             await self._rpm.take(1)
         if self._tpm:
             await self._tpm.take(tokens)
+        backend = self.backend
+        if op == "complete" and not isinstance(backend, CompletionBackend):
+            raise ModelCallError(f"{self.spec}: this backend takes chat messages only, not raw prompts",
+                                 retryable=False)  # fmt: skip
         async with self._semaphore():
             self.stats.calls += 1
-            return await self.backend.chat(msgs, gen, n)
+            if op == "chat":
+                return await backend.chat(request, gen, n)
+            return await backend.complete(request, gen, n)
 
     def _count_retry(self, retry_state: Any) -> None:
         self.stats.retries += 1
@@ -438,6 +500,9 @@ class LLM:
 
     def sample(self, messages: list[dict] | str, n: int = 1, **params: Any) -> list[Completion]:
         return run_sync(self.asample(messages, n, **params))
+
+    def complete(self, prompt: str, **params: Any) -> Completion:
+        return run_sync(self.acomplete(prompt, **params))
 
     def json(self, messages: list[dict] | str, schema: dict, **params: Any) -> tuple[Any, Completion]:
         return run_sync(self.ajson(messages, schema, **params))

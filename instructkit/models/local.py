@@ -102,6 +102,7 @@ class LocalBackend:
     kind = "local"
     supports_n = False
     supports_json_schema = False
+    supports_penalties = True  # applied to the logits as OpenAI defines them (`apply_penalties`)
 
     def __init__(self, path: Path, dtype: str = "float32", device: str = "cpu", batch_size: int = 16):
         set_offline()
@@ -133,9 +134,21 @@ class LocalBackend:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
+    def raw_prompt_ids(self, prompt: str) -> list[int]:
+        """Token ids of a raw prompt as the model's tokenizer encodes text by default (its BOS where it
+        adds one, as `tokenizer.encode(prompt)` in released scorer code); no chat template."""
+        return self.tokenizer(prompt).input_ids
+
     async def chat(self, messages: list[dict], params: GenParams, n: int = 1) -> list[Completion]:
+        """`n` completions of a chat-templated conversation (see `generate`)."""
+        return await self.generate(self.prompt_ids(messages), params, n)
+
+    async def complete(self, prompt: str, params: GenParams, n: int = 1) -> list[Completion]:
+        """`n` completions of a raw prompt (no chat template; see `raw_prompt_ids`)."""
+        return await self.generate(self.raw_prompt_ids(prompt), params, n)
+
+    async def generate(self, ids: list[int], params: GenParams, n: int = 1) -> list[Completion]:
         """`n` completions (seeds seed, seed+1, ...); queued with concurrent calls into shared batches."""
-        ids = self.prompt_ids(messages)
         loop = asyncio.get_running_loop()
         self._ensure_worker()
         futures = []
@@ -191,7 +204,8 @@ class LocalBackend:
 
     def generate_batch(self, prompts: list[list[int]], params: list[GenParams]) -> list[Completion]:
         """Generate for left-padded `prompts` sharing temperature/top_p/logprobs; per-row max_tokens,
-        stop strings and seeds. Logprobs are log_softmax of the raw model logits (true model logprobs)."""
+        stop strings, seeds and penalties. Logprobs are log_softmax of the raw model logits (true model
+        logprobs, before penalties)."""
         import torch
 
         p0 = params[0]
@@ -211,6 +225,11 @@ class LocalBackend:
         stop_at = [-1] * rows
         active = list(range(rows))  # original row index of each row still in the batch
         want_lp = p0.logprobs or p0.top_logprobs > 0
+        penalised = any(p.presence_penalty or p.frequency_penalty for p in params)
+        if penalised:
+            presence = torch.tensor([p.presence_penalty for p in params], dtype=torch.float32)
+            frequency = torch.tensor([p.frequency_penalty for p in params], dtype=torch.float32)
+            counts: Any = None  # [rows, vocab] tokens generated so far, made at the first step
         with self._compute, torch.inference_mode():
             from transformers import DynamicCache
 
@@ -227,11 +246,20 @@ class LocalBackend:
             last_pos = positions[:, -1]
             for _step in range(max_new):
                 logits = out.logits[:, -1, :].float()
-                nxt = self._choose(logits, p0, [gens[r] for r in active] if gens else [])
+                chosen_from = logits
+                if penalised:
+                    if counts is None:
+                        counts = torch.zeros((rows, logits.shape[-1]), dtype=torch.float32, device=logits.device)
+                        presence, frequency = presence.to(logits.device), frequency.to(logits.device)
+                    rows_now = torch.tensor(active, dtype=torch.long, device=logits.device)
+                    chosen_from = apply_penalties(logits, counts[rows_now], presence[rows_now], frequency[rows_now])
+                nxt = self._choose(chosen_from, p0, [gens[r] for r in active] if gens else [])
                 logp = torch.log_softmax(logits, dim=-1) if want_lp else None
                 keep = []
                 for j, r in enumerate(active):
                     tok = int(nxt[j])
+                    if penalised:
+                        counts[r, tok] += 1
                     if tok in self.eos_ids:
                         finish[r] = "stop"
                         continue
@@ -424,6 +452,13 @@ class LocalBackend:
             "for its hidden states, or embedder('local') for sentence embeddings",
             retryable=False,
         )
+
+
+def apply_penalties(logits: Any, counts: Any, presence: Any, frequency: Any) -> Any:
+    """OpenAI's presence and frequency penalties on next-token logits [rows, vocab]: each token's logit
+    minus count x frequency, minus presence when count > 0, counting the tokens generated so far
+    (not the prompt's), one penalty pair per row."""
+    return logits - counts * frequency[:, None] - (counts > 0).to(logits.dtype) * presence[:, None]
 
 
 def _generator(seed: int | None) -> Any:

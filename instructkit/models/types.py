@@ -45,6 +45,7 @@ class GenParams:
 
 _GEN_FIELDS = tuple(f.name for f in dataclasses.fields(GenParams))
 _LATER_FIELDS = ("presence_penalty", "frequency_penalty")
+PENALTIES = ("presence_penalty", "frequency_penalty")  # OpenAI's definitions; see `apply_penalties`
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(GenParams)}
 
 
@@ -157,6 +158,7 @@ class Backend(Protocol):
     model_id: str  # identity used in cache keys: weights digest or model name, never a credential
     supports_n: bool  # one request returns n samples
     supports_json_schema: bool  # honours GenParams.json_schema (grammar or response_format)
+    supports_penalties: bool  # honours presence/frequency penalty (else LLM drops them, warns and counts)
 
     async def chat(self, messages: list[dict], params: GenParams, n: int = 1) -> list[Completion]:
         """`n` completions of a chat conversation."""
