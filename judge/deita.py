@@ -1,10 +1,17 @@
-"""DEITA complexity and quality scores: direct 1-6 scorer or EVOL rank-and-score, combined c x q.
+"""DEITA complexity and quality scores: the released scorers, a direct 1-6 prompt or EVOL rank-and-score.
 
 Paper: Liu et al., "What Makes Good Data for Alignment? A Comprehensive Study of Automatic Data
 Selection in Instruction Tuning" (DEITA, ICLR 2024, arXiv 2312.15685).
-Deviations: any chat model acts as the scorer; the direct prompts are our own wording of the
+`mode=scorer` (preset `official`) runs the released deita-complexity-scorer / deita-quality-scorer
+as trained (hkust-nlp/deita, selection/scorer): their raw input format byte for byte (exact whitespace,
+no chat template, the BOS their tokenizer adds), read at the first generated position over the tokens
+of "1".."6", softmax over those six, Σ s·p(s). Local models: the full next-token distribution after
+the raw prompt; servers: `/v1/completions` with top_logprobs (variants of a digit such as " 4" are
+summed, since a server returns text, not ids). A prompt the scorer cannot read is null with a status,
+never the released code's silent 3.0.
+`mode=direct` lets any chat model act as the scorer: the prompts are our own wording of the
 trained scorers' layout (query / question-response, then the score slot) sent through the chat
-template, not the raw-string prompts of the released LLaMA/Mistral scorers. The score is Σ s·p(s)
+template. The score is Σ s·p(s)
 over the score tokens 1-6: on local models from the full next-token distribution at the answer's
 first position (exactly the scorers' formula), on hosted ones from top_logprobs when returned,
 else the parsed integer; no score token or no parse is null with a status, never the official 3.0.
@@ -17,18 +24,41 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from instructkit.io import to_turns
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
 from .common import finish, llm_of, prompt_of
-from .parsing import OK, expectation_from_logits, parse_ranking, report, score_completion
+from .parsing import (
+    OK,
+    expectation_from_logits,
+    expectation_from_logprobs,
+    parse_ranking,
+    report,
+    score_completion,
+)
 
 PREFIX = "deita"
 ASPECTS = ("complexity", "quality")
 SCORES = (1, 6)
+DIGITS = [str(v) for v in range(SCORES[0], SCORES[1] + 1)]
+MODES = ("direct", "evol", "scorer")
+# The released scorers' input formats (hkust-nlp/deita @ b279f2c, llama_scorer.py / mistral_scorer.py):
+# facts the weights were trained on, reproduced exactly (two spaces before "\n##Complexity", the
+# space before "\n #Question#", the trailing spaces).
+SCORER_TEMPLATES = {
+    "complexity": "You are a helpful assistant. Please identify the complexity score of the following user "
+    "query. \n##Query: {instruction}  \n##Complexity: ",
+    "quality": "You are a helpful assistant. Please identify the quality score of the Response corresponding "
+    "to the Question. \n #Question#:\n{instruction}\n#Response#:\n{output} \n##Quality: ",
+}
+
+
+def scorer_prompt(aspect: str, instruction: str, response: str = "") -> str:
+    """The released scorer's raw input for one turn (str.format, as the released code fills it)."""
+    return SCORER_TEMPLATES[aspect].format(instruction=instruction, output=response)
 
 # In-depth evolution operations (constraints, deepening, concretizing, reasoning), our wording.
 COMPLEXITY_OPERATIONS = [
@@ -48,7 +78,9 @@ QUALITY_OPERATIONS = [
 
 @dataclass
 class DeitaOptions:
-    mode: str = "direct"  # direct (1-6 scorer) | evol (rank-and-score over M evolutions)
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"official": {"mode": "scorer"}}
+
+    mode: str = "direct"  # direct (1-6 prompt, any chat model) | scorer (released scorers) | evol (rank M evolutions)
     aspects: list[str] = field(default_factory=lambda: list(ASPECTS))
     m: int = 5  # evolutions per sample in evol mode (M+1 variants ranked together)
     shuffle: bool = True  # shuffle the variants before ranking (order bias; DEITA authors do this)
@@ -88,9 +120,9 @@ def deita(records: list[dict], ctx: RunContext) -> list[dict]:
     opts = ctx.options or DeitaOptions()
     llm = llm_of(ctx)
     unknown = set(opts.aspects) - set(ASPECTS)
-    if unknown or opts.mode not in ("direct", "evol"):
+    if unknown or opts.mode not in MODES:
         raise ValueError(
-            f"deita: mode must be direct|evol and aspects among {ASPECTS} (got {opts.mode}, {unknown})"
+            f"deita: mode must be one of {'|'.join(MODES)} and aspects among {ASPECTS} (got {opts.mode}, {unknown})"
         )
     lp: dict[str, Any] = {"logprobs": True, "top_logprobs": opts.top_logprobs} if opts.logprobs else {}
 
@@ -111,6 +143,19 @@ def deita(records: list[dict], ctx: RunContext) -> list[dict]:
                     "source": "distribution"}
         s = score_completion(comp, *SCORES, prompt)
         return {"value": s["value"], "status": s["status"], "raw": comp.text, "source": s["source"]}
+
+    async def scorer(aspect: str, instruction: str, response: str) -> dict[str, Any]:
+        prompt = scorer_prompt(aspect, instruction, response)
+        if llm.is_local:  # the whole next-token distribution after the raw prompt, as the released code
+            logps = await llm.achoice_logprobs(prompt, DIGITS, raw=True)
+            return {"value": expectation_from_logits(logps, [int(d) for d in DIGITS]), "status": OK,
+                    "raw": None, "source": "distribution"}  # fmt: skip
+        comp = await llm.acomplete(
+            prompt, temperature=0.0, max_tokens=1, logprobs=True, top_logprobs=opts.top_logprobs
+        )
+        exp = expectation_from_logprobs(comp.logprobs, range(SCORES[0], SCORES[1] + 1), position=0)
+        return {"value": exp.value, "status": exp.status, "raw": comp.text,
+                "source": "logprobs" if exp.status == OK else None}  # fmt: skip
 
     async def evol(aspect: str, instruction: str, response: str) -> dict[str, Any]:
         variants = [instruction if aspect == "complexity" else response]
@@ -167,7 +212,7 @@ def deita(records: list[dict], ctx: RunContext) -> list[dict]:
             "shown_order": order,
         }
 
-    score_turn = direct if opts.mode == "direct" else evol
+    score_turn = {"direct": direct, "scorer": scorer, "evol": evol}[opts.mode]
 
     async def one(rec: dict) -> dict:
         turns = to_turns(rec)

@@ -468,23 +468,31 @@ class LLM:
         return np.stack(out).astype(np.float32, copy=False)
 
     async def achoice_logprobs(
-        self, messages: list[dict] | str, choices: list[str], *, system: str | None = None
+        self, messages: list[dict] | str, choices: list[str], *, system: str | None = None, raw: bool = False
     ) -> list[float]:
         """Log-probability of each choice as the first answer token, from the full next-token
-        distribution (local backends only; hosted ones give top_logprobs through `achat`). Cached."""
+        distribution (local backends only; hosted ones give top_logprobs through `achat`). Cached.
+        `raw=True` reads it right after the text `messages` as the tokenizer encodes it by default (its
+        BOS included, no chat template): how scorers trained on a raw format (DEITA's) are read."""
         if not self.is_local:
             raise ModelCallError(f"{self.spec}: choice log-probabilities need a local model")
-        msgs = to_messages(messages, system)
+        if raw and (not isinstance(messages, str) or system):
+            raise ValueError("raw=True takes the prompt text alone (no messages, no system)")
+        request: dict[str, Any] = {"prompt": messages} if raw else {"messages": to_messages(messages, system)}
         # "in-context": score tokens found after the prompt (score_tokens.py), not from each choice alone.
         key = request_key(
-            {"op": "choices", "tokens": "in-context", **self.identity, "messages": msgs, "choices": list(choices)}
-        )
+            {"op": "choices-raw" if raw else "choices", "tokens": "in-context", **self.identity, **request,
+             "choices": list(choices)}
+        )  # fmt: skip
         hit = self.cache.get(key)
         if hit is not None:
             self.stats.cache_hits += 1
             return list(hit["logprobs"])
         self.stats.calls += 1
-        values = await asyncio.to_thread(self.backend.choice_logprobs, msgs, choices)
+        if raw:
+            values = await asyncio.to_thread(self.backend.next_token_logprobs, messages, choices, True)
+        else:
+            values = await asyncio.to_thread(self.backend.choice_logprobs, request["messages"], choices)
         self.cache.set(key, {"logprobs": values})
         return values
 

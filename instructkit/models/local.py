@@ -139,6 +139,13 @@ class LocalBackend:
         adds one, as `tokenizer.encode(prompt)` in released scorer code); no chat template."""
         return self.tokenizer(prompt).input_ids
 
+    def bos_prefix(self, prompt: str) -> list[int]:
+        """[BOS] when the tokenizer's default encoding of `prompt` starts with one it added, else []."""
+        raw = self.raw_prompt_ids(prompt)
+        bos = self.tokenizer.bos_token_id
+        plain = self.tokenizer(prompt, add_special_tokens=False).input_ids
+        return [bos] if bos is not None and raw[:1] == [bos] and plain[:1] != [bos] else []
+
     async def chat(self, messages: list[dict], params: GenParams, n: int = 1) -> list[Completion]:
         """`n` completions of a chat-templated conversation (see `generate`)."""
         return await self.generate(self.prompt_ids(messages), params, n)
@@ -426,19 +433,23 @@ class LocalBackend:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return self.next_token_logprobs(text, choices)
 
-    def next_token_logprobs(self, prompt: str, choices: Sequence[str]) -> list[float]:
+    def next_token_logprobs(self, prompt: str, choices: Sequence[str], special_tokens: bool = False) -> list[float]:
         """Log-probability of each choice's own token right after the raw text `prompt` (no chat
         template added). The score tokens come from `score_tokens.score_token_ids`: on SentencePiece
         tokenizers every choice starts with the same "▁", which is taken as context, so the values are
-        log p(choice token | prompt, shared tokens); their softmax is the choices' distribution."""
+        log p(choice token | prompt, shared tokens); their softmax is the choices' distribution.
+        `special_tokens=True` puts the BOS the tokenizer adds by default in front (as `raw_prompt_ids`)."""
         import torch
 
         from .score_tokens import score_token_ids
         from .span_scoring import head_is_exact, lm_logits
 
         found = score_token_ids(self.tokenizer, choices, prompt)
+        context = found.context_ids
+        if special_tokens:
+            context = self.bos_prefix(prompt) + context
         with self._compute, torch.inference_mode():
-            x = torch.tensor([found.context_ids], device=self.device)
+            x = torch.tensor([context], device=self.device)
             if head_is_exact(self.model, self.device):
                 logits = lm_logits(self.model, self.model.base_model(input_ids=x).last_hidden_state[:, -1])
             else:
