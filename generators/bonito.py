@@ -4,11 +4,11 @@ Paper: Nayak et al., "Learning to Generate Instruction Tuning Datasets for Zero-
 (ACL Findings 2024, arXiv 2402.18334); formats follow BatsResearch/bonito (`bonito/abstract.py`).
 
 Two modes:
-- `native`: the Bonito model's own input, byte for byte (`<|tasktype|>\\n{full type}\\n<|context|>\\n
-  {passage}\\n<|task|>\\n`), for Bonito weights served on an OpenAI-compatible server (serve it with a
-  pass-through chat template, since the markers are plain text and the model was trained without a
-  chat format). The reply is kept only with exactly one `<|pipe|>`; `{{context}}` is replaced by the
-  passage on both sides (as upstream since Feb 2025).
+- `native` (preset `official`): the Bonito model's own input, byte for byte (`<|tasktype|>\\n{full type}
+  \\n<|context|>\\n{passage}\\n<|task|>\\n`), sent as a raw completion with no chat template, as
+  upstream's `vllm.LLM.generate` does (`LLM.acomplete`: `/v1/completions` on a server, the model's own
+  tokenizer and BOS in process). The reply is kept only with exactly one `<|pipe|>`; `{{context}}` is
+  replaced by the passage on both sides (as upstream since Feb 2025).
 - `instruct` (default): any instruct model writes one task of the type as a JSON object with per-type
   fields (our own templates, prompts/bonito_instruct.jinja); we validate the fields per type and build
   the task input from them (prompts/bonito_task_input.jinja). Replies are read as JSON or as labelled
@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from instructkit.models import extract_json
 from instructkit.registry import method
@@ -72,6 +72,11 @@ TEMPLATES = ("bonito_instruct.jinja", "bonito_task_input.jinja")
 
 @dataclass
 class BonitoOptions:
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # Upstream's input format over raw completion and the README's sampling triple (the defaults).
+        "official": {"mode": "native", "temperature": 0.5, "top_p": 0.95, "max_tokens": 256},
+    }
+
     mode: str = "instruct"  # "instruct" (any instruct model, JSON fields) or "native" (Bonito weights)
     task_types: list[str] = field(default_factory=lambda: list(TASK_TYPES))  # codes or full names
     types_per_passage: int = 0  # 0: every type for every passage; k: k types per passage, balanced
@@ -475,7 +480,7 @@ def bonito(records: list[dict], ctx: RunContext) -> list[dict]:
                                   "seed": call_seed(ctx, "bonito", item["doc_id"], item["passage_index"], code)}  # fmt: skip
         if use_schema:
             params["json_schema"] = schema_for(code)
-        return await complete(llm, msg, **params)
+        return await complete(llm, msg, raw=opts.mode == "native", **params)
 
     results = ctx.map(items, one, stage=f"synthesize-{opts.mode}")
     out: list[dict] = []

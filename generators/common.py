@@ -148,9 +148,10 @@ def passages_for(
     return passages_from(docs, max_tokens=max_tokens, tokenizer=tokenizer)
 
 
-async def complete(llm: Any, messages: Any, **params: Any) -> dict[str, Any]:
-    """One chat call as a JSON-serialisable row value: text, finish reason, completion tokens."""
-    comp = await llm.achat(messages, **params)
+async def complete(llm: Any, messages: Any, *, raw: bool = False, **params: Any) -> dict[str, Any]:
+    """One chat call (or, with `raw=True`, one raw-text completion of the prompt string, no chat
+    template) as a JSON-serialisable row value: text, finish reason, completion tokens."""
+    comp = await (llm.acomplete(messages, **params) if raw else llm.achat(messages, **params))
     return {
         "text": comp.text,
         "finish_reason": comp.finish_reason,
