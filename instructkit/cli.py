@@ -30,6 +30,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rpm", type=float, help="requests-per-minute limit")
     g.add_argument("--tpm", type=float, help="tokens-per-minute limit")
     g.add_argument("--max-retries", type=int, default=6)
+    g.add_argument("--retry-length", type=float, default=0.0, metavar="FACTOR",
+                   help="ask a reply cut at max_tokens again, once, with max_tokens x FACTOR (e.g. 2)")
     g.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
     g.add_argument("--max-cost", type=float, help="stop cleanly before spending more than this many dollars")
     g.add_argument("--dry-run", action="store_true", help="estimate calls, tokens and cost without calling")
@@ -145,7 +147,8 @@ def make_llm(args: argparse.Namespace) -> Any:
         args.model, api_base=args.api_base, api_key=args.key, via=args.via,
         cache=False if args.no_cache else None, cache_dir=args.cache_dir,
         concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, max_retries=args.max_retries,
-        timeout=args.timeout, max_cost=args.max_cost, dry_run=args.dry_run, **options,
+        timeout=args.timeout, max_cost=args.max_cost, dry_run=args.dry_run, retry_length=args.retry_length,
+        **options,
     )
 
 
@@ -215,6 +218,10 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
         f"cost ${calls.get('cost', 0.0):.4f} | {summary['wall_s']:.1f}s",
         file=sys.stderr,
     )
+    if calls.get("truncated"):
+        print(f"{calls['truncated']} replies were cut at max_tokens (finish_reason length)"
+              + ("" if calls.get("length_retries") else "; --retry-length 2 asks them again with twice the limit"),
+              file=sys.stderr)
     if summary["failed"]:
         print(f"{summary['failed']} rows failed (errors in the output's _errors field); "
               "run the same command again to retry only them.", file=sys.stderr)

@@ -148,8 +148,9 @@ class Pipeline:
             if step.kind == "concat" and not dry_run:
                 write_records(path, result)
                 meta_path.write_text(json.dumps(entry, indent=1, default=str))
-            print(f"[{step.name}] {entry.get('rows_in', 0)} -> {entry.get('rows_out', len(result))} rows  {path}",
-                  file=sys.stderr)
+            cut = (entry.get("calls") or {}).get("truncated", 0)
+            print(f"[{step.name}] {entry.get('rows_in', 0)} -> {entry.get('rows_out', len(result))} rows  {path}"
+                  + (f"  ({cut} replies cut at max_tokens)" if cut else ""), file=sys.stderr)
             manifest["steps"].append(entry)
             outputs[step.name], hashes[step.name], previous = result, fingerprint, step.name
         if not dry_run:

@@ -5,6 +5,11 @@ server). It answers `/v1/chat/completions` (n, logprobs/top_logprobs, usage, JSO
 and `/v1/embeddings` with deterministic replies derived from the request, after a fixed latency,
 and injects faults by rule: 429 with Retry-After, 5xx, timeouts, broken JSON bodies and
 connections dropped mid-response. Every request is recorded (time, headers, body, fault).
+With `rate_limit={"requests": N, "window": S, "style": "openai"|"anthropic"}` it also enforces a
+fixed window of N chat requests per S seconds the way providers do: every reply carries the
+remaining/reset headers of that style, and a request over the limit gets a 429 (recorded as fault
+"rate_limit"). With `max_tokens_cut=True`, replies longer than the request's `max_tokens` (in
+space-separated words) are cut there with finish_reason "length", as a real server does.
 
 It runs as a separate process (a raw asyncio HTTP/1.1 server, uvloop when installed) so it does
 not compete with the client's event loop; one process sustains several thousand requests/s.
@@ -24,6 +29,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -115,7 +121,7 @@ def example_for_schema(schema: dict) -> Any:
     return "x" * int(schema.get("minLength", 1))
 
 
-def _chat_body(req: dict, model_default: str) -> dict:
+def _chat_body(req: dict, model_default: str, cut: bool = False) -> dict:
     messages = req.get("messages") or []
     prompt = prompt_text(messages)
     n = int(req.get("n") or 1)
@@ -127,11 +133,15 @@ def _chat_body(req: dict, model_default: str) -> dict:
     for i in range(n):
         text = json.dumps(example_for_schema(schema)) if schema is not None else reply_text(prompt, i, req.get("seed"))
         tokens = text.split(" ")
+        finish = "stop"
+        if cut and req.get("max_tokens") is not None and len(tokens) > int(req["max_tokens"]):
+            tokens, finish = tokens[: int(req["max_tokens"])], "length"
+            text = " ".join(tokens)
         completion_tokens += len(tokens)
         choice: dict[str, Any] = {
             "index": i,
             "message": {"role": "assistant", "content": text},
-            "finish_reason": "stop",
+            "finish_reason": finish,
             "logprobs": None,
         }
         if req.get("logprobs"):
@@ -181,6 +191,20 @@ def _embed_body(req: dict, dim: int) -> dict:
 
 # ----- the server process ----------------------------------------------------------------------
 
+def rate_limit_headers(style: str, limit: int, remaining: int, reset_s: float) -> dict[str, str]:
+    """The headers a provider of `style` sends with `remaining` of `limit` requests, refilled in `reset_s`."""
+    if style == "anthropic":
+        from datetime import datetime, timezone
+
+        at = datetime.fromtimestamp(time.time() + reset_s, timezone.utc).isoformat().replace("+00:00", "Z")
+        return {"anthropic-ratelimit-requests-limit": str(limit),
+                "anthropic-ratelimit-requests-remaining": str(remaining),
+                "anthropic-ratelimit-requests-reset": at}
+    reset = f"{math.ceil(reset_s * 1000)}ms" if reset_s < 1 else f"{math.ceil(reset_s * 1000) / 1000:.3f}s"
+    return {"x-ratelimit-limit-requests": str(limit), "x-ratelimit-remaining-requests": str(remaining),
+            "x-ratelimit-reset-requests": reset}
+
+
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
 
 
@@ -198,12 +222,30 @@ class _State:
     """The server's mutable state: config, fault rules, the request log and per-prompt attempt counts."""
 
     def __init__(self, config: dict[str, Any]):
-        self.config: dict[str, Any] = {"latency": 0.0, "model": "fake-model", "embed_dim": 8, "record": True}
+        self.config: dict[str, Any] = {"latency": 0.0, "model": "fake-model", "embed_dim": 8, "record": True,
+                                       "rate_limit": None, "max_tokens_cut": False}
         self.faults: list[Fault] = []
         self.requests: list[dict[str, Any]] = []
         self.seen: dict[str, int] = {}
         self.index = 0
+        self.window_start: float | None = None
+        self.window_used = 0
         self.configure(config)
+
+    def rate_check(self) -> tuple[bool, dict[str, str], float]:
+        """Count one chat request against `rate_limit`: (allowed, headers to send, seconds to reset)."""
+        rule = self.config.get("rate_limit")
+        if not rule:
+            return True, {}, 0.0
+        now = time.monotonic()
+        window = float(rule.get("window", 1.0))
+        if self.window_start is None or now >= self.window_start + window:
+            self.window_start, self.window_used = now, 0
+        reset = self.window_start + window - now
+        limit = int(rule["requests"])
+        allowed = self.window_used < limit
+        self.window_used += int(allowed)
+        return allowed, rate_limit_headers(rule.get("style", "openai"), limit, limit - self.window_used, reset), reset
 
     def configure(self, config: dict[str, Any]) -> None:
         config = dict(config)
@@ -211,6 +253,7 @@ class _State:
             self.requests.clear()
             self.seen.clear()
             self.index = 0
+            self.window_start, self.window_used = None, 0
         if "faults" in config:
             self.faults = [Fault(**f) for f in config.pop("faults") or []]
         self.config.update(config)
@@ -309,6 +352,9 @@ class _Conn(asyncio.Protocol):
             self.send(_response(404, b'{"error": {"message": "not found"}}', close=close))
             return
         index, attempt, rule = state.admit(prompt)
+        allowed, rate_headers, reset = state.rate_check() if is_chat else (True, {}, 0.0)
+        if not allowed:
+            rule = Fault("429", retry_after=round(reset, 3))
         if state.config["record"]:
             state.requests.append(
                 {
@@ -319,16 +365,18 @@ class _Conn(asyncio.Protocol):
                     "body": req,
                     "prompt": prompt,
                     "attempt": attempt,
-                    "fault": rule.kind if rule else None,
+                    "fault": ("rate_limit" if not allowed else rule.kind) if rule else None,
                 }
             )
         latency = float(state.config["latency"])
         if rule is None or rule.kind == "timeout":
-            out = _chat_body(req, state.config["model"]) if is_chat else _embed_body(req, int(state.config["embed_dim"]))
+            cut = bool(state.config["max_tokens_cut"])
+            out = _chat_body(req, state.config["model"], cut) if is_chat else _embed_body(req, int(state.config["embed_dim"]))
             delay = latency + (rule.delay if rule else 0.0)
-            self.send_later(delay, _response(200, json.dumps(out).encode(), close=close), abort=close)
+            self.send_later(delay, _response(200, json.dumps(out).encode(), rate_headers, close=close), abort=close)
         elif rule.kind == "429":
             extra = {"Retry-After": f"{rule.retry_after:g}"} if rule.retry_after is not None else {}
+            extra.update(rate_headers)
             err = b'{"error": {"message": "rate limited (fake)", "type": "rate_limit_error"}}'
             self.send_later(latency, _response(429, err, extra, close=close), abort=close)
         elif rule.kind in ("500", "status"):
@@ -441,6 +489,8 @@ def serve_fake(
     faults: list[Fault] | None = None,
     latency: float = 0.0,
     *,
+    rate_limit: dict[str, Any] | None = None,
+    max_tokens_cut: bool = False,
     port: int = 0,
     model: str = "fake-model",
     embed_dim: int = 8,
@@ -455,6 +505,8 @@ def serve_fake(
         "model": model,
         "embed_dim": embed_dim,
         "record": record,
+        "rate_limit": rate_limit,
+        "max_tokens_cut": max_tokens_cut,
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONPATH")}
     proc = subprocess.Popen(

@@ -119,7 +119,7 @@ def _fake_server_process() -> Iterator:
 @pytest.fixture
 def fake_server(_fake_server_process):
     """The loopback fake OpenAI server (`instructkit.testing`), reset: no faults, no latency, empty log."""
-    _fake_server_process.configure(faults=[], latency=0.0, reset=True)
+    _fake_server_process.configure(faults=[], latency=0.0, reset=True, rate_limit=None, max_tokens_cut=False)
     return _fake_server_process
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from .limits import report_headers, retry_after_of
 from .types import Completion, GenParams, ModelCallError, TokenLogprob, TransientError, Usage
 
 RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524}
@@ -134,16 +135,6 @@ def parse_text_choices(data: dict[str, Any]) -> list[Completion]:
     return parse_choices(data, _text_choice)
 
 
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After") or headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
 class OpenAICompatibleBackend:
     """Chat and embeddings against `{api_base}/chat/completions` and `/embeddings`."""
 
@@ -184,11 +175,12 @@ class OpenAICompatibleBackend:
         try:
             async with self._session().post(url, data=json.dumps(body)) as resp:
                 raw = await resp.read()
+                report_headers(resp.headers)
                 if resp.status in RETRY_STATUSES:
                     raise TransientError(
                         f"HTTP {resp.status}: {self._scrub(raw[:300].decode('utf-8', 'replace'))}",
                         status=resp.status,
-                        retry_after=_retry_after(resp.headers),
+                        retry_after=retry_after_of(resp.headers),
                     )
                 if resp.status >= 400:
                     raise ModelCallError(

@@ -16,6 +16,7 @@ from .http_openai import (
     parse_choices,
     parse_text_choices,
 )
+from .limits import report_headers, retry_after_of
 from .types import Completion, GenParams, ModelCallError, TransientError
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -48,6 +49,24 @@ def is_priced(model: str) -> bool:
     return cost_of(model, 1000, 1000) > 0
 
 
+def error_headers(exc: Exception) -> dict[str, Any]:
+    """The provider's response headers carried by a litellm exception (rate limits, retry-after)."""
+    for headers in (getattr(exc, "litellm_response_headers", None),
+                    getattr(getattr(exc, "response", None), "headers", None)):  # fmt: skip
+        if headers:
+            try:
+                return dict(headers.items())
+            except (AttributeError, TypeError):
+                continue
+    return {}
+
+
+def report_response_headers(response: Any) -> None:
+    """Hand the provider's headers of a litellm response to the rate-limit gate."""
+    hidden = getattr(response, "_hidden_params", None) or {}
+    report_headers(hidden.get("additional_headers") if isinstance(hidden, dict) else None)
+
+
 class LiteLLMBackend:
     """Chat and embeddings through `litellm.acompletion` / `litellm.aembedding`."""
 
@@ -59,6 +78,7 @@ class LiteLLMBackend:
         self.api_base = api_base
         self._api_key = api_key
         self.timeout = timeout
+        import_litellm()  # slow: paid before the first request leaves, not during it
         self._penalties: bool | None = None
 
     @property
@@ -97,15 +117,10 @@ class LiteLLMBackend:
             litellm.InternalServerError,
             litellm.ServiceUnavailableError,
         )
+        headers = error_headers(exc)
+        report_headers(headers)
         if isinstance(exc, transient) or (isinstance(status, int) and (status == 429 or status >= 500)):
-            retry_after = None
-            response = getattr(exc, "response", None)
-            headers = getattr(response, "headers", None) or {}
-            try:
-                retry_after = float(headers.get("retry-after")) if headers.get("retry-after") else None
-            except (TypeError, ValueError):
-                retry_after = None
-            return TransientError(msg, status=status, retry_after=retry_after)
+            return TransientError(msg, status=status, retry_after=retry_after_of(headers))
         return ModelCallError(msg, retryable=not isinstance(exc, litellm.AuthenticationError), status=status)
 
     async def chat(self, messages: list[dict], params: GenParams, n: int = 1) -> list[Completion]:
@@ -122,6 +137,7 @@ class LiteLLMBackend:
                 response = await litellm.acompletion(**fallback, **kwargs)
         except Exception as exc:  # litellm raises many provider-specific types
             raise self._map_error(exc) from exc
+        report_response_headers(response)
         data = response.model_dump() if hasattr(response, "model_dump") else dict(response)
         return parse_choices(data)
 
@@ -134,6 +150,7 @@ class LiteLLMBackend:
             )
         except Exception as exc:
             raise self._map_error(exc) from exc
+        report_response_headers(response)
         data = response.model_dump() if hasattr(response, "model_dump") else dict(response)
         return parse_text_choices(data)
 

@@ -12,6 +12,7 @@ import base64
 import functools
 import importlib.util
 import json
+import math
 import os
 import random
 import sys
@@ -22,7 +23,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from ..aio import run_sync
 from ..cache import ResponseCache, public_endpoint, request_key
-from .limits import TokenBucket, estimate_tokens
+from .limits import ProviderLimits, TokenBucket, estimate_tokens
 from .types import (
     PENALTIES,
     Completion,
@@ -60,6 +61,10 @@ class CallStats:
     # Calls sent without a penalty the backend cannot apply (warned once, never silent).
     dropped_presence_penalty: int = 0
     dropped_frequency_penalty: int = 0
+    truncated: int = 0  # replies cut at max_tokens (finish_reason "length") that methods received
+    length_retries: int = 0  # cut replies asked again with a larger max_tokens (retry_length)
+    throttled: int = 0  # 429 replies
+    limit_wait_s: float = 0.0  # time spent waiting for the provider's rate limits
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -108,6 +113,7 @@ class LLM:
         timeout: float = 600.0,
         max_cost: float | None = None,
         dry_run: bool = False,
+        retry_length: float = 0.0,
         backend: Any = None,
         **backend_options: Any,
     ):
@@ -121,10 +127,13 @@ class LLM:
         self.max_retries = max_retries
         self.max_cost = max_cost
         self.dry_run = dry_run
+        self.retry_length = retry_length  # > 1: a reply cut at max_tokens is asked again with max_tokens x this
         self.stats = CallStats()
         self._semaphores: dict[int, asyncio.Semaphore] = {}
         self._rpm = TokenBucket(rpm) if rpm else None
         self._tpm = TokenBucket(tpm) if tpm else None
+        # The provider's own limits, read from its response headers (hosted and served models).
+        self._provider_limits = ProviderLimits() if self.ref.family != "local" else None
         self._reserved = 0.0
         self._inflight: dict[str, asyncio.Future] = {}
         self._api_key = api_key
@@ -139,7 +148,7 @@ class LLM:
             spec=str(spec), api_base=None if api_base is None else str(api_base), via=via,
             cache=self.cache.enabled, cache_dir=str(self.cache.directory),
             concurrency=concurrency, rpm=rpm, tpm=tpm, max_retries=max_retries, timeout=timeout,
-            max_cost=max_cost, dry_run=dry_run, **backend_options,
+            max_cost=max_cost, dry_run=dry_run, retry_length=retry_length, **backend_options,
         )
 
     # ----- identity and backend -------------------------------------------------------------
@@ -240,6 +249,24 @@ class LLM:
         return (await self._sample("complete", prompt, 1, params))[0]
 
     async def _sample(self, op: str, request: list[dict] | str, n: int, params: dict[str, Any]) -> list[Completion]:
+        """`n` samples of one request. Replies cut at max_tokens are counted (`stats.truncated`); with
+        `retry_length` > 1 each is asked again once with max_tokens times that factor (a request of
+        its own, cached as such)."""
+        results = await self._cached_samples(op, request, n, params)
+        cut = [i for i, c in enumerate(results) if c.finish_reason == "length"]
+        if cut and self.retry_length > 1:
+            limit = GenParams().replace(**params).max_tokens
+            longer = {**params, "max_tokens": math.ceil(limit * self.retry_length)}
+            again = await self._cached_samples(op, request, max(cut) + 1, longer)  # samples by index
+            self.stats.length_retries += len(cut)
+            for i in cut:
+                results[i] = again[i]
+        self.stats.truncated += sum(c.finish_reason == "length" for c in results)
+        return results
+
+    async def _cached_samples(
+        self, op: str, request: list[dict] | str, n: int, params: dict[str, Any]
+    ) -> list[Completion]:
         """The cache, in-flight sharing and batch collection around `n` samples of one request."""
         gen = GenParams().replace(**params) if params else GenParams()
         keys = [self._request_key(op, request, gen, i) for i in range(n)]
@@ -390,10 +417,27 @@ class LLM:
             raise ModelCallError(f"{self.spec}: this backend takes chat messages only, not raw prompts",
                                  retryable=False)  # fmt: skip
         async with self._semaphore():
+            gate = self._provider_limits
+            if gate is None:
+                self.stats.calls += 1
+                return await (backend.chat if op == "chat" else backend.complete)(request, gen, n)
+            prompt = tokens - gen.max_tokens * n
+            ticket = await gate.acquire(
+                {"requests": 1, "tokens": tokens, "input_tokens": prompt, "output_tokens": tokens - prompt}
+            )
+            self.stats.limit_wait_s += ticket.waited_s
             self.stats.calls += 1
-            if op == "chat":
-                return await backend.chat(request, gen, n)
-            return await backend.complete(request, gen, n)
+            try:
+                comps = await (backend.chat if op == "chat" else backend.complete)(request, gen, n)
+            except ModelCallError as exc:
+                gate.settle(ticket, exc.status or 0, getattr(exc, "retry_after", None))
+                self.stats.throttled += int(exc.status == 429)
+                raise
+            except BaseException:
+                gate.settle(ticket, 0)
+                raise
+            gate.settle(ticket)
+            return comps
 
     def _count_retry(self, retry_state: Any) -> None:
         self.stats.retries += 1
