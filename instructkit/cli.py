@@ -15,6 +15,7 @@ from typing import Any
 
 from . import registry
 from .io import InputError, read_records, write_records
+from .turns import split_turn_options
 
 RECORD_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".parquet"}
 
@@ -161,13 +162,14 @@ def run_method_command(args: argparse.Namespace) -> int:
     records: list[dict] = []
     if args.input and (Path(args.input).suffix.lower() in RECORD_SUFFIXES or args.kind != "generate"):
         records = read_records(args.input, mapping=mapping or None)
-    options = info.make_options(dict(args.option))
+    turns, values = split_turn_options(dict(args.option)) if info.takes_turn_options else (None, dict(args.option))
+    options = info.make_options(values)
     llm = make_llm(args) if info.needs_model or args.model != "local" else None
     out = Path(args.out)
     work_dir = Path(args.work_dir) if args.work_dir else out.with_name(out.name + ".work")
     ctx = RunContext(llm=llm, options=options, method=info.name, work_dir=work_dir,
                      concurrency=args.concurrency, random_state=args.seed, progress=not args.quiet,
-                     extras={"input_path": args.input, "report": getattr(args, "report", False)})
+                     extras={"input_path": args.input, "report": getattr(args, "report", False)}, turns=turns)
     start = time.monotonic()
     from .execution import execute
 

@@ -49,9 +49,18 @@ class Execution:
 
 
 def execute(info: MethodInfo, records: list[dict], ctx: RunContext, how: Execution | None = None) -> list[dict]:
-    """Run a registered method on `records` as `how` says (default: in this process)."""
+    """Run a registered method on `records` as `how` says (default: in this process). Judges and
+    scorers get chat rows as turn views (`ctx.turns`, instructkit.turns) and their results folded back."""
     how = how or Execution()
     how.check(info, ctx.options)
+    if info.takes_turn_options:
+        from .turns import run_per_turn
+
+        return run_per_turn(lambda rows: _dispatch(info, rows, ctx, how), records, ctx.turns)
+    return _dispatch(info, records, ctx, how)
+
+
+def _dispatch(info: MethodInfo, records: list[dict], ctx: RunContext, how: Execution) -> list[dict]:
     if how.batch:
         from .batch import run_batched
 

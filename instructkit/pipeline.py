@@ -22,6 +22,7 @@ from .execution import Execution, execute
 from .io import read_records, write_records
 from .manifest import write_manifest
 from .runner import RunContext
+from .turns import split_turn_options
 
 STEP_KINDS = registry.KINDS
 
@@ -118,7 +119,8 @@ class Pipeline:
                         llms[key] = LLM(model, dry_run=dry_run, **{**self.model_options, **step.model_options})
                     llm = llms[key]
                 before = llm.stats.as_dict() if llm else {}
-                ctx = RunContext(llm=llm, options=info.make_options(step.options), method=info.name,
+                turns, values = split_turn_options(step.options) if info.takes_turn_options else (None, step.options)
+                ctx = RunContext(llm=llm, options=info.make_options(values), method=info.name, turns=turns,
                                  work_dir=out_dir / "work" / step.name, random_state=self.seed, progress=progress,
                                  extras={"input_path": self._resolve_path(step.input), "report": True,
                                          "out_dir": str(out_dir)})

@@ -17,6 +17,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 KINDS = ("generate", "judge", "score", "select")
+TURN_KINDS = ("judge", "score")  # kinds that read chat rows one assistant turn at a time
 ENTRY_POINT_GROUP = "instructkit.methods"
 BUILTIN_PACKAGES = ("instructkit.generators", "instructkit.judge", "instructkit.selection")
 
@@ -30,6 +31,12 @@ class MethodInfo:
     summary: str
     needs_model: bool
     source: str  # "builtin" or the distribution/entry point that provided it
+    turns: str = "views"  # judge/score on chat rows: "views" (instructkit.turns) or "native" (reads turns itself)
+
+    @property
+    def takes_turn_options(self) -> bool:
+        """Whether `-o turns` / `-o turn_context` apply (judges and scorers that read turn views)."""
+        return self.kind in TURN_KINDS and self.turns == "views"
 
     def make_options(self, values: dict[str, Any] | None = None) -> Any:
         """Options dataclass from strings or values, with type conversion and a clear error.
@@ -63,7 +70,14 @@ class MethodInfo:
 
     def option_help(self) -> list[tuple[str, str, str]]:
         """(name, type, default) for each option, for `--help` and docs (`preset` first when the
-        method has presets)."""
+        method has presets; the turn options last for judges and scorers)."""
+        if self.takes_turn_options:
+            from .turns import OPTION_HELP
+
+            return self._own_option_help() + OPTION_HELP
+        return self._own_option_help()
+
+    def _own_option_help(self) -> list[tuple[str, str, str]]:
         if self.options is None:
             return []
         hints = _type_hints(self.options)
@@ -82,15 +96,19 @@ _REGISTRY: dict[tuple[str, str], MethodInfo] = {}
 _loaded = False
 
 
-def method(kind: str, name: str, options: type | None = None, needs_model: bool = True, source: str = "builtin"):
-    """Decorator that registers `func(records, ctx) -> records` as `kind name`."""
+def method(
+    kind: str, name: str, options: type | None = None, needs_model: bool = True, source: str = "builtin",
+    turns: str = "views",
+):
+    """Decorator that registers `func(records, ctx) -> records` as `kind name`. A judge or scorer
+    that reads every turn of a chat row itself says `turns="native"`; the others get turn views."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 
     def wrap(func: Callable[..., list[dict]]) -> Callable[..., list[dict]]:
         doc = inspect.getdoc(func) or inspect.getdoc(inspect.getmodule(func)) or ""
         summary = doc.strip().splitlines()[0] if doc.strip() else ""
-        _REGISTRY[(kind, name)] = MethodInfo(kind, name, func, options, summary, needs_model, source)
+        _REGISTRY[(kind, name)] = MethodInfo(kind, name, func, options, summary, needs_model, source, turns)
         return func
 
     return wrap

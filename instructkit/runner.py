@@ -242,6 +242,7 @@ class RunContext:
     stats: RunStats = field(default_factory=RunStats)
     extras: dict[str, Any] = field(default_factory=dict)
     journal_tag: str = ""  # parallel workers (Ray actors) journal to X.journal.<tag>.jsonl
+    turns: Any = None  # judges and scorers on chat rows: instructkit.turns.TurnOptions (None: the default)
 
     def stage_key(self, stage: str) -> dict[str, Any]:
         return {

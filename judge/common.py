@@ -5,23 +5,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from instructkit.io import to_turns
 from instructkit.runner import RowResult, RunContext, merge_results
 from instructkit.templates import render
+from instructkit.turns import last_view
 
 
 def triplet(rec: dict) -> tuple[str, str, str]:
-    """(instruction, input, output) of a record: Alpaca fields as they are, else the first turn."""
-    if "instruction" in rec and ("output" in rec or "response" in rec):
-        return (
-            str(rec["instruction"]),
-            str(rec.get("input") or ""),
-            str(rec.get("output", rec.get("response", ""))),
-        )
-    turns = to_turns(rec)
-    if not turns:
-        return "", "", ""
-    return turns[0][0], "", turns[0][1]
+    """(instruction, input, output) of a record: Alpaca fields as they are; a chat row's last assistant
+    turn, the earlier turns before its question (instructkit.turns; `-o turns all` scores each)."""
+    view = last_view(rec)
+    return view["instruction"], view["input"], view["output"]
 
 
 def prompt_of(name: str, path: str | None, **variables: Any) -> str:

@@ -114,7 +114,7 @@ def _rng(seed: int, *parts: str) -> random.Random:
     return random.Random(int(digest[:16], 16))
 
 
-@method("judge", PREFIX, options=DeitaOptions)
+@method("judge", PREFIX, options=DeitaOptions, turns="native")
 def deita(records: list[dict], ctx: RunContext) -> list[dict]:
     """DEITA: complexity and quality scores (1-6 scorer or EVOL ranking) and their product."""
     opts = ctx.options or DeitaOptions()

@@ -319,7 +319,7 @@ def normalise(
 # ----- the method ---------------------------------------------------------------------------------
 
 
-@method("judge", PREFIX, options=InstagOptions)
+@method("judge", PREFIX, options=InstagOptions, turns="native")
 def instag(records: list[dict], ctx: RunContext) -> list[dict]:
     """InsTag: tag user intentions (JSON), normalise tags; complexity = number of tags."""
     opts = ctx.options or InstagOptions()

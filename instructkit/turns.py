@@ -1,0 +1,168 @@
+"""Multi-turn rows (`messages`, ShareGPT `conversations`) for judges and scorers: which assistant
+turns are scored, and how each becomes the (instruction, input, output) view every method reads.
+
+Turn k's view: the user message it answers as the instruction, with the earlier turns (and a system
+message) before it as a plain transcript (`turn_context history`, the default) or nothing
+(`turn_context none`); its reply as the output. `turns last` (default) scores the last assistant
+turn; `turns all` scores each of them. Judge and score methods never see chat rows when run through
+`execution.execute`: `run_per_turn` hands them the views and folds their results back into the
+original rows, each column the method wrote taking the last turn's value and, with `turns all`,
+`<column>_turns` the list over turns (a one-item list on Alpaca rows). A chat some of whose turns a
+method drops is dropped. Called directly, `judge.common.triplet` gives the default view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .io import SHAREGPT_ROLES, Records, to_turns
+
+CHAT_FIELDS = ("messages", "conversations")
+VIEW_FIELDS = ("instruction", "input", "output")
+TURNS = ("last", "all")
+CONTEXTS = ("history", "none")
+_ORIGIN = "_turn_view"  # index of the view a method's output row came from (removed on folding)
+
+
+@dataclass(frozen=True)
+class TurnOptions:
+    """`-o turns last|all` and `-o turn_context history|none`, taken by every judge and scorer."""
+
+    turns: str = "last"
+    context: str = "history"
+
+    def __post_init__(self) -> None:
+        if self.turns not in TURNS:
+            raise ValueError(f"option turns must be one of {', '.join(TURNS)}, not {self.turns!r}")
+        if self.context not in CONTEXTS:
+            raise ValueError(f"option turn_context must be one of {', '.join(CONTEXTS)}, not {self.context!r}")
+
+
+OPTION_HELP = [("turns", "str", "'last'"), ("turn_context", "str", "'history'")]  # (name, type, default)
+
+
+def split_turn_options(values: Mapping[str, Any] | None) -> tuple[TurnOptions, dict[str, Any]]:
+    """The turn options among a method's option values, and the rest for the method's own dataclass."""
+    rest = dict(values or {})
+    turns = TurnOptions(str(rest.pop("turns", "last")), str(rest.pop("turn_context", "history")))
+    return turns, rest
+
+
+def is_chat(record: Mapping[str, Any]) -> bool:
+    """A `messages` / `conversations` row (a row that also has Alpaca fields is read as Alpaca)."""
+    if "instruction" in record and ("output" in record or "response" in record):
+        return False
+    return any(isinstance(record.get(f), list) for f in CHAT_FIELDS)
+
+
+def _system_of(record: Mapping[str, Any]) -> str:
+    msgs = next((record[f] for f in CHAT_FIELDS if isinstance(record.get(f), list)), [])
+    for m in msgs:
+        if isinstance(m, dict) and SHAREGPT_ROLES.get(m.get("role") or m.get("from")) == "system":
+            return str(m.get("content", m.get("value", "")))
+    return ""
+
+
+def transcript(system: str, earlier: list[tuple[str, str]], question: str) -> str:
+    """The earlier turns and the current question as one plain-text instruction."""
+    if not system and not earlier:
+        return question
+    lines = [f"System: {system}"] if system else []
+    for q, a in earlier:
+        lines += [f"User: {q}", f"Assistant: {a}"]
+    lines.append(f"User: {question}")
+    return "\n\n".join(lines)
+
+
+def turn_views(record: Mapping[str, Any], context: str = "history") -> list[dict[str, str]]:
+    """One {instruction, input, output} view per assistant turn of a chat row (a trailing question
+    with no reply is left out unless it is the only turn); an Alpaca row's own fields as one view."""
+    if not is_chat(record):
+        instruction = record.get("instruction", "")
+        output = record.get("output", record.get("response", ""))
+        return [{"instruction": str(instruction), "input": str(record.get("input") or ""), "output": str(output)}]
+    pairs = to_turns(record)
+    if len(pairs) > 1 and pairs[-1][1] == "":
+        pairs = pairs[:-1]
+    system = _system_of(record) if context == "history" else ""
+    views = []
+    for k, (question, answer) in enumerate(pairs):
+        earlier = pairs[:k] if context == "history" else []
+        views.append({"instruction": transcript(system, earlier, question), "input": "", "output": answer})
+    return views or [{"instruction": "", "input": "", "output": ""}]
+
+
+def last_view(record: Mapping[str, Any]) -> dict[str, str]:
+    """The default view of a row: its last assistant turn, earlier turns as context."""
+    return turn_views(record)[-1]
+
+
+def run_per_turn(
+    run: Callable[[list[dict]], list[dict]], records: list[dict], opts: TurnOptions | None = None
+) -> list[dict]:
+    """Run a judge or scorer (`run(rows) -> rows`) on the turn views of `records` and fold its output
+    back into the original rows. Inputs with no chat row are run as they are."""
+    opts = opts or TurnOptions()
+    if not any(is_chat(r) for r in records):
+        return run(records)
+    rows: list[dict] = []
+    origin: list[tuple[int, int]] = []  # view index -> (record index, number of views of the record)
+    lines: list[int | None] = []
+    for i, rec in enumerate(records):
+        if is_chat(rec):
+            views = turn_views(rec, opts.context)
+            views = views if opts.turns == "all" else views[-1:]
+            base = {k: v for k, v in rec.items() if k not in CHAT_FIELDS}
+            picked = [{**base, **v} for v in views]
+        else:
+            picked = [dict(rec)]
+        for view in picked:
+            view[_ORIGIN] = len(rows)
+            rows.append(view)
+            origin.append((i, len(picked)))
+            lines.append(records.line_of(i) if isinstance(records, Records) else i + 1)
+    source = records.source if isinstance(records, Records) else "<memory>"
+    out = run(Records(rows, source, lines))
+    grouped: dict[int, list[tuple[dict, dict]]] = {}
+    for row in out:
+        if _ORIGIN not in row:
+            raise ValueError("this method returns rows without their input's fields, so it cannot run on chat turns")
+        j = row[_ORIGIN]
+        grouped.setdefault(origin[j][0], []).append((rows[j], {k: v for k, v in row.items() if k != _ORIGIN}))
+    folded = []
+    for i, pairs in grouped.items():  # in the order the method returned them
+        rec = records[i]
+        if not is_chat(rec) and opts.turns == "last":
+            folded.extend(new for _, new in pairs)
+            continue
+        if len(pairs) < origin[pairs[0][0][_ORIGIN]][1]:
+            continue  # the method dropped one of this chat's turns
+        pairs.sort(key=lambda p: p[0][_ORIGIN])
+        folded.append(fold(rec, pairs, opts.turns == "all"))
+    return folded
+
+
+def fold(record: dict, pairs: list[tuple[dict, dict]], per_turn: bool) -> dict:
+    """`record` with the columns a method wrote on its turn views: the last turn's values, and with
+    `per_turn` the list over turns as `<column>_turns`; errors of every turn kept in `_errors`."""
+    out = dict(record)
+    changed: list[str] = []
+    for view, new in pairs:
+        for key, value in new.items():
+            if key not in VIEW_FIELDS and key != _ORIGIN and (key not in view or view[key] != value):
+                if key not in changed:
+                    changed.append(key)
+    for key in changed:
+        if key == "_errors":
+            errors = dict(record.get("_errors") or {})
+            for n, (_, new) in enumerate(pairs, 1):
+                for stage, message in (new.get("_errors") or {}).items():
+                    errors[stage if len(pairs) == 1 else f"{stage} (turn {n})"] = message
+            out["_errors"] = errors
+            continue
+        out[key] = pairs[-1][1].get(key)
+        if per_turn:
+            out[f"{key}_turns"] = [new.get(key) for _, new in pairs]
+    return out

@@ -1,0 +1,130 @@
+"""Multi-turn rows in judges and scorers: turn views, `-o turns last|all`, results folded back into the
+chat rows, and the acceptance check that per-turn IFD of a two-turn chat equals IFD of the two
+single-turn rows its turns read as (real local model)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from instructkit.judge.common import triplet
+
+from instructkit import registry
+from instructkit.cli import main
+from instructkit.execution import execute
+from instructkit.io import Records, read_records
+from instructkit.turns import TurnOptions, run_per_turn, split_turn_options, turn_views
+
+Q1, A1 = "Name a primary color.", "Red is a primary color."
+Q2, A2 = "Name another one.", "Blue is another primary color."
+CHAT = {"id": "c1", "messages": [{"role": "user", "content": Q1}, {"role": "assistant", "content": A1},
+                                 {"role": "user", "content": Q2}, {"role": "assistant", "content": A2}]}
+SHAREGPT = {"id": "c1", "conversations": [{"from": "human", "value": Q1}, {"from": "gpt", "value": A1},
+                                          {"from": "human", "value": Q2}, {"from": "gpt", "value": A2}]}
+SECOND = f"User: {Q1}\n\nAssistant: {A1}\n\nUser: {Q2}"  # turn 2 with turn 1 as its context
+
+
+def test_views_of_a_chat() -> None:
+    views = turn_views(CHAT)
+    assert views == [{"instruction": Q1, "input": "", "output": A1}, {"instruction": SECOND, "input": "", "output": A2}]
+    assert turn_views(SHAREGPT) == views
+    assert [v["instruction"] for v in turn_views(CHAT, "none")] == [Q1, Q2]
+    system = {"messages": [{"role": "system", "content": "Be brief."}, *CHAT["messages"][:2]]}
+    assert turn_views(system)[0]["instruction"] == f"System: Be brief.\n\nUser: {Q1}"
+    unanswered = {"messages": [*CHAT["messages"][:2], {"role": "user", "content": "And?"}]}
+    assert turn_views(unanswered) == views[:1]  # a trailing question with no reply is not a turn
+    assert triplet(CHAT) == (SECOND, "", A2)  # called directly, a judge reads the last turn
+    alpaca = {"instruction": "Do it.", "input": "now", "output": "Done."}
+    assert triplet(alpaca) == ("Do it.", "now", "Done.") and turn_views(alpaca) == [
+        {"instruction": "Do it.", "input": "now", "output": "Done."}]
+
+
+def test_turn_options_are_split_and_checked() -> None:
+    turns, rest = split_turn_options({"turns": "all", "threshold": "4"})
+    assert turns == TurnOptions("all", "history") and rest == {"threshold": "4"}
+    with pytest.raises(ValueError, match="turns must be one of last, all"):
+        split_turn_options({"turns": "first"})
+    assert registry.get("judge", "alpagasus").takes_turn_options
+    assert not registry.get("judge", "deita").takes_turn_options  # it scores every turn itself
+    assert not registry.get("select", "random").takes_turn_options
+
+
+def count_words(rows: list[dict]) -> list[dict]:
+    """A method in miniature: a column per row, rows whose answer says 'drop' dropped, order reversed."""
+    return [{**r, "words": len(r["output"].split()), "kind": "x"} for r in reversed(rows) if "drop" not in r["output"]]
+
+
+def test_results_fold_back_into_the_chat_rows() -> None:
+    alpaca = {"instruction": "Hi", "output": "Hello there"}
+    dropped = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "fine"},
+                            {"role": "user", "content": "b"}, {"role": "assistant", "content": "drop"}]}
+    records = Records([CHAT, alpaca, dropped], "chats.jsonl", [3, 5, 9])
+    seen: list[Records] = []
+
+    def method(rows: list[dict]) -> list[dict]:
+        seen.append(rows)
+        return count_words(rows)
+
+    out = run_per_turn(method, records, TurnOptions("all"))
+    assert seen[0].lines == [3, 3, 5, 9, 9]  # located errors still name the input's line
+    assert all("messages" not in r for r in seen[0])  # the method sees views, never chat rows
+    # The chat whose second turn was dropped is dropped; order is the method's.
+    assert [r.get("id") for r in out] == [None, "c1"]
+    chat = out[1]
+    assert chat["messages"] == CHAT["messages"] and "instruction" not in chat
+    assert chat["words"] == len(A2.split()) and chat["words_turns"] == [len(A1.split()), len(A2.split())]
+    assert chat["kind_turns"] == ["x", "x"]
+    assert out[0]["words"] == 2 and out[0]["words_turns"] == [2]
+    last = run_per_turn(count_words, [CHAT], TurnOptions("last"))
+    assert last == [{**CHAT, "words": len(A2.split()), "kind": "x"}]
+    plain = [alpaca]
+    assert run_per_turn(count_words, plain) == count_words(plain)  # no chat rows: run as they are
+
+
+@pytest.fixture(scope="module")
+def local_llm():
+    pytest.importorskip("torch")
+    from instructkit.models import LLM
+
+    return LLM("local", cache=False)
+
+
+def ifd_of(records: list[dict], llm, work_dir: Path, turns: TurnOptions | None = None) -> list[dict]:
+    from instructkit.judge.scores.ifd import IFDOptions
+
+    from instructkit.runner import RunContext
+
+    ctx = RunContext(llm=llm, options=IFDOptions(drop_gt1=False), method="ifd", work_dir=work_dir,
+                     progress=False, turns=turns)
+    return execute(registry.get("score", "ifd"), records, ctx)
+
+
+def test_per_turn_ifd_of_a_two_turn_chat_equals_two_single_turn_rows(local_llm, tmp_path: Path) -> None:
+    (chat,) = ifd_of([CHAT], local_llm, tmp_path / "chat", TurnOptions("all"))
+    singles = ifd_of([{"instruction": Q1, "input": "", "output": A1},
+                      {"instruction": SECOND, "input": "", "output": A2}], local_llm, tmp_path / "singles")
+    # Separate work dirs: nothing is reused from a journal, both are computed. Each IFD is a ratio of
+    # two mean fp32 answer losses; span scoring holds each loss to a full forward pass within 1e-5
+    # relative (tests/test_span_scoring.py), so a ratio may move by the sum of the two: 2e-5.
+    assert chat["ifd_status_turns"] == [s["ifd_status"] for s in singles] == ["ok", "ok"]
+    for turn, single in zip(chat["ifd_turns"], singles):
+        assert math.isclose(turn, single["ifd"], rel_tol=2e-5)
+    for col in ("ifd_loss_cond", "ifd_loss_direct"):
+        for turn, single in zip(chat[f"{col}_turns"], singles):
+            assert math.isclose(turn, single[col], rel_tol=1e-5)
+    assert chat["ifd"] == chat["ifd_turns"][-1] and chat["messages"] == CHAT["messages"]
+    assert chat["ifd_turns"][0] != pytest.approx(chat["ifd_turns"][1], rel=1e-3)  # two different turns
+
+
+def test_score_command_takes_the_turn_options(tmp_path: Path) -> None:
+    path = tmp_path / "chats.jsonl"
+    path.write_text(json.dumps(SHAREGPT) + "\n")
+    out = tmp_path / "scored.jsonl"
+    args = ["score", "perplexity", str(path), "--out", str(out), "-o", "turns", "all", "--quiet",
+            "--cache-dir", str(tmp_path / "cache")]
+    assert main(args) == 0
+    (row,) = read_records(out)
+    assert row["conversations"] == SHAREGPT["conversations"] and len(row["ppl_response_turns"]) == 2
+    assert main(["judge", "deita", str(path), "--out", str(out), "-o", "turns", "all"]) == 2  # not a deita option
