@@ -13,18 +13,19 @@ per request); a truncated response is dropped whole; split on "\\n<number>. "; w
 stemming) > 0.7 against seeds plus kept tasks, updated as tasks are kept; the Yes/No classification
 step (T=0, 3 tokens, stops "\\n" and "Task", only "Yes"/"yes"/"YES" counts); output-first instances for
 classification and input-first otherwise (T=0, max_tokens 300 when the batch of 5 holds a
-classification task else 350, stops "Example 6" and "Task:"); the official instance parser, the invalid
+classification task else 350, stops "Example 6" and "Task:"); presence penalty 2 on instruction requests
+and 1.5 on instance requests (frequency 0; backends that cannot apply them say so, see LLM); the
+official instance parser, the invalid
 filter (input == output, empty output, a field ending in ":"), the same-input-different-output rule
 (drops every instance of the task), last instance dropped on truncation, at most 5 per task.
 
 Deviations, and why:
 - Prompts and few-shot demonstrations are our own wording (fewer, shorter demonstrations: 12 for the
   classification step, 5 per instance template), so no text is copied; formats and markers are the same.
-- The model interface is chat-only: the continuation prompt is sent as one user turn (`mode=
-  continuation`), and `mode=chat` asks explicitly for the numbered lines. A leading echo of the open
+- By default the continuation prompt is sent as one user turn (`mode=continuation`), so chat models can
+  continue it; `raw=true` (preset `official`) sends every prompt as a raw completion with no chat
+  template, as the official GPT-3 calls did; `mode=chat` asks explicitly for the numbered lines. A leading echo of the open
   number ("9. ...") is removed before splitting; in chat mode list lines are read by their numbers.
-- Presence/frequency penalties (2 and 1.5 in the official calls) are not part of the model facade and
-  are not sent; every other decoding setting is.
 - Duplicate instances are removed keeping first occurrences (the official `list(set(...))` order depends
   on PYTHONHASHSEED); the 5-instance sample and every other draw use the run's explicit seed.
 - `avg_similarity_score` (a full scan of the pool per kept task) is only computed with
@@ -41,7 +42,7 @@ import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from instructkit.registry import method
 from instructkit.rouge import NoveltyIndex
@@ -68,15 +69,26 @@ TEMPLATES = {
 
 @dataclass
 class SelfInstructOptions:
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # The official calls (GPT-3 completions): raw continuation prompts and their decoding settings.
+        "official": {"mode": "continuation", "raw": True, "num_prompt_instructions": 8, "request_batch_size": 5,
+                     "temperature": 0.7, "top_p": 0.5, "max_tokens": 1024, "presence_penalty": 2.0,
+                     "frequency_penalty": 0.0, "instance_presence_penalty": 1.5, "rouge_threshold": 0.7},
+    }  # fmt: skip
+
     num_instructions: int = 100  # machine tasks to keep (official argparse default; the script used 50000)
     num_prompt_instructions: int = 8  # demonstrations per request
     num_machine_demos: int = 2  # machine tasks among them once the machine pool has that many
     request_batch_size: int = 5
     mode: str = "continuation"  # "continuation" (numbered list left open) or "chat"
+    raw: bool = False  # continuation prompts as raw completions, no chat template (the official GPT-3 calls)
     classification_only: bool = False  # the official --use_clf_seed_tasks_only
     temperature: float = 0.7
     top_p: float = 0.5
     max_tokens: int = 1024
+    presence_penalty: float = 2.0  # instruction requests (bootstrap_instructions.py)
+    frequency_penalty: float = 0.0
+    instance_presence_penalty: float = 1.5  # instance requests (generate_instances.py)
     rouge_threshold: float = 0.7  # reject when max ROUGE-L F > threshold
     max_batches: int = 0  # stop after this many batches (0: until num_instructions or patience)
     patience: int = 10  # stop after this many batches in a row that keep nothing
@@ -123,6 +135,21 @@ def load_seed_tasks(source: str | Path | list[Any]) -> list[SeedTask]:
     if not tasks:
         raise ValueError("the seed pool is empty")
     return tasks
+
+
+# ----- request parameters (the official calls' decoding settings) ------------------------------------
+def instruction_params(opts: SelfInstructOptions, stops: list[str]) -> dict[str, Any]:
+    """Decoding of an instruction request: bootstrap_instructions.py's (T 0.7, top_p 0.5, 1024 tokens,
+    presence penalty 2) unless the options say otherwise."""
+    return {"temperature": opts.temperature, "top_p": opts.top_p, "max_tokens": opts.max_tokens, "stop": stops,
+            "presence_penalty": opts.presence_penalty, "frequency_penalty": opts.frequency_penalty}  # fmt: skip
+
+
+def instance_params(opts: SelfInstructOptions, max_tokens: int) -> dict[str, Any]:
+    """Decoding of an instance request: generate_instances.py's (greedy, presence penalty 1.5, stops
+    "Example 6" and "Task:")."""
+    return {"temperature": 0.0, "max_tokens": max_tokens, "stop": [f"Example {opts.max_instances + 1}", "Task:"],
+            "presence_penalty": opts.instance_presence_penalty}  # fmt: skip
 
 
 # ----- step 1: prompts and response post-processing ----------------------------------------------
@@ -346,6 +373,8 @@ def self_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
     """Self-Instruct: bootstrap tasks from seeds (ROUGE-L novelty), classify, generate instances (Alpaca)."""
     opts = ctx.options or SelfInstructOptions()
     require_choice("mode", opts.mode, ("continuation", "chat"))
+    if opts.raw and opts.mode == "chat":
+        raise ValueError("self_instruct: raw=true sends continuation prompts; it needs mode=continuation")
     llm = llm_of(ctx)
     seeds = _seed_pool(records, ctx)
     if opts.classification_only:
@@ -367,8 +396,7 @@ def self_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
     stops = ["\n\n", "\n16", "16.", "16 ."] if opts.mode == "continuation" else ["\n16", "16."]
 
     async def request(item: dict) -> dict:
-        return await complete(llm, item["prompt"], temperature=opts.temperature, top_p=opts.top_p,
-                              max_tokens=opts.max_tokens, stop=stops, seed=item["seed"])  # fmt: skip
+        return await complete(llm, item["prompt"], raw=opts.raw, **instruction_params(opts, stops), seed=item["seed"])
 
     batch_no, idle = 0, 0
     while len(machine) < opts.num_instructions:
@@ -428,8 +456,8 @@ def generate_instances(
 
     async def classify(task: dict) -> dict:
         p = prompt(TEMPLATES["is_clf"], instruction=task["instruction"].strip())
-        comp = await llm.achat(p, temperature=0.0, max_tokens=3, stop=["\n", "Task"])
-        return {"raw": comp.text}
+        value = await complete(llm, p, raw=opts.raw, temperature=0.0, max_tokens=3, stop=["\n", "Task"])
+        return {"raw": value["text"]}
 
     clf = ctx.map(tasks, classify, stage="classify")
     for task, res in zip(tasks, clf):
@@ -451,9 +479,8 @@ def generate_instances(
 
     async def instances(item: dict) -> dict:
         name = TEMPLATES["clf" if item["clf"] else "gen"]
-        stop = [f"Example {opts.max_instances + 1}", "Task:"]
-        return await complete(llm, prompt(name, instruction=item["instruction"]), temperature=0.0,
-                              max_tokens=item["max_tokens"], stop=stop)  # fmt: skip
+        return await complete(llm, prompt(name, instruction=item["instruction"]), raw=opts.raw,
+                              **instance_params(opts, item["max_tokens"]))  # fmt: skip
 
     results = ctx.map(items, instances, stage="instances")
     rng = seeded(ctx, "instances")
