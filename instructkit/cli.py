@@ -179,6 +179,9 @@ def run_method_command(args: argparse.Namespace) -> int:
                **ctx.stats.as_dict(), "model": llm.identity if llm and not args.dry_run else args.model,
                "calls": llm.stats.as_dict() if llm else {}}
     if llm is not None and llm.dry_run:
+        if ctx.stats.reused:
+            print(f"dry run: {done_rows(ctx.stats.as_dict())} (journals in {work_dir}); the estimate is for the rest",
+                  file=sys.stderr)
         s = llm.stats
         print(f"dry run: {s.estimated_calls} calls, ~{s.estimated_tokens:,} tokens, ~${s.estimated_cost:.4f} "
               f"({s.cache_hits} cached answers reused)", file=sys.stderr)
@@ -193,6 +196,11 @@ def run_method_command(args: argparse.Namespace) -> int:
         print(f"stopped: {ctx.stats.stopped_reason}. Run the same command again to continue.", file=sys.stderr)
         return 3
     return 0
+
+
+def done_rows(run: dict[str, Any]) -> str:
+    """"R of N rows already done" for a dry run over a half-finished run (N counts every stage's rows)."""
+    return f"{run.get('reused', 0)} of {run.get('rows', 0)} rows already done"
 
 
 def write_selection_report(records: list[dict], selected: list[dict], ctx: Any, options: Any, out: Path) -> None:

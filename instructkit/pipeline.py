@@ -209,8 +209,12 @@ def run_pipeline_command(args: Any) -> int:
     manifest = pipeline.run(out=args.out, dry_run=args.dry_run)
     out_dir = Path(args.out) if args.out else pipeline.out
     if args.dry_run:
+        from .cli import done_rows
+
         for s in manifest["steps"]:
             c = s.get("calls", {})
+            if (s.get("run") or {}).get("reused"):
+                print(f"{s['step']:20} {done_rows(s['run'])}; the rest:", file=sys.stderr)
             print(f"{s['step']:20} ~{c.get('estimated_calls', 0)} calls ~{c.get('estimated_tokens', 0):,} tokens "
                   f"~${c.get('estimated_cost', 0.0):.4f}", file=sys.stderr)
         return 0

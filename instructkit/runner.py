@@ -56,8 +56,9 @@ class Journal:
     A stage journal `X.journal.jsonl` also reads its siblings `X.journal.TAG.jsonl` (written by
     parallel workers, e.g. Ray actors); a success in any of them is never undone by a failure."""
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, read_only: bool = False):
         self.path = path
+        self.read_only = read_only  # a dry run reads what is done and writes nothing
         self.entries: dict[str, dict] = {}
         self._fh = None
         for source in _journal_files(path):
@@ -76,7 +77,7 @@ class Journal:
 
     def append(self, entry: dict) -> None:
         self.entries[entry["key"]] = entry
-        if self.path is None:
+        if self.path is None or self.read_only:
             return
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,6 +160,7 @@ async def amap_rows(
     *,
     keys: list[str],
     journal_path: Path | None = None,
+    read_only: bool = False,
     concurrency: int = 64,
     llm: LLM | None = None,
     label: str = "rows",
@@ -167,7 +169,7 @@ async def amap_rows(
 ) -> list[RowResult]:
     """Apply `fn` to every item with at most `concurrency` in flight; isolate, journal and resume."""
     stats = stats if stats is not None else RunStats()
-    journal = Journal(journal_path)
+    journal = Journal(journal_path, read_only)
     results: list[RowResult | None] = [None] * len(items)
     todo = []
     for i, key in enumerate(keys):
@@ -249,7 +251,7 @@ class RunContext:
             "method": self.method,
             "stage": stage,
             "options": canonical_json(self.options.__dict__ if hasattr(self.options, "__dict__") else self.options),
-            "model": self.llm.identity if self.llm is not None and not self.llm.dry_run else None,
+            "model": self.llm.identity if self.llm is not None else None,  # known without loading a model
         }
 
     async def amap(self, items: list[Any], fn: Callable[[Any], Awaitable[Any]], stage: str) -> list[RowResult]:
@@ -257,7 +259,8 @@ class RunContext:
         base = self.stage_key(stage)
         keys = [row_key(stage, {"base": base, "item": item}) for item in items]
         journal = None
-        if self.work_dir is not None and not (self.llm is not None and self.llm.dry_run):
+        dry_run = self.llm is not None and self.llm.dry_run
+        if self.work_dir is not None:  # a dry run reads it (rows done cost nothing) and never writes
             safe = f"{self.method}.{stage}".replace("/", "_").replace(" ", "_")
             tag = f".{self.journal_tag}" if self.journal_tag else ""
             journal = Path(self.work_dir) / f"{safe}.journal{tag}.jsonl"
@@ -266,6 +269,7 @@ class RunContext:
             fn,
             keys=keys,
             journal_path=journal,
+            read_only=dry_run,
             concurrency=self.concurrency,
             llm=self.llm,
             label=f"{self.method}:{stage}" if self.method else stage,
