@@ -2,8 +2,12 @@
 
 Paper: Zheng et al., "Judging LLM-as-a-Judge with MT-Bench and Chatbot Arena" (NeurIPS 2023, arXiv
 2306.05685), the swap-and-compare protocol.
-Deviations: our own prompt asks for the verdict alone on the first line (the parser also accepts
-MT-Bench's [[A]]/[[B]]/[[C]] and "[RESULT] A"); an inconsistent pair is a tie by default, as in the
+`format=mtbench` (preset `official`) is MT-Bench's judge format (FastChat llm_judge, pair-v2): the
+question and both answers between its "[The Start of Assistant A's Answer]" markers, an explanation,
+then "[[A]]", "[[B]]" or "[[C]]" (tie), parsed end-anchored, at T 0 with 2048 tokens; its system
+prompt's prose is our own wording (judge/formats.py). `pairwise_pref` is not read in this format.
+Deviations of the default `format=ours`: the prompt asks for the verdict alone on the first line (the
+parser also accepts MT-Bench's [[A]]/[[B]]/[[C]] and "[RESULT] A"); an inconsistent pair is a tie by default, as in the
 paper's adjusted win rate, or `inconsistent=first` (keep the A-B order's verdict) or `null`; a pair
 with an unparseable verdict in either order is null with its parse status, never a default. With
 logprobs, `pairwise_pref` is P(B better) from the verdict token, averaged over both orders.
@@ -12,15 +16,17 @@ logprobs, `pairwise_pref` is P(B better) from the verdict token, averaged over b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
 from .common import chat_messages, finish, llm_of, prompt_of, triplet
-from .parsing import OK, parse_verdict, report, usage_columns, verdict_preference
+from .formats import MTBENCH_SYSTEM, mtbench_prompt
+from .parsing import OK, parse_verdict, parse_verdict_tail, report, usage_columns, verdict_preference
 
 PREFIX = "pairwise"
+FORMATS = ("ours", "mtbench")
 COLUMNS = [
     f"{PREFIX}_{c}"
     for c in (
@@ -42,6 +48,11 @@ VALUE = {"A": 0.0, "tie": 0.5, "B": 1.0}  # pairwise_score: how strongly B is pr
 
 @dataclass
 class PairwiseOptions:
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "official": {"format": "mtbench", "temperature": 0.0, "max_tokens": 2048},
+    }
+
+    format: str = "ours"  # ours (verdict first, then why) | mtbench (explanation, then [[A]]/[[B]]/[[C]])
     response_a_field: str = "response_a"
     response_b_field: str = "response_b"
     criteria: str | None = None
@@ -76,21 +87,24 @@ def pairwise(records: list[dict], ctx: RunContext) -> list[dict]:
     """Pairwise judge (A/B/tie) in both orders; reports position consistency."""
     opts = ctx.options or PairwiseOptions()
     llm = llm_of(ctx)
-    system = prompt_of("pairwise_system.jinja", opts.system_template)
+    if opts.format not in FORMATS:
+        raise ValueError(f"pairwise: format must be one of {', '.join(FORMATS)}, not {opts.format!r}")
+    mtbench = opts.format == "mtbench"
+    if mtbench and opts.system_template is None:
+        system = MTBENCH_SYSTEM
+    else:
+        system = prompt_of("pairwise_system.jinja", opts.system_template)
 
     async def judge_order(instruction: str, a: str, b: str) -> tuple[Any, Any]:
-        user = prompt_of(
-            "pairwise.jinja",
-            opts.template,
-            instruction=instruction,
-            response_a=a,
-            response_b=b,
-            criteria=opts.criteria,
-        )
+        if mtbench:
+            user = mtbench_prompt(instruction, a, b, opts.criteria)
+        else:
+            user = prompt_of("pairwise.jinja", opts.template, instruction=instruction, response_a=a, response_b=b,
+                             criteria=opts.criteria)  # fmt: skip
         msgs = chat_messages(system, user)
-        lp = {"logprobs": True, "top_logprobs": opts.top_logprobs} if opts.logprobs else {}
+        lp = {"logprobs": True, "top_logprobs": opts.top_logprobs} if opts.logprobs and not mtbench else {}
         comp = await llm.achat(msgs, temperature=opts.temperature, max_tokens=opts.max_tokens, **lp)
-        return comp, parse_verdict(comp.text, prompt=user)
+        return comp, parse_verdict_tail(comp.text) if mtbench else parse_verdict(comp.text, prompt=user)
 
     async def one(rec: dict) -> dict:
         instruction, inp, _ = triplet(rec)

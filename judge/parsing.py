@@ -175,6 +175,48 @@ def parse_verdict(text: str | None, *, prompt: str | None = None) -> Parsed:
     return Parsed({"A": 0.0, "B": 1.0, "TIE": 0.5}[seen[0]], OK, seen[0])
 
 
+# ----- end-anchored formats (Prometheus "[RESULT] n", MT-Bench "[[A]]") ------------------------------
+# The trained/official formats put the verdict last, after the feedback: only a verdict that ends the
+# reply counts (trailing spaces, markdown emphasis, quotes and a full stop aside), so a rubric line or
+# a verdict the feedback quotes on its way is never read.
+_TAIL_JUNK = r"[\s*_`\"'.]*$"
+_RESULT_TAIL = re.compile(
+    r"(?:\[\s*(?:RESULT|SCORE)\s*\]\s*:?|\b(?:score|result)\s*:|\bscore\s+of)"
+    r"\s*[(\[]?\s*([+-]?\d+(?:\.\d+)?)\s*[)\]]?(?:\s*(?:/|out\s+of)\s*(\d+(?:\.\d+)?))?" + _TAIL_JUNK,
+    re.IGNORECASE,
+)
+_VERDICT_TAIL = re.compile(r"\[\[\s*(A|B|C)\s*\]\]" + _TAIL_JUNK, re.IGNORECASE)
+
+
+def parse_result_score(text: str | None, lo: float, hi: float) -> tuple[Parsed, str]:
+    """(score, feedback) of a Prometheus-style reply: feedback, then "[RESULT] n" ending the reply
+    ("[SCORE] n", "Score: n", "(n)", "n/5" accepted as prometheus-eval's parser does). A result
+    anywhere but at the end is `no_score`; a number outside [lo, hi] or a fraction over another
+    scale is `out_of_range`; a non-integer is `invalid`."""
+    if text is None or not text.strip():
+        return Parsed(None, EMPTY), ""
+    m = _RESULT_TAIL.search(text)
+    if not m:
+        return Parsed(None, NO_SCORE), text.strip()
+    feedback = text[: m.start()].strip()
+    parsed = _check(float(m.group(1)), m.group(2), lo, hi, m.group(0).strip())
+    if parsed.ok and parsed.value != int(parsed.value):
+        return Parsed(None, "invalid", parsed.raw), feedback
+    return parsed, feedback
+
+
+def parse_verdict_tail(text: str | None) -> Parsed:
+    """An MT-Bench verdict: `[[A]]`, `[[B]]` or `[[C]]` (tie) ending the reply, after the explanation;
+    value 0 (A), 1 (B), 0.5 (tie). A verdict that does not end the reply is `no_score`."""
+    if text is None or not text.strip():
+        return Parsed(None, EMPTY)
+    m = _VERDICT_TAIL.search(text)
+    if not m:
+        return Parsed(None, NO_SCORE)
+    label = m.group(1).upper()
+    return Parsed({"A": 0.0, "B": 1.0, "C": 0.5}[label], OK, label if label != "C" else "TIE")
+
+
 _RANK_LINE = re.compile(
     r"\[\s*(\d+)\s*\]\s*\**\s*score\s*\**\s*[:=]\s*\**\s*([+-]?\d+(?:\.\d+)?)", re.IGNORECASE
 )
@@ -246,6 +288,17 @@ def score_position(logprobs: Sequence[TokenLogprob], allowed: Iterable[int]) -> 
     labels = {str(a) for a in allowed}
     for i, t in enumerate(logprobs):
         text = _score_label(t.token)
+        if any(ch.isdigit() for ch in text):
+            return i if text in labels else None
+    return None
+
+
+def last_score_position(logprobs: Sequence[TokenLogprob], allowed: Iterable[int]) -> int | None:
+    """Index of the score token of a reply that ends with its score: the last generated token
+    containing a digit, when that token is an allowed score."""
+    labels = {str(a) for a in allowed}
+    for i in range(len(logprobs) - 1, -1, -1):
+        text = _score_label(logprobs[i].token)
         if any(ch.isdigit() for ch in text):
             return i if text in labels else None
     return None
@@ -331,6 +384,25 @@ def score_completion(comp: Completion, lo: int, hi: int, prompt: str | None = No
         "exp": exp,
         "value": exp.value if use_exp else parsed.value,
         "source": "logprobs" if use_exp else ("parsed" if parsed.ok else None),
+    }
+
+
+def score_result_completion(comp: Completion, lo: int, hi: int) -> dict[str, Any]:
+    """`score_completion` for replies in the feedback-then-"[RESULT] n" format: the end-anchored
+    score, the logprob expectation at its token when logprobs came back, the feedback."""
+    parsed, feedback = parse_result_score(comp.text, lo, hi)
+    exp = None
+    if parsed.ok and comp.logprobs:
+        pos = last_score_position(comp.logprobs, range(lo, hi + 1))
+        exp = expectation_from_logprobs(comp.logprobs, range(lo, hi + 1), position=pos) if pos is not None else None
+    use_exp = exp is not None and exp.status == OK
+    return {
+        "parsed": parsed.value,
+        "status": parsed.status,
+        "exp": exp,
+        "value": exp.value if use_exp else parsed.value,
+        "source": "logprobs" if use_exp else ("parsed" if parsed.ok else None),
+        "feedback": feedback,
     }
 
 

@@ -2,9 +2,15 @@
 
 Papers: Kim et al., "Prometheus 2" (arXiv 2405.01535) for the rubric format; Liu et al., "G-Eval"
 (arXiv 2303.16634) for the probability-weighted score.
-Deviations: the score comes first (alone on the first line) and the justification after, not
-feedback then "[RESULT] n": that puts the score at a known token so its top_logprobs give the
-expected value Σ s·p(s) (with argmax and entropy); without logprobs the parsed integer is used.
+`format=prometheus` (preset `official`) is Prometheus 2's trained absolute-grading format byte for
+byte (its system prompt, task description, "[criteria]" + "Score n:" rubric, reference answer when the
+record has one; judge/formats.py): feedback, then "[RESULT] n", parsed end-anchored, on 1-5; the
+preset's decoding is prometheus-eval's (T 1.0, top_p 0.9, 1024 tokens) except its repetition penalty
+1.03, which the OpenAI API lacks.
+Deviations of the default `format=ours`: the score comes first (alone on the first line) and the
+justification after, not feedback then "[RESULT] n": that puts the score at a known token so its
+top_logprobs give the expected value Σ s·p(s) (with argmax and entropy); without logprobs the parsed
+integer is used. (Under `prometheus` the expectation is read at the final score token.)
 Self-consistency (n samples) averages only valid parses and reports the spread and the valid count;
 G-Eval's counting of unparseable samples as 0 is not copied. Our own prompt wording.
 """
@@ -15,15 +21,17 @@ import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
 from .common import chat_messages, finish, llm_of, prompt_of, triplet
-from .parsing import OK, report, score_completion, usage_columns
+from .formats import PROMETHEUS_SYSTEM, prometheus_prompt
+from .parsing import OK, report, score_completion, score_result_completion, usage_columns
 
 PREFIX = "rubric"
+FORMATS = ("ours", "prometheus")
 COLUMNS = [
     f"{PREFIX}_{c}"
     for c in (
@@ -56,6 +64,11 @@ DEFAULT_DESCRIPTIONS_1_5 = [
 
 @dataclass
 class RubricOptions:
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "official": {"format": "prometheus", "temperature": 1.0, "top_p": 0.9, "max_tokens": 1024},
+    }
+
+    format: str = "ours"  # ours (score first, then why) | prometheus (Prometheus 2: feedback, then "[RESULT] n")
     criteria: str = DEFAULT_CRITERIA
     descriptions: list[str] | None = None  # one per score lo..hi (default: built-in 1-5 rubric)
     rubric_file: str | None = None  # JSON/YAML {"criteria": ..., "descriptions": {"1": ..., ...}}
@@ -68,6 +81,7 @@ class RubricOptions:
     logprobs: bool = True
     top_logprobs: int = 10
     temperature: float = 0.0
+    top_p: float = 1.0
     max_tokens: int = 128
     template: str | None = None
     system_template: str | None = None
@@ -112,12 +126,17 @@ def rubric_messages(rec: dict, opts: RubricOptions, rubric: tuple[str, list[tupl
         instruction = f"{instruction}\n\n{inp}"
     if opts.response_field:
         output = str(rec.get(opts.response_field) or "")
+    reference = str(rec.get(opts.reference_field) or "")
+    if opts.format == "prometheus":
+        user = prometheus_prompt(instruction, output, rubric[0], [d for _, d in rubric[1]], reference)
+        system = PROMETHEUS_SYSTEM if opts.system_template is None else prompt_of("", opts.system_template)
+        return chat_messages(system, user)
     user = prompt_of(
         "rubric.jinja",
         opts.template,
         instruction=instruction,
         response=output,
-        reference=rec.get(opts.reference_field) or "",
+        reference=reference,
         criteria=rubric[0],
         descriptions=rubric[1],
         lo=opts.lo,
@@ -157,8 +176,14 @@ def rubric(records: list[dict], ctx: RunContext) -> list[dict]:
     """Rubric judge: criteria + score descriptions, logprob-weighted score, optional n-sample mean."""
     opts = ctx.options or RubricOptions()
     llm = llm_of(ctx)
+    if opts.format not in FORMATS:
+        raise ValueError(f"rubric: format must be one of {', '.join(FORMATS)}, not {opts.format!r}")
+    if opts.format == "prometheus" and (opts.lo, opts.hi) != (1, 5):
+        raise ValueError(f"rubric: format=prometheus grades on 1-5, not {opts.lo}-{opts.hi}")
     rubric_spec = load_rubric(opts)
     params: dict[str, Any] = {"max_tokens": opts.max_tokens}
+    if opts.top_p != 1.0:
+        params["top_p"] = opts.top_p
     if opts.logprobs:
         params.update(logprobs=True, top_logprobs=opts.top_logprobs)
 
@@ -169,8 +194,12 @@ def rubric(records: list[dict], ctx: RunContext) -> list[dict]:
                 msgs, opts.n_samples, temperature=opts.sample_temperature, seed=ctx.random_state, **params
             )
         else:
-            comps = [await llm.achat(msgs, temperature=opts.temperature, **params)]
-        samples = [score_completion(c, opts.lo, opts.hi, msgs[-1]["content"]) for c in comps]
+            seed = {"seed": ctx.random_state} if opts.temperature > 0 else {}
+            comps = [await llm.achat(msgs, temperature=opts.temperature, **seed, **params)]
+        if opts.format == "prometheus":
+            samples = [score_result_completion(c, opts.lo, opts.hi) for c in comps]
+        else:
+            samples = [score_completion(c, opts.lo, opts.hi, msgs[-1]["content"]) for c in comps]
         return summarise(PREFIX, comps, samples)
 
     out = finish(records, ctx.map(records, one, stage="grade"), "grade", PREFIX, COLUMNS)

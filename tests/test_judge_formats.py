@@ -1,0 +1,120 @@
+"""Judge formats of released judges: Prometheus 2 (feedback, then "[RESULT] n") for the rubric judge and
+MT-Bench (explanation, then [[A]]/[[B]]/[[C]]) for the pairwise judge. Parsers on real-looking replies,
+the trained Prometheus strings against the official file's digests, and both formats end to end on the
+real local model."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from instructkit.judge import formats
+from instructkit.judge.parsing import OK, parse_result_score, parse_verdict_tail
+from instructkit.judge.rubric import DEFAULT_CRITERIA, DEFAULT_DESCRIPTIONS_1_5
+
+from instructkit.cache import ResponseCache
+from instructkit.models import LLM
+from instructkit.registry import get
+from instructkit.runner import RunContext
+
+# sha256 of prometheus-eval/prometheus-eval @ dcfb442, libs/prometheus-eval/prometheus_eval/prompts.py:
+OFFICIAL_DIGESTS = {
+    "PROMETHEUS_SYSTEM": "526b5b77a2d7eeaf33b21720197b6be536710d867d22cb468b0fb8f6022b62ab",  # ABS_SYSTEM_PROMPT
+    "PROMETHEUS_ABSOLUTE": "edf9508ea2ca3c4f624938634990e8df0e89dba337b3e15311166ff2e3c6c67a",  # ABSOLUTE_PROMPT
+    "PROMETHEUS_ABSOLUTE_WO_REF": "f4358c8f7953f324df3d70c86bc483d29eb8016567f1b1571cfbe6dee6722656",
+    "PROMETHEUS_RUBRIC": "a4c75273d26b02112e2149674ba34ed103da82fa8a5c39c477f76f0292099352",  # SCORE_RUBRIC_TEMPLATE
+}
+
+PROMETHEUS_REPLIES = [
+    ("The response names the capital correctly and explains the river's role in one clear sentence. It misses "
+     "the population figure the rubric asks for, so it is not complete. [RESULT] 4", 4.0, OK),
+    ("Feedback: Accurate but terse; Score 5 in the rubric needs an example, which is absent.\n[RESULT] (3)", 3.0, OK),
+    ("The answer is off-topic and does not address the instruction at all.\n\n[RESULT] 1\n", 1.0, OK),
+    ("Mostly right, minor slips in units. So the overall score is: [RESULT] 4/5", 4.0, OK),
+    ("Clear and correct, with a worked example.  Score: 5", 5.0, OK),
+    ("Feedback: the response fits Score 2 of the rubric in places. [RESULT] 3 **", 3.0, OK),
+    # The result must end the reply: a quoted "[RESULT] 2" followed by more feedback is not a score.
+    ("[RESULT] 2 would be too harsh here; the response is helpful but incomplete.", None, "no_score"),
+    ("A thorough answer. [RESULT] 6", None, "out_of_range"),
+    ("A thorough answer. [RESULT] 8/10", None, "out_of_range"),
+    ("Good, though one step is skipped. [RESULT] 3.5", None, "invalid"),
+    ("The response is fine.", None, "no_score"),
+    ("", None, "empty"),
+]
+
+MTBENCH_REPLIES = [
+    ("Assistant A gives the correct derivative and shows each step, while Assistant B makes a sign error in the "
+     "second term. A is more accurate and more helpful.\n\n[[A]]", 0.0, OK),
+    ("Both answers are correct and equally detailed; neither is clearly better.\n\nFinal verdict: [[C]]", 0.5, OK),
+    ("Assistant A is longer, but length should not decide. Assistant B answers the actual question.\n"
+     "My final verdict is: **[[B]]**.", 1.0, OK),
+    # The explanation mentions the format on its way; only the verdict that ends the reply counts.
+    ('I will answer with "[[A]]" if A is better. Having compared them, B is more precise. [[B]]', 1.0, OK),
+    ("[[A]] Assistant A is better because it is concise and correct.", None, "no_score"),
+    ("Both have merits; it is hard to choose.", None, "no_score"),
+]
+
+
+def test_prometheus_strings_are_the_trained_ones() -> None:
+    for name, digest in OFFICIAL_DIGESTS.items():
+        assert hashlib.sha256(getattr(formats, name).encode()).hexdigest() == digest, name
+    user = formats.prometheus_prompt("Add 2 and 2.", "4", "Correct?", [f"d{i}" for i in range(1, 6)], "4")
+    assert user.endswith("###Reference Answer (Score 5):\n4\n\n###Score Rubrics:\n[Correct?]\nScore 1: d1\n"
+                         "Score 2: d2\nScore 3: d3\nScore 4: d4\nScore 5: d5\n\n###Feedback: ")  # fmt: skip
+    with pytest.raises(ValueError, match="5 score descriptions"):
+        formats.prometheus_prompt("q", "a", "c", ["only one"])
+
+
+@pytest.mark.parametrize(("text", "value", "status"), PROMETHEUS_REPLIES)
+def test_prometheus_result_is_read_at_the_end(text: str, value: float | None, status: str) -> None:
+    parsed, feedback = parse_result_score(text, 1, 5)
+    assert (parsed.value, parsed.status) == (value, status)
+    if status == OK:
+        assert text.startswith(feedback) and "[RESULT]" not in feedback and "Score:" not in feedback[-8:]
+
+
+@pytest.mark.parametrize(("text", "value", "status"), MTBENCH_REPLIES)
+def test_mtbench_verdict_is_read_at_the_end(text: str, value: float | None, status: str) -> None:
+    parsed = parse_verdict_tail(text)
+    assert (parsed.value, parsed.status) == (value, status)
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> LLM:
+    return LLM("local", cache=ResponseCache(tmp_path_factory.mktemp("formats_cache")))
+
+
+def _run(kind_name: str, records: list[dict], llm: LLM, **options) -> tuple[list[dict], object]:
+    info = get("judge", kind_name)
+    opts = info.make_options(options)
+    ctx = RunContext(llm=llm, options=opts, method=kind_name, progress=False, random_state=3)
+    return info.func(records, ctx), opts
+
+
+def test_rubric_prometheus_format_end_to_end(local: LLM) -> None:
+    rec = {"instruction": "Add 2 and 2.", "input": "", "output": "4", "reference": "2 + 2 = 4"}
+    rows, opts = _run("rubric", [rec], local, preset="official", max_tokens="24")
+    assert (opts.format, opts.temperature, opts.top_p) == ("prometheus", 1.0, 0.9)
+    row = rows[0]
+    assert (row["rubric_score"] is not None) == (row["rubric_parse"] == OK)
+    # The request was Prometheus 2's trained format, byte for byte (cached under exactly these messages).
+    user = formats.prometheus_prompt("Add 2 and 2.", "4", DEFAULT_CRITERIA, DEFAULT_DESCRIPTIONS_1_5, "2 + 2 = 4")
+    msgs = [{"role": "system", "content": formats.PROMETHEUS_SYSTEM}, {"role": "user", "content": user}]
+    again = local.chat(msgs, temperature=1.0, top_p=0.9, seed=3, max_tokens=24, logprobs=True, top_logprobs=10)
+    assert again.cached and again.text == row["rubric_raw"]
+    parsed, _ = parse_result_score(row["rubric_raw"], 1, 5)
+    assert row["rubric_parse"] == parsed.status
+    with pytest.raises(ValueError, match="1-5"):
+        _run("rubric", [rec], local, format="prometheus", hi="10")
+
+
+def test_pairwise_mtbench_format_end_to_end(local: LLM) -> None:
+    rec = {"instruction": "Name a color.", "response_a": "Blue", "response_b": "A dog"}
+    rows, opts = _run("pairwise", [rec], local, preset="official", max_tokens="16")
+    assert (opts.format, opts.temperature, opts.max_tokens) == ("mtbench", 0.0, 16)
+    row = rows[0]
+    first = parse_verdict_tail(row["pairwise_raw"][0])
+    assert row["pairwise_parse"] in (OK, first.status, parse_verdict_tail(row["pairwise_raw"][1]).status)
+    msgs = [{"role": "system", "content": formats.MTBENCH_SYSTEM},
+            {"role": "user", "content": formats.mtbench_prompt("Name a color.", "Blue", "A dog")}]  # fmt: skip
+    assert local.chat(msgs, temperature=0.0, max_tokens=16).cached
