@@ -377,32 +377,27 @@ def score_completion(comp: Completion, lo: int, hi: int, prompt: str | None = No
     if parsed.ok and parsed.value is not None and parsed.value != int(parsed.value):
         parsed.value, parsed.status = None, "invalid"
     exp = expectation_from_logprobs(comp.logprobs, range(lo, hi + 1)) if parsed.ok else None
-    use_exp = exp is not None and exp.status == OK
-    return {
-        "parsed": parsed.value,
-        "status": parsed.status,
-        "exp": exp,
-        "value": exp.value if use_exp else parsed.value,
-        "source": "logprobs" if use_exp else ("parsed" if parsed.ok else None),
-    }
+    return _scored(parsed, exp)
 
 
 def score_result_completion(comp: Completion, lo: int, hi: int) -> dict[str, Any]:
     """`score_completion` for replies in the feedback-then-"[RESULT] n" format: the end-anchored
     score, the logprob expectation at its token when logprobs came back, the feedback."""
     parsed, feedback = parse_result_score(comp.text, lo, hi)
-    exp = None
-    if parsed.ok and comp.logprobs:
-        pos = last_score_position(comp.logprobs, range(lo, hi + 1))
-        exp = expectation_from_logprobs(comp.logprobs, range(lo, hi + 1), position=pos) if pos is not None else None
+    pos = last_score_position(comp.logprobs, range(lo, hi + 1)) if parsed.ok and comp.logprobs else None
+    exp = None if pos is None else expectation_from_logprobs(comp.logprobs, range(lo, hi + 1), position=pos)
+    return {**_scored(parsed, exp), "feedback": feedback}
+
+
+def _scored(parsed: Parsed, exp: Expectation | None) -> dict[str, Any]:
+    """A scored reply: the expectation's value when there is one, else the parsed number."""
     use_exp = exp is not None and exp.status == OK
     return {
         "parsed": parsed.value,
         "status": parsed.status,
         "exp": exp,
-        "value": exp.value if use_exp else parsed.value,
+        "value": exp.value if use_exp else parsed.value,  # type: ignore[union-attr]
         "source": "logprobs" if use_exp else ("parsed" if parsed.ok else None),
-        "feedback": feedback,
     }
 
 
