@@ -4,7 +4,9 @@ Paper: Xu et al., "WizardLM: Empowering Large Language Models to Follow Complex 
 arXiv 2304.12244); prompts' structure and markers follow nlpxucan/WizardLM Evol_Instruct/{depth,breadth}.py.
 
 As the paper: five in-depth operations (add constraints, deepen, concretize, increase reasoning steps,
-complicate input) plus in-breadth, one drawn uniformly per instruction per round; M rounds (default 4),
+complicate input) plus in-breadth, one drawn per instruction per round, in-breadth with probability 0.2
+as in the official driver (Evol_Instruct/main.py draws one of 5 prompts, one of them in-breadth) and the
+in-depth operations sharing the rest equally (`operation_weights` sets any other weights); M rounds (default 4),
 each evolving the previous round's successful instruction; an answer for every evolved instruction; the
 instruction eliminator: (1) no information gain, judged by an LLM equality check ("Equal"/"Not Equal"),
 (2) the answer contains "sorry" and is shorter than 80 words, (3) the answer is only punctuation and
@@ -14,8 +16,13 @@ stays in place and is evolved again next round. All rounds are pooled, with line
 root_id, operation, round). Decoding as the official driver: T=1.0, top_p=0.95, max_tokens=2048; the
 instruction text is instruction + newline + input.
 
+Preset `official`: the official driver's four in-depth operations plus in-breadth (0.2 each) and its
+system prompt ("You are a helpful assistant.") on evolution and answer calls; rounds and eliminator stay
+as the paper (the released data went through them; the driver is a one-round sketch).
 Deviations, and why: prompts are our own wording (same markers, same 10-20 word limit); the official
-code has only 4 in-depth operations and no rounds or eliminator (we follow the paper); the operation
+code has only 4 in-depth operations and no rounds or eliminator (we follow the paper); the official
+driver joins instruction and input with "\\r\\n" even when the input is empty (we join with "\\n" and
+only a non-empty input); the operation
 draw and sampling seeds come from the run's explicit seed; an evolution failing rule 4 (or empty) gets
 no answer call, since it is eliminated whatever the answer; an equality reply that says neither
 "Equal" nor "Not Equal" keeps the evolution and is counted (`equality_unparsed`); stop words are our
@@ -26,7 +33,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from instructkit.registry import method
 from instructkit.runner import RunContext
@@ -49,10 +56,22 @@ STOP_WORDS = frozenset(
 )
 
 
+OFFICIAL_SYSTEM = "You are a helpful assistant."  # Evol_Instruct/openai_access.py, every call
+BREADTH_SHARE = 0.2  # the official driver: in-breadth is 1 of its 5 evolving prompts
+
+
 @dataclass
 class EvolInstructOptions:
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "official": {"operations": ["constraints", "deepen", "concretizing", "reasoning", "breadth"],
+                     "system": OFFICIAL_SYSTEM, "temperature": 1.0, "top_p": 0.95, "max_tokens": 2048,
+                     "answer_max_tokens": 2048},
+    }  # fmt: skip
+
     rounds: int = 4  # M
     operations: list[str] = field(default_factory=lambda: list(OPERATIONS))
+    operation_weights: dict[str, float] | None = None  # None: breadth 0.2, the rest shared equally
+    system: str = ""  # system prompt of evolution and answer calls ("" sends none)
     temperature: float = 1.0
     top_p: float = 0.95
     max_tokens: int = 2048
@@ -116,6 +135,33 @@ def evolution_prompt(instruction: str, operation: str) -> str:
     return prompt(TEMPLATES["depth"], instruction=instruction, operation=operation)
 
 
+def operation_weights(opts: EvolInstructOptions) -> dict[str, float]:
+    """Draw probability of each operation: `opts.operation_weights` normalised, else in-breadth 0.2 and the
+    in-depth operations sharing the rest (uniform when only one kind is enabled)."""
+    ops = list(dict.fromkeys(opts.operations))
+    if opts.operation_weights is not None:
+        missing = [op for op in ops if op not in opts.operation_weights]
+        unknown = [op for op in opts.operation_weights if op not in ops]
+        if missing or unknown:
+            raise ValueError(f"operation_weights must name exactly the operations {ops} (missing {missing}, "
+                             f"not enabled {unknown})")  # fmt: skip
+        weights = {op: float(opts.operation_weights[op]) for op in ops}
+        if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+            raise ValueError(f"operation_weights must be >= 0 and not all 0: {weights}")
+    elif "breadth" in ops and len(ops) > 1:
+        depth = len(ops) - 1
+        weights = {op: BREADTH_SHARE if op == "breadth" else (1 - BREADTH_SHARE) / depth for op in ops}
+    else:
+        weights = dict.fromkeys(ops, 1.0)
+    total = sum(weights.values())
+    return {op: w / total for op, w in weights.items()}
+
+
+def draw_operation(rng: Any, weights: dict[str, float]) -> str:
+    """One operation drawn by weight from a seeded random generator."""
+    return rng.choices(list(weights), weights=list(weights.values()))[0]
+
+
 def _text_of(rec: dict) -> str:
     inst = str(rec.get("instruction") or "").strip()
     inp = str(rec.get("input") or "").strip()
@@ -131,6 +177,7 @@ def evol_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
     for op in opts.operations:
         if op not in OPERATIONS:
             raise ValueError(f"unknown operation {op!r}; known: {OPERATIONS}")
+    weights = operation_weights(opts)
     llm = llm_of(ctx)
     current = []
     pool: list[dict] = []
@@ -145,11 +192,13 @@ def evol_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
     reasons: dict[str, int] = {}
     per_round: list[dict[str, Any]] = []
     unparsed = 0  # equality replies that said neither "Equal" nor "Not Equal" (kept, counted)
-    sample = {"temperature": opts.temperature, "top_p": opts.top_p}
+    sample: dict[str, Any] = {"temperature": opts.temperature, "top_p": opts.top_p}
+    if opts.system:
+        sample["system"] = opts.system
 
     for rnd in range(1, opts.rounds + 1):
         items = [{"id": n["id"], "instruction": n["instruction"],
-                  "round": rnd, "operation": seeded(ctx, "evol-op", rnd, n["root_id"]).choice(opts.operations)}
+                  "round": rnd, "operation": draw_operation(seeded(ctx, "evol-op", rnd, n["root_id"]), weights)}
                  for n in current]  # fmt: skip
 
         async def evolve(item: dict) -> dict:
