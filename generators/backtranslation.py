@@ -24,6 +24,7 @@ from typing import Any
 
 from instructkit.judge.parsing import parse_score
 
+from instructkit.provenance import provenance
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
@@ -146,7 +147,8 @@ def backtranslation(records: list[dict], ctx: RunContext) -> list[dict]:
         out.append({"instruction": c["instruction"], "input": "", "output": c["text"], "doc_id": c["doc_id"],
                     "passage_index": c["passage_index"], "backtranslation_score": c.get("score"),
                     "backtranslation_parse": c.get("rate_status"), "backtranslation_raw": c.get("rate_raw"),
-                    "backtranslation_keep": bool(c.get("keep")), "backtranslation_iteration": c.get("iteration")})  # fmt: skip
+                    "backtranslation_keep": bool(c.get("keep")), "backtranslation_iteration": c.get("iteration"),
+                    "provenance": provenance(ctx, doc_id=c["doc_id"], passage_index=c["passage_index"])})  # fmt: skip
     counts: dict[str, Any] = {"segments": len(segments), "instructions": len(usable), "augment_failures": failures,
                               "iterations": iteration_counts, "kept": sum(bool(c.get("keep")) for c in candidates)}  # fmt: skip
     finish_run(ctx, opts, TEMPLATES, counts, {"seed_demos": len(demos)})

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from instructkit.models import extract_json
+from instructkit.provenance import provenance
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
@@ -513,7 +514,9 @@ def bonito(records: list[dict], ctx: RunContext) -> list[dict]:
         out.append({"instruction": row["instruction"], "input": "", "output": row["output"], "task_type": code,
                     "task_type_name": TASK_TYPES[code], "doc_id": item["doc_id"],
                     "passage_index": item["passage_index"], "bonito_mode": opts.mode,
-                    **({"bonito_fields": row["fields"]} if "fields" in row else {})})  # fmt: skip
+                    **({"bonito_fields": row["fields"]} if "fields" in row else {}),
+                    "provenance": provenance(ctx, doc_id=item["doc_id"], passage_index=item["passage_index"],
+                                             task_type=code)})  # fmt: skip
     write_side(ctx, "invalid.jsonl", invalid)
     tokens = sum(r.value.get("completion_tokens", 0) for r in results if r.ok)
     counts = {"passages": len(passages), "attempted": len(items), "valid": len(out), "invalid": len(invalid),

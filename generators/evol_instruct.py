@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from instructkit.provenance import provenance
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
@@ -184,7 +185,7 @@ def evol_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
     for i, rec in enumerate(records):
         rid = str(rec.get("id", i))
         node = {"id": rid, "instruction": _text_of(rec), "output": rec.get("output"), "root_id": rid,
-                "parent_id": None, "operation": None, "round": 0}  # fmt: skip
+                "parent_id": None, "operation": None, "round": 0, "row": i}  # fmt: skip
         current.append(node)
         if opts.include_original:
             pool.append(dict(node))
@@ -246,13 +247,17 @@ def evol_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
                                    "equality": equal.get(k)})  # fmt: skip
                 continue  # the parent stays and is evolved again next round
             child = {"id": f"{node['id']}>r{rnd}", "instruction": text, "output": answers[k],
-                     "root_id": node["root_id"], "parent_id": node["id"], "operation": item["operation"], "round": rnd}  # fmt: skip
+                     "root_id": node["root_id"], "parent_id": node["id"], "operation": item["operation"], "round": rnd,
+                     "row": node["row"]}  # fmt: skip
             pool.append(child)
             current[k] = child
             kept += 1
         per_round.append({"round": rnd, "attempted": len(items), "kept": kept})
     out = [{"instruction": n["instruction"], "input": "", "output": n["output"] or "", "id": n["id"],
-            "parent_id": n["parent_id"], "root_id": n["root_id"], "operation": n["operation"], "round": n["round"]}
+            "parent_id": n["parent_id"], "root_id": n["root_id"], "operation": n["operation"], "round": n["round"],
+            "provenance": records[n["row"]].get("provenance") if n["round"] == 0 else provenance(
+                ctx, records[n["row"]], seed_id=n["root_id"], parent_id=n["parent_id"], operation=n["operation"],
+                round=n["round"])}
            for n in pool]  # fmt: skip
     write_side(ctx, "eliminated.jsonl", eliminated)
     templates = [TEMPLATES["depth"], TEMPLATES["breadth"]] + (

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from instructkit.provenance import provenance
 from instructkit.registry import method
 from instructkit.rouge import NoveltyIndex
 from instructkit.runner import RunContext
@@ -382,6 +383,8 @@ def self_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
         if not seeds:
             raise ValueError("classification_only: no seed task is marked is_classification")
     seed_texts = [s.instruction for s in seeds]
+    seed_ids = {s.instruction: s.id for s in seeds}
+    demo_seeds: dict[str, list[str]] = {}  # prompt -> ids of the seed tasks shown in it (provenance)
     n_human = opts.num_prompt_instructions - opts.num_machine_demos
     if n_human > len(seed_texts) or opts.num_prompt_instructions < 1:
         raise ValueError(
@@ -407,6 +410,7 @@ def self_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
             demos = sample_demos(rng, [m["instruction"] for m in machine], seed_texts,
                                  opts.num_prompt_instructions, opts.num_machine_demos)  # fmt: skip
             p = encode_prompt(demos, opts.classification_only, opts.mode, n_new)
+            demo_seeds[p] = [seed_ids[d] for d in demos if d in seed_ids]
             items.append(
                 {"prompt": p, "request_idx": batch_no, "k": k, "seed": call_seed(ctx, "req", batch_no, k)}
             )
@@ -419,6 +423,8 @@ def self_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
                                      opts.similarity_stats)  # fmt: skip
         for row in kept + dropped:
             row["request_idx"] = batch_no
+        for row in kept:
+            row["seed_ids"] = demo_seeds.get(row["prompt"], [])
         for row in dropped:
             reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
         machine.extend(kept)
@@ -437,13 +443,15 @@ def self_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
         write_side(ctx, "instructions.jsonl", machine)
         finish_run(ctx, opts, templates, counts)
         return [{"instruction": m["instruction"], "input": "", "output": "", "request_idx": m["request_idx"],
-                 "most_similar": m["most_similar"]} for m in machine]  # fmt: skip
+                 "most_similar": m["most_similar"], "provenance": provenance(ctx, seed_ids=m["seed_ids"])}
+                for m in machine]  # fmt: skip
     out = generate_instances(machine, ctx, opts, counts)
     if opts.include_seed_tasks:
         for s in seeds:
             for inst in s.instances or []:
                 out.append({"instruction": s.instruction, "input": inst.get("input", ""), "output": inst.get("output", ""),
-                            "source": "seed", "is_classification": s.is_classification})  # fmt: skip
+                            "source": "seed", "is_classification": s.is_classification,
+                            "provenance": provenance(ctx, seed_id=s.id)})  # fmt: skip
     finish_run(ctx, opts, [*templates, TEMPLATES["is_clf"], TEMPLATES["gen"], TEMPLATES["clf"]], counts)
     return out
 
@@ -503,7 +511,7 @@ def generate_instances(
         for inp, outp in pairs:
             out.append({"instruction": task["instruction"].strip(), "input": inp, "output": outp,
                         "is_classification": task["is_classification"], "request_idx": task["request_idx"],
-                        "source": "machine"})  # fmt: skip
+                        "source": "machine", "provenance": provenance(ctx, seed_ids=task.get("seed_ids"))})  # fmt: skip
     write_side(ctx, "tasks.jsonl", task_rows)
     counts.update(classification=sum(t["is_classification"] for t in tasks), instance_parse=status_counts,
                   instances=len(out), tasks_with_instances=sum(r["n_instances"] > 0 for r in task_rows))  # fmt: skip

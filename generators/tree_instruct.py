@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from instructkit.provenance import provenance
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
@@ -92,6 +93,7 @@ def tree_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
     word = NUMBER_WORDS.get(opts.n_nodes, str(opts.n_nodes))
     rows = [{"id": str(r.get("id", i)), "old": _instruction_of(r), "current": _instruction_of(r),
              "input": str(r.get("input") or ""), "old_output": r.get("output")} for i, r in enumerate(records)]  # fmt: skip
+    parents = {row["id"]: rec for row, rec in reversed(list(zip(rows, records)))}  # first row of an id wins
     failed: list[dict] = []
     reasons: dict[str, int] = {}
 
@@ -141,7 +143,8 @@ def tree_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
             continue
         out.append({"id": row["id"], "instruction": row["current"], "input": row["input"], "output": answer or "",
                     "old_instruction": row["old"], "old_output": row["old_output"],
-                    "tree_nodes_added": opts.n_nodes * opts.steps, "tree_steps": opts.steps})  # fmt: skip
+                    "tree_nodes_added": opts.n_nodes * opts.steps, "tree_steps": opts.steps,
+                    "provenance": provenance(ctx, parents[row["id"]], parent_id=row["id"])})  # fmt: skip
     write_side(ctx, "failed.jsonl", failed)
     finish_run(ctx, opts, TEMPLATES if opts.respond else TEMPLATES[:1],
                {"inputs": len(records), "kept": len(out), "failed": reasons})  # fmt: skip

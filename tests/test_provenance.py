@@ -1,0 +1,68 @@
+"""Per-row provenance on the real local model: a Bonito row traces back to its document and passage,
+an Evol-Instruct row made from it traces back to the Bonito row, the document and its seed row."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from instructkit.generators import bonito as bo
+from instructkit.generators import evol_instruct as ev
+
+from instructkit.provenance import origin, trace
+from instructkit.runner import RunContext
+
+pytest.importorskip("transformers")
+PASSAGE = (
+    "Sea turtles lay their eggs on sandy beaches at night. The female digs a nest with her back flippers, "
+    "lays about one hundred eggs, covers them with sand and returns to the sea. The eggs hatch after about "
+    "two months, and the hatchlings find the water by the light of the horizon."
+)
+
+
+@pytest.fixture(scope="module")
+def llm(tmp_path_factory: pytest.TempPathFactory):
+    from instructkit.cache import ResponseCache
+    from instructkit.models import LLM
+
+    try:
+        model = LLM("local", cache=ResponseCache(tmp_path_factory.mktemp("prov_cache")))
+        model.backend  # noqa: B018 - load now, skip cleanly when the local model is not installed
+    except (ImportError, FileNotFoundError) as exc:
+        pytest.skip(f"local model unavailable: {exc}")
+    return model
+
+
+def _ctx(llm, options, name: str, work: Path, step: str) -> RunContext:
+    return RunContext(llm=llm, options=options, method=name, work_dir=work, random_state=3, progress=False,
+                      extras={"step": step})  # fmt: skip
+
+
+def test_bonito_then_evol_rows_trace_back_to_document_and_seed(llm, tmp_path: Path) -> None:
+    model = f"local:{llm.identity['model']}"
+    docs = [{"doc_id": "turtles", "text": PASSAGE}]
+    opts = bo.BonitoOptions(task_types=["summarization"], max_tokens=24)
+    rows = bo.bonito(docs, _ctx(llm, opts, "bonito", tmp_path / "b", "doc_tasks"))
+    assert rows, "a summary of a 50-word passage in at most 24 tokens is always shorter: one valid row"
+    prov = rows[0]["provenance"]
+    assert prov == {"step": "doc_tasks", "method": "bonito", "model": model, "doc_id": "turtles",
+                    "passage_index": 0, "task_type": "summarization"}  # fmt: skip
+
+    seeded = [{**rows[0], "id": "task-a"}]
+    ev_opts = ev.EvolInstructOptions(rounds=2, max_tokens=40, answer_max_tokens=12, equality_check=False,
+                                     operations=["deepen", "constraints"])  # fmt: skip
+    out = ev.evol_instruct(seeded, _ctx(llm, ev_opts, "evol_instruct", tmp_path / "e", "evolved"))
+    assert out[0]["round"] == 0 and out[0]["provenance"] == prov  # the seed row keeps its own provenance
+    evolved = [r for r in out if r["round"] > 0]
+    assert evolved, "two rounds of two operations on the local model keep at least one evolution"
+    for row in evolved:
+        chain = list(trace(row))
+        assert [p["method"] for p in chain] == ["evol_instruct", "bonito"]
+        assert chain[0]["seed_id"] == "task-a" and chain[0]["parent_id"] == row["parent_id"]
+        assert chain[0]["round"] == row["round"] and chain[0]["operation"] == row["operation"]
+        assert chain[0]["step"] == "evolved" and chain[0]["model"] == model
+        where = origin(row)
+        assert where["doc_id"] == "turtles" and where["passage_index"] == 0 and where["seed_id"] == "task-a"
+        assert [s["step"] for s in where["steps"]] == ["doc_tasks", "evolved"]
+    json.dumps(out)  # journaled and written as JSON
