@@ -115,6 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="output folder (overrides the file's)")
     rp.add_argument("--dry-run", action="store_true")
 
+    xp = sub.add_parser("export", help="Write a set as SFT trainer files with a dataset card (and push it to the Hub)",
+                        description="Trainer columns (alpaca, messages, sharegpt, or the Hub's parquet layout with "
+                                    "messages), instructkit's columns kept apart, seeded splits, and a README.md card "
+                                    "whose figures come from the run's manifest.")
+    xp.add_argument("input", help="records to export (e.g. OUT/selected.jsonl)")
+    xp.add_argument("--format", choices=["alpaca", "messages", "sharegpt", "hf"], default="messages")
+    xp.add_argument("--out", required=True, help="output folder")
+    xp.add_argument("--split", default="train=1", help="NAME=RATIO[,NAME=RATIO...] (default train=1)")
+    xp.add_argument("--seed", type=int, default=0, help="random_state of the split")
+    xp.add_argument("--meta", choices=["field", "side", "none"], default="field",
+                    help="instructkit's columns: a `meta` JSON string per row, SPLIT.meta.jsonl files, or dropped")
+    xp.add_argument("--manifest", help="manifest for the card (default: INPUT.manifest.json or the folder's manifest.json)")
+    xp.add_argument("--language", help="card: language codes, comma-separated (default: the rows' `language`, else en)")
+    xp.add_argument("--license", help="card: license id (default: what the inputs declare)")
+    xp.add_argument("--name", help="card: title")
+    xp.add_argument("--push-to-hub", metavar="REPO", help="upload the folder to this Hub dataset repo (HF_ENDPOINT, HF_TOKEN)")
+    xp.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+
     cp = sub.add_parser("cache", help="Inspect or clean the response cache")
     cp.add_argument("action", choices=["stats", "clear", "prune"])
     cp.add_argument("--cache-dir")
@@ -330,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
             return embed_command(args)
         if args.command == "cache":
             return cache_command(args)
+        if args.command == "export":
+            from .export import export_command
+
+            return export_command(args)
         if args.command == "models":
             return models_command(args)
         if args.command == "methods":

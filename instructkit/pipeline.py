@@ -1,7 +1,9 @@
 """Pipelines: a YAML (or Python) list of steps, each saved, fingerprinted and resumable.
 
 A step is `{name, <kind>: METHOD, input?, model?, options?}` with kind one of generate, judge,
-score, select; or `concat: [step, ...]`. A step's input is the previous step's output unless it
+score, select; or `concat: [step, ...]`; or `export: FORMAT` (alpaca, messages, sharegpt, hf; options
+as `instructkit export`), which writes the trainer files to OUT/NAME and, once the manifest is written,
+their dataset card from it. A step's input is the previous step's output unless it
 names a file or another step. A re-run skips steps whose fingerprint (method, options, model,
 seed and input content) is unchanged; a changed step re-runs, and inside it every row already
 answered is reused from the journals and the response cache, so only changed rows cost anything.
@@ -25,6 +27,7 @@ from .runner import RunContext
 from .turns import split_turn_options
 
 STEP_KINDS = registry.KINDS
+OTHER_KINDS = ("concat", "export")
 
 
 @dataclass
@@ -62,10 +65,17 @@ class Pipeline:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         steps = []
         for i, raw in enumerate(data.get("steps") or [], 1):
-            kinds = [k for k in (*STEP_KINDS, "concat") if k in raw]
+            kinds = [k for k in (*STEP_KINDS, *OTHER_KINDS) if k in raw]
             if len(kinds) != 1:
-                raise ValueError(f"{p}: step {i}: give exactly one of {', '.join((*STEP_KINDS, 'concat'))}")
+                raise ValueError(f"{p}: step {i}: give exactly one of {', '.join((*STEP_KINDS, *OTHER_KINDS))}")
             kind = kinds[0]
+            if kind == "export":
+                from .export import make_options
+
+                try:
+                    make_options({**(raw.get("options") or {}), "format": raw[kind]})
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(f"{p}: step {i}: {exc}") from None
             steps.append(Step(
                 name=str(raw.get("name") or (raw[kind] if kind != "concat" else f"concat{i}")),
                 kind=kind, method="" if kind == "concat" else str(raw[kind]),
@@ -93,8 +103,12 @@ class Pipeline:
         manifest: dict[str, Any] = {"name": self.name, "seed": self.seed, "steps": []}
         previous: str | None = None
         llms: dict[tuple, LLM] = {}
+        exports: list[tuple[dict, list[dict], Any]] = []
         for idx, step in enumerate(self.steps, 1):
             records, in_hash = self._step_input(step, previous, outputs, hashes)
+            if step.kind == "export":
+                manifest["steps"].append(self._export(step, records, out_dir, previous, dry_run, exports))
+                continue
             model = step.model or self.model
             info = None if step.kind == "concat" else registry.get(step.kind, step.method)
             fingerprint = _hash({"kind": step.kind, "method": step.method, "options": step.options, "model": model,
@@ -122,7 +136,7 @@ class Pipeline:
                 turns, values = split_turn_options(step.options) if info.takes_turn_options else (None, step.options)
                 ctx = RunContext(llm=llm, options=info.make_options(values), method=info.name, turns=turns,
                                  work_dir=out_dir / "work" / step.name, random_state=self.seed, progress=progress,
-                                 extras={"input_path": self._resolve_path(step.input), "report": True,
+                                 extras={"input_path": self._resolve_path(step.input), "report": True, "step": step.name,
                                          "out_dir": str(out_dir)})
                 start = time.monotonic()
                 result = execute(info, records, ctx, Execution(
@@ -132,6 +146,11 @@ class Pipeline:
                              run=ctx.stats.as_dict(),
                              calls={k: after[k] - before.get(k, 0) for k in after if isinstance(after[k], (int, float))},
                              model_identity=llm.identity if llm and not dry_run else model)
+                if not dry_run:
+                    from .card import step_figures
+
+                    entry.update(step_figures(step.kind, info.func, records, result, ctx.options, ctx,
+                                              self._resolve_path(step.input)))
                 if dry_run:
                     manifest["steps"].append(entry)
                     outputs[step.name], hashes[step.name], previous = result, fingerprint, step.name
@@ -158,8 +177,33 @@ class Pipeline:
         if not dry_run:
             if previous is not None:
                 write_records(out_dir / "selected.jsonl", outputs[previous])
-            write_manifest(out_dir / "manifest.json", **manifest)
+            path = write_manifest(out_dir / "manifest.json", **manifest)
+            if exports:
+                from .card import write_card
+
+                written = json.loads(path.read_text(encoding="utf-8"))  # the card equals the file, byte for figure
+                for figures, rows, opts in exports:
+                    card = write_card(Path(figures["out"]), figures, rows, opts, written)
+                    print(f"[{figures['step']}] card: {card}", file=sys.stderr)
         return manifest
+
+    def _export(self, step: Step, records: list[dict], out_dir: Path, previous: str | None, dry_run: bool,
+                exports: list) -> dict[str, Any]:
+        """An export step: the trainer files now, the card once the manifest is written."""
+        from .export import make_options, write_export
+
+        opts = make_options({"seed": self.seed, "pretty_name": self.name, **step.options, "format": step.method})
+        entry: dict[str, Any] = {"step": step.name, "kind": "export", "method": step.method,
+                                 "options": step.options, "rows_in": len(records)}  # fmt: skip
+        if dry_run:
+            return entry
+        folder = out_dir / step.name
+        figures = write_export(records, folder, opts, source=previous)
+        entry.update(rows_out=figures["rows_out"], folder=str(folder), export=figures)
+        exports.append(({**figures, "step": step.name}, records, opts))
+        splits = ", ".join(f"{k} {v}" for k, v in figures["splits"].items())
+        print(f"[{step.name}] {len(records)} -> {figures['rows_out']} rows ({splits})  {folder}", file=sys.stderr)
+        return entry
 
     def _resolve_path(self, value: Any) -> str | None:
         if not isinstance(value, str):
@@ -219,4 +263,7 @@ def run_pipeline_command(args: Any) -> int:
                   f"~${c.get('estimated_cost', 0.0):.4f}", file=sys.stderr)
         return 0
     print(f"done: {out_dir / 'selected.jsonl'}  manifest: {out_dir / 'manifest.json'}", file=sys.stderr)
+    for s in manifest["steps"]:
+        if s.get("kind") == "export" and s.get("folder"):
+            print(f"ready to train: {s['folder']}/  card: {Path(s['folder']) / 'README.md'}", file=sys.stderr)
     return 3 if manifest.get("stopped") else 0

@@ -117,10 +117,13 @@ def load_run(out_dir: Path) -> dict[str, Any]:
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"steps": []}
     steps = []
     for entry in manifest.get("steps", []):
-        path = Path(entry.get("output", ""))
+        if not entry.get("output"):  # an export step: a folder of trainer files, not one step output
+            steps.append({**entry, "records": []})
+            continue
+        path = Path(entry["output"])
         if not path.is_absolute() and not path.exists():
             path = out_dir / path.name
-        rows = read_records(path) if path.exists() and path.stat().st_size else []
+        rows = read_records(path) if path.is_file() and path.stat().st_size else []
         steps.append({**entry, "records": list(rows)})
     if not steps:  # a single-command output folder: every JSONL file in it
         for path in sorted(out_dir.glob("*.jsonl")):
@@ -137,7 +140,7 @@ def build_report(out_dir: str | Path, encoder: str = "local") -> str:
     # The pool is what the last selector chose from: the output of the step before it.
     last_select = max((i for i, s in enumerate(steps) if s.get("kind") == "select"), default=None)
     if last_select is None:
-        pool, selected_rows = (steps[-1]["records"] if steps else []), []
+        pool, selected_rows = next((s["records"] for s in reversed(steps) if s["records"]), []), []
     else:
         pool = steps[last_select - 1]["records"] if last_select > 0 else steps[last_select]["records"]
         selected_rows = steps[last_select]["records"]

@@ -156,3 +156,21 @@ def pytest_runtest_makereport(item, call):
         if any(marker in reason for marker in MISSING_MARKERS):
             report.outcome = "failed"
             report.longrepr = f"skipped in CI for a missing dependency: {reason}"
+
+
+# ================================================================================================
+# Export (owner: export tests)
+# ================================================================================================
+
+
+@pytest.fixture
+def fake_hub() -> Iterator:
+    """A loopback fake of the Hub's repo and commit API (tests/fake_hub.py); yields its log (`.url`)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("instructkit_tests_fake_hub", Path(__file__).parent / "fake_hub.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    with module.serve_fake_hub() as log:
+        yield log

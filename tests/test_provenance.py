@@ -1,5 +1,6 @@
 """Per-row provenance on the real local model: a Bonito row traces back to its document and passage,
-an Evol-Instruct row made from it traces back to the Bonito row, the document and its seed row."""
+an Evol-Instruct row made from it traces back to the Bonito row, the document and its seed row, and
+the column survives a pipeline (score, select) to the exported trainer files."""
 
 from __future__ import annotations
 
@@ -66,3 +67,40 @@ def test_bonito_then_evol_rows_trace_back_to_document_and_seed(llm, tmp_path: Pa
         assert where["doc_id"] == "turtles" and where["passage_index"] == 0 and where["seed_id"] == "task-a"
         assert [s["step"] for s in where["steps"]] == ["doc_tasks", "evolved"]
     json.dumps(out)  # journaled and written as JSON
+
+
+def test_provenance_survives_a_pipeline_to_the_export(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    from instructkit.pipeline import Pipeline
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "turtles.txt").write_text(PASSAGE)
+    path = tmp_path / "p.yaml"
+    path.write_text(f"""
+name: prov
+model: local
+out: {tmp_path / "out"}
+seed: 3
+steps:
+  - name: doc_tasks
+    generate: bonito
+    input: {docs}
+    options: {{task_types: [summarization, qa], max_tokens: 24}}
+  - name: ifd
+    score: ifd
+    options: {{drop_gt1: false}}
+  - name: best
+    select: topk
+    options: {{score: ifd, k: 1}}
+  - name: sft
+    export: messages
+    options: {{meta: field}}
+""")
+    manifest = Pipeline.from_yaml(path).run(progress=False)
+    assert [s["step"] for s in manifest["steps"]] == ["doc_tasks", "ifd", "best", "sft"]
+    rows = datasets.load_dataset(str(tmp_path / "out" / "sft"), cache_dir=str(tmp_path / "hf"))["train"].to_list()
+    assert len(rows) == manifest["steps"][-1]["rows_out"] >= 1
+    for row in rows:
+        prov = json.loads(row["meta"])["provenance"]
+        assert prov["doc_id"] == "turtles.txt" and prov["step"] == "doc_tasks" and prov["method"] == "bonito"

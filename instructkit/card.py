@@ -1,0 +1,364 @@
+"""The dataset card (README.md) of an export, and the per-step figures the pipeline records for it.
+
+The card is the Hugging Face layout: a YAML header (license, language, task categories, size category,
+`configs` naming each split's files, and an `instructkit` block with the manifest's figures per step),
+then a body: steps, models and their identities, template hashes, seeds, rows in and out, tokens and
+cost, parse failure rates, agreement between judges that scored the same rows, and why rows were
+selected (method, options, the diversity report beside a random subset). Every figure is read from
+the run's manifest (`step_figures` puts them there as the pipeline runs), so the card equals it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .io import read_records
+
+TASK_CATEGORIES = {  # Bonito task types (and similar) -> Hugging Face task categories
+    "exqa": "question-answering", "mcqa": "multiple-choice", "qa": "question-answering",
+    "ynqa": "question-answering", "qg": "text-generation", "summarization": "summarization",
+    "paraphrase": "text2text-generation", "sentiment": "text-classification",
+    "topic_class": "text-classification", "paraphrase_id": "text-classification", "nli": "text-classification",
+    "te": "text-classification", "wsd": "text-classification", "coref": "token-classification",
+}  # fmt: skip
+SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+         (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))  # fmt: skip
+RECORD_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".ndjson")
+FEATURES: dict[str, dict[str, Any]] = {  # export column -> its `datasets` feature in card YAML
+    "id": {"dtype": "int64"}, "instruction": {"dtype": "string"}, "input": {"dtype": "string"},
+    "output": {"dtype": "string"}, "system": {"dtype": "string"}, "meta": {"dtype": "string"},
+    "history": {"sequence": {"sequence": "string"}},
+    "messages": {"list": [{"name": "role", "dtype": "string"}, {"name": "content", "dtype": "string"}]},
+    "conversations": {"list": [{"name": "from", "dtype": "string"}, {"name": "value", "dtype": "string"}]},
+}  # fmt: skip
+OK = "ok"
+REPORT_MAX_POOL = 20_000  # above this a selection step's diversity report is left to `select --report`
+
+
+# ----- figures recorded per pipeline step --------------------------------------------------------
+
+
+def declared_licenses(path: str | Path | None) -> list[str]:
+    """Licenses an input declares: the `license` field of its records (a records file, or the JSONL
+    files of a documents folder)."""
+    if not path:
+        return []
+    p = Path(path)
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.suffix.lower() in RECORD_SUFFIXES) if p.is_dir() else []
+    found: set[str] = set()
+    for f in files:
+        if f.suffix.lower() not in RECORD_SUFFIXES:
+            continue
+        try:
+            found.update(str(r["license"]) for r in read_records(f) if r.get("license"))
+        except (ValueError, KeyError, OSError):
+            continue  # not records: a documents file the generator reads its own way
+    return sorted(found)
+
+
+def method_templates(func: Any, options: Any, side_manifest: Path | None = None) -> dict[str, str]:
+    """Template name -> hash: from the generator's side manifest when it wrote one, else every packaged
+    template its module names, plus any user template file given in an option ending in `template`."""
+    from .templates import template_hash
+
+    if side_manifest is not None and side_manifest.is_file():
+        data = json.loads(side_manifest.read_text(encoding="utf-8"))
+        if isinstance(data.get("templates"), dict):
+            return dict(data["templates"])
+    out: dict[str, str] = {}
+    module = sys.modules.get(getattr(func, "__module__", ""))
+    source = Path(module.__file__).read_text(encoding="utf-8") if module and getattr(module, "__file__", None) else ""
+    for name in sorted(set(re.findall(r"[\"']([\w-]+\.jinja)[\"']", source))):
+        try:
+            out[name] = template_hash(name)
+        except (FileNotFoundError, OSError):
+            continue
+    if dataclasses.is_dataclass(options):
+        for f in dataclasses.fields(options):
+            value = getattr(options, f.name)
+            if f.name.endswith("template") and isinstance(value, str) and Path(value).is_file():
+                out[value] = template_hash(f.name, value)
+    return out
+
+
+def parse_figures(records_in: list[dict], result: list[dict]) -> dict[str, dict[str, Any]]:
+    """For each `*_parse` column the step added: rows, failures (status not ok) and their rate, statuses."""
+    before = {k for r in records_in for k in r}
+    cols = sorted({k for r in result for k in r if k.endswith("_parse") and k not in before})
+    out = {}
+    for col in cols:
+        statuses = Counter(str(r[col]) for r in result if col in r)
+        n = sum(statuses.values())
+        failed = n - statuses.get(OK, 0)
+        out[col] = {"rows": n, "failed": failed, "rate": round(failed / n, 6) if n else 0.0,
+                    "statuses": dict(sorted(statuses.items()))}  # fmt: skip
+    return out
+
+
+def agreement_figures(records_in: list[dict], result: list[dict]) -> list[dict[str, Any]]:
+    """Spearman and Kendall between each score column the step added and each one earlier judges wrote,
+    over the rows where both are numbers (at least 3)."""
+    from scipy.stats import kendalltau, spearmanr
+
+    from .report import column, score_columns
+
+    before = set(score_columns(records_in))
+    new = [c for c in score_columns(result) if c not in before]
+    out = []
+    for a in new:
+        for b in sorted(before):
+            x, y = column(result, a), column(result, b)
+            mask = np.isfinite(x) & np.isfinite(y)
+            n = int(mask.sum())
+            if n < 3:
+                continue
+            rho = spearmanr(x[mask], y[mask]).statistic
+            tau = kendalltau(x[mask], y[mask]).statistic
+            out.append({"a": a, "b": b, "rows": n, "spearman": _num(rho), "kendall": _num(tau)})
+    return out
+
+
+def selection_figures(records_in: list[dict], result: list[dict], options: Any, ctx: Any) -> dict[str, Any]:
+    """What the selector was asked (its options) and the diversity report of its pick beside a random
+    subset of the same size, on the same embeddings (selection/report.py)."""
+    from instructkit.selection.common import load_embeddings
+    from instructkit.selection.report import report_for_records
+
+    opts = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else {}
+    out: dict[str, Any] = {"options": opts, "pool": len(records_in), "selected": len(result)}
+    idx = [int(r["_select_index"]) for r in result if "_select_index" in r]
+    if len(idx) != len(result) or len(records_in) < 3 or not idx:
+        return out
+    if len(records_in) > REPORT_MAX_POOL:  # embedding a pool this size is a job of its own
+        out["report"] = f"not computed: pool of {len(records_in)} rows > {REPORT_MAX_POOL} (use select --report)"
+        return out
+    score = opts.get("score") if isinstance(opts.get("score"), str) else None
+    if score and not any(isinstance(r.get(score), (int, float)) for r in records_in):
+        score = None
+    emb = load_embeddings(records_in, ctx, options)
+    out["report"] = _jsonable(report_for_records(records_in, idx, emb, score=score, random_state=ctx.random_state))
+    return out
+
+
+def step_figures(kind: str, func: Any, records_in: list[dict], result: list[dict], options: Any, ctx: Any,
+                 input_path: str | None) -> dict[str, Any]:
+    """The card's figures for one finished step, to store in its manifest entry. A figure that cannot be
+    computed is recorded as an error; it never sinks the run."""
+    side = Path(ctx.work_dir) / f"{ctx.method}.manifest.json" if ctx.work_dir else None
+    jobs = {"templates": lambda: method_templates(func, options, side),
+            "parse": lambda: parse_figures(records_in, result),
+            "input_licenses": lambda: declared_licenses(input_path)}  # fmt: skip
+    if kind in ("judge", "score"):
+        jobs["agreement"] = lambda: agreement_figures(records_in, result)
+    if kind == "select":
+        jobs["selection"] = lambda: selection_figures(records_in, result, options, ctx)
+    out: dict[str, Any] = {}
+    for name, job in jobs.items():
+        try:
+            value = job()
+        except Exception as exc:  # a figure is never worth a failed run
+            value = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        if value:
+            out[name] = value
+    return out
+
+
+def _num(x: Any) -> float | None:
+    x = float(x)
+    return round(x, 6) if np.isfinite(x) else None
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+# ----- the card --------------------------------------------------------------------------------
+
+
+def manifest_steps(manifest: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """A pipeline manifest's steps, or the one step a single command's manifest describes."""
+    if not manifest:
+        return []
+    if isinstance(manifest.get("steps"), list):
+        return manifest["steps"]
+    kind, _, name = str(manifest.get("method", "")).partition(" ")
+    return [{"step": name or kind, "kind": kind, "method": name, "rows_in": manifest.get("rows_in"),
+             "rows_out": manifest.get("rows_out"), "calls": manifest.get("calls") or {},
+             "model_identity": manifest.get("model"), "options": manifest.get("options")}]  # fmt: skip
+
+
+def step_summary(entry: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one manifest step that the card's YAML carries (copied, never recomputed)."""
+    calls = entry.get("calls") or {}
+    out = {"step": entry.get("step"), "kind": entry.get("kind"), "method": entry.get("method"),
+           "rows_in": entry.get("rows_in"), "rows_out": entry.get("rows_out"),
+           "prompt_tokens": calls.get("prompt_tokens", 0), "completion_tokens": calls.get("completion_tokens", 0),
+           "cost": calls.get("cost", 0.0)}  # fmt: skip
+    if entry.get("model_identity") is not None and entry.get("kind") not in ("concat", "export", "select"):
+        from .provenance import model_label
+
+        out["model"] = model_label(entry["model_identity"])
+    return out
+
+
+def size_category(n: int) -> str:
+    return next((label for limit, label in SIZES if n < limit), "n>100M")
+
+
+def card_metadata(figures: dict[str, Any], records: list[dict], opts: Any, manifest: dict[str, Any] | None,
+                  steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The YAML header of the card."""
+    declared = sorted({lic for s in steps for lic in (s.get("input_licenses") or []) if isinstance(lic, str)}
+                      | {str(r["license"]) for r in records if r.get("license")})  # fmt: skip
+    license_ = opts.license or (declared[0] if len(declared) == 1 else "other" if declared else "unknown")
+    languages = list(opts.language) or sorted({str(r["language"]) for r in records if r.get("language")}) or ["en"]
+    types = {str(r.get("task_type")) for r in records if r.get("task_type")}
+    categories = ["text-generation", *sorted({TASK_CATEGORIES[t] for t in types if t in TASK_CATEGORIES} - {"text-generation"})]
+    meta: dict[str, Any] = {
+        "license": license_, "language": languages, "task_categories": categories,
+        "size_categories": [size_category(figures["rows_out"])], "tags": ["instructkit", "synthetic", "sft"],
+        "pretty_name": opts.pretty_name or (manifest or {}).get("name") or Path(figures["out"]).name,
+        "configs": [{"config_name": "default",
+                     "data_files": [{"split": s, "path": p} for s, p in figures["files"].items()]}],
+        # Declared types: a split whose rows all have an empty `history` still reads as lists of strings.
+        "dataset_info": {"features": [{"name": c, **FEATURES[c]} for c in figures["columns"]],
+                         "splits": [{"name": s, "num_examples": n} for s, n in figures["splits"].items()]},
+    }  # fmt: skip
+    if license_ == "other" and declared:
+        meta["license_name"] = "mixed"
+        meta["license_details"] = "The inputs declare: " + ", ".join(declared)
+    meta["instructkit"] = {
+        "format": figures["format"], "meta": figures["meta"], "split_seed": figures["seed"],
+        "splits": figures["splits"], "rows_in": figures["rows_in"], "rows_out": figures["rows_out"],
+        "skipped_no_response": figures["skipped_no_response"],
+        "pipeline": (manifest or {}).get("name"), "seed": (manifest or {}).get("seed"),
+        "manifest_sha256": _manifest_hash(manifest), "steps": [step_summary(s) for s in steps],
+    }  # fmt: skip
+    return meta
+
+
+def _manifest_hash(manifest: dict[str, Any] | None) -> str | None:
+    if manifest is None:
+        return None
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        text = f"{v:.4g}" if isinstance(v, float) else "" if v is None else str(v)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def card_body(meta: dict[str, Any], figures: dict[str, Any], steps: list[dict[str, Any]],
+              manifest: dict[str, Any] | None) -> str:
+    ik = meta["instructkit"]
+    parts = [f"# {meta['pretty_name']}", ""]
+    parts.append(f"Instruction-tuning data made with instructkit, exported as `{figures['format']}` "
+                 f"({ik['rows_out']} rows from {ik['rows_in']}; {ik['skipped_no_response']} without a response left out).")
+    files = ", ".join(f"`{p}` ({figures['splits'][s]} rows)" for s, p in figures["files"].items())
+    parts += ["", "## Data", "", f"Splits: {files}; drawn by ratio "
+              f"({', '.join(f'{s} {r:.3g}' for s, r in figures['split_ratios'].items())}) with seed {figures['seed']}. "
+              f"`datasets.load_dataset` reads this folder (the `configs` above name the files)."]  # fmt: skip
+    parts.append({"field": "instructkit's own columns (scores, parse statuses, provenance) are in `meta`, a JSON object "
+                           "stored as a string.",
+                  "side": "instructkit's own columns (scores, parse statuses, provenance) are in `SPLIT.meta.jsonl`, "
+                          "one line per row, joined on `id`.",
+                  "none": "instructkit's own columns were left out."}[figures["meta"]])  # fmt: skip
+    if not steps:
+        parts += ["", "No manifest was found for the input, so how the data was made is not described here."]
+        return "\n".join(parts) + "\n"
+    parts += ["", "## How it was made", "",
+              f"Pipeline `{ik['pipeline']}`, seed {ik['seed']} (every sampling step and per-call seed derives from it)."
+              if ik["pipeline"] else f"One command; seed {(manifest or {}).get('seed')}.", ""]
+    parts.append(_table(["step", "kind", "method", "model", "rows in", "rows out", "prompt tokens",
+                         "completion tokens", "cost $"],
+                        [[s["step"], s["kind"], s["method"], s.get("model", ""), s["rows_in"], s["rows_out"],
+                          s["prompt_tokens"], s["completion_tokens"], s["cost"]] for s in ik["steps"]]))  # fmt: skip
+    total_tokens = sum(s["prompt_tokens"] + s["completion_tokens"] for s in ik["steps"])
+    parts += ["", f"Total: {total_tokens:,} tokens, ${sum(s['cost'] for s in ik['steps']):.4f}."]
+    models = {json.dumps(s["model_identity"], sort_keys=True): s["model_identity"] for s in steps
+              if s.get("model_identity") is not None and s.get("kind") not in ("concat", "export", "select")}  # fmt: skip
+    if models:
+        parts += ["", "## Models", ""] + [f"- `{json.dumps(m, sort_keys=True)}`" for m in models.values()]
+    rows = [[s["step"], name, h] for s in steps for name, h in sorted((s.get("templates") or {}).items())
+            if isinstance(h, str)]  # fmt: skip
+    if rows:
+        parts += ["", "## Prompt templates", "", _table(["step", "template", "sha256 (16)"], rows)]
+    opts_rows = [[s["step"], json.dumps(s.get("options") or {}, sort_keys=True, default=str)] for s in steps
+                 if s.get("options")]  # fmt: skip
+    if opts_rows:
+        parts += ["", "## Options", "", _table(["step", "options"], opts_rows)]
+    rows = [[s["step"], col, p["rows"], p["failed"], p["rate"], json.dumps(p["statuses"])]
+            for s in steps for col, p in sorted((s.get("parse") or {}).items()) if isinstance(p, dict) and "rows" in p]  # fmt: skip
+    if rows:
+        parts += ["", "## Parse failures", "", _table(["step", "column", "rows", "failed", "rate", "statuses"], rows)]
+    rows = [[s["step"], a["a"], a["b"], a["rows"], a["spearman"], a["kendall"]]
+            for s in steps for a in (s.get("agreement") or []) if isinstance(a, dict) and "a" in a]  # fmt: skip
+    if rows:
+        parts += ["", "## Agreement between judges", "",
+                  "Rank correlation of two judges' scores over the rows both scored.", "",
+                  _table(["step", "score", "earlier score", "rows", "Spearman", "Kendall"], rows)]
+    for s in steps:
+        sel = s.get("selection")
+        if not isinstance(sel, dict) or "options" not in sel:
+            continue
+        parts += ["", f"## Selection: step `{s['step']}` ({s['method']})", "",
+                  f"{sel['selected']} of {sel['pool']} rows; options `{json.dumps(sel['options'], sort_keys=True, default=str)}`."]  # fmt: skip
+        report = sel.get("report")
+        if isinstance(report, dict) and {"selection", "random"} <= set(report):
+            from instructkit.selection.report import flatten
+
+            flat = {k: flatten(v) for k, v in report.items()}
+            metrics = [m for m in flat["selection"] if isinstance(flat["selection"][m], (int, float))]
+            parts += ["", "Diversity of the selection beside a random subset of the same size (same embeddings):", "",
+                      _table(["metric", "selection", "random"],
+                             [[m, flat["selection"][m], flat["random"].get(m)] for m in metrics])]  # fmt: skip
+    parts += ["", "## Provenance", "",
+              "Each generated row's `provenance` (in the meta) names the step, method and model that made it and "
+              "where its content came from (document and passage, seed tasks, parent row); a row made from another "
+              "keeps that row's provenance under `parent`. `instructkit.provenance.origin(row)` follows the chain.",
+              "", "## License", "", f"`{meta['license']}`" + (
+                  f" — {meta['license_details']}" if meta.get("license_details") else
+                  " (taken from the inputs)" if meta["license"] not in ("unknown", "other") else
+                  " (no input declares one: check the sources before publishing)")]  # fmt: skip
+    return "\n".join(parts) + "\n"
+
+
+def render_card(figures: dict[str, Any], records: list[dict], opts: Any, manifest: dict[str, Any] | None) -> str:
+    import yaml
+
+    steps = manifest_steps(manifest)
+    meta = card_metadata(figures, records, opts, manifest, steps)
+    header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
+    return f"---\n{header}---\n\n{card_body(meta, figures, steps, manifest)}"
+
+
+def write_card(out_dir: Path, figures: dict[str, Any], records: list[dict], opts: Any,
+               manifest: dict[str, Any] | None) -> Path:
+    path = Path(out_dir) / "README.md"
+    path.write_text(render_card(figures, records, opts, manifest), encoding="utf-8")
+    return path
+
+
+def read_card(path: str | Path) -> tuple[dict[str, Any], str]:
+    """(YAML header, body) of a card."""
+    import yaml
+
+    text = Path(path).read_text(encoding="utf-8")
+    m = re.match(r"^---\n(.*?)\n---\n(.*)$", text, re.DOTALL)
+    if not m:
+        raise ValueError(f"{path}: no YAML header")
+    return yaml.safe_load(m.group(1)), m.group(2)
