@@ -224,10 +224,13 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, token: 
 
     folder = Path(folder)
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
-    url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     ops = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
            for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")]  # fmt: skip
-    api.create_commit(repo_id, ops, repo_type="dataset", commit_message="instructkit export")
+    try:
+        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        api.create_commit(repo_id, ops, repo_type="dataset", commit_message="instructkit export")
+    except Exception as exc:  # the Hub's errors (offline, auth, network) as one located line
+        raise ValueError(f"push to {repo_id}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
     return str(url)
 
 

@@ -180,7 +180,8 @@ def test_push_to_hub_uploads_the_folder_to_a_loopback_hub(fake_hub, tmp_path: Pa
     src = tmp_path / "selected.jsonl"
     src.write_text("\n".join(json.dumps(r) for r in ROWS) + "\n")
     out = tmp_path / "export"
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_TOKEN")}
+    offline = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN")  # loading the local model sets the first two
+    env = {k: v for k, v in os.environ.items() if k not in offline}
     env.update(HF_ENDPOINT=hub.url, HF_TOKEN="hf_test_token_not_real", HF_HUB_DISABLE_TELEMETRY="1")
     proc = subprocess.run([sys.executable, "-m", "instructkit.cli", "export", str(src), "--format", "messages",
                            "--out", str(out), "--push-to-hub", "me/tiny-sft"],
@@ -195,3 +196,9 @@ def test_push_to_hub_uploads_the_folder_to_a_loopback_hub(fake_hub, tmp_path: Pa
     assert uploaded == local and set(local) == {"README.md", "train.jsonl"}
     assert hub.validated == [local["README.md"].decode()]
     assert all(b"hf_test_token_not_real" not in v for v in uploaded.values())
+
+    env["HF_HUB_OFFLINE"] = "1"  # offline: one clear line, no traceback, nothing sent
+    proc = subprocess.run([sys.executable, "-m", "instructkit.cli", "export", str(src), "--out", str(out),
+                           "--push-to-hub", "me/tiny-sft"], capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(hub.commits) == 1
+    assert "error: push to me/tiny-sft" in proc.stderr and "HF_HUB_OFFLINE" in proc.stderr
