@@ -23,7 +23,7 @@ def backend():
 
 
 def test_local_raw_prompt_has_no_chat_template(backend, tmp_cache) -> None:
-    llm = LLM("local", cache=tmp_cache)
+    llm = LLM("local", backend=backend, cache=tmp_cache)  # the transformers engine, compared with its own model
     comp = llm.complete(PROMPT, max_tokens=6)
     ids = backend.tokenizer(PROMPT).input_ids  # the tokenizer's own default encoding, BOS as it adds one
     assert backend.raw_prompt_ids(PROMPT) == ids
@@ -71,7 +71,7 @@ def _penalised_greedy(backend, ids: list[int], steps: int, presence: float, freq
 
 
 def test_local_penalties_follow_the_openai_definition(backend, tmp_cache) -> None:
-    llm = LLM("local", cache=tmp_cache)
+    llm = LLM("local", backend=backend, cache=tmp_cache)
     ids = backend.raw_prompt_ids(REPEAT)
     plain = llm.complete(REPEAT, max_tokens=10)
     penalised = llm.complete(REPEAT, max_tokens=10, presence_penalty=1.5, frequency_penalty=0.5)
