@@ -27,6 +27,8 @@ draw and sampling seeds come from the run's explicit seed; an evolution failing 
 no answer call, since it is eliminated whatever the answer; an equality reply that says neither
 "Equal" nor "Not Equal" keeps the evolution and is counted (`equality_unparsed`); stop words are our
 own English list.
+Chat rows (`messages`, ShareGPT; beyond the paper): the last user turn evolves and is answered after
+the earlier turns, and the row stays a chat (`messages`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Any, ClassVar
 from instructkit.provenance import provenance
 from instructkit.registry import method
 from instructkit.runner import RunContext
+from instructkit.turns import chat_with, last_question
 
 from .common import call_seed, complete, finish_run, llm_of, prompt, seeded, write_side
 
@@ -164,6 +167,9 @@ def draw_operation(rng: Any, weights: dict[str, float]) -> str:
 
 
 def _text_of(rec: dict) -> str:
+    chat = last_question(rec)
+    if chat is not None:  # a chat row: its last question evolves; the earlier turns stay as they are
+        return chat[1]
     inst = str(rec.get("instruction") or "").strip()
     inp = str(rec.get("input") or "").strip()
     if not inst:
@@ -184,8 +190,10 @@ def evol_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
     pool: list[dict] = []
     for i, rec in enumerate(records):
         rid = str(rec.get("id", i))
-        node = {"id": rid, "instruction": _text_of(rec), "output": rec.get("output"), "root_id": rid,
-                "parent_id": None, "operation": None, "round": 0, "row": i}  # fmt: skip
+        chat = last_question(rec)
+        node = {"id": rid, "instruction": _text_of(rec), "output": chat[2] if chat else rec.get("output"),
+                "root_id": rid, "parent_id": None, "operation": None, "round": 0, "row": i,
+                "history": chat[0] if chat else None}  # fmt: skip
         current.append(node)
         if opts.include_original:
             pool.append(dict(node))
@@ -213,10 +221,12 @@ def evol_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
         answers: dict[int, str | None] = {}
         equal: dict[int, str | None] = {}
         if live:
-            asks = [{"id": items[k]["id"], "round": rnd, "text": evolved[k]} for k in live]
+            asks = [{"id": items[k]["id"], "round": rnd, "text": evolved[k],
+                     **({"history": current[k]["history"]} if current[k]["history"] else {})} for k in live]  # fmt: skip
 
             async def answer(ask: dict) -> dict:
-                return await complete(llm, ask["text"], **sample, max_tokens=opts.answer_max_tokens,
+                question = [*ask["history"], {"role": "user", "content": ask["text"]}] if "history" in ask else ask["text"]
+                return await complete(llm, question, **sample, max_tokens=opts.answer_max_tokens,
                                       seed=call_seed(ctx, "answer", ask["round"], ask["id"]))  # fmt: skip
 
             for k, res in zip(live, ctx.map(asks, answer, stage=f"answer-r{rnd}")):
@@ -248,13 +258,15 @@ def evol_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
                 continue  # the parent stays and is evolved again next round
             child = {"id": f"{node['id']}>r{rnd}", "instruction": text, "output": answers[k],
                      "root_id": node["root_id"], "parent_id": node["id"], "operation": item["operation"], "round": rnd,
-                     "row": node["row"]}  # fmt: skip
+                     "row": node["row"], "history": node["history"]}  # fmt: skip
             pool.append(child)
             current[k] = child
             kept += 1
         per_round.append({"round": rnd, "attempted": len(items), "kept": kept})
-    out = [{"instruction": n["instruction"], "input": "", "output": n["output"] or "", "id": n["id"],
-            "parent_id": n["parent_id"], "root_id": n["root_id"], "operation": n["operation"], "round": n["round"],
+    out = [{**({"instruction": n["instruction"], "input": "", "output": n["output"] or ""} if n["history"] is None
+               else {"messages": chat_with(n["history"], n["instruction"], n["output"] or "")}),
+            "id": n["id"], "parent_id": n["parent_id"], "root_id": n["root_id"], "operation": n["operation"],
+            "round": n["round"],
             "provenance": records[n["row"]].get("provenance") if n["round"] == 0 else provenance(
                 ctx, records[n["row"]], seed_id=n["root_id"], parent_id=n["parent_id"], operation=n["operation"],
                 round=n["round"])}

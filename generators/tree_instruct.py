@@ -17,6 +17,8 @@ is dropped and counted (with its raw text in `tree_instruct.failed.jsonl`) when 
 not longer than the old instruction, or leaks procedure words; `strict_length=True` also enforces the
 prompt's +12 / <= 100 word limits, which the official code only asks for. The responder sees the input
 after a blank line instead of the official `instruction + '"' + input + '"'` (no separator).
+Chat rows (`messages`, ShareGPT; beyond the paper): the last user turn is rewritten and answered after
+the earlier turns, and the row stays a chat (`messages`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 from instructkit.provenance import provenance
 from instructkit.registry import method
 from instructkit.runner import RunContext
+from instructkit.turns import chat_with, last_question
 
 from .common import call_seed, complete, finish_run, llm_of, prompt, word_count, write_side
 
@@ -78,6 +81,17 @@ def clean_rewrite(text: str) -> str:
     return text.strip().strip('"').strip()
 
 
+def _seed_row(i: int, rec: dict) -> dict:
+    """The row a record starts as; a chat row's last question is rewritten, its earlier turns kept."""
+    chat = last_question(rec)
+    if chat is not None:
+        text = chat[1].strip().strip('"')
+        return {"id": str(rec.get("id", i)), "old": text, "current": text, "input": "", "old_output": chat[2],
+                "history": chat[0]}  # fmt: skip
+    return {"id": str(rec.get("id", i)), "old": _instruction_of(rec), "current": _instruction_of(rec),
+            "input": str(rec.get("input") or ""), "old_output": rec.get("output")}  # fmt: skip
+
+
 def _instruction_of(rec: dict) -> str:
     text = rec.get("new", rec.get("instruction"))
     if not isinstance(text, str):
@@ -91,8 +105,7 @@ def tree_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
     opts = ctx.options or TreeInstructOptions()
     llm = llm_of(ctx)
     word = NUMBER_WORDS.get(opts.n_nodes, str(opts.n_nodes))
-    rows = [{"id": str(r.get("id", i)), "old": _instruction_of(r), "current": _instruction_of(r),
-             "input": str(r.get("input") or ""), "old_output": r.get("output")} for i, r in enumerate(records)]  # fmt: skip
+    rows = [_seed_row(i, r) for i, r in enumerate(records)]
     parents = {row["id"]: rec for row, rec in reversed(list(zip(rows, records)))}  # first row of an id wins
     failed: list[dict] = []
     reasons: dict[str, int] = {}
@@ -129,7 +142,10 @@ def tree_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
             text = row["current"]
             if row["input"].strip() and "no input" not in row["input"].lower():
                 text = f"{text}\n\n{row['input']}"
-            return await complete(llm, prompt(TEMPLATES[1], instruction=text), temperature=opts.response_temperature,
+            ask = prompt(TEMPLATES[1], instruction=text)
+            if "history" in row:  # a chat: answered after its earlier turns
+                ask = [*row["history"], {"role": "user", "content": ask}]
+            return await complete(llm, ask, temperature=opts.response_temperature,
                                   max_tokens=opts.response_max_tokens, seed=call_seed(ctx, "tree-answer", row["id"]))  # fmt: skip
 
         answers = [r.value["text"].strip() if r.ok else None for r in ctx.map(rows, respond, stage="respond")]
@@ -141,8 +157,9 @@ def tree_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
                 {"id": row["id"], "step": "respond", "reason": "no_response", "instruction": row["current"]}
             )
             continue
-        out.append({"id": row["id"], "instruction": row["current"], "input": row["input"], "output": answer or "",
-                    "old_instruction": row["old"], "old_output": row["old_output"],
+        text = ({"messages": chat_with(row["history"], row["current"], answer or "")} if "history" in row
+                else {"instruction": row["current"], "input": row["input"], "output": answer or ""})
+        out.append({"id": row["id"], **text, "old_instruction": row["old"], "old_output": row["old_output"],
                     "tree_nodes_added": opts.n_nodes * opts.steps, "tree_steps": opts.steps,
                     "provenance": provenance(ctx, parents[row["id"]], parent_id=row["id"])})  # fmt: skip
     write_side(ctx, "failed.jsonl", failed)

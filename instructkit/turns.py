@@ -94,6 +94,26 @@ def turn_views(record: Mapping[str, Any], context: str = "history") -> list[dict
     return views or [{"instruction": "", "input": "", "output": ""}]
 
 
+def last_question(record: Mapping[str, Any]) -> tuple[list[dict], str, str] | None:
+    """A chat row's (earlier messages, last user message, its reply or "") with OpenAI roles; None for
+    other rows. Generators that rewrite a row rewrite this last turn and answer it after the rest."""
+    if not is_chat(record):
+        return None
+    msgs = next(record[f] for f in CHAT_FIELDS if isinstance(record.get(f), list))
+    norm = [{"role": SHAREGPT_ROLES.get(m.get("role") or m.get("from"), "user"),
+             "content": str(m.get("content", m.get("value", "")))} for m in msgs if isinstance(m, dict)]  # fmt: skip
+    last = max((k for k, m in enumerate(norm) if m["role"] == "user"), default=None)
+    if last is None:
+        return None
+    reply = next((m["content"] for m in norm[last + 1 :] if m["role"] == "assistant"), "")
+    return norm[:last], norm[last]["content"], reply
+
+
+def chat_with(history: list[dict], question: str, answer: str) -> list[dict]:
+    """`messages` of a rewritten chat: the earlier turns, the new last question and its answer."""
+    return [*history, {"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+
+
 def last_view(record: Mapping[str, Any]) -> dict[str, str]:
     """The default view of a row: its last assistant turn, earlier turns as context."""
     return turn_views(record)[-1]

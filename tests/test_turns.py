@@ -84,11 +84,12 @@ def test_results_fold_back_into_the_chat_rows() -> None:
 
 
 @pytest.fixture(scope="module")
-def local_llm():
+def local_llm(tmp_path_factory: pytest.TempPathFactory):
     pytest.importorskip("torch")
+    from instructkit.cache import ResponseCache
     from instructkit.models import LLM
 
-    return LLM("local", cache=False)
+    return LLM("local", cache=ResponseCache(tmp_path_factory.mktemp("turns_cache")))
 
 
 def ifd_of(records: list[dict], llm, work_dir: Path, turns: TurnOptions | None = None) -> list[dict]:
@@ -128,3 +129,62 @@ def test_score_command_takes_the_turn_options(tmp_path: Path) -> None:
     (row,) = read_records(out)
     assert row["conversations"] == SHAREGPT["conversations"] and len(row["ppl_response_turns"]) == 2
     assert main(["judge", "deita", str(path), "--out", str(out), "-o", "turns", "all"]) == 2  # not a deita option
+
+
+HISTORY = [{"role": "user", "content": Q1}, {"role": "assistant", "content": A1}]
+
+
+def answered_after_history(llm, text: str, gen) -> bool:
+    """Whether the model was asked `text` after the chat's first turn (the cache holds that request),
+    and never without it."""
+    with_history = llm.cache.get(llm.chat_key([*HISTORY, {"role": "user", "content": text}], gen))
+    alone = llm.cache.get(llm.chat_key([{"role": "user", "content": text}], gen))
+    return with_history is not None and alone is None
+
+
+def test_evol_instruct_rewrites_the_last_turn_of_a_chat(local_llm, tmp_path: Path) -> None:
+    from instructkit.generators import evol_instruct as ev
+    from instructkit.generators.common import call_seed
+
+    from instructkit.models import GenParams
+    from instructkit.runner import RunContext
+
+    opts = ev.EvolInstructOptions(rounds=1, max_tokens=32, answer_max_tokens=16, equality_check=False)
+    ctx = RunContext(llm=local_llm, options=opts, method="evol_instruct", work_dir=tmp_path, progress=False)
+    out = ev.evol_instruct([SHAREGPT], ctx)
+    original = out[0]
+    assert original["round"] == 0 and original["messages"] == CHAT["messages"]  # ShareGPT in, messages out
+    side = tmp_path / "evol_instruct.eliminated.jsonl"
+    tried = [(r["operation"], r["messages"][2]["content"]) for r in out[1:]]
+    tried += [(e["operation"], e["evolved"]) for e in map(json.loads, side.read_text().splitlines())]
+    ((operation, evolved),) = tried
+    # The last question (not the first, not the transcript) was evolved.
+    gen = GenParams(temperature=opts.temperature, top_p=opts.top_p, max_tokens=opts.max_tokens,
+                    seed=call_seed(ctx, "evolve", 1, "c1"))
+    asked = [{"role": "user", "content": ev.evolution_prompt(Q2, operation)}]
+    assert local_llm.cache.get(local_llm.chat_key(asked, gen)) is not None
+    for rec in out[1:]:  # (the tiny model's evolutions usually copy the prompt's wording and are dropped)
+        assert rec["messages"][:2] == HISTORY and rec["messages"][3]["role"] == "assistant"
+        answer_gen = GenParams(temperature=opts.temperature, top_p=opts.top_p, max_tokens=opts.answer_max_tokens,
+                               seed=call_seed(ctx, "answer", 1, "c1"))
+        assert answered_after_history(local_llm, rec["messages"][2]["content"], answer_gen)
+
+
+def test_tree_instruct_rewrites_the_last_turn_of_a_chat(local_llm, tmp_path: Path) -> None:
+    from instructkit.generators import tree_instruct as ti
+    from instructkit.generators.common import call_seed, prompt
+
+    from instructkit.models import GenParams
+    from instructkit.runner import RunContext
+
+    # Greedy decoding: the same rewrite wherever it runs (the local model's greedy one passes the rules).
+    opts = ti.TreeInstructOptions(max_tokens=48, response_max_tokens=16, temperature=0.0, response_temperature=0.0)
+    ctx = RunContext(llm=local_llm, options=opts, method="tree_instruct", work_dir=tmp_path, progress=False)
+    (rec,) = ti.tree_instruct([CHAT], ctx)
+    assert rec["messages"][:2] == HISTORY and rec["old_instruction"] == Q2 and rec["old_output"] == A2
+    question = rec["messages"][2]["content"]
+    assert len(question.split()) > len(Q2.split())
+    gen = GenParams(temperature=opts.response_temperature, max_tokens=opts.response_max_tokens,
+                    seed=call_seed(ctx, "tree-answer", "c1"))
+    wrapped = prompt(ti.TEMPLATES[1], instruction=question)
+    assert answered_after_history(local_llm, wrapped, gen)
