@@ -3,10 +3,14 @@
 Each case runs in a fresh subprocess and reports wall time of the selection only (data generation
 excluded), its CPU time (user + sys, both threads: on a shared machine wall time depends on the
 load, printed too) and peak RSS (`resource.getrusage(...).ru_maxrss`, which sees the numpy/torch
-buffers that tracemalloc misses), plus the RSS right after generating the data. The naive versions materialise
-the N x N matrix (official DiverseEvol k-center; a DEITA filter that precomputes all similarities)
-and run only where that matrix fits in `--naive-limit-gb` (default 8 GB); at that N we also check
-that ours picks the identical indices. "ideal" memory is the float32 embedding matrix itself; ideal
+buffers that tracemalloc misses), plus the RSS right after generating the data. The naive versions
+materialise the N x N matrix (k-center: the official google/active-learning `kCenterGreedy` semantics,
+sklearn's float32 path: squared distances computed in float64, stored as float32, float32 sqrt; DEITA:
+a filter that precomputes all similarities) and run only where that matrix fits in `--naive-limit-gb`
+(default 8 GB); at that N we also check that ours picks the identical ordered indices. For k-center the
+`f32` rows are the algorithm before it was made exact (float32 tiles only, `exact=False`): the speed
+reference. Measured before the change, on the 2-core machine at load 5.5: 100k rows, k 10k: 51.4 s wall,
+24.5 s CPU. "ideal" memory is the float32 embedding matrix itself; ideal
 time is 2 N k d flops (k-center: every row against every center, once), 2 (budget^2 / 2) d flops
 (DEITA, every accepted pair) or N * accepted * d (DEITA on tight clusters, every row visited), at the
 GEMM rate measured on this machine. `--methods deita_clustered` is the hard DEITA case: tight
@@ -81,13 +85,21 @@ def full_gram(x: np.ndarray) -> np.ndarray:
 
 
 def naive_kcenter(x: np.ndarray, k: int, first: int) -> np.ndarray:
-    """DiverseEvol-style: the full distance matrix (built in place), then farthest-first."""
-    dist = full_gram(x)
-    sq = np.einsum("ij,ij->i", x, x)
-    dist *= -2
-    dist += sq[:, None]
-    dist += sq[None, :]
-    np.maximum(dist, 0, out=dist)  # squared distances: same argmax as the official sqrt
+    """The official kCenterGreedy on a full N x N matrix, filled as sklearn's `pairwise_distances`
+    does for float32 rows: blocks of -2 x.c + ||x||^2 + ||c||^2 in float64, stored as float32,
+    clamped at 0, float32 sqrt; then farthest-first with np.argmax (ties: lowest index)."""
+    dist = np.empty((len(x), len(x)), dtype=np.float32)
+    x64 = x.astype(np.float64)
+    sq = np.einsum("ij,ij->i", x64, x64)
+    for lo in range(0, len(x), 1024):
+        d2 = x64[lo : lo + 1024] @ x64.T
+        d2 *= -2
+        d2 += sq[lo : lo + 1024, None]
+        d2 += sq[None, :]
+        dist[lo : lo + 1024] = d2
+    del x64, d2
+    np.maximum(dist, 0, out=dist)
+    np.sqrt(dist, out=dist)
     m = dist[first].copy()
     m[first] = -1
     picks = [first]
@@ -126,8 +138,10 @@ def run_case(method: str, impl: str, n: int, k: int, tau: float) -> dict:
     base = rss_mb()
     cpu0 = cpu_s()
     t0 = time.perf_counter()
-    if method == "kcenter":
-        idx = kcenter_greedy(x, k, first_index=0) if impl == "ours" else naive_kcenter(x, k, 0)
+    if method == "kcenter" and impl == "naive":
+        idx = naive_kcenter(x, k, 0)
+    elif method == "kcenter":  # ours: exact; f32: the float32-only algorithm before the change
+        idx = kcenter_greedy(x, k, first_index=0, exact=impl == "ours")
     else:
         idx = deita_select(x, scores, k, tau) if impl == "ours" else naive_deita(x, scores, k, tau)
     wall = time.perf_counter() - t0
@@ -204,7 +218,7 @@ def main() -> None:
     print(f"# naive (N x N float32) guarded at {args.naive_limit_gb} GB -> largest naive N = {naive_n}")
     rows = []
     for method in args.methods:
-        plan = [("ours", n) for n in args.sizes]
+        plan = [(impl, n) for n in args.sizes for impl in (("ours", "f32") if method == "kcenter" else ("ours",))]
         if naive_n:
             plan = [("ours", naive_n), ("naive", naive_n)] + plan
         for impl, n in plan:
@@ -225,6 +239,14 @@ def main() -> None:
             if len(pair) == 2:
                 same = pair[0]["digest"] == pair[1]["digest"]
                 print(f"# {method} at N={naive_n}: ours == naive, identical ordered indices: {same}")
+    for n in args.sizes:
+        pair = {r["impl"]: r for r in rows if r["method"] == "kcenter" and r["n"] == n and "error" not in r}
+        if "ours" in pair and "f32" in pair:
+            o, f = pair["ours"], pair["f32"]
+            print(
+                f"# kcenter at N={n}: exact / float32-only (the algorithm before) = {o['wall_s'] / f['wall_s']:.2f}x "
+                f"wall, {o['cpu_s'] / f['cpu_s']:.2f}x cpu; recorded before the change at 100k: 51.4 s wall, 24.5 s cpu"
+            )
     print()
     print(
         f"{'method':8} {'impl':6} {'N':>9} {'wall s':>8} {'cpu s':>8} {'load':>5} {'peak MB':>9} {'data MB':>8} "

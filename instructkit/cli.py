@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("input")
     ep.add_argument("--out", required=True, help="output .npy path")
     ep.add_argument("--fields", default="instruction,input,output", help="fields joined into the text")
+    ep.add_argument("--text-template", default=None,
+                    help="Jinja over the row's fields (or car_iqs, vicuna_v1.1) instead of --fields")
+    ep.add_argument("--pooling", default=None, help="hf: mean|cls; causal: mean|last (default: the spec's)")
+    ep.add_argument("--max-length", type=int, default=None, help="tokens the local encoder reads")
     _add_model_args(ep)
     _add_scale_args(ep, batch=False)
     ep.set_defaults(kind="embed")
@@ -314,20 +318,23 @@ def methods_command(args: argparse.Namespace, plugins_only: bool = False) -> int
 def embed_command(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from instructkit.selection.embed import texts_of
+
     from .models.embeddings import embedder
 
     records = read_records(args.input)
     fields = [f.strip() for f in args.fields.split(",") if f.strip()]
-    texts = ["\n".join(str(r[f]) for f in fields if r.get(f)) for r in records]
+    texts = texts_of(records, fields, args.text_template)
+    encoder = {k: v for k, v in (("pooling", args.pooling), ("max_length", args.max_length)) if v is not None}
     if args.engine == "ray":
         from .ray_engine import ray_embed
 
         vectors = ray_embed(texts, args.model, actors=args.actors, num_gpus=args.gpus_per_actor,
                             batch_size=args.ray_batch_size, api_base=args.api_base,
-                            cache=False if args.no_cache else None, cache_dir=args.cache_dir)
+                            cache=False if args.no_cache else None, cache_dir=args.cache_dir, **encoder)
     else:
         model = embedder(args.model, api_base=args.api_base, api_key=args.key,
-                         cache=False if args.no_cache else None, cache_dir=args.cache_dir)
+                         cache=False if args.no_cache else None, cache_dir=args.cache_dir, **encoder)
         vectors = model.embed(texts)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

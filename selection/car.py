@@ -8,13 +8,16 @@ score are broken by original index (the official sort is stable on an already sc
 so it agrees); membership is by row index, so content-identical duplicate rows are not merged as
 the official dict-equality test would; `n_init` is explicit (default "auto", what the official
 code gets with sklearn >= 1.4; which version produced the paper's clusters is unknown, 10 for < 1.4). For N beyond ~200k,
-`minibatch=True` switches to MiniBatchKMeans (an approximation; reported as such).
+`minibatch=True` switches to MiniBatchKMeans (an approximation; reported as such). The official
+code embeds "Instruction: ... Input: ... Response: ..." (`text_template=car_iqs`, set by
+`-o preset official`); the default embeds the fields joined by newlines (chat rows: every turn).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -113,6 +116,20 @@ class CaROptions(EmbeddingOptions):
     label_order: str = "string"
     minibatch: bool = False
     random_state: int | None = 42
+
+    # `Clustering/cluster.py`: the IQS input string through a 384-d sentence-BERT (all-MiniLM-L6-v2 is
+    # our `local`), PCA 95% and KMeans(k = int(sqrt(N/2)), random_state 42), top 1000 + 1 per cluster
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "official": {
+            "text_template": "car_iqs",
+            "encoder": "local",
+            "pca_variance": 0.95,
+            "random_state": 42,
+            "n1": 1000,
+            "n2": 1,
+            "label_order": "string",
+        }
+    }
 
 
 @method("select", "car", options=CaROptions, needs_model=False)

@@ -7,12 +7,14 @@ percentiles (numpy linear interpolation, bounds inclusive) taken *in dataset-ind
 sorted by perplexity, as `data_by_cluster.py` does despite its variable names), evenly spaced with
 step len // n, first n. Clusters with fewer than n rows are taken whole. Output is clusters in
 label order. This is the one implementation; the IFD scorer imports `middle_confidence_sample`.
-Deviation: `n_init` is explicit (default "auto", what the official code gets with sklearn >= 1.4).
+K-means runs as the official script ran it (2023, sklearn < 1.4): `n_init=10`, `random_state=0`, both
+options (`n_init=auto` is sklearn >= 1.4's single k-means++ run).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -56,7 +58,7 @@ def cherry_pre_select(
     low: float = 25,
     high: float = 75,
     random_state: int | None = 0,
-    n_init: int | str = "auto",
+    n_init: int | str = 10,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(selected indices, cluster labels): KMeans on the raw vectors, then middle-confidence sampling."""
     from sklearn.cluster import KMeans
@@ -74,9 +76,13 @@ class CherryOptions(EmbeddingOptions):
     n_per_cluster: int = 10
     low: float = 25
     high: float = 75
-    n_init: str = "auto"
+    n_init: str = "10"  # the official sklearn default (< 1.4); "auto": one k-means++ run
     random_state: int | None = 0
     fields: list[str] = field(default_factory=lambda: ["instruction", "input"])
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "official": {"n_clusters": 100, "n_per_cluster": 10, "low": 25, "high": 75, "n_init": "10", "random_state": 0}
+    }
 
 
 @method("select", "cherry", options=CherryOptions, needs_model=False)

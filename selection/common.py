@@ -138,6 +138,60 @@ def record_text(rec: dict, fields: Sequence[str] | None = None) -> str:
     return "\n".join(part for turn in to_turns(rec) for part in turn if part)
 
 
+# Named embedding text templates (Jinja, rendered byte for byte): the strings official code embedded.
+EMBED_TEMPLATES = {
+    # CaR `Clustering/cluster.py` (the IQS input string; an empty input leaves two spaces)
+    "car_iqs": "Instruction: {{ instruction }} Input: {{ input }} Response: {{ output }}",
+    # DEITA `embed_datasets.py`: FastChat's vicuna_v1.1 conversation (system, USER/ASSISTANT, sep " ", sep2 "</s>")
+    "vicuna_v1.1": (
+        "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+        "detailed, and polite answers to the user's questions. "
+        "{% for q, a in turns %}"
+        "{% if q %}USER: {{ q }} {% else %}USER:{% endif %}"
+        "{% if a %}ASSISTANT: {{ a }}</s>{% else %}ASSISTANT:{% endif %}"
+        "{% endfor %}"
+    ),
+}
+
+
+def text_template(template: str) -> Any:
+    """The Jinja template for an embedding `text_template` option: a name from EMBED_TEMPLATES, a
+    template string (anything with "{{" or "{%"), or a file holding one."""
+    from instructkit.templates import exact_template
+
+    if template in EMBED_TEMPLATES:
+        return exact_template(EMBED_TEMPLATES[template])
+    if "{{" in template or "{%" in template:
+        return exact_template(template)
+    if Path(template).is_file():
+        return exact_template(Path(template).read_text(encoding="utf-8"))
+    known = ", ".join(sorted(EMBED_TEMPLATES))
+    raise ValueError(f"text_template {template!r} is not a known name ({known}), a Jinja string or a file")
+
+
+def row_texts(
+    records: Sequence[dict], fields: Sequence[str] | None = None, template: str | None = None
+) -> list[str]:
+    """The embedded text of every row: `template` rendered over the row (its fields, with instruction,
+    input and output "" when absent; `turns`, the (instruction, response) pairs; `row`, the record),
+    else `record_text(row, fields)`. A missing field is an error naming the row, before any model call."""
+    if not template:
+        return [record_text(r, fields) for r in records]
+    import jinja2
+
+    tpl = text_template(template)
+    out = []
+    for i, rec in enumerate(records):
+        try:
+            out.append(tpl.render({**_ROW_DEFAULTS, **rec, "turns": to_turns(rec), "row": rec}))
+        except jinja2.UndefinedError as exc:
+            raise ValueError(f"row {i}: text_template {template!r}: {exc}") from None
+    return out
+
+
+_ROW_DEFAULTS = {"instruction": "", "input": "", "output": ""}
+
+
 def score_column(records: list[dict], column: str) -> np.ndarray:
     """float64 scores from a column (dotted paths allowed: `judge.score`); missing or non-numeric is NaN."""
     out = np.full(len(records), np.nan)
@@ -163,6 +217,9 @@ class EmbeddingOptions:
     embeddings: str | None = None  # path to a float32 .npy with one row per record
     encoder: str | None = None  # embedder spec when no .npy is given (default "local": all-MiniLM-L6-v2)
     fields: list[str] = field(default_factory=lambda: list(DEFAULT_FIELDS))
+    text_template: str | None = None  # Jinja over the row's fields (or a name: car_iqs, vicuna_v1.1); None: fields
+    encoder_pooling: str | None = None  # hf: mean (L2-normalised) | cls (raw); causal: mean | last; None: the spec's
+    encoder_max_length: int | None = None  # tokens the encoder reads; None: its own limit
 
 
 def load_embeddings(records: list[dict], ctx: Any, opts: Any) -> np.ndarray:
@@ -181,6 +238,9 @@ def load_embeddings(records: list[dict], ctx: Any, opts: Any) -> np.ndarray:
         getattr(opts, "encoder", None) or "local",
         fields=getattr(opts, "fields", None),
         cache_dir=cache_dir,
+        template=getattr(opts, "text_template", None),
+        pooling=getattr(opts, "encoder_pooling", None),
+        max_length=getattr(opts, "encoder_max_length", None),
     )
 
 

@@ -8,12 +8,17 @@ candidate we process candidates in blocks: one matmul of the block against the s
 sequential pass inside the block using the block's own Gram matrix. The accepted list is identical
 to batch-size-1 (the official batch>1 mode, which also rejects rows similar to *rejected* batch
 mates, is not reproduced). Memory is O(budget * d + block^2), never N x N. float32 by default
-(float64 input stays float64); a similarity within float32 rounding of tau may flip.
+(float64 input stays float64); a similarity within float32 rounding of tau may flip. tau = 0.9 was
+tuned on the last-token state of a causal LM (Mistral-7B) over the vicuna_v1.1 conversation
+(`-o preset official`); with another embedder (the default: MiniLM on the joined fields) the run
+warns, since the same tau is then another operating point.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -120,6 +125,34 @@ class DeitaOptions(EmbeddingOptions):
     quality: str | None = None
     device: str = "auto"
 
+    # `examples/pipelines/embed_datasets.py` + `combined_filter.py`: the last-token state of the vicuna_v1.1
+    # conversation from a causal LM (Mistral-7B-v0.1: -o encoder causal:FOLDER), 2048 tokens, tau 0.9
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "official": {"text_template": "vicuna_v1.1", "encoder_pooling": "last", "encoder_max_length": 2048, "tau": 0.9}
+    }
+
+
+TAU_TUNED_ON = "a causal LM's last-token state of the vicuna_v1.1 conversation (Mistral-7B-v0.1)"
+
+
+def tau_warning(o: DeitaOptions) -> str | None:
+    """Why tau may not mean here what it meant in the paper: it was tuned on one embedder, and cosine
+    similarities of another (e.g. MiniLM on joined fields) sit at another level. None when the vectors
+    come from a file (we cannot tell) or from the official embedding."""
+    if o.embeddings:
+        return None
+    from instructkit.models.embeddings import CAUSAL_POOLINGS, split_pooling
+
+    spec = o.encoder or "local"
+    if spec.startswith("causal:"):
+        pooling = split_pooling(spec[len("causal:") :], CAUSAL_POOLINGS, o.encoder_pooling)[1]
+        if pooling == "last" and o.text_template == "vicuna_v1.1":
+            return None
+    return (
+        f"tau={o.tau} was tuned on {TAU_TUNED_ON}; with encoder {spec!r} similarities sit at another level, "
+        "so check how many rows pass (or tune tau); -o preset official -o encoder causal:FOLDER embeds as DEITA did"
+    )
+
 
 @method("select", "deita", options=DeitaOptions, needs_model=False)
 def deita(records: list[dict], ctx) -> list[dict]:
@@ -129,5 +162,8 @@ def deita(records: list[dict], ctx) -> list[dict]:
         scores = evol_scores(records, o.complexity, o.quality)
     else:
         scores = score_column(records, o.score)
+    warning = tau_warning(o)
+    if warning:
+        print(f"[deita] warning: {warning}", file=sys.stderr)
     emb = load_embeddings(records, ctx, o)
     return take(records, deita_select(emb, scores, o.budget, o.tau, device=o.device))

@@ -1,8 +1,10 @@
 """Embeddings for selection: row text -> float32 .npy, cached by content (the `instructkit embed` body).
 
 Encoders come from `instructkit.models.embeddings.embedder(spec)`: `local` (all-MiniLM-L6-v2, mean
-pooling, L2 norm), `hf:PATH` (any encoder folder), `causal:SPEC[:mean|last]` (a causal LM's mean
-last hidden state, as Cherry, or its last-token state, as DEITA), or a hosted embedding model.
+pooling, L2 norm), `hf:PATH[:mean|cls]` (any encoder folder; `cls`: the raw [CLS] state, as MoDS),
+`causal:SPEC[:mean|last]` (a causal LM's mean last hidden state, as Cherry, or its last-token state, as
+DEITA), or a hosted embedding model. The text of a row is `common.row_texts`: its fields joined, or a
+text template (the strings the official code embedded: `car_iqs`, `vicuna_v1.1`, or any Jinja).
 """
 
 from __future__ import annotations
@@ -16,28 +18,30 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import record_text
+from .common import row_texts
 
 
-def texts_of(records: list[dict], fields: Sequence[str] | None = None) -> list[str]:
-    """The embedded text per row (see `common.record_text`)."""
-    return [record_text(r, fields) for r in records]
+def texts_of(
+    records: list[dict], fields: Sequence[str] | None = None, template: str | None = None
+) -> list[str]:
+    """The embedded text per row (see `common.row_texts`)."""
+    return row_texts(records, fields, template)
 
 
-def content_key(texts: Sequence[str], spec: str) -> str:
-    h = hashlib.sha256(json.dumps(spec).encode())
+def content_key(texts: Sequence[str], spec: str, encoder_options: dict | None = None) -> str:
+    h = hashlib.sha256(json.dumps([spec, encoder_options] if encoder_options else spec).encode())
     for t in texts:
         h.update(hashlib.sha256(t.encode("utf-8", "surrogatepass")).digest())
     return h.hexdigest()[:24]
 
 
-def embed_texts(texts: list[str], spec: str = "local", batch_size: int = 256) -> np.ndarray:
-    """float32 [len(texts), d] from `embedder(spec)` (per-text model cache included)."""
+def embed_texts(texts: list[str], spec: str = "local", batch_size: int = 256, **encoder_options) -> np.ndarray:
+    """float32 [len(texts), d] from `embedder(spec, **encoder_options)` (per-text model cache included)."""
     from instructkit.models.embeddings import embedder
 
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
-    llm = embedder(spec)
+    llm = embedder(spec, **encoder_options)
     return np.asarray(llm.embed(list(texts), batch_size=batch_size), dtype=np.float32)
 
 
@@ -48,19 +52,24 @@ def embed_records(
     fields: Sequence[str] | None = ("instruction", "input", "output"),
     cache_dir: str | os.PathLike | None = None,
     batch_size: int = 256,
+    template: str | None = None,
+    pooling: str | None = None,
+    max_length: int | None = None,
 ) -> np.ndarray:
-    """Embed each row's text (the named fields joined by newlines; chat rows: every turn) with `spec`.
+    """Embed each row's text (`template` rendered over the row, else the named fields joined by
+    newlines; chat rows: every turn) with `spec` (pooling / max_length: the encoder's, when given).
 
-    The array is cached as `<cache_dir>/<content-hash>.npy` (hash of spec + texts) and, when
-    `out_path` is given, also written there (atomically). Returns the float32 [N, d] array.
+    The array is cached as `<cache_dir>/<content-hash>.npy` (hash of spec, encoder options and texts)
+    and, when `out_path` is given, also written there (atomically). Returns the float32 [N, d] array.
     """
-    texts = texts_of(records, fields)
-    key = content_key(texts, spec)
+    texts = texts_of(records, fields, template)
+    encoder_options = {k: v for k, v in (("pooling", pooling), ("max_length", max_length)) if v is not None}
+    key = content_key(texts, spec, encoder_options)
     cached = Path(cache_dir) / f"{key}.npy" if cache_dir else None
     if cached is not None and cached.is_file():
         emb = np.load(cached)
     else:
-        emb = embed_texts(texts, spec, batch_size)
+        emb = embed_texts(texts, spec, batch_size, **encoder_options)
         if cached is not None:
             save_npy(cached, emb)
     if out_path is not None:

@@ -1,17 +1,23 @@
 """K-center greedy coreset (Sener & Savarese 2018, "Active Learning for CNNs: A Core-Set Approach", 1708.00489).
 
 Farthest-first traversal (Gonzalez' 2-approximation): repeatedly pick the row farthest from the
-selected set. Same picks as Google's `kCenterGreedy` (MoDS) and DiverseEvol's N x N version given
-the same first index / labeled set; already-selected rows are masked, so duplicates never trip the
-official `assert ind not in already_selected`. Deviations, all exact: we track squared distances
-(same argmax), clamp tiny negatives at 0 (the official N x N code gets NaN there), and keep O(N)
-memory (a running min-distance vector, no N x N matrix). For speed the min-distance vector is
-updated lazily: each row remembers how many centers it has seen, and before a pick only the rows
-whose stale (upper-bound) distance could still beat the current best are brought up to date, in
-blocked matrix products against the centers they missed (lag buckets, <= 2x redundant work); when
-too many rows qualify, every row is synced in contiguous blocks. Because stale distances are upper
-bounds, the argmax (ties: smallest index) is the same as with the eager update.
-Products run through torch (CPU threads, or the GPU when available) or numpy.
+selected set. Same ordered picks as Google's `kCenterGreedy` (MoDS, DiverseEvol) given the same first
+index / labeled set, float32 embeddings included: the official distances are sklearn's
+`pairwise_distances`, which computes float32 rows in float64 (||x||^2 - 2 x.c + ||c||^2), rounds the
+squared distance to float32, clamps it at 0 and takes a float32 sqrt; ties there go to the lowest index.
+We compute every distance tile in float32 (fast), bound its rounding error rigorously
+((gamma_d + 2u)(|x| + |c|)^2), and recompute in float64, as sklearn does, exactly the (row, center)
+pairs whose float32 value is within that bound of changing the row's minimum; the running minimum is
+kept in float64, and rows within float32 resolution of the farthest are compared as sklearn stores
+them. float64 input is computed in float64 throughout. `exact=False` skips the refinement (float32
+only; near-ties may then go differently from the official code).
+Other deviations, none changing a pick: we track squared distances (same argmax), already-selected rows
+are masked (so duplicates never trip the official `assert ind not in already_selected`), and memory is
+O(N) (a running min-distance vector, no N x N matrix). For speed the vector is updated lazily: each
+row remembers how many centers it has seen, and before a pick only the rows whose stale (upper-bound)
+distance could still beat the current best are brought up to date, in blocked products against the
+centers they missed (lag buckets, <= 2x redundant work); when too many rows qualify, every row is
+synced in contiguous blocks. Products run through torch (CPU threads, or the GPU) or numpy.
 """
 
 from __future__ import annotations
@@ -38,20 +44,46 @@ from .common import (
 )
 
 _DONE = np.iinfo(np.int32).max  # `seen` value of a selected row: never refreshed again
+_PAIRS = 1 << 13  # (row, center) pairs recomputed in float64 per gather
+_TIE_WINDOW = 2.0**-20  # relative gap under which two squared distances may round to one float32 distance
+
+
+def float32_error_coefficient(d: int, mm: Matmul) -> float:
+    """c such that |float32 tile value - exact squared distance| <= c (|x| + |c|)^2.
+
+    The tile is fl(||c||^2_32 - 2 fl(x.c)) (one float32 product over d terms, one addition) plus the
+    float64 ||x||^2: error <= (gamma_d + 2u)(|x| + |c|)^2 with u = 2^-24, gamma_d = d u / (1 - d u), and
+    with torch's reduced float32 matmul precision ("high": TF32 inputs, "medium": bfloat16 inputs) the
+    rounding of both inputs on top. 1% margin, plus float64's own rounding of the reference."""
+    u = 2.0**-24
+    u_in = 0.0
+    if mm.torch is not None:
+        precision = mm.torch.get_float32_matmul_precision()
+        u_in = {"high": 2.0**-11, "medium": 2.0**-8}.get(precision, 0.0)
+        if mm.device != "cpu" and mm.torch.backends.cuda.matmul.allow_tf32:
+            u_in = max(u_in, 2.0**-11)
+    du = d * u
+    gamma = du / (1 - du) if du < 0.5 else float("inf")
+    return 1.01 * (gamma + 2 * u + 2 * u_in + u_in * u_in) + 2.0**-40
 
 
 class _State:
-    """Running squared min-distances with lazy per-row updates against a growing center list."""
+    """Running squared min-distances (float64) with lazy per-row updates against a growing center list."""
 
-    def __init__(self, x: np.ndarray, k: int, mm: Matmul, tile: int, resident: bool | None = None):
+    def __init__(
+        self, x: np.ndarray, k: int, mm: Matmul, tile: int, resident: bool | None = None, exact: bool = True
+    ):
         self.x, self.mm, self.tile = x, mm, tile
         self.dtype = x.dtype if x.dtype == np.float64 else np.dtype(np.float32)
         n, d = x.shape
-        self.sqn = row_norms_sq(x, self.dtype)
-        self.m = np.full(n, np.inf, dtype=self.dtype)
+        self.refine = exact and self.dtype == np.float32
+        self.sqn = row_norms_sq(x, np.dtype(np.float64))  # sklearn's row norms of the upcast rows
+        self.rn = np.sqrt(self.sqn)
+        self.coef = float32_error_coefficient(d, mm) if self.refine else 0.0
+        self.m = np.full(n, np.inf)
         self.seen = np.zeros(n, dtype=np.int32)
         self.centers = np.empty((max(k, 1), d), dtype=self.dtype)
-        self.cn = np.empty(max(k, 1), dtype=self.dtype)
+        self.cn = np.empty(max(k, 1))
         self.t = 0
         if resident is None:  # on a GPU the rows live there once; the min is reduced there too
             resident = mm.torch is not None and mm.device != "cpu"
@@ -67,28 +99,68 @@ class _State:
             return self.xdev[self.mm.to_dev(g)]
         return np.asarray(self.x[g], dtype=self.dtype)
 
-    def dist_min(self, rows: Any, cvec: np.ndarray, cn: np.ndarray) -> np.ndarray:
-        """min over the given centers of ||c||^2 - 2 <row, c> (add ||row||^2 for the squared distance)."""
-        out = np.empty(len(rows), dtype=self.dtype)
+    def fold(self, rows: Any, g: np.ndarray | slice, cvec: np.ndarray, cn: np.ndarray) -> None:
+        """m[g] = min(m[g], squared distance of each row to its nearest center in cvec) (rows = x[g]).
+
+        Each tile holds ||c||^2 - 2 <row, c> in the compute dtype; with `refine`, the pairs that could
+        set a row's new minimum are recomputed in float64 and only they change m."""
+        gi = np.arange(g.start, g.stop) if isinstance(g, slice) else g
+        m, sqn = self.m[g], self.sqn[g]
         step = max(1, self.tile // max(1, len(cvec)))
-        if self.xdev is not None:
-            c, cnd = self.mm.to_dev(cvec), self.mm.to_dev(cn)
-            for lo, hi in row_blocks(len(rows), step):
-                d2 = self.mm.torch.addmm(cnd[None, :], rows[lo:hi], c.T, alpha=-2)
-                out[lo:hi] = d2.min(dim=1).values.cpu().numpy()
-            return out
-        for lo, hi in row_blocks(len(rows), step):
-            d2 = self.mm.abt(rows[lo:hi], cvec)
-            d2 *= -2
-            d2 += cn[None, :]
-            out[lo:hi] = d2.min(axis=1)
-        return out
+        torch = self.mm.torch
+        use_torch = torch is not None and (self.xdev is not None or len(cvec) * len(gi) >= 1 << 16)
+        cn_t = cn.astype(self.dtype)
+        if use_torch:
+            c, cnd = self.mm.to_dev(cvec), self.mm.to_dev(cn_t)
+        cmax = float(np.sqrt(cn.max())) if len(cn) else 0.0
+        for lo, hi in row_blocks(len(gi), step):
+            if use_torch:
+                r = rows[lo:hi] if torch.is_tensor(rows) else self.mm.to_dev(np.ascontiguousarray(rows[lo:hi]))
+                part = torch.addmm(cnd[None, :], r, c.T, alpha=-2)
+                pmin = part.min(dim=1).values.cpu().numpy()
+            else:
+                part = self.mm.abt(rows[lo:hi], cvec)
+                part *= -2
+                part += cn_t[None, :]
+                pmin = part.min(axis=1)
+            approx = pmin.astype(np.float64) + sqn[lo:hi]
+            if not self.refine:
+                np.minimum(m[lo:hi], np.maximum(approx, 0), out=m[lo:hi])
+                continue
+            err = self.coef * (self.rn[gi[lo:hi]] + cmax) ** 2
+            near = np.flatnonzero(approx - err <= m[lo:hi])
+            if not len(near):
+                continue
+            # pairs whose exact value could be below both the row's minimum and the tile's best
+            bound = np.minimum(m[lo:hi][near] + err[near], approx[near] + 2 * err[near]) - sqn[lo:hi][near]
+            bound32 = np.nextafter(bound.astype(np.float32), np.float32(np.inf))
+            if use_torch:
+                ni = self.mm.to_dev(near)
+                hit = torch.nonzero(part[ni] <= self.mm.to_dev(bound32.astype(self.dtype))[:, None])
+                pr, pc = (a.cpu().numpy() for a in hit.T)
+            else:
+                pr, pc = np.nonzero(part[near] <= bound32[:, None])
+            rows_local = near[pr] + lo
+            exact = self.exact_pairs(gi[rows_local], cvec, cn, pc)
+            np.minimum.at(m, rows_local, exact)
+        if not isinstance(g, slice):
+            self.m[g] = m
+
+    def exact_pairs(self, g: np.ndarray, cvec: np.ndarray, cn: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """Squared distances of rows g to centers cvec[c] as sklearn computes float32 input:
+        upcast to float64, -2 x.c + ||x||^2 + ||c||^2, clamped at 0."""
+        out = np.empty(len(g))
+        for lo, hi in row_blocks(len(g), _PAIRS):
+            # float32 x float32 products are exact in float64: only the sum rounds, in float64
+            d2 = np.einsum("ij,ij->i", self.x[g[lo:hi]], cvec[c[lo:hi]], dtype=np.float64) * -2
+            d2 += self.sqn[g[lo:hi]]
+            d2 += cn[c[lo:hi]]
+            out[lo:hi] = d2
+        return np.maximum(out, 0)
 
     def apply_block(self, lo: int, hi: int, cvec: np.ndarray, cn: np.ndarray) -> None:
         """Fold centers into rows lo:hi (contiguous, no copy of the rows)."""
-        d2 = self.dist_min(self.rows(lo, hi), cvec, cn) + self.sqn[lo:hi]
-        np.maximum(d2, 0, out=d2)
-        np.minimum(self.m[lo:hi], d2, out=self.m[lo:hi])
+        self.fold(self.rows(lo, hi), slice(lo, hi), cvec, cn)
 
     def add_fixed(self, idx: np.ndarray) -> None:
         """Fold an already-selected set into every row (dense pass) and mask those rows."""
@@ -118,9 +190,7 @@ class _State:
             cvec, cn = self.centers[start:t], self.cn[start:t]
             for lo, hi in row_blocks(len(grp), 8192):
                 g = grp[lo:hi]
-                d2 = self.dist_min(self.gather(g), cvec, cn) + self.sqn[g]
-                np.maximum(d2, 0, out=d2)
-                self.m[g] = np.minimum(self.m[g], d2)
+                self.fold(self.gather(g), g, cvec, cn)
         self.seen[rows] = t
 
     def sync_all(self) -> None:
@@ -137,19 +207,31 @@ class _State:
         self.seen[live] = self.t
 
     def next_center(self, dense_fraction: float) -> int:
-        """The exact argmax of the (eager) min-distance vector; ties to the smallest index."""
+        """The official pick: the argmax of the (eager) min-distance vector as sklearn stores it
+        (float32 sqrt of the float32-rounded squared distance for float32 input), ties to the
+        smallest index."""
         i = int(np.argmax(self.m))
-        if self.seen[i] >= self.t:
-            return i
-        self.refresh(np.array([i]))
-        r = self.m[i]
-        stale = np.flatnonzero((self.m >= r) & (self.seen < self.t))
-        if len(stale) > dense_fraction * len(self.m):
-            self.sync_all()
-        elif len(stale):
-            self.refresh(stale)
-        i = int(np.argmax(self.m))
+        if self.seen[i] < self.t:
+            self.refresh(np.array([i]))
+            r = self.m[i]
+            stale = np.flatnonzero((self.m >= r) & (self.seen < self.t))
+            if len(stale) > dense_fraction * len(self.m):
+                self.sync_all()
+            elif len(stale):
+                self.refresh(stale)
+            i = int(np.argmax(self.m))
         assert self.seen[i] >= self.t or self.m[i] == -np.inf
+        top = self.m[i]
+        if not top > 0 or not np.isfinite(top):
+            return i
+        near = np.flatnonzero(self.m >= top * (1 - _TIE_WINDOW))
+        if len(near) > 1:  # rows that may store the same distance as the farthest: compare them as stored
+            stale = near[self.seen[near] < self.t]
+            if len(stale):
+                self.refresh(stale)
+                near = np.flatnonzero(self.m >= top * (1 - _TIE_WINDOW))
+            stored = np.sqrt(np.maximum(self.m[near].astype(self.dtype), 0))
+            i = int(near[np.argmax(stored)])
         return i
 
 
@@ -165,6 +247,7 @@ def kcenter_greedy(
     tile: int = 1 << 22,
     dense_fraction: float = 0.5,
     resident: bool | None = None,
+    exact: bool = True,
 ) -> np.ndarray:
     """k farthest-first picks (pick order), excluding `already_selected`.
 
@@ -173,7 +256,9 @@ def kcenter_greedy(
     (`RandomState(random_state).choice(N)`, the official unseeded `np.random.choice` made explicit)
     or init="center" (the row nearest the mean of the normalised vectors, the "0.5% data" task center).
     tile: elements per distance tile (memory bound of the temporaries). resident: keep the rows as one
-    torch tensor on the device and reduce there (default: on for a GPU, off on CPU).
+    torch tensor on the device and reduce there (default: on for a GPU, off on CPU). exact: the
+    official picks on float32 input (float32 tiles refined in float64 near the decisions); False:
+    float32 tiles only.
     """
     n = len(emb)
     fixed = as_indices(already_selected if already_selected is not None else [])
@@ -186,7 +271,7 @@ def kcenter_greedy(
         x = emb if np.asarray(emb[:1]).dtype in (np.float32, np.float64) else np.asarray(emb, np.float32)
     else:
         raise ValueError(f"metric must be euclidean or cosine, not {metric!r}")
-    st = _State(x, k, Matmul(device), tile, resident)
+    st = _State(x, k, Matmul(device), tile, resident, exact)
     picks: list[int] = []
     if len(fixed):
         st.add_fixed(np.unique(fixed))
@@ -242,15 +327,16 @@ class KCenterOptions(EmbeddingOptions):
     already_selected: str | None = None  # column: rows where it is truthy are the initial set
     random_state: int | None = None
     device: str = "auto"
+    exact: bool = True  # official picks on float32 input; False: float32 distances only (near-ties may differ)
 
 
 @method("select", "kcenter", options=KCenterOptions, needs_model=False)
 def kcenter(records: list[dict], ctx) -> list[dict]:
-    """K-center greedy coreset (farthest-first), O(N) memory, exact."""
+    """K-center greedy coreset (farthest-first), O(N) memory, the official picks on float32 input."""
     o = ctx.options or KCenterOptions()
     emb = load_embeddings(records, ctx, o)
     fixed = [i for i, r in enumerate(records) if o.already_selected and r.get(o.already_selected)]
     idx = kcenter_greedy(
-        emb, o.k, o.metric, fixed or None, o.first_index, o.init, seed_of(ctx, o), device=o.device
+        emb, o.k, o.metric, fixed or None, o.first_index, o.init, seed_of(ctx, o), device=o.device, exact=o.exact
     )
     return take(records, idx)

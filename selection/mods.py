@@ -2,8 +2,9 @@
 
 Three stages, the selection logic only (reward scores come from the scorers, as columns or arrays):
 1. quality: keep rows with reward > quality_threshold (strict; README value 0.0);
-2. coverage: k-center greedy (Euclidean, raw vectors; the paper embeds the instruction with BERT
-   [CLS]) over the high-quality rows, `n_seeds` picks;
+2. coverage: k-center greedy (Euclidean, raw vectors, the official picks on float32 embeddings) over
+   the high-quality rows, `n_seeds` picks; the official embedding is BERT's [CLS] state of the
+   instruction, unnormalised, 96 tokens (`-o preset official -o encoder hf:BERT_FOLDER`);
 3. necessity: given the reward of the seed-trained model's own answers on all high-quality rows,
    keep those with reward < necessity_threshold (strict) and append them to the seeds.
 Deviations: the official first center is unseeded `np.random.choice`; ours comes from random_state.
@@ -15,6 +16,7 @@ The necessity set is in dataset order, as the official script writes it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -93,6 +95,19 @@ class MoDSOptions(EmbeddingOptions):
     random_state: int | None = None
     fields: list[str] = field(default_factory=lambda: ["instruction"])
     device: str = "auto"
+
+    # `diverse-data-selection/run.py` (bert-base-uncased [CLS] of the instruction, unnormalised, 96 tokens:
+    # give the folder with -o encoder hf:PATH), README threshold 0.0, `merge.py` without deduplication
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "official": {
+            "fields": ["instruction"],
+            "text_template": None,
+            "encoder_pooling": "cls",
+            "encoder_max_length": 96,
+            "quality_threshold": 0.0,
+            "dedupe": False,
+        }
+    }
 
 
 @method("select", "mods", options=MoDSOptions, needs_model=False)

@@ -20,7 +20,8 @@ LOCAL_ENCODER_SPECS = ("local", "minilm", "local:minilm")
 
 
 class EncoderBackend:
-    """A transformers encoder folder as an embedding backend: mean pooling, then L2 norm."""
+    """A transformers encoder folder as an embedding backend: mean pooling then L2 norm (sentence-
+    transformers), or `pooling="cls"`: the last layer's first ([CLS]) state, not normalised (MoDS)."""
 
     kind = "local"
     supports_n = False
@@ -33,7 +34,10 @@ class EncoderBackend:
         device: str = "cpu",
         batch_size: int = 64,
         max_length: int | None = None,
+        pooling: str = "mean",
     ):
+        if pooling not in ENCODER_POOLINGS:
+            raise ValueError(f"encoder pooling must be one of {ENCODER_POOLINGS}, not {pooling!r}")
         set_offline()
         import torch
         from transformers import AutoModel, AutoTokenizer
@@ -42,14 +46,20 @@ class EncoderBackend:
         self.dtype = dtype
         self.device = device
         self.batch_size = batch_size
-        self.model_id = f"{model_id(self.path)}:{dtype}"
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
         self.model = AutoModel.from_pretrained(str(self.path), dtype=getattr(torch, dtype)).to(device).eval()
-        self.max_length = max_length or _st_max_length(self.path) or self.tokenizer.model_max_length
+        own_limit = _st_max_length(self.path) or self.tokenizer.model_max_length
+        self.max_length = max_length or own_limit
+        self.pooling = pooling
+        # the defaults keep their old identity (cached vectors stay valid); other settings get their own
+        self.model_id = f"{model_id(self.path)}:{dtype}" + "".join(
+            f":{tag}" for tag, default in ((pooling, "mean"), (f"max{self.max_length}", f"max{own_limit}"))
+            if tag != default
+        )
         self._lock = threading.Lock()
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """float32 [len(texts), dim] unit vectors, in input order."""
+        """float32 [len(texts), dim] (unit vectors for mean pooling), in input order."""
         import torch
 
         out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
@@ -61,9 +71,12 @@ class EncoderBackend:
             ).to(self.device)
             with self._lock, torch.inference_mode():
                 h = self.model(**batch).last_hidden_state.float()
-                m = batch["attention_mask"].unsqueeze(-1).float()
-                pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                if self.pooling == "cls":
+                    pooled = h[:, 0]
+                else:
+                    m = batch["attention_mask"].unsqueeze(-1).float()
+                    pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+                    pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
             out[chunk] = pooled.cpu().numpy()
         return out
 
@@ -74,57 +87,88 @@ class EncoderBackend:
 
 
 class CausalEmbedBackend:
-    """Hidden states of a local causal LM (`LocalBackend.hidden_states`) as embeddings, not normalised."""
+    """Hidden states of a local causal LM (`LocalBackend.hidden_states`) as embeddings, not normalised.
+    Texts are tokenized with the tokenizer's special tokens (BOS for LLaMA/Mistral), as DEITA's
+    embedder and Cherry's pre-experience features are, and cut at `max_length` tokens when given."""
 
     kind = "local"
     supports_n = False
     supports_json_schema = False
 
-    def __init__(self, spec: str = "local", pooling: str = "mean", **options: Any):
+    def __init__(self, spec: str = "local", pooling: str = "mean", max_length: int | None = None, **options: Any):
         from .local import load_local_backend
 
+        if pooling not in CAUSAL_POOLINGS:
+            raise ValueError(f"causal pooling must be one of {CAUSAL_POOLINGS}, not {pooling!r}")
         self.lm = load_local_backend(spec, **options)
         self.pooling = pooling
-        self.model_id = f"{self.lm.model_id}:hidden-{pooling}"
+        self.max_length = max_length
+        limit = f":max{max_length}" if max_length else ""
+        self.model_id = f"{self.lm.model_id}:hidden-{pooling}:special{limit}"
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         import asyncio
 
-        return await asyncio.to_thread(self.lm.hidden_states, list(texts), self.pooling)
+        return await asyncio.to_thread(
+            self.lm.hidden_states, list(texts), self.pooling, special_tokens=True, max_length=self.max_length
+        )
 
 
-_ENCODERS: dict[tuple[str, str, str], EncoderBackend] = {}
+_ENCODERS: dict[tuple[Any, ...], EncoderBackend] = {}
 _ENCODERS_LOCK = threading.Lock()
+ENCODER_POOLINGS = ("mean", "cls")
+CAUSAL_POOLINGS = ("mean", "last")
 
 
-def load_encoder(path: str | Path | None = None, dtype: str = "float32", device: str = "cpu", **kw: Any) -> EncoderBackend:
-    """One shared `EncoderBackend` per (folder, dtype, device) per process."""
+def load_encoder(
+    path: str | Path | None = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+    pooling: str = "mean",
+    max_length: int | None = None,
+    **kw: Any,
+) -> EncoderBackend:
+    """One shared `EncoderBackend` per (folder, dtype, device, pooling, max_length) per process."""
     folder = Path(path) if path is not None else minilm_path()
-    key = (str(folder.resolve()), dtype, device)
+    key = (str(folder.resolve()), dtype, device, pooling, max_length)
     with _ENCODERS_LOCK:
         if key not in _ENCODERS:
-            _ENCODERS[key] = EncoderBackend(folder, dtype, device, **kw)
+            _ENCODERS[key] = EncoderBackend(folder, dtype, device, max_length=max_length, pooling=pooling, **kw)
         return _ENCODERS[key]
 
 
-def embedder(spec: str = "local", **kw: Any) -> LLM:
+def split_pooling(target: str, allowed: tuple[str, ...], pooling: str | None) -> tuple[str, str]:
+    """(target, pooling) from `TARGET[:POOLING]` and an explicit pooling option (they must agree)."""
+    head, _, tail = target.rpartition(":")
+    if tail in allowed and head:
+        if pooling is not None and pooling != tail:
+            raise ValueError(f"encoder spec asks for {tail} pooling and the pooling option for {pooling}")
+        return head, tail
+    return target, pooling or "mean"
+
+
+def embedder(spec: str = "local", pooling: str | None = None, max_length: int | None = None, **kw: Any) -> LLM:
     """An `LLM` whose `embed`/`aembed` give embeddings for `spec`:
-    `local` / `minilm` (all-MiniLM-L6-v2), `hf:PATH` (an encoder folder), `causal:SPEC_OR_PATH[:mean|last]`
-    (hidden states of a causal LM, e.g. `causal:local:last`), anything else a hosted embedding model.
-    Local specs are passed to `LLM` under a `local:` name so their cache identity is the weights' id."""
+    `local` / `minilm` (all-MiniLM-L6-v2), `hf:PATH[:mean|cls]` (an encoder folder; cls: the raw [CLS]
+    state, as MoDS), `causal:SPEC_OR_PATH[:mean|last]` (hidden states of a causal LM, e.g.
+    `causal:local:last`), anything else a hosted embedding model. `pooling` (same names) and
+    `max_length` (tokens read) set the local encoders' options. Local specs are passed to `LLM` under a
+    `local:` name so their cache identity is the weights' id (with the pooling and limit)."""
     llm_kw = {k: kw.pop(k) for k in list(kw) if k in _LLM_OPTIONS}
     if spec in LOCAL_ENCODER_SPECS:
-        return LLM("local:minilm", backend=load_encoder(None, **kw), **llm_kw)
+        backend = load_encoder(None, pooling=pooling or "mean", max_length=max_length, **kw)
+        return LLM("local:minilm", backend=backend, **llm_kw)
     if spec.startswith("hf:"):
-        return LLM(spec, backend=load_encoder(resolve_model_path(spec[3:]), **kw), **llm_kw)
+        target, pool = split_pooling(spec[3:], ENCODER_POOLINGS, pooling)
+        backend = load_encoder(resolve_model_path(target), pooling=pool, max_length=max_length, **kw)
+        return LLM(spec, backend=backend, **llm_kw)
     if spec.startswith("causal:"):
-        target, pooling = spec[len("causal:") :], "mean"
-        head, _, tail = target.rpartition(":")
-        if tail in ("mean", "last") and head:
-            target, pooling = head, tail
+        target, pool = split_pooling(spec[len("causal:") :], CAUSAL_POOLINGS, pooling)
         if not target.startswith(("local", "hf:")):
             target = f"hf:{target}"
-        return LLM(f"local:{spec}", backend=CausalEmbedBackend(target, pooling, **kw), **llm_kw)
+        return LLM(f"local:{spec}", backend=CausalEmbedBackend(target, pool, max_length, **kw), **llm_kw)
+    if pooling is not None or max_length is not None:
+        raise ValueError(f"{spec}: pooling and max_length apply to local encoders (local, hf:, causal:) only")
     return LLM(spec, **llm_kw, **kw)
 
 

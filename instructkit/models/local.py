@@ -403,21 +403,32 @@ class LocalBackend:
             mask[i, : len(s)] = 1
         return ids, mask
 
-    def hidden_states(self, texts: list[str], pooling: str = "mean", batch_size: int = 16) -> np.ndarray:
+    def hidden_states(
+        self,
+        texts: list[str],
+        pooling: str = "mean",
+        batch_size: int = 16,
+        special_tokens: bool = False,
+        max_length: int | None = None,
+    ) -> np.ndarray:
         """Last-layer hidden states per text, pooled by `mean` over tokens or the `last` token
-        (Cherry/DEITA-style causal-LM embeddings). float32 [len(texts), hidden], not normalised."""
+        (Cherry/DEITA-style causal-LM embeddings). float32 [len(texts), hidden], not normalised.
+        special_tokens: tokenize with the tokenizer's special tokens (BOS), as the official embedders
+        do; max_length: keep the first max_length tokens."""
         import torch
 
         if pooling not in ("mean", "last"):
             raise ValueError("pooling must be 'mean' or 'last'")
-        encoded = [self.tokenizer(t, add_special_tokens=False).input_ids or [self.pad_id] for t in texts]
+        encoded = [self.tokenizer(t, add_special_tokens=special_tokens).input_ids or [self.pad_id] for t in texts]
+        if max_length:
+            encoded = [ids[:max_length] for ids in encoded]
         out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             ids, mask = self._right_pad([encoded[i] for i in chunk])
             with self._compute, torch.inference_mode():
-                h = self.model.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
+                h = self.model.base_model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
                 h = h.last_hidden_state.float()
                 m = mask.to(h.device).unsqueeze(-1).float()
                 if pooling == "mean":

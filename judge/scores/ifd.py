@@ -25,7 +25,6 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,7 +32,7 @@ import numpy as np
 
 from instructkit.registry import method
 from instructkit.runner import RunContext
-from instructkit.templates import template_source
+from instructkit.templates import exact_template, template_source
 
 from .common import (
     LocalModelOptions,
@@ -54,14 +53,6 @@ TEMPLATES: dict[str, tuple[str, str, str]] = {
     "plain": ("ifd_plain.jinja", "", "prompt"),
 }
 STATUSES = ("ok", "gt1", "prompt_too_long", "empty_answer", "too_long")
-
-
-@cache
-def exact_template(source: str) -> Any:
-    import jinja2
-
-    env = jinja2.Environment(keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False)
-    return env.from_string(source)
 
 
 @dataclass(frozen=True)
@@ -211,10 +202,31 @@ class IFDOptions(LocalModelOptions):
     pre_per_cluster: int = 10
     pre_low: float = 25
     pre_high: float = 75
+    pre_n_init: str = "10"  # K-means as the official script ran it (sklearn < 1.4 default); "auto": one run
+    pre_random_state: int = 0  # `data_by_cluster.py`: KMeans(random_state=0)
     warmup: bool = False  # fine-tune 1 short run on the pre-experience sample, score with it
     warmup_epochs: int = 1
     warmup_lr: float = 2e-5
     warmup_batch_size: int = 4
+
+    # `cherry_seletion/data_analysis.py` + `data_by_IFD.py` as the scripts run them (the rate, 5/10/15%,
+    # is the user's: `-o ratio 0.06` gave the released "5%" set) and the `--mod pre` clustering
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "official": {
+            "template": "alpaca",
+            "max_length": 512,
+            "ifd_mode": "loss_ratio",
+            "filters": "cherry",
+            "order": "index",
+            "tie_break": "high_index",
+            "pre_clusters": 100,
+            "pre_per_cluster": 10,
+            "pre_low": 25,
+            "pre_high": 75,
+            "pre_n_init": "10",
+            "pre_random_state": 0,
+        }
+    }
 
 
 @dataclass
@@ -365,6 +377,7 @@ def pre_experience(records: list[dict], ctx: RunContext, opts: IFDOptions) -> An
     sample (selection/cherry.py), and with `warmup` a short fine-tune on it; returns the backend that
     scores IFD (the warmed-up model, or the base model when `warmup` is off)."""
     from instructkit.selection.cherry import cherry_pre_select
+    from instructkit.selection.common import parse_n_init
 
     backend = local_backend(ctx, opts)
     tpl = get_template(opts.template, opts.template_path, opts.direct_prefix)
@@ -379,7 +392,8 @@ def pre_experience(records: list[dict], ctx: RunContext, opts: IFDOptions) -> An
         opts.pre_per_cluster,
         opts.pre_low,
         opts.pre_high,
-        ctx.random_state,
+        opts.pre_random_state,
+        parse_n_init(opts.pre_n_init),
     )
     sample = [rows[i] for i in ok[picked]]
     ctx.extras["cherry_pre_sample"] = [int(i) for i in ok[picked]]

@@ -4,9 +4,11 @@ GS(c) = fraction of anchor tasks j whose answer log-likelihood rises when candid
 them as a one-shot example: s1_j(c) = sum log p(a_j | c_full + q_j) > s0_j = sum log p(a_j | q_j).
 As the official code: text "Instruction:\\n..\\n[Input:\\n..\\n]Response:\\n" + output (fields stripped),
 anchors without BOS truncated to 200 tokens, the candidate (with special tokens) prepended with no
-separator, strict ">", 100 k-means anchors (random_state 0) nearest to their centroids.
+separator, strict ">", 100 k-means anchors nearest to their centroids (float32 vectors, KMeans with
+random_state 0 and n_init 10, sklearn < 1.4's default that the 2023 script ran with; both options).
 Deviations: the anchor embedding is the masked mean of the scoring model's last hidden states (the
-official mean includes padding to 512); the candidate is re-run per anchor in length-sorted batches
+official mean includes padding to 512); two centroids sharing a nearest row give one anchor (the
+official list repeats it); the candidate is re-run per anchor in length-sorted batches
 instead of reusing its KV cache (same numbers, more compute); candidates are cut at `max_length`.
 """
 
@@ -15,16 +17,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from instructkit.selection.common import parse_n_init
 
 from instructkit.registry import method
 from instructkit.runner import RunContext
-from instructkit.templates import template_source
+from instructkit.templates import exact_template, template_source
 
 from .common import LocalModelOptions, SpanBatcher, finish, local_backend, map_sorted, row_items, triplet
-from .ifd import exact_template
 
 
 def nuggets_text(instruction: str, input: str, output: str = "") -> str:
@@ -42,13 +44,17 @@ def anchor_pair(tokenizer: Any, rec: dict, max_tokens: int = 200) -> tuple[list[
     return ids[: len(q_ids)], ids[len(q_ids) :]
 
 
-def kmeans_anchors(backend: Any, records: list[dict], n: int = 100, random_state: int = 0) -> list[int]:
-    """Indices of the rows nearest to each of n k-means centroids of the model's mean hidden states."""
+def kmeans_anchors(
+    backend: Any, records: list[dict], n: int = 100, random_state: int = 0, n_init: int | str = 10
+) -> list[int]:
+    """Indices of the rows nearest to each of n k-means centroids of the model's mean hidden states
+    (texts with special tokens, cut at 512 tokens, as `embedding_of_ins.py`), as `kmeans_sample.py`:
+    float32 vectors, KMeans(random_state=0) with sklearn < 1.4's n_init=10."""
     from sklearn.cluster import KMeans
 
     texts = [nuggets_text(*triplet(r)) for r in records]
-    emb = backend.hidden_states(texts, pooling="mean").astype(np.float64)
-    km = KMeans(n_clusters=min(n, len(records)), random_state=random_state, n_init="auto").fit(emb)
+    emb = backend.hidden_states(texts, pooling="mean", special_tokens=True, max_length=512)
+    km = KMeans(n_clusters=min(n, len(records)), random_state=random_state, n_init=n_init).fit(emb)
     picked: list[int] = []
     for center in km.cluster_centers_:
         i = int(np.argmin(((emb - center) ** 2).sum(1)))
@@ -66,9 +72,16 @@ def golden_score(zero_shot: list[float], one_shot: list[float]) -> float:
 class NuggetsOptions(LocalModelOptions):
     anchors_path: str | None = None  # JSON/JSONL anchor rows; default: k-means anchors of the input
     n_anchors: int = 100
+    kmeans_n_init: str = "10"  # the official sklearn default (< 1.4); "auto": one k-means++ run
+    kmeans_random_state: int = 0  # `kmeans_sample.py`: KMeans(n_clusters=100, random_state=0)
     anchor_max_tokens: int = 200
     max_length: int = 512  # candidate tokens kept
     column: str = "nuggets"
+
+    # `kmeans_sample.py` and `instruction_main.py` as released (100 anchors of 200 tokens)
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "official": {"n_anchors": 100, "anchor_max_tokens": 200, "kmeans_n_init": "10", "kmeans_random_state": 0}
+    }
 
 
 def score_nuggets(
@@ -82,7 +95,10 @@ def score_nuggets(
     if opts.anchors_path:
         anchors = list(read_records(opts.anchors_path))
     else:
-        anchors = [records[i] for i in kmeans_anchors(backend, records, opts.n_anchors, ctx.random_state)]
+        picked = kmeans_anchors(
+            backend, records, opts.n_anchors, opts.kmeans_random_state, parse_n_init(opts.kmeans_n_init)
+        )
+        anchors = [records[i] for i in picked]
     pairs = [anchor_pair(tok, a, opts.anchor_max_tokens) for a in anchors]
     zero = [
         sum(s.token_logprobs)
