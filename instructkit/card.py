@@ -41,6 +41,7 @@ FEATURES: dict[str, dict[str, Any]] = {  # export column -> its `datasets` featu
     "conversations": {"list": [{"name": "from", "dtype": "string"}, {"name": "value", "dtype": "string"}]},
 }  # fmt: skip
 OK = "ok"
+FIGURES = ("templates", "parse", "input_licenses", "agreement", "selection")  # what step_figures records
 REPORT_MAX_POOL = 20_000  # above this a selection step's diversity report is left to `select --report`
 
 
@@ -138,6 +139,8 @@ def selection_figures(records_in: list[dict], result: list[dict], options: Any, 
     idx = [int(r["_select_index"]) for r in result if "_select_index" in r]
     if len(idx) != len(result) or len(records_in) < 3 or not idx:
         return out
+    if not ctx.extras.get("report"):  # the pipeline asks for it; a single command with --report
+        return out
     if len(records_in) > REPORT_MAX_POOL:  # embedding a pool this size is a job of its own
         out["report"] = f"not computed: pool of {len(records_in)} rows > {REPORT_MAX_POOL} (use select --report)"
         return out
@@ -191,9 +194,10 @@ def manifest_steps(manifest: dict[str, Any] | None) -> list[dict[str, Any]]:
     if isinstance(manifest.get("steps"), list):
         return manifest["steps"]
     kind, _, name = str(manifest.get("method", "")).partition(" ")
+    figures = {k: manifest[k] for k in FIGURES if k in manifest}
     return [{"step": name or kind, "kind": kind, "method": name, "rows_in": manifest.get("rows_in"),
              "rows_out": manifest.get("rows_out"), "calls": manifest.get("calls") or {},
-             "model_identity": manifest.get("model"), "options": manifest.get("options")}]  # fmt: skip
+             "model_identity": manifest.get("model"), "options": manifest.get("options"), **figures}]  # fmt: skip
 
 
 def step_summary(entry: dict[str, Any]) -> dict[str, Any]:

@@ -209,7 +209,10 @@ def run_method_command(args: argparse.Namespace) -> int:
               f"({s.cache_hits} cached answers reused)", file=sys.stderr)
         return 0
     write_records(out, result)
-    write_manifest(out.with_name(out.name + ".manifest.json"), **summary,
+    from .card import step_figures  # what a dataset card made from this output reports (instructkit export)
+
+    figures = step_figures(info.kind, info.func, records, result, options, ctx, args.input)
+    write_manifest(out.with_name(out.name + ".manifest.json"), **summary, **figures,
                    options=options.__dict__ if options is not None else None, seed=args.seed)
     print_summary(summary, out)
     if info.kind == "select" and getattr(args, "report", False):

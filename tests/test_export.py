@@ -106,6 +106,24 @@ def test_splits_are_seeded_and_meta_can_go_to_side_files(tmp_path: Path) -> None
         parse_split("train=1,test=0")
 
 
+def test_export_of_a_single_command_output_reads_its_manifest(tmp_path: Path) -> None:
+    from instructkit.cli import main
+
+    src = tmp_path / "scored.jsonl"
+    src.write_text("\n".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}", "x_score": i, "license": "mit"})
+                             for i in range(5)) + "\n")  # fmt: skip
+    best = tmp_path / "best.jsonl"
+    assert main(["select", "topk", str(src), "--out", str(best), "-o", "score", "x_score", "-o", "k", "2"]) == 0
+    assert main(["export", str(best), "--format", "alpaca", "--out", str(tmp_path / "sft"), "--name", "tiny"]) == 0
+    manifest = json.loads((tmp_path / "best.jsonl.manifest.json").read_text())
+    meta, body = read_card(tmp_path / "sft" / "README.md")
+    assert meta["license"] == "mit" and meta["pretty_name"] == "tiny"
+    step = meta["instructkit"]["steps"][0]
+    assert (step["kind"], step["method"], step["rows_in"], step["rows_out"]) == ("select", "topk", 5, 2)
+    assert manifest["selection"]["options"]["k"] == 2 and '"k": 2' in body and "2 of 5 rows" in body
+    assert main(["export", str(best), "--format", "alpaca", "--out", str(tmp_path / "x"), "--split", "train=0"]) == 2
+
+
 def test_pipeline_export_card_equals_manifest(tmp_path: Path) -> None:
     from huggingface_hub import DatasetCard
 
