@@ -50,3 +50,20 @@ def test_dry_run_projects_the_remaining_rows_of_a_half_finished_run(fake_server,
     assert (calls_half, calls_full) == (3, 6)
     # Both are printed rounded to 4 decimals: they may differ from exact halves by 0.5e-4 + 0.25e-4.
     assert cost_full > 0.01 and cost_half == pytest.approx(cost_full / 2, abs=0.75e-4)
+
+
+def test_pipeline_dry_run_projects_a_half_finished_step(fake_server, tmp_path: Path, capsys) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"instruction": f"question {i}", "output": f"answer {i}"}) + "\n"
+                            for i in range(4)))
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(f"model: {PRICED}@{fake_server}\nmodel_options: {{cache: false, max_retries: 0}}\n"
+                    f"out: {tmp_path / 'out'}\nsteps:\n  - judge: alpagasus\n    input: {rows}\n")
+    fake_server.configure(faults=[Fault("status", status=400, match="question 3")])
+    assert main(["run", str(spec)]) == 0
+    capsys.readouterr()
+    fake_server.configure(faults=[], reset=True)
+    assert main(["run", str(spec), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "3 of 4 rows already done" in err and "~1 calls" in err
+    assert fake_server.count() == 0

@@ -139,3 +139,32 @@ def test_litellm_path_follows_the_same_headers(fake_server) -> None:
     assert ask_all(llm, prompts) == [reply_text(p) for p in prompts]
     assert [r["fault"] for r in fake_server.requests()] == [None] * n
     assert llm.stats.throttled == 0 and llm.stats.limit_wait_s > 0
+
+
+def test_a_token_budget_waits_for_its_reset() -> None:
+    from instructkit.models.limits import report_headers
+
+    gate = ProviderLimits()
+
+    async def go() -> tuple[float, float]:
+        probe = await gate.acquire({"requests": 1, "tokens": 50})
+        report_headers({"x-ratelimit-remaining-tokens": "60", "x-ratelimit-reset-tokens": "300ms"})
+        gate.settle(probe)
+        start = time.monotonic()
+        first = await gate.acquire({"requests": 1, "tokens": 50})  # 60 left: goes at once
+        went_first = time.monotonic() - start
+
+        async def finish_first() -> None:
+            await asyncio.sleep(0.1)
+            gate.settle(first)
+
+        done = asyncio.ensure_future(finish_first())
+        second = await gate.acquire({"requests": 1, "tokens": 50})  # 10 left: waits for the reset
+        went_second = time.monotonic() - start
+        gate.settle(second)
+        await done
+        return went_first, went_second
+
+    went_first, went_second = asyncio.run(go())
+    assert went_first < 0.05 and went_second >= 0.3 - 0.01  # the reset was measured from the reply
+    assert gate.waited_s >= 0.29
