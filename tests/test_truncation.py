@@ -10,7 +10,7 @@ from pathlib import Path
 from instructkit.cache import ResponseCache
 from instructkit.cli import main
 from instructkit.models import LLM
-from instructkit.testing import reply_text
+from instructkit.testing import Fault, reply_text
 
 
 def test_cut_replies_are_counted_and_retried_with_a_larger_limit(fake_server, tmp_path: Path) -> None:
@@ -50,3 +50,8 @@ def test_a_step_reports_its_cut_replies(fake_server, tmp_path: Path, capsys) -> 
     manifest = json.loads((tmp_path / "retried.jsonl.manifest.json").read_text())
     assert manifest["calls"]["truncated"] == 0 and manifest["calls"]["length_retries"] == 3
     assert "cut at max_tokens" not in capsys.readouterr().err
+
+    # A provider that throttles: the summary says how often and how long.
+    fake_server.configure(faults=[Fault("429", match="q1", times=1, retry_after=0.2)], reset=True)
+    assert main([*common, "--no-cache", "--out", str(tmp_path / "throttled.jsonl")]) == 0
+    assert "rate limits: 1 replies were 429" in capsys.readouterr().err
