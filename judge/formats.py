@@ -67,11 +67,15 @@ MTBENCH_SYSTEM = (
 )
 
 
-def mtbench_prompt(question: str, answer_a: str, answer_b: str, criteria: str | None = None) -> str:
-    """The MT-Bench pairwise user turn: its layout markers around the question and the two answers."""
+def mtbench_prompt(
+    question: str, answer_a: str, answer_b: str, criteria: str | None = None, reference: str = ""
+) -> str:
+    """The MT-Bench pairwise user turn: its layout markers around the question, the reference answer when
+    there is one (pair-math-v1) and the two answers."""
     head = f"[Criterion]\n{criteria}\n\n" if criteria else ""
+    ref = f"[The Start of Reference Answer]\n{reference}\n[The End of Reference Answer]\n\n" if reference else ""
     return (
-        f"{head}[User Question]\n{question}\n\n"
+        f"{head}[User Question]\n{question}\n\n{ref}"
         f"[The Start of Assistant A's Answer]\n{answer_a}\n[The End of Assistant A's Answer]\n\n"
         f"[The Start of Assistant B's Answer]\n{answer_b}\n[The End of Assistant B's Answer]"
     )

@@ -4,7 +4,8 @@ Paper: Zheng et al., "Judging LLM-as-a-Judge with MT-Bench and Chatbot Arena" (N
 2306.05685), the swap-and-compare protocol.
 `format=mtbench` (preset `official`) is MT-Bench's judge format (FastChat llm_judge, pair-v2): the
 question and both answers between its "[The Start of Assistant A's Answer]" markers, an explanation,
-then "[[A]]", "[[B]]" or "[[C]]" (tie), parsed end-anchored, at T 0 with 2048 tokens; its system
+then "[[A]]", "[[B]]" or "[[C]]" (tie), parsed end-anchored, at T 0 with 2048 tokens; a row with a
+reference answer shows it before the answers (pair-math-v1's layout); its system
 prompt's prose is our own wording (judge/formats.py). `pairwise_pref` is not read in this format.
 Deviations of the default `format=ours`: the prompt asks for the verdict alone on the first line (the
 parser also accepts MT-Bench's [[A]]/[[B]]/[[C]] and "[RESULT] A"); an inconsistent pair is a tie by default, as in the
@@ -55,6 +56,7 @@ class PairwiseOptions:
     format: str = "ours"  # ours (verdict first, then why) | mtbench (explanation, then [[A]]/[[B]]/[[C]])
     response_a_field: str = "response_a"
     response_b_field: str = "response_b"
+    reference_field: str = "reference"  # format=mtbench: a reference answer shown when the row has one
     criteria: str | None = None
     inconsistent: str = "tie"  # tie | first | null
     temperature: float = 0.0
@@ -95,9 +97,9 @@ def pairwise(records: list[dict], ctx: RunContext) -> list[dict]:
     else:
         system = prompt_of("pairwise_system.jinja", opts.system_template)
 
-    async def judge_order(instruction: str, a: str, b: str) -> tuple[Any, Any]:
+    async def judge_order(instruction: str, a: str, b: str, reference: str = "") -> tuple[Any, Any]:
         if mtbench:
-            user = mtbench_prompt(instruction, a, b, opts.criteria)
+            user = mtbench_prompt(instruction, a, b, opts.criteria, reference)
         else:
             user = prompt_of("pairwise.jinja", opts.template, instruction=instruction, response_a=a, response_b=b,
                              criteria=opts.criteria)  # fmt: skip
@@ -111,8 +113,9 @@ def pairwise(records: list[dict], ctx: RunContext) -> list[dict]:
         if inp:
             instruction = f"{instruction}\n\n{inp}"
         a, b = str(rec.get(opts.response_a_field) or ""), str(rec.get(opts.response_b_field) or "")
-        c1, p1 = await judge_order(instruction, a, b)
-        c2, p2 = await judge_order(instruction, b, a)
+        reference = str(rec.get(opts.reference_field) or "")
+        c1, p1 = await judge_order(instruction, a, b, reference)
+        c2, p2 = await judge_order(instruction, b, a, reference)
         row: dict[str, Any] = {
             f"{PREFIX}_raw": [c1.text, c2.text],
             f"{PREFIX}_first": _label(p1.value) if p1.ok else None,

@@ -61,6 +61,12 @@ def test_prometheus_strings_are_the_trained_ones() -> None:
     user = formats.prometheus_prompt("Add 2 and 2.", "4", "Correct?", [f"d{i}" for i in range(1, 6)], "4")
     assert user.endswith("###Reference Answer (Score 5):\n4\n\n###Score Rubrics:\n[Correct?]\nScore 1: d1\n"
                          "Score 2: d2\nScore 3: d3\nScore 4: d4\nScore 5: d5\n\n###Feedback: ")  # fmt: skip
+    # MT-Bench layout (pair-v2 / pair-math-v1 of FastChat's judge_prompts.jsonl), reference before the answers.
+    assert formats.mtbench_prompt("Q?", "a", "b", reference="r") == (
+        "[User Question]\nQ?\n\n[The Start of Reference Answer]\nr\n[The End of Reference Answer]\n\n"
+        "[The Start of Assistant A's Answer]\na\n[The End of Assistant A's Answer]\n\n"
+        "[The Start of Assistant B's Answer]\nb\n[The End of Assistant B's Answer]"
+    )
     with pytest.raises(ValueError, match="5 score descriptions"):
         formats.prometheus_prompt("q", "a", "c", ["only one"])
 
