@@ -234,8 +234,8 @@ def card_metadata(figures: dict[str, Any], records: list[dict], opts: Any, manif
         "configs": [{"config_name": "default",
                      "data_files": [{"split": s, "path": p} for s, p in figures["files"].items()]}],
         # Declared types: a split whose rows all have an empty `history` still reads as lists of strings.
-        "dataset_info": {"features": [{"name": c, **FEATURES[c]} for c in figures["columns"]],
-                         "splits": [{"name": s, "num_examples": n} for s, n in figures["splits"].items()]},
+        # (No `splits` here: `datasets` wants their Arrow byte sizes; rows per split are in `instructkit`.)
+        "dataset_info": {"features": [{"name": c, **FEATURES[c]} for c in figures["columns"]]},
     }  # fmt: skip
     if license_ == "other" and declared:
         meta["license_name"] = "mixed"
