@@ -17,13 +17,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .cache import request_key
 from .io import SHAREGPT_ROLES, Records, to_turns
 
 CHAT_FIELDS = ("messages", "conversations")
 VIEW_FIELDS = ("instruction", "input", "output")
 TURNS = ("last", "all")
 CONTEXTS = ("history", "none")
-_ORIGIN = "_turn_view"  # index of the view a method's output row came from (removed on folding)
+_ORIGIN = "_turn_view"  # which record and turn a method's output row came from (removed on folding)
 
 
 @dataclass(frozen=True)
@@ -123,44 +124,60 @@ def run_per_turn(
     run: Callable[[list[dict]], list[dict]], records: list[dict], opts: TurnOptions | None = None
 ) -> list[dict]:
     """Run a judge or scorer (`run(rows) -> rows`) on the turn views of `records` and fold its output
-    back into the original rows. Inputs with no chat row are run as they are."""
+    back into the original rows. With `turns last`, inputs with no chat row are run as they are.
+
+    Each view carries `_turn_view` = "<digest of its record>:<turn>" (with "#n" for the n-th copy of a
+    record), so output rows find their record whatever the method drops or reorders, and a view's
+    journal key depends on content, not position. Alpaca rows carry none, except under `turns all`."""
     opts = opts or TurnOptions()
-    if not any(is_chat(r) for r in records):
+    if opts.turns == "last" and not any(is_chat(r) for r in records):
         return run(records)
     rows: list[dict] = []
-    origin: list[tuple[int, int]] = []  # view index -> (record index, number of views of the record)
     lines: list[int | None] = []
+    owner: dict[str, tuple[int, int]] = {}  # record id -> (record index, views of it)
+    copies: dict[str, int] = {}
     for i, rec in enumerate(records):
+        line = records.line_of(i) if isinstance(records, Records) else i + 1
+        if not is_chat(rec) and opts.turns == "last":
+            rows.append(rec)
+            lines.append(line)
+            continue
+        digest = request_key(rec)[:16]
+        copies[digest] = copies.get(digest, 0) + 1
+        rid = digest if copies[digest] == 1 else f"{digest}#{copies[digest]}"
         if is_chat(rec):
-            views = turn_views(rec, opts.context)
+            views = list(enumerate(turn_views(rec, opts.context)))
             views = views if opts.turns == "all" else views[-1:]
             base = {k: v for k, v in rec.items() if k not in CHAT_FIELDS}
-            picked = [{**base, **v} for v in views]
+            picked = [{**base, **view, _ORIGIN: f"{rid}:{k}"} for k, view in views]
         else:
-            picked = [dict(rec)]
-        for view in picked:
-            view[_ORIGIN] = len(rows)
-            rows.append(view)
-            origin.append((i, len(picked)))
-            lines.append(records.line_of(i) if isinstance(records, Records) else i + 1)
+            picked = [{**rec, _ORIGIN: f"{rid}:0"}]
+        owner[rid] = (i, len(picked))
+        rows.extend(picked)
+        lines.extend([line] * len(picked))
     source = records.source if isinstance(records, Records) else "<memory>"
-    out = run(Records(rows, source, lines))
-    grouped: dict[int, list[tuple[dict, dict]]] = {}
-    for row in out:
-        if _ORIGIN not in row:
-            raise ValueError("this method returns rows without their input's fields, so it cannot run on chat turns")
-        j = row[_ORIGIN]
-        grouped.setdefault(origin[j][0], []).append((rows[j], {k: v for k, v in row.items() if k != _ORIGIN}))
-    folded = []
-    for i, pairs in grouped.items():  # in the order the method returned them
-        rec = records[i]
-        if not is_chat(rec) and opts.turns == "last":
-            folded.extend(new for _, new in pairs)
+    inputs = {row[_ORIGIN]: row for row in rows if _ORIGIN in row}
+    grouped: dict[str, list[tuple[dict, dict]]] = {}
+    order: list[Any] = []  # record ids at their first output row, and rows passed through, in the method's order
+    for row in run(Records(rows, source, lines)):
+        marker = row.get(_ORIGIN)
+        if marker is None:
+            order.append(row)
             continue
-        if len(pairs) < origin[pairs[0][0][_ORIGIN]][1]:
-            continue  # the method dropped one of this chat's turns
-        pairs.sort(key=lambda p: p[0][_ORIGIN])
-        folded.append(fold(rec, pairs, opts.turns == "all"))
+        rid = marker.rsplit(":", 1)[0]
+        if rid not in grouped:
+            grouped[rid] = []
+            order.append(rid)
+        grouped[rid].append((inputs[marker], {k: v for k, v in row.items() if k != _ORIGIN}))
+    folded = []
+    for item in order:
+        if isinstance(item, dict):
+            folded.append(item)
+            continue
+        index, n_views = owner[item]
+        pairs = sorted(grouped[item], key=lambda p: int(p[0][_ORIGIN].rsplit(":", 1)[1]))
+        if len(pairs) == n_views:  # else the method dropped one of this chat's turns: the chat goes
+            folded.append(fold(records[index], pairs, opts.turns == "all"))
     return folded
 
 

@@ -81,6 +81,14 @@ def test_results_fold_back_into_the_chat_rows() -> None:
     assert last == [{**CHAT, "words": len(A2.split()), "kind": "x"}]
     plain = [alpaca]
     assert run_per_turn(count_words, plain) == count_words(plain)  # no chat rows: run as they are
+    assert run_per_turn(count_words, plain, TurnOptions("all"))[0]["words_turns"] == [2]  # same columns
+    # Two copies of one chat are two rows; a view's marker (part of its journal key) does not depend on
+    # where its row stands.
+    twice = run_per_turn(count_words, [CHAT, CHAT], TurnOptions("all"))
+    assert len(twice) == 2 and twice[0] == twice[1] and twice[0]["words_turns"] == [len(A1.split()), len(A2.split())]
+    first_run = [r["_turn_view"] for r in seen[0]]  # CHAT's two turns came first there
+    run_per_turn(method, [alpaca, CHAT], TurnOptions("all"))
+    assert [r["_turn_view"] for r in seen[-1]][1:] == first_run[:2]
 
 
 @pytest.fixture(scope="module")
