@@ -103,21 +103,23 @@ class _State:
         """m[g] = min(m[g], squared distance of each row to its nearest center in cvec) (rows = x[g]).
 
         Each tile holds ||c||^2 - 2 <row, c> in the compute dtype; with `refine`, the pairs that could
-        set a row's new minimum are recomputed in float64 and only they change m."""
-        gi = np.arange(g.start, g.stop) if isinstance(g, slice) else g
-        m, sqn = self.m[g], self.sqn[g]
+        set a row's new minimum (the tile's best, and any other within the error bound of it, found
+        from the row's second smallest value) are recomputed in float64 and only they change m."""
+        m, sqn, rn = self.m[g], self.sqn[g], self.rn[g]
+        n_rows = g.stop - g.start if isinstance(g, slice) else len(g)
         step = max(1, self.tile // max(1, len(cvec)))
         torch = self.mm.torch
-        use_torch = torch is not None and (self.xdev is not None or len(cvec) * len(gi) >= 1 << 16)
+        use_torch = torch is not None and (self.xdev is not None or len(cvec) * n_rows >= 1 << 16)
         cn_t = cn.astype(self.dtype)
         if use_torch:
             c, cnd = self.mm.to_dev(cvec), self.mm.to_dev(cn_t)
         cmax = float(np.sqrt(cn.max())) if len(cn) else 0.0
-        for lo, hi in row_blocks(len(gi), step):
+        for lo, hi in row_blocks(n_rows, step):
             if use_torch:
                 r = rows[lo:hi] if torch.is_tensor(rows) else self.mm.to_dev(np.ascontiguousarray(rows[lo:hi]))
                 part = torch.addmm(cnd[None, :], r, c.T, alpha=-2)
-                pmin = part.min(dim=1).values.cpu().numpy()
+                best = part.min(dim=1)
+                pmin = best.values.cpu().numpy()
             else:
                 part = self.mm.abt(rows[lo:hi], cvec)
                 part *= -2
@@ -127,22 +129,37 @@ class _State:
             if not self.refine:
                 np.minimum(m[lo:hi], np.maximum(approx, 0), out=m[lo:hi])
                 continue
-            err = self.coef * (self.rn[gi[lo:hi]] + cmax) ** 2
+            err = self.coef * (rn[lo:hi] + cmax) ** 2
             near = np.flatnonzero(approx - err <= m[lo:hi])
             if not len(near):
                 continue
-            # pairs whose exact value could be below both the row's minimum and the tile's best
+            # a pair matters if its exact value could be below both the row's minimum and the tile's best
             bound = np.minimum(m[lo:hi][near] + err[near], approx[near] + 2 * err[near]) - sqn[lo:hi][near]
             bound32 = np.nextafter(bound.astype(np.float32), np.float32(np.inf))
             if use_torch:
                 ni = self.mm.to_dev(near)
-                hit = torch.nonzero(part[ni] <= self.mm.to_dev(bound32.astype(self.dtype))[:, None])
-                pr, pc = (a.cpu().numpy() for a in hit.T)
+                first = best.indices.index_select(0, ni)
+                others = part.index_select(0, ni).scatter_(1, first[:, None], float("inf"))
+                second = others.min(dim=1).values.cpu().numpy()
+                first = first.cpu().numpy()
             else:
-                pr, pc = np.nonzero(part[near] <= bound32[:, None])
-            rows_local = near[pr] + lo
-            exact = self.exact_pairs(gi[rows_local], cvec, cn, pc)
-            np.minimum.at(m, rows_local, exact)
+                first = part[near].argmin(axis=1)
+                others = part[near]
+                others[np.arange(len(near)), first] = np.inf
+                second = others.min(axis=1)
+            pr, pc = np.arange(len(near)), first
+            crowded = np.flatnonzero(second <= bound32)  # rare: more than one pair within the bound
+            if len(crowded):
+                if use_torch:
+                    sel = others.index_select(0, self.mm.to_dev(crowded))
+                    hit = torch.nonzero(sel <= self.mm.to_dev(bound32[crowded].astype(self.dtype))[:, None])
+                    hr, hc = (a.cpu().numpy() for a in hit.T)
+                else:
+                    hr, hc = np.nonzero(others[crowded] <= bound32[crowded, None])
+                pr, pc = np.concatenate([pr, crowded[hr]]), np.concatenate([pc, hc])
+            local = near[pr] + lo
+            glob = local + g.start if isinstance(g, slice) else g[local]
+            np.minimum.at(m, local, self.exact_pairs(glob, cvec, cn, pc))
         if not isinstance(g, slice):
             self.m[g] = m
 
