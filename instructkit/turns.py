@@ -41,7 +41,7 @@ class TurnOptions:
             raise ValueError(f"option turn_context must be one of {', '.join(CONTEXTS)}, not {self.context!r}")
 
 
-OPTION_HELP = [("turns", "str", "'last'"), ("turn_context", "str", "'history'")]  # (name, type, default)
+OPTION_HELP = [("turns", "last|all", "'last'"), ("turn_context", "history|none", "'history'")]  # (name, type, default)
 
 
 def split_turn_options(values: Mapping[str, Any] | None) -> tuple[TurnOptions, dict[str, Any]]:
