@@ -8,8 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
+from instructkit.generators import backtranslation as bt
 from instructkit.generators import bonito as bo
 from instructkit.generators import evol_instruct as ev
+from instructkit.generators import self_instruct as si
+from instructkit.generators import tree_instruct as ti
 
 from instructkit.provenance import origin, trace
 from instructkit.runner import RunContext
@@ -67,6 +70,28 @@ def test_bonito_then_evol_rows_trace_back_to_document_and_seed(llm, tmp_path: Pa
         assert where["doc_id"] == "turtles" and where["passage_index"] == 0 and where["seed_id"] == "task-a"
         assert [s["step"] for s in where["steps"]] == ["doc_tasks", "evolved"]
     json.dumps(out)  # journaled and written as JSON
+
+
+def test_other_generators_name_their_sources(llm, tmp_path: Path) -> None:
+    model = f"local:{llm.identity['model']}"
+    opts = bt.BacktranslationOptions(augment_max_tokens=16, rate_max_tokens=8, keep_all=True)
+    rows = bt.backtranslation([{"id": "t1", "text": PASSAGE}], _ctx(llm, opts, "backtranslation", tmp_path / "bt", "bt"))
+    assert rows, "keep_all returns every segment with a predicted instruction"
+    assert rows[0]["provenance"] == {"step": "bt", "method": "backtranslation", "model": model, "doc_id": "t1",
+                                     "passage_index": 0}  # fmt: skip
+
+    parent = {"id": "p1", "instruction": "Describe how sea turtles nest.", "output": "On beaches.",
+              "provenance": {"step": "gen", "method": "bonito", "model": model, "doc_id": "turtles"}}  # fmt: skip
+    tree = ti.tree_instruct([parent], _ctx(llm, ti.TreeInstructOptions(max_tokens=48, response_max_tokens=8),
+                                           "tree_instruct", tmp_path / "ti", "tree"))  # fmt: skip
+    for row in tree:  # a rewrite the tiny model fails is dropped and counted; a kept one names its parent
+        assert row["provenance"]["parent_id"] == "p1" and origin(row)["doc_id"] == "turtles"
+
+    tasks = [{"instruction": "Write a short greeting for a birthday card.", "request_idx": 0,
+              "seed_ids": ["seed_1", "seed_4"]}]  # fmt: skip
+    opts_si = si.SelfInstructOptions(instance_max_tokens=24)
+    for row in si.generate_instances(tasks, _ctx(llm, opts_si, "self_instruct", tmp_path / "si", "seeds"), opts_si, {}):
+        assert row["provenance"]["seed_ids"] == ["seed_1", "seed_4"] and row["provenance"]["step"] == "seeds"
 
 
 def test_provenance_survives_a_pipeline_to_the_export(tmp_path: Path) -> None:
