@@ -78,7 +78,12 @@ def method_templates(func: Any, options: Any, side_manifest: Path | None = None)
     out: dict[str, str] = {}
     module = sys.modules.get(getattr(func, "__module__", ""))
     source = Path(module.__file__).read_text(encoding="utf-8") if module and getattr(module, "__file__", None) else ""
-    for name in sorted(set(re.findall(r"[\"']([\w-]+\.jinja)[\"']", source))):
+    names = set(re.findall(r"[\"']([\w-]+\.jinja)[\"']", source))
+    chosen = getattr(options, "template", None)
+    for table in (v for v in vars(module).values() if isinstance(v, dict)) if module else ():
+        if isinstance(chosen, str) and chosen in table:  # e.g. IFD's TEMPLATES[opts.template]: only the one used
+            names -= {n for key, value in table.items() if key != chosen for n in _jinja_names(value)}
+    for name in sorted(names):
         try:
             out[name] = template_hash(name)
         except (FileNotFoundError, OSError):
@@ -89,6 +94,11 @@ def method_templates(func: Any, options: Any, side_manifest: Path | None = None)
             if f.name.endswith("template") and isinstance(value, str) and Path(value).is_file():
                 out[value] = template_hash(f.name, value)
     return out
+
+
+def _jinja_names(value: Any) -> set[str]:
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    return {v for v in values if isinstance(v, str) and v.endswith(".jinja")}
 
 
 def parse_figures(records_in: list[dict], result: list[dict]) -> dict[str, dict[str, Any]]:
