@@ -31,6 +31,7 @@ FORMATS = ("alpaca", "messages", "sharegpt", "hf")
 META_MODES = ("field", "side", "none")
 TRAINER_COLUMNS = frozenset({"instruction", "input", "output", "response", "messages", "conversations", "system"})
 SHAREGPT_FROM = {"user": "human", "assistant": "gpt", "system": "system"}
+WRITTEN = ".instructkit-export.json"  # the files the last export into a folder wrote (removed by the next)
 OPTIONAL_COLUMNS = {"system": "", "history": []}  # present in every row once one row has them (one schema per export)
 
 
@@ -174,6 +175,9 @@ def write_export(records: list[dict], out_dir: str | Path, opts: ExportOptions, 
         parts = {name: idx for name, idx in parts.items() if idx}
     files = data_files(opts.format, list(parts))
     columns = (["id"] if opts.meta == "side" else []) + list(rows[0][1]) + (["meta"] if opts.meta == "field" else [])
+    if (out / WRITTEN).is_file():  # a re-export with other splits or format leaves no stale file behind
+        for name in json.loads((out / WRITTEN).read_text(encoding="utf-8")):
+            (out / name).unlink(missing_ok=True)
     counts: dict[str, int] = {}
     for name, idx in parts.items():
         part = [rows[k] for k in idx]
@@ -188,6 +192,8 @@ def write_export(records: list[dict], out_dir: str | Path, opts: ExportOptions, 
         write_records(out / files[name], trainer, fmt="parquet" if opts.format == "hf" else "jsonl")
         if opts.meta == "side":
             write_records(out / f"{name}.meta.jsonl", [{"id": i, **meta} for i, _, meta in part], fmt="jsonl")
+    written = [*files.values(), *([f"{s}.meta.jsonl" for s in files] if opts.meta == "side" else []), "README.md"]
+    (out / WRITTEN).write_text(json.dumps(written), encoding="utf-8")
     figures = {"format": opts.format, "meta": opts.meta, "seed": opts.seed, "rows_in": len(records),
                "rows_out": len(rows), "skipped_no_response": skipped, "splits": counts, "files": files,
                "split_ratios": opts.split, "columns": columns, "out": str(out), "source": source}  # fmt: skip
