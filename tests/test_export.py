@@ -223,3 +223,13 @@ def test_push_to_hub_uploads_the_folder_to_a_loopback_hub(fake_hub, tmp_path: Pa
                            "--push-to-hub", "me/tiny-sft"], capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(hub.commits) == 1
     assert "error: push to me/tiny-sft" in proc.stderr and "HF_HUB_OFFLINE" in proc.stderr
+
+
+def test_a_bad_export_step_fails_when_the_pipeline_is_read(tmp_path: Path) -> None:
+    from instructkit.pipeline import Pipeline
+
+    path = tmp_path / "p.yaml"
+    path.write_text("steps:\n  - {name: rated, judge: alpagasus, input: in.jsonl}\n"
+                    "  - {name: sft, export: alpaca, options: {meta: elsewhere}}\n")  # fmt: skip
+    with pytest.raises(ValueError, match=r"p.yaml: step 2: export: meta must be one of field, side, none"):
+        Pipeline.from_yaml(path)
