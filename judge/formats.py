@@ -1,9 +1,9 @@
-"""Judge input formats of released judges, for `format=prometheus` (rubric) and `format=mtbench` (pairwise).
+"""Judge input formats of released judges: `format=prometheus` (rubric and pairwise), `format=mtbench` (pairwise).
 
-Prometheus 2's absolute-grading format is what its weights were trained on, so its strings are
-reproduced exactly (prometheus-eval/prometheus-eval @ dcfb442, libs/prometheus-eval/prometheus_eval/
-prompts.py: ABS_SYSTEM_PROMPT, ABSOLUTE_PROMPT(_WO_REF), SCORE_RUBRIC_TEMPLATE); they are filled with
-`str.format`, as there. MT-Bench's pairwise judge (lm-sys/FastChat llm_judge, pair-v2) is a prompt
+Prometheus 2's absolute and relative grading formats are what its weights were trained on, so their
+strings are reproduced exactly (prometheus-eval/prometheus-eval @ dcfb442, libs/prometheus-eval/
+prometheus_eval/prompts.py: ABS_SYSTEM_PROMPT, ABSOLUTE_PROMPT(_WO_REF), SCORE_RUBRIC_TEMPLATE,
+REL_SYSTEM_PROMPT, RELATIVE_PROMPT(_WO_REF)); they are filled with `str.format`, as there. MT-Bench's pairwise judge (lm-sys/FastChat llm_judge, pair-v2) is a prompt
 to GPT-4, not a trained format: its layout markers and the verdict format ("[[A]]", "[[B]]", "[[C]]"
 after the explanation) carry over, its prose is our own (pass your own file with `system_template`
 to use another wording).
@@ -55,6 +55,43 @@ def prometheus_prompt(instruction: str, response: str, criteria: str, descriptio
             instruction=instruction, response=response, reference_answer=reference, rubric=rubric
         )
     return PROMETHEUS_ABSOLUTE_WO_REF.format(instruction=instruction, response=response, rubric=rubric)
+
+
+PROMETHEUS_REL_SYSTEM = (
+    "You are a fair judge assistant assigned to deliver insightful feedback that compares individual performances, "
+    "highlighting how each stands relative to others within the same cohort."
+)
+_REL_TASK = (
+    "1. Write a detailed feedback that assess the quality of the two responses strictly based on the given "
+    "evaluation criteria, not evaluating in general.\n"
+    "2. Make comparisons between Response A, Response B, and the Reference Answer. Instead of examining Response A "
+    "and Response B separately, go straight to the point and mention about the commonalities and differences "
+    "between them.\n"
+    '3. After writing the feedback, indicate the better response, either "A" or "B".\n'
+    '4. The output format should look as follows: "Feedback: (write a feedback for criteria) [RESULT] (Either "A" '
+    'or "B")"\n'
+    "5. Please do not generate any other opening, closing, and explanations.\n\n"
+    "###Instruction:\n{instruction}\n\n###Response A:\n{response_A}\n\n###Response B:\n{response_B}\n\n"
+)
+_REL_HEAD = (
+    "###Task Description:\nAn instruction (might include an Input inside it), two responses to evaluate (denoted as "
+    "Response A and Response B), "
+)
+PROMETHEUS_RELATIVE = (
+    _REL_HEAD + "a reference answer, and an evaluation criteria are given.\n" + _REL_TASK
+    + "###Reference Answer:\n{reference_answer}\n\n###Score Rubric:\n{rubric}\n\n###Feedback: "
+)
+PROMETHEUS_RELATIVE_WO_REF = (
+    _REL_HEAD + "and an evaluation criteria are given.\n" + _REL_TASK + "###Score Rubric:\n{rubric}\n\n###Feedback: "
+)
+
+
+def prometheus_relative_prompt(instruction: str, response_a: str, response_b: str, rubric: str, reference: str = "") -> str:
+    """The Prometheus 2 relative-grading user turn (with the reference answer when there is one)."""
+    fields = {"instruction": instruction, "response_A": response_a, "response_B": response_b, "rubric": rubric}
+    if reference:
+        return PROMETHEUS_RELATIVE.format(reference_answer=reference, **fields)
+    return PROMETHEUS_RELATIVE_WO_REF.format(**fields)
 
 
 MTBENCH_SYSTEM = (

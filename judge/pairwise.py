@@ -2,11 +2,15 @@
 
 Paper: Zheng et al., "Judging LLM-as-a-Judge with MT-Bench and Chatbot Arena" (NeurIPS 2023, arXiv
 2306.05685), the swap-and-compare protocol.
+`format=prometheus` (preset `prometheus`) is Prometheus 2's trained relative-grading format byte for
+byte (judge/formats.py; the rubric is the `criteria` text): feedback, then "[RESULT] A" or "B" (no tie),
+parsed end-anchored; decoding T 1.0, 1024 tokens (prometheus-eval's; its top_p 0.9 and repetition
+penalty 1.03 are not sent).
 `format=mtbench` (preset `official`) is MT-Bench's judge format (FastChat llm_judge, pair-v2): the
 question and both answers between its "[The Start of Assistant A's Answer]" markers, an explanation,
 then "[[A]]", "[[B]]" or "[[C]]" (tie), parsed end-anchored, at T 0 with 2048 tokens; a row with a
 reference answer shows it before the answers (pair-math-v1's layout); its system
-prompt's prose is our own wording (judge/formats.py). `pairwise_pref` is not read in this format.
+prompt's prose is our own wording (judge/formats.py). `pairwise_pref` is not read in either format.
 Deviations of the default `format=ours`: the prompt asks for the verdict alone on the first line (the
 parser also accepts MT-Bench's [[A]]/[[B]]/[[C]] and "[RESULT] A"); an inconsistent pair is a tie by default, as in the
 paper's adjusted win rate, or `inconsistent=first` (keep the A-B order's verdict) or `null`; a pair
@@ -23,11 +27,12 @@ from instructkit.registry import method
 from instructkit.runner import RunContext
 
 from .common import chat_messages, finish, llm_of, prompt_of, triplet
-from .formats import MTBENCH_SYSTEM, mtbench_prompt
+from .formats import MTBENCH_SYSTEM, PROMETHEUS_REL_SYSTEM, mtbench_prompt, prometheus_relative_prompt
 from .parsing import OK, parse_verdict, parse_verdict_tail, report, usage_columns, verdict_preference
 
 PREFIX = "pairwise"
-FORMATS = ("ours", "mtbench")
+FORMATS = ("ours", "mtbench", "prometheus")
+PROMETHEUS_CRITERIA = "Which response carries out the instruction more helpfully, correctly and completely?"
 COLUMNS = [
     f"{PREFIX}_{c}"
     for c in (
@@ -51,12 +56,13 @@ VALUE = {"A": 0.0, "tie": 0.5, "B": 1.0}  # pairwise_score: how strongly B is pr
 class PairwiseOptions:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "official": {"format": "mtbench", "temperature": 0.0, "max_tokens": 2048},
+        "prometheus": {"format": "prometheus", "temperature": 1.0, "max_tokens": 1024},
     }
 
-    format: str = "ours"  # ours (verdict first, then why) | mtbench (explanation, then [[A]]/[[B]]/[[C]])
+    format: str = "ours"  # ours (verdict first) | mtbench (why, then [[A]]/[[B]]/[[C]]) | prometheus ([RESULT] A|B)
     response_a_field: str = "response_a"
     response_b_field: str = "response_b"
-    reference_field: str = "reference"  # format=mtbench: a reference answer shown when the row has one
+    reference_field: str = "reference"  # mtbench/prometheus: a reference answer shown when the row has one
     criteria: str | None = None
     inconsistent: str = "tie"  # tie | first | null
     temperature: float = 0.0
@@ -91,22 +97,27 @@ def pairwise(records: list[dict], ctx: RunContext) -> list[dict]:
     llm = llm_of(ctx)
     if opts.format not in FORMATS:
         raise ValueError(f"pairwise: format must be one of {', '.join(FORMATS)}, not {opts.format!r}")
-    mtbench = opts.format == "mtbench"
-    if mtbench and opts.system_template is None:
-        system = MTBENCH_SYSTEM
-    else:
+    trained = opts.format != "ours"  # a released judge's format: verdict at the end, read end-anchored
+    if opts.system_template is not None or not trained:
         system = prompt_of("pairwise_system.jinja", opts.system_template)
+    else:
+        system = MTBENCH_SYSTEM if opts.format == "mtbench" else PROMETHEUS_REL_SYSTEM
 
     async def judge_order(instruction: str, a: str, b: str, reference: str = "") -> tuple[Any, Any]:
-        if mtbench:
+        if opts.format == "mtbench":
             user = mtbench_prompt(instruction, a, b, opts.criteria, reference)
+        elif opts.format == "prometheus":
+            user = prometheus_relative_prompt(instruction, a, b, opts.criteria or PROMETHEUS_CRITERIA, reference)
         else:
             user = prompt_of("pairwise.jinja", opts.template, instruction=instruction, response_a=a, response_b=b,
                              criteria=opts.criteria)  # fmt: skip
         msgs = chat_messages(system, user)
-        lp = {"logprobs": True, "top_logprobs": opts.top_logprobs} if opts.logprobs and not mtbench else {}
-        comp = await llm.achat(msgs, temperature=opts.temperature, max_tokens=opts.max_tokens, **lp)
-        return comp, parse_verdict_tail(comp.text) if mtbench else parse_verdict(comp.text, prompt=user)
+        lp = {"logprobs": True, "top_logprobs": opts.top_logprobs} if opts.logprobs and not trained else {}
+        seed = {"seed": ctx.random_state} if opts.temperature > 0 else {}
+        comp = await llm.achat(msgs, temperature=opts.temperature, max_tokens=opts.max_tokens, **seed, **lp)
+        if trained:
+            return comp, parse_verdict_tail(comp.text, opts.format)
+        return comp, parse_verdict(comp.text, prompt=user)
 
     async def one(rec: dict) -> dict:
         instruction, inp, _ = triplet(rec)

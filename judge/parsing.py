@@ -186,6 +186,12 @@ _RESULT_TAIL = re.compile(
     re.IGNORECASE,
 )
 _VERDICT_TAIL = re.compile(r"\[\[\s*(A|B|C)\s*\]\]" + _TAIL_JUNK, re.IGNORECASE)
+# Prometheus relative grading: "[RESULT] A" (and the variants prometheus-eval's parser accepts).
+_RESULT_VERDICT_TAIL = re.compile(
+    r"(?:\[\s*RESULT\s*\]\s*:?|\[\s*RESULT\s*:|\[\s*Response|(?:^|\n)\s*Result\s*:?)\s*(?:Response\s+)?(A|B)\s*\]?"
+    + _TAIL_JUNK,
+    re.IGNORECASE,
+)
 
 
 def parse_result_score(text: str | None, lo: float, hi: float) -> tuple[Parsed, str]:
@@ -205,12 +211,13 @@ def parse_result_score(text: str | None, lo: float, hi: float) -> tuple[Parsed, 
     return parsed, feedback
 
 
-def parse_verdict_tail(text: str | None) -> Parsed:
-    """An MT-Bench verdict: `[[A]]`, `[[B]]` or `[[C]]` (tie) ending the reply, after the explanation;
-    value 0 (A), 1 (B), 0.5 (tie). A verdict that does not end the reply is `no_score`."""
+def parse_verdict_tail(text: str | None, style: str = "mtbench") -> Parsed:
+    """A verdict ending the reply, after the explanation: MT-Bench's `[[A]]`, `[[B]]` or `[[C]]` (tie), or
+    with `style="prometheus"` Prometheus 2's "[RESULT] A" / "[RESULT] B"; value 0 (A), 1 (B), 0.5 (tie).
+    A verdict that does not end the reply is `no_score`."""
     if text is None or not text.strip():
         return Parsed(None, EMPTY)
-    m = _VERDICT_TAIL.search(text)
+    m = (_RESULT_VERDICT_TAIL if style == "prometheus" else _VERDICT_TAIL).search(text)
     if not m:
         return Parsed(None, NO_SCORE)
     label = m.group(1).upper()

@@ -23,6 +23,9 @@ OFFICIAL_DIGESTS = {
     "PROMETHEUS_ABSOLUTE": "edf9508ea2ca3c4f624938634990e8df0e89dba337b3e15311166ff2e3c6c67a",  # ABSOLUTE_PROMPT
     "PROMETHEUS_ABSOLUTE_WO_REF": "f4358c8f7953f324df3d70c86bc483d29eb8016567f1b1571cfbe6dee6722656",
     "PROMETHEUS_RUBRIC": "a4c75273d26b02112e2149674ba34ed103da82fa8a5c39c477f76f0292099352",  # SCORE_RUBRIC_TEMPLATE
+    "PROMETHEUS_REL_SYSTEM": "2d7f53af02b6a37c5701ed6a821289874a82615c0a6af9d181dc465b2fb5df20",  # REL_SYSTEM_PROMPT
+    "PROMETHEUS_RELATIVE": "b63ae34a2bac0ce12ea5270c2f6adefcf631832c89d6f284d25f7707ba445d45",  # RELATIVE_PROMPT
+    "PROMETHEUS_RELATIVE_WO_REF": "ca920719db01d48a23abefa2fde5f1810e50f7bd551dfcddcf87b53dd68941a9",
 }
 
 PROMETHEUS_REPLIES = [
@@ -52,6 +55,14 @@ MTBENCH_REPLIES = [
     ('I will answer with "[[A]]" if A is better. Having compared them, B is more precise. [[B]]', 1.0, OK),
     ("[[A]] Assistant A is better because it is concise and correct.", None, "no_score"),
     ("Both have merits; it is hard to choose.", None, "no_score"),
+]
+PROMETHEUS_RELATIVE_REPLIES = [
+    ("Feedback: Both responses name a color, but Response B adds an unrelated animal, which the criteria penalise. "
+     "Response A is direct and correct. [RESULT] A", 0.0, OK),
+    ("Feedback: Response A misreads the question while Response B answers it with an example.\n[RESULT] B", 1.0, OK),
+    ("Response B is clearer.\n[RESULT]: B.", 1.0, OK),
+    ("[RESULT] A is what a careless grader would say, but B is more accurate overall.", None, "no_score"),
+    ("Both responses are equally good.", None, "no_score"),
 ]
 
 
@@ -83,6 +94,13 @@ def test_prometheus_result_is_read_at_the_end(text: str, value: float | None, st
 def test_mtbench_verdict_is_read_at_the_end(text: str, value: float | None, status: str) -> None:
     parsed = parse_verdict_tail(text)
     assert (parsed.value, parsed.status) == (value, status)
+
+
+@pytest.mark.parametrize(("text", "value", "status"), PROMETHEUS_RELATIVE_REPLIES)
+def test_prometheus_relative_verdict_is_read_at_the_end(text: str, value: float | None, status: str) -> None:
+    parsed = parse_verdict_tail(text, "prometheus")
+    assert (parsed.value, parsed.status) == (value, status)
+    assert parse_verdict_tail(text, "mtbench").status != OK  # one format's marker is not the other's
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +142,16 @@ def test_pairwise_mtbench_format_end_to_end(local: LLM) -> None:
     msgs = [{"role": "system", "content": formats.MTBENCH_SYSTEM},
             {"role": "user", "content": formats.mtbench_prompt("Name a color.", "Blue", "A dog")}]  # fmt: skip
     assert local.chat(msgs, temperature=0.0, max_tokens=16).cached
+
+
+def test_pairwise_prometheus_format_end_to_end(local: LLM) -> None:
+    rec = {"instruction": "Name a color.", "response_a": "Blue", "response_b": "A dog", "reference": "Red"}
+    rows, opts = _run("pairwise", [rec], local, preset="prometheus", max_tokens="8")
+    assert (opts.format, opts.temperature) == ("prometheus", 1.0)
+    assert rows[0]["pairwise_parse"] in (OK, "no_score", "empty", "inconsistent")
+    from instructkit.judge.pairwise import PROMETHEUS_CRITERIA
+
+    user = formats.prometheus_relative_prompt("Name a color.", "A dog", "Blue", PROMETHEUS_CRITERIA, "Red")
+    assert user.startswith(formats.PROMETHEUS_RELATIVE[:60]) and "###Reference Answer:\nRed\n" in user
+    msgs = [{"role": "system", "content": formats.PROMETHEUS_REL_SYSTEM}, {"role": "user", "content": user}]
+    assert local.chat(msgs, temperature=1.0, seed=3, max_tokens=8).cached  # the swapped order, byte for byte
