@@ -290,3 +290,18 @@ def test_deita_official_preset_embeds_the_vicuna_conversation_last_token(tiny_gp
     info.func(rows, RunContext(options=plain, work_dir=tmp_path))
     err = capsys.readouterr().err
     assert err.count("[deita] warning: tau=0.9 was tuned on") == 1
+
+
+def test_cli_embed_takes_the_text_template(tmp_path):
+    import json
+
+    from instructkit.selection.embed import embed_texts
+
+    from instructkit.cli import main
+
+    rows = [{"instruction": f"Do task {i}.", "input": "x" if i % 2 else "", "output": f"done {i}"} for i in range(5)]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "e.npy"
+    assert main(["embed", str(tmp_path / "rows.jsonl"), "--out", str(out), "--text-template", "car_iqs", "--no-cache"]) == 0
+    strings = [f"Instruction: {r['instruction']} Input: {r['input']} Response: {r['output']}" for r in rows]
+    np.testing.assert_allclose(np.load(out), embed_texts(strings, "local"), atol=1e-5)  # same model, other batches
