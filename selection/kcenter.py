@@ -77,7 +77,7 @@ class _State:
         self.dtype = x.dtype if x.dtype == np.float64 else np.dtype(np.float32)
         n, d = x.shape
         self.refine = exact and self.dtype == np.float32
-        self.sqn = row_norms_sq(x, np.dtype(np.float64))  # sklearn's row norms of the upcast rows
+        self.sqn = row_norms_sq(x, np.dtype(np.float64), block=8192)  # sklearn's norms of the upcast rows
         self.rn = np.sqrt(self.sqn)
         self.coef = float32_error_coefficient(d, mm) if self.refine else 0.0
         self.m = np.full(n, np.inf)
@@ -136,7 +136,9 @@ class _State:
             # a pair matters if its exact value could be below both the row's minimum and the tile's best
             bound = np.minimum(m[lo:hi][near] + err[near], approx[near] + 2 * err[near]) - sqn[lo:hi][near]
             bound32 = np.nextafter(bound.astype(np.float32), np.float32(np.inf))
-            if use_torch:
+            if len(cvec) == 1:  # one center: its pair is the only one
+                first, second = np.zeros(len(near), dtype=np.int64), np.full(len(near), np.inf)
+            elif use_torch:
                 ni = self.mm.to_dev(near)
                 first = best.indices.index_select(0, ni)
                 others = part.index_select(0, ni).scatter_(1, first[:, None], float("inf"))
