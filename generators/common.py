@@ -12,7 +12,7 @@ from typing import Any
 
 from instructkit.documents import Document, Passage, load_documents, passages_from
 from instructkit.manifest import write_manifest
-from instructkit.runner import RowResult, RunContext
+from instructkit.runner import RunContext
 from instructkit.templates import render, template_hash
 
 
@@ -40,11 +40,6 @@ def seeded(ctx: RunContext, *salt: Any) -> random.Random:
 def call_seed(ctx: RunContext, *salt: Any) -> int:
     """A per-call sampling seed derived from the run's seed (recorded in the cache key)."""
     return seeded(ctx, "call", *salt).randrange(2**31)
-
-
-def ok_values(results: Iterable[RowResult]) -> list[Any]:
-    """Values of the rows that succeeded, None for the rest."""
-    return [r.value if r.ok else None for r in results]
 
 
 def side_path(ctx: RunContext, name: str) -> Path | None:

@@ -188,11 +188,6 @@ def to_turns(record: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(instruction, str(record.get("output", record.get("response", ""))))]
 
 
-def instruction_of(record: Mapping[str, Any]) -> str:
-    turns = to_turns(record)
-    return turns[0][0] if turns else ""
-
-
 def response_of(record: Mapping[str, Any]) -> str:
     turns = to_turns(record)
     return turns[0][1] if turns else ""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from instructkit.runner import RowResult, RunContext, merge_results
@@ -20,12 +20,6 @@ def triplet(rec: dict) -> tuple[str, str, str]:
 def prompt_of(name: str, path: str | None, **variables: Any) -> str:
     """Render the packaged template `name`, or the user's template file at `path` in its place."""
     return render(name, path=path, **variables)
-
-
-def run_rows(
-    ctx: RunContext, items: list[Any], fn: Callable[[Any], Awaitable[dict]], stage: str
-) -> list[RowResult]:
-    return ctx.map(items, fn, stage=stage)
 
 
 def finish(

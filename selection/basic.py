@@ -111,7 +111,7 @@ def ratio(records: list[dict], ctx) -> list[dict]:
 
 
 @method("select", "random", options=RandomOptions, needs_model=False)
-def random(records: list[dict], ctx) -> list[dict]:
+def random_subset(records: list[dict], ctx) -> list[dict]:
     """Keep k rows uniformly at random (seeded): the baseline."""
     o = ctx.options or RandomOptions()
     return take(records, random_select(len(records), o.k, seed_of(ctx, o)))

@@ -65,11 +65,6 @@ def row_blocks(n: int, block: int) -> Iterator[tuple[int, int]]:
         yield lo, min(n, lo + block)
 
 
-def block_rows_for(d: int, budget_bytes: int = 64 << 20, itemsize: int = 4) -> int:
-    """Rows per block so that a [rows, d] block stays near `budget_bytes`."""
-    return max(256, budget_bytes // max(1, d * itemsize))
-
-
 def check_random_state(seed: Any) -> np.random.RandomState:
     from sklearn.utils import check_random_state as _crs
 

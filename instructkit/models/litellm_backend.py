@@ -45,10 +45,6 @@ def cost_of(model: str, prompt_tokens: int, completion_tokens: int) -> float:
         return 0.0
 
 
-def is_priced(model: str) -> bool:
-    return cost_of(model, 1000, 1000) > 0
-
-
 def error_headers(exc: Exception) -> dict[str, Any]:
     """The provider's response headers carried by a litellm exception (rate limits, retry-after)."""
     for headers in (getattr(exc, "litellm_response_headers", None),
