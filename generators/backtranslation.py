@@ -78,7 +78,7 @@ def _load_seeds(path: str | None) -> list[dict]:
     ]
 
 
-@method("generate", "backtranslation", options=BacktranslationOptions)
+@method("generate", "backtranslation", options=BacktranslationOptions, reads=("{text_field}",))
 def backtranslation(records: list[dict], ctx: RunContext) -> list[dict]:
     """Instruction backtranslation: self-augment instructions for texts, self-curate (5-point), keep the best."""
     opts = ctx.options or BacktranslationOptions()

@@ -440,7 +440,7 @@ def plan_jobs(passages: list[Any], codes: list[str], per_passage: int, rng: Any)
     return jobs
 
 
-@method("generate", "bonito", options=BonitoOptions)
+@method("generate", "bonito", options=BonitoOptions, reads=("{text_field}",))
 def bonito(records: list[dict], ctx: RunContext) -> list[dict]:
     """Bonito-style tasks (16 types) from document passages; native Bonito format or any instruct model."""
     opts = ctx.options or BonitoOptions()

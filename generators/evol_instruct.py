@@ -177,7 +177,7 @@ def _text_of(rec: dict) -> str:
     return f"{inst}\n{inp}" if inp else inst
 
 
-@method("generate", "evol_instruct", options=EvolInstructOptions)
+@method("generate", "evol_instruct", options=EvolInstructOptions, reads=("instruction",))
 def evol_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
     """Evol-Instruct: M rounds of in-depth/in-breadth evolution with answers, elimination and lineage."""
     opts = ctx.options or EvolInstructOptions()

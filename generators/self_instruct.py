@@ -33,6 +33,8 @@ Deviations, and why:
 - The novelty filter uses instructkit.rouge.NoveltyIndex: the same decisions as rouge_score, much faster.
 - `max_batches` and `patience` (batches in a row that keep nothing) bound the loop, which upstream runs
   until the target; as upstream, the last batch may overshoot `num_instructions`.
+- A dry run counts each request as keeping its n_new (7) new tasks (the fewest requests that can reach the
+  target; a real run that rejects tasks makes more), then walks classification and instances for them.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from instructkit.io import InputError, suggest_map
 from instructkit.provenance import provenance
 from instructkit.registry import method
 from instructkit.rouge import NoveltyIndex
@@ -111,17 +114,31 @@ class SeedTask:
 
 def load_seed_tasks(source: str | Path | list[Any]) -> list[SeedTask]:
     """Seed tasks from the official seed_tasks.jsonl format, records, or a plain list of instructions."""
+    where = "<records>"
     if isinstance(source, (str, Path)):
         path = Path(source)
-        lines = path.read_text(encoding="utf-8").splitlines()
+        where = str(path)
+        numbered = [(n, ln) for n, ln in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if ln.strip()]
         if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-            items: list[Any] = [json.loads(ln) for ln in lines if ln.strip()]
+            items: list[Any] = []
+            for n, ln in numbered:
+                try:
+                    items.append(json.loads(ln))
+                except ValueError as exc:
+                    raise InputError(path, f"malformed JSON ({exc})", n) from None
         else:
-            items = [ln for ln in lines if ln.strip()]
+            items = [ln for _, ln in numbered]
+        lines = [n for n, _ in numbered]
     else:
         items = list(source)
+        lines = list(getattr(source, "lines", range(1, len(items) + 1)))
+        where = getattr(source, "source", where)
     tasks = []
     for i, item in enumerate(items):
+        if isinstance(item, dict) and not (isinstance(item.get("instruction"), str) and item["instruction"].strip()):
+            raise InputError(where, f"a seed task needs a non-empty instruction; the record has {sorted(item)}. "
+                             f"To use another column: {suggest_map('instruction', item)}",
+                             lines[i] if i < len(lines) else None, "instruction")  # fmt: skip
         if isinstance(item, str):
             tasks.append(SeedTask(item.strip(), None, None, f"seed_{i}"))
         elif isinstance(item, dict) and isinstance(item.get("instruction"), str):
@@ -132,7 +149,8 @@ def load_seed_tasks(source: str | Path | list[Any]) -> list[SeedTask]:
             tasks.append(SeedTask(item["instruction"], bool(clf) if clf is not None else None, instances,
                                   str(item.get("id", f"seed_{i}"))))  # fmt: skip
         else:
-            raise ValueError(f"seed task {i}: expected an instruction string or a record with 'instruction'")
+            raise InputError(where, "expected an instruction string or a record with 'instruction'",
+                             lines[i] if i < len(lines) else None)
     if not tasks:
         raise ValueError("the seed pool is empty")
     return tasks
@@ -369,7 +387,7 @@ def _seed_pool(records: list[dict], ctx: RunContext) -> list[SeedTask]:
     return load_seed_tasks(path)
 
 
-@method("generate", "self_instruct", options=SelfInstructOptions)
+@method("generate", "self_instruct", options=SelfInstructOptions, reads=("instruction",))
 def self_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
     """Self-Instruct: bootstrap tasks from seeds (ROUGE-L novelty), classify, generate instances (Alpaca)."""
     opts = ctx.options or SelfInstructOptions()
@@ -421,6 +439,10 @@ def self_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
                      for it, r in zip(items, results)]  # fmt: skip
         kept, dropped = screen_batch(responses, index, opts.rouge_threshold, opts.num_prompt_instructions, opts.mode,
                                      opts.similarity_stats)  # fmt: skip
+        if any(r.estimated for r in results):  # dry run: each request keeps its n_new tasks (the fewest requests)
+            kept = [{"instruction": f"Dry run task {batch_no}.{k}.{j}", "most_similar": {}, "prompt": it["prompt"]}
+                    for k, it in enumerate(items) for j in range(n_new)]  # fmt: skip
+            dropped = []
         for row in kept + dropped:
             row["request_idx"] = batch_no
         for row in kept:

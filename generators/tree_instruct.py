@@ -99,7 +99,7 @@ def _instruction_of(rec: dict) -> str:
     return text.strip().strip('"')
 
 
-@method("generate", "tree_instruct", options=TreeInstructOptions)
+@method("generate", "tree_instruct", options=TreeInstructOptions, reads=("instruction|new",))
 def tree_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
     """Tree-Instruct: add N nodes to each instruction's semantic tree (repeatable), then answer it."""
     opts = ctx.options or TreeInstructOptions()

@@ -61,6 +61,7 @@ class Collector:
     estimated_cost: float = 0.0
     served: set[str] = field(default_factory=set)  # fresh answers already handed out in this pass
     barrier: bool = True  # end the pass at the first stage that recorded requests
+    api_base: str | None = None  # the endpoint the batch goes to: a derived model elsewhere cannot join it
 
     def stage_done(self) -> None:
         """Called by `RunContext.map` after each stage. With the barrier, a stage that recorded requests
@@ -85,7 +86,10 @@ class Collector:
         for _, key in missing:
             if key in self.failed:
                 raise ModelCallError(f"batch request failed: {self.failed[key]}")
-        model = batch_target(llm)[0]
+        model, base, _ = batch_target(llm)
+        if self.api_base is not None and base.rstrip("/") != self.api_base.rstrip("/"):
+            raise ModelCallError(f"batch mode: {llm.spec} is served elsewhere than the run's model; "
+                                 "run it without --batch", retryable=False)  # fmt: skip
         for i, key in missing:
             if key in self.lines:
                 continue
@@ -353,7 +357,8 @@ def run_batched(
     runner.resume()
     for _ in range(max_rounds):
         runner.report.rounds += 1
-        collector = Collector(failed=runner.failed, answered=runner.answered, barrier=barrier)
+        collector = Collector(failed=runner.failed, answered=runner.answered, barrier=barrier,
+                              api_base=batch_target(llm)[1])
         result = _collect_pass(method_fn, records, ctx, collector)
         ctx.extras["batch"] = runner.report.as_dict()
         if not collector.lines:

@@ -114,6 +114,26 @@ class ResponseCache:
             self._pending = {**pending, **self._pending}
             raise
 
+    def read_note(self, key: str) -> dict[str, Any] | None:
+        """A small side record kept beside the answers (not an answer: never counted, pruned or
+        cleared with them), e.g. a model's dry-run calibration; None when absent or disabled."""
+        if not self.enabled:
+            return None
+        try:
+            return json.loads((self.directory / "notes" / f"{key}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def write_note(self, key: str, value: dict[str, Any]) -> None:
+        """Replace a side record atomically (a reader never sees half of it)."""
+        if not self.enabled:
+            return
+        folder = self.directory / "notes"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{key}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(value), encoding="utf-8")
+        os.replace(tmp, folder / f"{key}.json")
+
     def stats(self) -> dict[str, Any]:
         store = self.store
         return {"directory": str(self.directory), "entries": len(store), "bytes": store.volume()}

@@ -15,6 +15,8 @@ from typing import Any
 
 from . import registry
 from .io import InputError, read_records, write_records
+from .models.llm import BudgetExceeded
+from .models.types import ModelCallError
 from .turns import split_turn_options
 
 RECORD_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".parquet"}
@@ -176,9 +178,6 @@ def make_llm(args: argparse.Namespace) -> Any:
 
 
 def run_method_command(args: argparse.Namespace) -> int:
-    from .manifest import write_manifest
-    from .runner import RunContext
-
     info = registry.get(args.kind, args.method)
     mapping = dict(m.split("=", 1) for m in args.map)
     records: list[dict] = []
@@ -186,7 +185,20 @@ def run_method_command(args: argparse.Namespace) -> int:
         records = read_records(args.input, mapping=mapping or None)
     turns, values = split_turn_options(dict(args.option)) if info.takes_turn_options else (None, dict(args.option))
     options = info.make_options(values)
+    info.check_input(records, options)  # before a model exists, let alone a call
     llm = make_llm(args) if info.needs_model or args.model != "local" else None
+    try:
+        return _run_method(args, info, records, options, llm, turns)
+    finally:
+        if llm is not None:
+            llm.close()  # HTTP sessions of the model and every model derived from it
+
+
+def _run_method(args: argparse.Namespace, info: Any, records: list[dict], options: Any, llm: Any,
+                turns: Any) -> int:
+    from .manifest import write_manifest
+    from .runner import RunContext
+
     out = Path(args.out)
     work_dir = Path(args.work_dir) if args.work_dir else out.with_name(out.name + ".work")
     ctx = RunContext(llm=llm, options=options, method=info.name, work_dir=work_dir,
@@ -204,9 +216,7 @@ def run_method_command(args: argparse.Namespace) -> int:
         if ctx.stats.reused:
             print(f"dry run: {done_rows(ctx.stats.as_dict())} (journals in {work_dir}); the estimate is for the rest",
                   file=sys.stderr)
-        s = llm.stats
-        print(f"dry run: {s.estimated_calls} calls, ~{s.estimated_tokens:,} tokens, ~${s.estimated_cost:.4f} "
-              f"({s.cache_hits} cached answers reused)", file=sys.stderr)
+        print(dry_run_line(llm.stats.as_dict()), file=sys.stderr)
         return 0
     write_records(out, result)
     from .card import step_figures  # what a dataset card made from this output reports (instructkit export)
@@ -220,7 +230,21 @@ def run_method_command(args: argparse.Namespace) -> int:
     if ctx.stats.stopped_reason:
         print(f"stopped: {ctx.stats.stopped_reason}. Run the same command again to continue.", file=sys.stderr)
         return 3
-    return 0
+    return 1 if ctx.stats.failed else 0
+
+
+def dry_run_line(calls: dict[str, Any]) -> str:
+    """What a dry run found: calls (every stage, sample and member), tokens, cost, and what sized the replies."""
+    n, calibrated = calls.get("estimated_calls", 0), calls.get("estimated_calibrated", 0)
+    if not n:
+        basis = ""
+    elif calibrated == n:
+        basis = "; reply sizes from this model's earlier calls"
+    else:
+        basis = (f"; {n - calibrated} of {n} replies counted at max_tokens (an upper bound: no earlier calls "
+                 "of the model at that stage and max_tokens to calibrate from)")
+    return (f"dry run: {n} calls, ~{calls.get('estimated_tokens', 0):,} tokens, ~${calls.get('estimated_cost', 0.0):.4f} "
+            f"({calls.get('cache_hits', 0)} cached answers reused{basis})")
 
 
 def done_rows(run: dict[str, Any]) -> str:
@@ -261,7 +285,8 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
               + ("" if calls.get("length_retries") else "; --retry-length 2 asks them again with twice the limit"),
               file=sys.stderr)
     if summary["failed"]:
-        print(f"{summary['failed']} rows failed (errors in the output's _errors field); "
+        first = (summary.get("failures") or [{}])[0].get("error", "")
+        print(f"{summary['failed']} rows failed (first: {first[:200]}; all in the output's _errors field); "
               "run the same command again to retry only them.", file=sys.stderr)
 
 
@@ -288,6 +313,13 @@ def models_command(args: argparse.Namespace) -> int:
     from .models import LLM
 
     llm = LLM(args.model, api_base=args.api_base, api_key=args.key, via=args.via, cache=False, max_retries=1)
+    try:
+        return _check_model(llm)
+    finally:
+        llm.close()
+
+
+def _check_model(llm: Any) -> int:
     report: dict[str, Any] = {"model": llm.identity}
     start = time.monotonic()
     try:
@@ -341,7 +373,10 @@ def embed_command(args: argparse.Namespace) -> int:
     else:
         model = embedder(args.model, api_base=args.api_base, api_key=args.key,
                          cache=False if args.no_cache else None, cache_dir=args.cache_dir, **encoder)
-        vectors = model.embed(texts)
+        try:
+            vectors = model.embed(texts)
+        finally:
+            model.close()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, vectors.astype(np.float32))
@@ -382,9 +417,15 @@ def main(argv: list[str] | None = None) -> int:
             return run_pipeline_command(args)
         parser.print_help()
         return 0
-    except (InputError, ValueError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (InputError, ValueError, KeyError) as exc:  # bad input or options: nothing was called
+        print(f"error: {str(exc).strip(chr(39)) if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2
+    except BudgetExceeded as exc:
+        print(f"stopped: {exc}. Run the same command again to continue.", file=sys.stderr)
+        return 3
+    except ModelCallError as exc:  # a call outside the row runner (an embedding step, a check) failed for good
+        print(f"error: model call failed: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ def execute(info: MethodInfo, records: list[dict], ctx: RunContext, how: Executi
     scorers get chat rows as turn views (`ctx.turns`, instructkit.turns) and their results folded back."""
     how = how or Execution()
     how.check(info, ctx.options)
+    info.check_input(records, ctx.options)  # a record without a field the method reads: refused before any call
     if info.takes_turn_options:
         from .turns import run_per_turn
 

@@ -160,6 +160,70 @@ def require_fields(records: list[dict], fields: Mapping[str, type | tuple[type, 
                 raise InputError(source, f"expected {names}, got {type(rec[name]).__name__}", line, name)
 
 
+# What a method reading "the instruction" or "the response" accepts (registry `reads`): the Alpaca
+# field, or a conversation (chat `messages`, ShareGPT `conversations`) holding it.
+INSTRUCTION_FIELD = "instruction|messages|conversations"
+RESPONSE_FIELD = "output|response|messages|conversations"
+
+# What users' columns are usually called, for the `--map OURS=THEIRS` a missing field suggests.
+COLUMN_SYNONYMS = {
+    "instruction": ("question", "prompt", "query", "task", "problem", "instructions", "user", "human"),
+    "output": ("response", "answer", "completion", "target", "solution", "reply", "assistant", "gpt"),
+    "response": ("output", "answer", "completion", "reply"),
+    "input": ("context", "input_text"),
+    "text": ("content", "document", "body", "passage", "page"),
+}
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or (
+        isinstance(value, (list, dict)) and not value
+    )
+
+
+def suggest_map(field: str, columns: Iterable[str]) -> str:
+    """The `--map` that would give a record `field` from one of its `columns` (a guess by name)."""
+    columns = list(columns)
+    lowered = {c.lower(): c for c in columns}
+    for name in COLUMN_SYNONYMS.get(field, ()):
+        if name in lowered:
+            return f"--map {field}={lowered[name]}"
+    return f"--map {field}=COLUMN (one of: {', '.join(sorted(columns)) or 'none'})"
+
+
+def check_fields(records: list[dict], needs: list[list[str]], what: str = "this method") -> None:
+    """Raise InputError for the first record without a non-empty value for each need (a list of
+    alternative field names), naming the file, the line, the field and the `--map` that would fix it;
+    also says how many other records have the same problem. Nothing is called before this passes."""
+    if not needs or not records:
+        return
+    source = getattr(records, "source", "<memory>")
+    first: tuple[int, list[str], dict, bool] | None = None
+    bad = 0
+    for i, rec in enumerate(records):
+        for alts in needs:
+            if any(not _is_empty(rec.get(a)) for a in alts):
+                continue
+            bad += 1
+            if first is None:
+                first = (i, alts, rec, any(a in rec for a in alts))
+            break
+    if first is None:
+        return
+    i, alts, rec, present = first
+    line = records.line_of(i) if isinstance(records, Records) else i + 1
+    field = alts[0]
+    either = f" (or {' or '.join(alts[1:])})" if len(alts) > 1 else ""
+    others = f"; {bad - 1} more record(s) like it" if bad > 1 else ""
+    which = "" if line is not None else f"record {i + 1}: "  # JSON arrays have no line per record
+    if present:
+        message = f"{which}empty, but {what} reads it{either}{others}"
+    else:
+        message = (f"{which}missing: {what} reads it{either}; the record has {sorted(rec)}{others}. "
+                   f"To use another column: {suggest_map(field, rec)}")
+    raise InputError(source, message, line, field)
+
+
 # ----- conversation formats ------------------------------------------------------------------
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}

@@ -93,7 +93,16 @@ class Pipeline:
                    name=str(data.get("name", p.stem)), base_dir=p.parent)
 
     def run(self, out: str | Path | None = None, dry_run: bool = False, progress: bool = True) -> dict[str, Any]:
-        """Run every step in order; returns the manifest."""
+        """Run every step in order; returns the manifest. Every model's HTTP sessions are closed on every
+        exit path (a finished run, a stopped one, an error)."""
+        llms: dict[tuple, Any] = {}
+        try:
+            return self._run(out, dry_run, progress, llms)
+        finally:
+            for llm in llms.values():
+                llm.close()
+
+    def _run(self, out: str | Path | None, dry_run: bool, progress: bool, llms: dict[tuple, Any]) -> dict[str, Any]:
         from .models import LLM
 
         out_dir = Path(out) if out else self.out
@@ -102,7 +111,6 @@ class Pipeline:
         hashes: dict[str, str] = {}
         manifest: dict[str, Any] = {"name": self.name, "seed": self.seed, "steps": []}
         previous: str | None = None
-        llms: dict[tuple, LLM] = {}
         exports: list[tuple[dict, list[dict], Any]] = []
         for idx, step in enumerate(self.steps, 1):
             records, in_hash = self._step_input(step, previous, outputs, hashes)
@@ -253,14 +261,12 @@ def run_pipeline_command(args: Any) -> int:
     manifest = pipeline.run(out=args.out, dry_run=args.dry_run)
     out_dir = Path(args.out) if args.out else pipeline.out
     if args.dry_run:
-        from .cli import done_rows
+        from .cli import done_rows, dry_run_line
 
         for s in manifest["steps"]:
-            c = s.get("calls", {})
             if (s.get("run") or {}).get("reused"):
                 print(f"{s['step']:20} {done_rows(s['run'])}; the rest:", file=sys.stderr)
-            print(f"{s['step']:20} ~{c.get('estimated_calls', 0)} calls ~{c.get('estimated_tokens', 0):,} tokens "
-                  f"~${c.get('estimated_cost', 0.0):.4f}", file=sys.stderr)
+            print(f"{s['step']:20} {dry_run_line(s.get('calls', {}))}", file=sys.stderr)
         return 0
     print(f"done: {out_dir / 'selected.jsonl'}  manifest: {out_dir / 'manifest.json'}", file=sys.stderr)
     for s in manifest["steps"]:

@@ -1,6 +1,7 @@
 """One registry for every method (generators, judges, scorers, selectors), built-in or plugin.
 
-A method is a function `run(records, ctx) -> records` plus an options dataclass. Built-ins register
+A method is a function `run(records, ctx) -> records` plus an options dataclass and the record
+fields it reads (`reads`, checked before any model call). Built-ins register
 with the `@method` decorator when their package is imported; third-party packages expose a module
 (or a callable) under the `instructkit.methods` entry-point group. The CLI and the Python API are
 built from this registry, never from hand-kept lists.
@@ -37,6 +38,36 @@ class MethodInfo:
     def takes_turn_options(self) -> bool:
         """Whether `-o turns` / `-o turn_context` apply (judges and scorers that read turn views)."""
         return self.kind in TURN_KINDS and self.turns == "views"
+
+    # The record fields the method reads: one entry per field it needs, "a|b" where either will do,
+    # "{option}" for a field an option names; or a function of the options giving that tuple.
+    reads: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = ()
+
+    def fields_read(self, options: Any = None) -> list[list[str]]:
+        """The fields this method needs in every record, each as its alternatives, for `options`."""
+        reads = self.reads(options) if callable(self.reads) else self.reads
+        out = []
+        for entry in reads:
+            names = []
+            for alt in entry.split("|"):
+                if alt.startswith("{") and alt.endswith("}"):
+                    value = getattr(options, alt[1:-1], None) if options is not None else None
+                    if value is None and options is None and self.options is not None:
+                        value = getattr(self.options(), alt[1:-1], None)
+                    if not value:
+                        continue  # an option left unset names no field
+                    alt = str(value)
+                names.append(alt)
+            if names:
+                out.append(names)
+        return out
+
+    def check_input(self, records: list[dict], options: Any = None) -> None:
+        """Raise InputError (file, line, field, the --map that would fix it) when a record lacks a field
+        this method reads, before any model call."""
+        from .io import check_fields
+
+        check_fields(records, self.fields_read(options), f"{self.kind} {self.name}")
 
     def make_options(self, values: dict[str, Any] | None = None) -> Any:
         """Options dataclass from strings or values, with type conversion and a clear error.
@@ -97,18 +128,24 @@ _loaded = False
 
 
 def method(
-    kind: str, name: str, options: type | None = None, needs_model: bool = True, source: str = "builtin",
+    kind: str,
+    name: str,
+    options: type | None = None,
+    needs_model: bool = True,
+    source: str = "builtin",
     turns: str = "views",
+    reads: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = (),
 ):
     """Decorator that registers `func(records, ctx) -> records` as `kind name`. A judge or scorer
-    that reads every turn of a chat row itself says `turns="native"`; the others get turn views."""
+    that reads every turn of a chat row itself says `turns="native"`; the others get turn views.
+    `reads` declares the record fields it needs ("a|b": either; "{opt}": the field option `opt` names)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 
     def wrap(func: Callable[..., list[dict]]) -> Callable[..., list[dict]]:
         doc = inspect.getdoc(func) or inspect.getdoc(inspect.getmodule(func)) or ""
         summary = doc.strip().splitlines()[0] if doc.strip() else ""
-        _REGISTRY[(kind, name)] = MethodInfo(kind, name, func, options, summary, needs_model, source, turns)
+        _REGISTRY[(kind, name)] = MethodInfo(kind, name, func, options, summary, needs_model, source, turns, reads)
         return func
 
     return wrap
@@ -168,7 +205,15 @@ def coerce(value: Any, typ: Any, name: str = "") -> Any:
         if typ is float or text.startswith("float"):
             return float(value)
         if "list" in text or "tuple" in text:
-            items = [v.strip() for v in value.split(",") if v.strip()]
+            if value.lstrip().startswith("["):  # a JSON list: items may hold commas
+                import json
+
+                parsed = json.loads(value)
+                if not isinstance(parsed, list):
+                    raise ValueError(value)
+                items = [v.strip() if isinstance(v, str) else v for v in parsed]
+            else:
+                items = [v.strip() for v in value.split(",") if v.strip()]
             if "int" in text:
                 return [int(v) for v in items]
             if "float" in text:
@@ -179,7 +224,8 @@ def coerce(value: Any, typ: Any, name: str = "") -> Any:
 
             return json.loads(value)
     except ValueError:
-        raise ValueError(f"option {name}: cannot read {value!r} as {text}") from None
+        hint = " (a list: a,b,c or a JSON list)" if "list" in text or "tuple" in text else ""
+        raise ValueError(f"option {name}: cannot read {value!r} as {text}{hint}") from None
     return value
 
 

@@ -20,7 +20,8 @@ from typing import Any
 
 from .aio import run_sync
 from .cache import canonical_json, request_key
-from .models.llm import LLM, BudgetExceeded, DryRunSkip
+from .models.llm import CALL_LABEL, DRY_RUN_ROW, LLM, BudgetExceeded, DryRunSkip
+from .models.types import ModelCallError
 
 
 @dataclass
@@ -30,7 +31,8 @@ class RowResult:
     value: Any = None
     error: str | None = None
     reused: bool = False
-    pending: bool = False  # not run: budget reached or dry run
+    pending: bool = False  # not run: budget reached, or skipped (batch collect mode)
+    estimated: bool = False  # dry run: walked with placeholder answers (`value` is no result); never journaled
 
 
 @dataclass
@@ -194,6 +196,8 @@ async def amap_rows(
             if stop.is_set():
                 results[i] = RowResult(key, False, pending=True)
                 continue
+            walked = [False]  # set by a dry run's placeholder answer anywhere in this row
+            token = DRY_RUN_ROW.set(walked)
             try:
                 value = await fn(items[i])
             except BudgetExceeded as exc:
@@ -209,13 +213,19 @@ async def amap_rows(
                 results[i] = RowResult(key, False, error=message)
                 journal.append({"key": key, "ok": False, "error": message, "t": time.time()})
                 stats.failures.append({"stage": label, "row": i, "error": message[:500]})
-                if not isinstance(exc, (ValueError, RuntimeError, KeyError, TypeError)) or getattr(
-                    exc, "debug", False
-                ):
+                # A failed model call or bad row value is expected: its message is in the output and
+                # the summary. Anything else is a bug worth a (short) traceback.
+                expected = (ModelCallError, ValueError, RuntimeError, KeyError, TypeError)
+                if not isinstance(exc, expected) or getattr(exc, "debug", False):
                     traceback.print_exc(limit=2, file=sys.stderr)
             else:
-                results[i] = RowResult(key, True, value)
-                journal.append({"key": key, "ok": True, "value": value, "t": time.time()})
+                if walked[0]:  # a dry run's placeholder went into it: walked, not answered
+                    results[i] = RowResult(key, True, value, estimated=True)
+                else:
+                    results[i] = RowResult(key, True, value)
+                    journal.append({"key": key, "ok": True, "value": value, "t": time.time()})
+            finally:
+                DRY_RUN_ROW.reset(token)
             bar.advance()
 
     try:
@@ -224,9 +234,9 @@ async def amap_rows(
         bar.close()
         journal.close()
     final = [r if r is not None else RowResult(keys[i], False, pending=True) for i, r in enumerate(results)]
-    stats.ok += sum(r.ok for r in final)
+    stats.ok += sum(r.ok and not r.estimated for r in final)
     stats.failed += sum((not r.ok) and not r.pending for r in final)
-    stats.pending += sum(r.pending for r in final)
+    stats.pending += sum(r.pending or r.estimated for r in final)
     return final
 
 
@@ -264,22 +274,30 @@ class RunContext:
             safe = f"{self.method}.{stage}".replace("/", "_").replace(" ", "_")
             tag = f".{self.journal_tag}" if self.journal_tag else ""
             journal = Path(self.work_dir) / f"{safe}.journal{tag}.jsonl"
-        return await amap_rows(
-            items,
-            fn,
-            keys=keys,
-            journal_path=journal,
-            read_only=dry_run,
-            concurrency=self.concurrency,
-            llm=self.llm,
-            label=f"{self.method}:{stage}" if self.method else stage,
-            progress=self.progress,
-            stats=self.stats,
-        )
+        # Calls are labelled by method and stage (a jury member's "jury.0.rubric" as "rubric"), for
+        # the dry-run estimate's calibration.
+        token = CALL_LABEL.set(f"{self.method.rsplit('.', 1)[-1]}:{stage}")
+        try:
+            return await amap_rows(
+                items,
+                fn,
+                keys=keys,
+                journal_path=journal,
+                read_only=dry_run,
+                concurrency=self.concurrency,
+                llm=self.llm,
+                label=f"{self.method}:{stage}" if self.method else stage,
+                progress=self.progress,
+                stats=self.stats,
+            )
+        finally:
+            CALL_LABEL.reset(token)
 
     def map(self, items: list[Any], fn: Callable[[Any], Awaitable[Any]], stage: str) -> list[RowResult]:
         """Sync form of `amap` (runs on the background loop)."""
         results = run_sync(self.amap(items, fn, stage))
+        if self.llm is not None and not self.llm.dry_run:
+            self.llm.save_calibration()
         collector = getattr(self.llm, "collector", None)
         if collector is not None:
             collector.stage_done()  # batch mode: a stage that asked for uncached answers ends the pass

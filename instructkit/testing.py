@@ -70,6 +70,22 @@ class Fault:
             raise ValueError(f"unknown fault kind {self.kind!r}; one of {FAULT_KINDS}")
 
 
+# ----- float tolerances ---------------------------------------------------------------------------
+
+FP32_UNIT_ROUNDOFF = 2.0**-24
+
+
+def fp32_tolerance(terms: int, scale: float) -> float:
+    """How far two fp32 evaluations of the same quantity may differ when only the order of their
+    sums differs (padding, batching, another kernel or CPU): Higham's worst-case bound for a sum of
+    `terms` values, gamma_n = n*u/(1 - n*u) (u = 2**-24) times the magnitude `scale` of what is summed,
+    for each of the two results. For a transformer's log-probability, `terms` is the longest
+    accumulation (hidden size plus sequence length: the head's dot product and attention over the
+    positions) and `scale` the largest |logit|. A bound from the computation, not from one machine."""
+    n_u = terms * FP32_UNIT_ROUNDOFF
+    return 2 * n_u / (1 - n_u) * max(scale, 1.0)
+
+
 # ----- deterministic replies (shared by the server and by tests that predict them) ---------------
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
@@ -46,7 +47,7 @@ def rating_messages(rec: dict, opts: AlpagasusOptions) -> list[dict]:
     return chat_messages(system, user)
 
 
-@method("judge", PREFIX, options=AlpagasusOptions)
+@method("judge", PREFIX, options=AlpagasusOptions, reads=(INSTRUCTION_FIELD, RESPONSE_FIELD))
 def alpagasus(records: list[dict], ctx: RunContext) -> list[dict]:
     """AlpaGasus: rate each triple 0-5 on accuracy (score first line); keep >= threshold."""
     opts = ctx.options or AlpagasusOptions()

@@ -26,7 +26,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from instructkit.io import to_turns
+from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD, to_turns
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
@@ -114,7 +114,12 @@ def _rng(seed: int, *parts: str) -> random.Random:
     return random.Random(int(digest[:16], 16))
 
 
-@method("judge", PREFIX, options=DeitaOptions, turns="native")
+def _reads(opts: DeitaOptions | None) -> tuple[str, ...]:
+    aspects = opts.aspects if opts is not None else ASPECTS
+    return (INSTRUCTION_FIELD, RESPONSE_FIELD) if "quality" in aspects else (INSTRUCTION_FIELD,)
+
+
+@method("judge", PREFIX, options=DeitaOptions, turns="native", reads=_reads)
 def deita(records: list[dict], ctx: RunContext) -> list[dict]:
     """DEITA: complexity and quality scores (1-6 scorer or EVOL ranking) and their product."""
     opts = ctx.options or DeitaOptions()

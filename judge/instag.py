@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from instructkit.io import to_turns
+from instructkit.io import INSTRUCTION_FIELD, to_turns
 from instructkit.models import extract_json
 from instructkit.registry import method
 from instructkit.runner import RunContext
@@ -319,7 +319,7 @@ def normalise(
 # ----- the method ---------------------------------------------------------------------------------
 
 
-@method("judge", PREFIX, options=InstagOptions, turns="native")
+@method("judge", PREFIX, options=InstagOptions, turns="native", reads=(INSTRUCTION_FIELD,))
 def instag(records: list[dict], ctx: RunContext) -> list[dict]:
     """InsTag: tag user intentions (JSON), normalise tags; complexity = number of tags."""
     opts = ctx.options or InstagOptions()

@@ -3,9 +3,11 @@
 Paper: Verga et al., "Replacing Judges with Juries: Evaluating LLM Generations with a Panel of Diverse
 Models" (PoLL, arXiv 2404.18796).
 Deviations: any registered judge can sit on the jury (rubric by default) with its own options; every
-member's score, parse status and raw text are kept per row. Only valid member scores are pooled; a
-row with none is null. Majority votes on a half-point grid (so pairwise 0 / 0.5 / 1 and AlpaGasus
-half points vote as themselves); a tied vote is the mean of the tied values (a 1-1 A/B split is a tie).
+member is derived from the run's model (`LLM.derive`), so dry run, --max-cost, rate limits, retries,
+batch mode and call counts cover the whole jury; every member's score, parse status and raw text
+are kept per row. Only valid member scores are pooled; a row with none is null. Majority votes on a
+half-point grid (so pairwise 0 / 0.5 / 1 and AlpaGasus half points vote as themselves); a tied vote
+is the mean of the tied values (a 1-1 A/B split is a tie).
 """
 
 from __future__ import annotations
@@ -63,7 +65,14 @@ def aggregate(
     return result, sum(abs(v - result) <= 0.5 for v in vals) / len(vals)
 
 
-@method("judge", PREFIX, options=JuryOptions)
+def _reads(opts: JuryOptions | None) -> tuple[str, ...]:
+    """What the member judge reads, with its options."""
+    opts = opts or JuryOptions()
+    info = get("judge", opts.judge)
+    return tuple("|".join(alts) for alts in info.fields_read(info.make_options(opts.judge_options or {})))
+
+
+@method("judge", PREFIX, options=JuryOptions, reads=_reads)
 def jury(records: list[dict], ctx: RunContext) -> list[dict]:
     """Jury: several judge models on the same rows, pooled by mean/median/majority/weighted."""
     opts = ctx.options or JuryOptions()
@@ -77,11 +86,11 @@ def jury(records: list[dict], ctx: RunContext) -> list[dict]:
     info = get("judge", opts.judge)
     column = opts.score_column or f"{opts.judge}_score"
     members: list[tuple[str, list[dict]]] = []
+    # Members come from the run's model: one dry run, budget, rate limits, retry policy, batch
+    # collector and call statistics for the whole jury.
+    run_llm = ctx.llm if ctx.llm is not None else LLM(specs[0])
     for i, spec in enumerate(specs):
-        if ctx.llm is not None and spec == ctx.llm.spec:
-            llm = ctx.llm
-        else:
-            llm = LLM(spec, cache=ctx.llm.cache if ctx.llm is not None else None)
+        llm = run_llm.derive(spec)
         sub = RunContext(
             llm=llm,
             options=info.make_options(opts.judge_options or {}),

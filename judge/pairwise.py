@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from instructkit.io import INSTRUCTION_FIELD
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
@@ -90,7 +91,7 @@ def combine(first: str, second: str, inconsistent: str = "tie") -> tuple[str | N
     raise ValueError(f"inconsistent must be tie, first or null, not {inconsistent!r}")
 
 
-@method("judge", PREFIX, options=PairwiseOptions)
+@method("judge", PREFIX, options=PairwiseOptions, reads=(INSTRUCTION_FIELD, "{response_a_field}", "{response_b_field}"))
 def pairwise(records: list[dict], ctx: RunContext) -> list[dict]:
     """Pairwise judge (A/B/tie) in both orders; reports position consistency."""
     opts = ctx.options or PairwiseOptions()

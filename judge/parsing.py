@@ -445,7 +445,8 @@ def report(records: list[dict], prefix: str, ctx: Any, extra: dict[str, Any] | N
         "parse_failures": failed,
         **(extra or {}),
     }
-    if failed and getattr(ctx, "progress", True):
+    dry_run = bool(getattr(getattr(ctx, "llm", None), "dry_run", False))  # placeholders are no scores
+    if failed and getattr(ctx, "progress", True) and not dry_run:
         print(f"[{prefix}] {failed}/{len(records)} rows without a score: {counts}", file=sys.stderr)
     if ctx is not None:
         ctx.extras.setdefault("judge_summary", {})[prefix] = summary

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
@@ -171,7 +172,12 @@ def summarise(prefix: str, comps: list[Any], samples: list[dict[str, Any]]) -> d
     return row
 
 
-@method("judge", PREFIX, options=RubricOptions)
+def _reads(opts: RubricOptions | None) -> tuple[str, ...]:
+    response = opts.response_field if opts is not None and opts.response_field else RESPONSE_FIELD
+    return (INSTRUCTION_FIELD, response)
+
+
+@method("judge", PREFIX, options=RubricOptions, reads=_reads)
 def rubric(records: list[dict], ctx: RunContext) -> list[dict]:
     """Rubric judge: criteria + score descriptions, logprob-weighted score, optional n-sample mean."""
     opts = ctx.options or RubricOptions()

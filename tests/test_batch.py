@@ -225,10 +225,11 @@ def test_max_cost_stops_before_submitting(tmp_path: Path) -> None:
 def test_cli_batch_output_equals_a_direct_run(
     kind: str, name: str, options: list[str], tmp_path: Path
 ) -> None:
-    rows = [
-        {"instruction": f"Explain {w}", "input": "", "output": f"{w} is a thing."}
+    rows = [  # response_a/b: what pairwise reads (a row without them is refused before any call)
+        {"instruction": f"Explain {w}", "input": "", "output": f"{w} is a thing.",
+         "response_a": f"{w} is a thing.", "response_b": f"{w}."}
         for w in ("cats", "rain", "maps")
-    ]
+    ]  # fmt: skip
     write_records(tmp_path / "in.jsonl", rows)
     outputs = []
     with serve_fake_batch(batch_seconds=0.05) as url:

@@ -101,7 +101,11 @@ def test_api_key_never_written(fake_server, tmp_path: Path, capfd) -> None:
             llm.close()
             assert sum(r.ok for r in results) == 8
             assert all(SECRET not in (r.error or "") for r in results)
-            assert results[-2].error and "***" in results[-2].error
+            # The failure is reported (what a library quotes of the server's body varies by version:
+            # our own client scrubs the echoed key to ***); the files below are what must hold.
+            assert results[-2].error and "401" in results[-2].error
+            if via == "http":
+                assert "***" in results[-2].error
             records = merge_results([{"prompt": p} for p in prompts], results, "answer")
             write_records(work / f"out-{via}.jsonl", records)
             write_records(work / f"stats-{via}.json", [llm.stats.as_dict(), ctx.stats.as_dict()])

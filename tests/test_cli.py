@@ -12,12 +12,14 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    run = subprocess.run(
         [sys.executable, "-m", "instructkit.cli", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
     )
+    assert "Unclosed" not in run.stderr, run.stderr[-2000:]  # HTTP sessions closed on every exit path
+    return run
 
 
 def test_help_lists_subcommands_and_every_registered_method():

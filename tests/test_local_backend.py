@@ -11,6 +11,7 @@ import torch
 from instructkit.models import LLM, GenParams, ModelCallError
 from instructkit.models.local import load_local_backend
 from instructkit.models.local_files import META_FILE
+from instructkit.testing import fp32_tolerance
 
 PROMPTS = ["What is 2+2?", "Name three colors.", "Write a haiku about the sea.", "Hi"]
 
@@ -87,13 +88,24 @@ PAIRS = [
 ]
 
 
+def reference_logits(backend, ids: list[int]) -> torch.Tensor:
+    """Full fp32 logits of one whole sequence, no padding."""
+    with torch.no_grad():
+        return backend.model(torch.tensor([ids])).logits[0].float()
+
+
 def reference_logprobs(backend, prompt_ids: list[int], answer_ids: list[int]) -> list[float]:
     """Straightforward: full logits of the whole sequence, log_softmax, gather the answer tokens."""
-    full = torch.tensor([prompt_ids + answer_ids])
-    with torch.no_grad():
-        logp = torch.log_softmax(backend.model(full).logits[0].float(), dim=-1)
+    full = prompt_ids + answer_ids
+    logp = torch.log_softmax(reference_logits(backend, full), dim=-1)
     start = max(len(prompt_ids), 1)
-    return [logp[t - 1, full[0, t]].item() for t in range(start, full.shape[1])]
+    return [logp[t - 1, full[t]].item() for t in range(start, len(full))]
+
+
+def fp32_tol(backend, ids: list[int]) -> float:
+    """The fp32 bound for this sequence: accumulation over hidden size + length, at its largest |logit|."""
+    scale = float(reference_logits(backend, ids).abs().max())
+    return fp32_tolerance(backend.model.config.hidden_size + len(ids), scale)
 
 
 def test_span_scores_batched_single_and_reference_agree(backend):
@@ -103,10 +115,11 @@ def test_span_scores_batched_single_and_reference_agree(backend):
         p_ids, a_ids = backend.span_ids(prompt, answer)
         ref = reference_logprobs(backend, p_ids, a_ids)
         assert b.n_prompt_tokens == len(p_ids) and b.n_tokens == len(ref) > 0
-        # fp32: padding changes summation order, so per-token values agree to ~1e-6 relative
-        np.testing.assert_allclose(b.token_logprobs, s.token_logprobs, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(b.token_logprobs, ref, rtol=1e-5, atol=1e-5)
-        assert b.mean_loss == pytest.approx(s.mean_loss, abs=1e-5)
+        # fp32: padding and batching change the order of every sum, nothing else
+        tol = fp32_tol(backend, p_ids + a_ids)
+        np.testing.assert_allclose(b.token_logprobs, s.token_logprobs, rtol=0, atol=tol)
+        np.testing.assert_allclose(b.token_logprobs, ref, rtol=0, atol=tol)
+        assert b.mean_loss == pytest.approx(s.mean_loss, abs=tol)
     pre = backend.span_scores([backend.span_ids(p, a) for p, a in PAIRS])
     assert [x.token_logprobs for x in pre] == [x.token_logprobs for x in batched]
 
@@ -133,11 +146,10 @@ def test_facade_caches_and_scores(tmp_path):
 
 
 def test_dry_run_never_loads_the_model_and_keys_match(tmp_path, backend):
-    from instructkit.models.llm import DryRunSkip
+    from instructkit.models.llm import is_placeholder
 
     llm = LLM("local", cache_dir=str(tmp_path), dry_run=True)
-    with pytest.raises(DryRunSkip):
-        llm.chat("Say hello.", max_tokens=8)
+    assert is_placeholder(llm.chat("Say hello.", max_tokens=8))  # counted, answered by a stand-in
     assert llm._backend is None and llm.stats.estimated_calls == 1
     assert llm.identity == {"family": "local", "model": backend.model_id}
     fast = LLM("local:bf16", cache=False)
@@ -149,10 +161,9 @@ def test_choice_logprobs_read_the_full_next_token_distribution(backend):
     msgs = [{"role": "user", "content": "Rate the difficulty from 1 to 6: add two numbers.\n##Complexity:"}]
     choices = ["1", "2", "3", "4", "5", "6"]
     ours = backend.choice_logprobs(msgs, choices)
-    ids = torch.tensor([backend.prompt_ids(msgs)])
-    with torch.inference_mode():
-        ref = torch.log_softmax(backend.model(input_ids=ids).logits[0, -1].float(), dim=-1)
+    ids = backend.prompt_ids(msgs)
+    ref = torch.log_softmax(reference_logits(backend, ids)[-1], dim=-1)
     token_ids = [backend.tokenizer(c, add_special_tokens=False).input_ids[0] for c in choices]
-    np.testing.assert_allclose(ours, [float(ref[t]) for t in token_ids], atol=1e-5)
+    np.testing.assert_allclose(ours, [float(ref[t]) for t in token_ids], rtol=0, atol=fp32_tol(backend, ids))
     llm = LLM("local", cache=False)
     assert asyncio.run(llm.achoice_logprobs(msgs, choices)) == pytest.approx(ours, abs=1e-6)

@@ -47,6 +47,7 @@ def test_plugin_is_listed_and_runs_through_the_cli(tmp_path):
         text=True,
     )
     assert run.returncode == 0, run.stderr
+    assert "Unclosed" not in run.stderr  # HTTP sessions closed on every exit path
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["wordcount"], r["wordcount_ok"]) for r in rows] == [(4, True), (1, False)]
 

@@ -27,7 +27,7 @@ def test_dry_run_projects_the_remaining_rows_of_a_half_finished_run(fake_server,
                             for i in range(6)))
     out = tmp_path / "judged.jsonl"
     fake_server.configure(faults=[Fault("status", status=400, match=f"question {i}") for i in (1, 3, 5)])
-    assert judge(rows, out, fake_server) == 0  # half the rows failed: a half-finished run
+    assert judge(rows, out, fake_server) == 1  # half the rows failed for good: a half-finished run, exit 1
     work = tmp_path / "judged.jsonl.work"
     journal = (work / "alpagasus.rate.journal.jsonl").read_text()
     capsys.readouterr()
@@ -65,5 +65,5 @@ def test_pipeline_dry_run_projects_a_half_finished_step(fake_server, tmp_path: P
     fake_server.configure(faults=[], reset=True)
     assert main(["run", str(spec), "--dry-run"]) == 0
     err = capsys.readouterr().err
-    assert "3 of 4 rows already done" in err and "~1 calls" in err
+    assert "3 of 4 rows already done" in err and "dry run: 1 calls" in err
     assert fake_server.count() == 0

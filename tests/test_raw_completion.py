@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from instructkit.models import LLM, GenParams
-from instructkit.models.llm import DryRunSkip
+from instructkit.models.llm import is_placeholder
 from instructkit.models.local import load_local_backend
 
 PROMPT = "The capital of France is"
@@ -47,8 +47,7 @@ def test_local_raw_prompt_has_no_chat_template(backend, tmp_cache) -> None:
 
 def test_raw_completion_dry_run_counts_without_loading(tmp_path) -> None:
     llm = LLM("local", cache_dir=str(tmp_path), dry_run=True)
-    with pytest.raises(DryRunSkip):
-        llm.complete(PROMPT, max_tokens=8)
+    assert is_placeholder(llm.complete(PROMPT, max_tokens=8))  # counted, answered by a stand-in
     assert llm._backend is None and llm.stats.estimated_calls == 1
     with pytest.raises(ValueError, match="json_schema"):
         llm.complete(PROMPT, json_schema={"type": "object"})

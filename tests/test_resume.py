@@ -153,9 +153,18 @@ def test_dry_run_estimates_without_calling(fake_server, tmp_path: Path) -> None:
     fake_server.reset()
     results, llm, ctx = run_priced(fake_server, tmp_path / "cache", None, 30, dry_run=True)
     assert fake_server.count() == 0 and llm.stats.calls == 0
-    assert [r.ok for r in results] == [True] * 10 + [False] * 20
-    assert all(r.pending for r in results[10:]) and ctx.stats.failed == 0
+    # Every row is walked; the 20 uncached ones with placeholder answers (estimated, not answered).
+    assert [r.estimated for r in results] == [False] * 10 + [True] * 20
+    assert ctx.stats.failed == 0 and ctx.stats.ok == 10 and ctx.stats.pending == 20
+    assert all(r.value["text"].startswith("[dry run") for r in results[10:])
     assert llm.stats.estimated_calls == 20 and llm.stats.cache_hits == 10
-    single = llm._estimate([{"role": "user", "content": f"budget row 10{LONG}"}], GenParams(max_tokens=8), 1)
-    assert llm.stats.estimated_tokens == pytest.approx(20 * single[0], rel=0.01)
-    assert llm.stats.estimated_cost == pytest.approx(20 * single[1], rel=0.01)
+    # The 10 real calls calibrated the estimate: their replies, not max_tokens, size the 20 others.
+    msgs = [{"role": "user", "content": f"budget row 10{LONG}"}]
+    prompt, reply, cost, calibrated = llm.estimate_call(msgs, GenParams(max_tokens=8), 1)
+    assert calibrated and reply < 8 and cost < llm._estimate(msgs, GenParams(max_tokens=8), 1)[1]
+    assert llm.stats.estimated_calibrated == 20
+    assert llm.stats.estimated_tokens == pytest.approx(20 * (prompt + reply), rel=0.01)
+    assert llm.stats.estimated_cost == pytest.approx(20 * cost, rel=0.01)
+    # Nothing of the dry run was cached: a second dry run estimates the same 20 calls.
+    results, llm, _ = run_priced(fake_server, tmp_path / "cache", None, 30, dry_run=True)
+    assert llm.stats.estimated_calls == 20 and fake_server.count() == 0

@@ -3,12 +3,23 @@
 It adds to a backend what paid work needs: the content-addressed cache (per sample index),
 bounded concurrency, RPM/TPM limits, retries with backoff that honour Retry-After, a cost ledger
 with a hard budget, a dry-run estimator, and JSON-schema output with parse-validate-retry.
+
+Every model of one run shares one `RunShared` (dry run, budget, rate limits, retry policy, batch
+collector, statistics): a method that needs another model (a jury member) gets it from
+`llm.derive(spec)`, never from a fresh `LLM(...)`.
+
+A dry run walks every call: an uncached call is counted and answered by a placeholder completion
+(`finish_reason="dry_run"`, text without any score or verdict, about as long as the estimated
+reply), so a method goes on to its next call, stage, sample or member as in a real run; nothing
+is cached or journaled. Estimates are calibrated per model from its earlier real calls
+(`Calibration`); without any, a reply is counted at max_tokens (an upper bound).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import functools
 import importlib.util
 import json
@@ -32,6 +43,7 @@ from .types import (
     ModelCallError,
     SpanScore,
     TransientError,
+    Usage,
 )
 
 if TYPE_CHECKING:
@@ -43,7 +55,36 @@ class BudgetExceeded(RuntimeError):
 
 
 class DryRunSkip(RuntimeError):
-    """Raised in dry-run mode in place of an uncached call, after the call was counted."""
+    """Raised in place of an uncached call to skip its row (batch collect mode); the row is pending."""
+
+
+DRY_RUN_FINISH = "dry_run"  # finish_reason of a dry run's placeholder completion
+# The stage a call belongs to ("method:stage", set by RunContext.amap): dry-run estimates are
+# calibrated per stage, since replies of one stage have similar lengths.
+CALL_LABEL: contextvars.ContextVar[str] = contextvars.ContextVar("instructkit_call_label", default="")
+# Set by the row runner to a one-item list per row; a dry-run placeholder marks it (the row was
+# walked, not answered).
+DRY_RUN_ROW: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar("instructkit_dry_row", default=None)
+
+
+def is_placeholder(comp: Completion) -> bool:
+    """True for a dry run's stand-in completion (never a model's answer)."""
+    return comp.finish_reason == DRY_RUN_FINISH
+
+
+def placeholder_text(tokens: int) -> str:
+    """Filler of about `tokens` tokens by the 4-characters-a-token estimate, with no digit, score or
+    verdict in it (parsers read it as no result), no apology and no stop words only (generators'
+    filters let it through, so their later stages are walked)."""
+    head = "[dry run placeholder]"
+    words = max(0, (4 * max(tokens, 1) - len(head)) // len(" placeholder"))
+    return head + " placeholder" * words
+
+
+def _mark_dry_row() -> None:
+    box = DRY_RUN_ROW.get()
+    if box is not None:
+        box[0] = True
 
 
 @dataclass
@@ -65,9 +106,85 @@ class CallStats:
     length_retries: int = 0  # cut replies asked again with a larger max_tokens (retry_length)
     throttled: int = 0  # 429 replies
     limit_wait_s: float = 0.0  # time spent waiting for the provider's rate limits
+    estimated_calibrated: int = 0  # estimated calls whose reply size came from earlier real calls
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass
+class RunShared:
+    """What every model of one run shares (`LLM.derive`): the dry-run switch, one cost budget, the
+    rate limits, the retry policy, the batch collector and the call statistics."""
+
+    dry_run: bool = False
+    max_cost: float | None = None
+    max_retries: int = 6
+    rpm: TokenBucket | None = None
+    tpm: TokenBucket | None = None
+    stats: CallStats = field(default_factory=CallStats)
+    reserved: float = 0.0  # estimated cost of calls in flight
+    collector: Any = None  # batch mode (instructkit.batch): uncached chat requests go here
+    members: dict[str, LLM] = field(default_factory=dict)  # derived models by spec
+    dry_answers: dict[str, dict] = field(default_factory=dict)  # a dry run's placeholders by key, in memory only
+
+
+@dataclass
+class Calibration:
+    """What one model's real calls looked like, so a dry run estimates what a real run will count.
+
+    Prompt tokens: the ratio of the tokens the backend counted to our 4-characters estimate (chat
+    templates, tokenizers). Reply tokens: the mean per stage label and max_tokens, and per max_tokens
+    over all stages. Kept beside the response cache (`notes/`), under a hash of the model's identity
+    (never a key); a reply size with no figure to go by is estimated at max_tokens, an upper bound."""
+
+    prompt_estimated: int = 0
+    prompt_counted: int = 0
+    replies: dict[str, list[int]] = field(default_factory=dict)  # "label|max_tokens" -> [samples, tokens]
+
+    def add(self, other: Calibration) -> None:
+        self.prompt_estimated += other.prompt_estimated
+        self.prompt_counted += other.prompt_counted
+        for k, (n, t) in other.replies.items():
+            mine = self.replies.setdefault(k, [0, 0])
+            mine[0] += n
+            mine[1] += t
+
+    def record(self, label: str, max_tokens: int, prompt_estimated: int, comps: list[Completion]) -> None:
+        counted = sum(c.usage.prompt_tokens for c in comps)
+        if counted > 0:
+            self.prompt_estimated += prompt_estimated
+            self.prompt_counted += counted
+        for comp in comps:
+            if comp.usage.completion_tokens <= 0 and comp.text:
+                continue  # a backend that reports no usage teaches nothing
+            for key in (f"{label}|{max_tokens}", f"|{max_tokens}"):
+                entry = self.replies.setdefault(key, [0, 0])
+                entry[0] += 1
+                entry[1] += comp.usage.completion_tokens
+
+    def prompt_tokens(self, estimated: int) -> int:
+        if self.prompt_estimated <= 0:
+            return estimated
+        return round(estimated * self.prompt_counted / self.prompt_estimated)
+
+    def reply_tokens(self, label: str, max_tokens: int) -> int | None:
+        """Mean reply size of this stage at this max_tokens, else of any stage at it; None without data."""
+        for key in (f"{label}|{max_tokens}", f"|{max_tokens}"):
+            n, total = self.replies.get(key, (0, 0))
+            if n > 0:
+                return min(max_tokens, round(total / n))
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"prompt": [self.prompt_estimated, self.prompt_counted], "replies": self.replies}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Calibration:
+        if not data:
+            return cls()
+        est, counted = data.get("prompt", [0, 0])
+        return cls(int(est), int(counted), {k: [int(a), int(b)] for k, (a, b) in data.get("replies", {}).items()})
 
 
 @dataclass
@@ -115,6 +232,7 @@ class LLM:
         dry_run: bool = False,
         retry_length: float = 0.0,
         backend: Any = None,
+        shared: RunShared | None = None,
         **backend_options: Any,
     ):
         self.ref = parse_spec(spec, api_base, via)
@@ -124,25 +242,23 @@ class LLM:
         else:
             self.cache = ResponseCache(cache_dir, enabled=cache is not False)
         self.concurrency = concurrency
-        self.max_retries = max_retries
-        self.max_cost = max_cost
-        self.dry_run = dry_run
+        if shared is None:
+            shared = RunShared(dry_run=dry_run, max_cost=max_cost, max_retries=max_retries,
+                               rpm=TokenBucket(rpm) if rpm else None, tpm=TokenBucket(tpm) if tpm else None)
+        self.shared = shared
         self.retry_length = retry_length  # > 1: a reply cut at max_tokens is asked again with max_tokens x this
-        self.stats = CallStats()
         self._semaphores: dict[int, asyncio.Semaphore] = {}
-        self._rpm = TokenBucket(rpm) if rpm else None
-        self._tpm = TokenBucket(tpm) if tpm else None
         # The provider's own limits, read from its response headers (hosted and served models).
         self._provider_limits = ProviderLimits() if self.ref.family != "local" else None
-        self._reserved = 0.0
         self._inflight: dict[str, asyncio.Future] = {}
         self._api_key = api_key
         self._timeout = timeout
+        self._via = via
         self._backend_options = backend_options
         self._backend = backend
         self._identity: dict[str, Any] | None = None
-        # Batch API mode (instructkit.batch): when set, uncached chat requests go to the collector.
-        self.collector: Any = None
+        self._calibration: Calibration | None = None  # stored figures, read on first need
+        self._learned = Calibration()  # this process's real calls, not yet stored
         # What rebuilds this model in another process (Ray actors): no key, no custom backend.
         self.config: dict[str, Any] = dict(
             spec=str(spec), api_base=None if api_base is None else str(api_base), via=via,
@@ -150,6 +266,72 @@ class LLM:
             concurrency=concurrency, rpm=rpm, tpm=tpm, max_retries=max_retries, timeout=timeout,
             max_cost=max_cost, dry_run=dry_run, retry_length=retry_length, **backend_options,
         )
+
+    # ----- what the run's models share (RunShared) -------------------------------------------
+    @property
+    def dry_run(self) -> bool:
+        return self.shared.dry_run
+
+    @dry_run.setter
+    def dry_run(self, value: bool) -> None:
+        self.shared.dry_run = value
+
+    @property
+    def max_cost(self) -> float | None:
+        return self.shared.max_cost
+
+    @max_cost.setter
+    def max_cost(self, value: float | None) -> None:
+        self.shared.max_cost = value
+
+    @property
+    def max_retries(self) -> int:
+        return self.shared.max_retries
+
+    @max_retries.setter
+    def max_retries(self, value: int) -> None:
+        self.shared.max_retries = value
+
+    @property
+    def stats(self) -> CallStats:
+        return self.shared.stats
+
+    @stats.setter
+    def stats(self, value: CallStats) -> None:
+        self.shared.stats = value
+
+    @property
+    def collector(self) -> Any:
+        return self.shared.collector
+
+    @collector.setter
+    def collector(self, value: Any) -> None:
+        self.shared.collector = value
+
+    def derive(self, spec: str, **backend_options: Any) -> LLM:
+        """The model `spec` for this same run: its own endpoint, backend and cache identity, but this
+        run's dry run, cost budget, rate limits, retry policy, batch collector and statistics (so a
+        jury's members are estimated, budgeted and counted with the run). `spec` equal to this
+        model's gives this model; the same spec twice gives the same object."""
+        if spec == self.spec and not backend_options:
+            return self
+        key = json.dumps([spec, backend_options], sort_keys=True, default=str)
+        member = self.shared.members.get(key)
+        if member is None:
+            ref = parse_spec(spec)
+            same_endpoint = ref.family == self.ref.family and ref.api_base == self.ref.api_base
+            if ref.family == "local" and self.is_local:  # dtype and device carry over
+                backend_options = {**self._backend_options, **backend_options}
+            member = LLM(
+                spec, api_key=self._api_key if same_endpoint else None,
+                via=self._via if ref.family == "openai-compatible" else None,
+                cache=self.cache, concurrency=self.concurrency, timeout=self._timeout,
+                shared=self.shared, **backend_options,
+            )  # fmt: skip
+            member.config.update(dry_run=self.dry_run, max_cost=self.max_cost, max_retries=self.max_retries,
+                                 rpm=self.config.get("rpm"), tpm=self.config.get("tpm"))  # fmt: skip
+            self.shared.members[key] = member
+        return member
 
     # ----- identity and backend -------------------------------------------------------------
     @property
@@ -273,6 +455,10 @@ class LLM:
         results: list[Completion | None] = []
         for key in keys:
             hit = self.cache.get(key)
+            if hit is None and self.dry_run:  # asked before in this dry run: a real run would hit the cache
+                hit = self.shared.dry_answers.get(key)
+                if hit is not None:
+                    _mark_dry_row()
             results.append(Completion.from_json(hit, cached=True) if hit is not None else None)
         missing = [i for i, r in enumerate(results) if r is None]
         self.stats.cache_hits += n - len(missing)
@@ -295,7 +481,10 @@ class LLM:
             try:
                 fresh = await self._call_missing(op, request, gen, missing)
                 for i, comp in zip(missing, fresh):
-                    self.cache.set(keys[i], comp.to_json())
+                    if not is_placeholder(comp):
+                        self.cache.set(keys[i], comp.to_json())
+                    else:  # a dry run's stand-in is never stored, only remembered for this dry run
+                        self.shared.dry_answers[keys[i]] = comp.to_json()
                 future.set_result(fresh)
             except BaseException as exc:
                 future.set_exception(exc)
@@ -305,6 +494,8 @@ class LLM:
                 self._inflight.pop(flight_key, None)
         for i, comp in zip(missing, fresh):
             results[i] = comp
+            if is_placeholder(comp):
+                _mark_dry_row()
         return results  # type: ignore[return-value]
 
     async def _call_missing(
@@ -329,25 +520,73 @@ class LLM:
         return [comp for call in calls for comp in call]
 
     def _estimate(self, request: list[dict] | str, gen: GenParams, n: int) -> tuple[int, float]:
-        msgs = request if isinstance(request, list) else [{"content": request}]
-        prompt_tokens = estimate_tokens(msgs)
+        """(tokens, cost) of a call at most: the prompt estimate plus max_tokens per sample. The budget
+        reserves this upper bound, so concurrent calls never pass `max_cost` together."""
+        prompt_tokens = estimate_tokens(_as_messages(request))
         tokens = prompt_tokens + gen.max_tokens * n
         cost = _cost_of(self.cost_model, prompt_tokens, gen.max_tokens * n) if self.cost_model else 0.0
         return tokens, cost
 
+    @property
+    def calibration(self) -> Calibration:
+        """This model's stored figures plus what this process learned (read from the cache once)."""
+        if self._calibration is None:
+            self._calibration = Calibration.from_json(self.cache.read_note(self._calibration_key()))
+        merged = Calibration()
+        merged.add(self._calibration)
+        merged.add(self._learned)
+        return merged
+
+    def _calibration_key(self) -> str:
+        return request_key({"op": "calibration", **self.identity})
+
+    def save_calibration(self) -> None:
+        """Add what this process's real calls taught to the stored figures (this model and the models
+        derived from it); called after every stage and on close."""
+        for llm in [self, *self.shared.members.values()]:
+            if not llm._learned.replies and not llm._learned.prompt_counted:
+                continue
+            stored = Calibration.from_json(llm.cache.read_note(llm._calibration_key()))
+            stored.add(llm._learned)
+            llm.cache.write_note(llm._calibration_key(), stored.to_json())
+            llm._calibration, llm._learned = stored, Calibration()
+
+    def estimate_call(self, request: list[dict] | str, gen: GenParams, n: int) -> tuple[int, int, float, bool]:
+        """What a dry run counts for one call: (prompt tokens, reply tokens for all n samples, cost,
+        calibrated). Calibrated from this model's earlier real calls where there are any; a reply of
+        unknown size counts max_tokens."""
+        cal = self.calibration
+        prompt = cal.prompt_tokens(estimate_tokens(_as_messages(request)))
+        per_reply = cal.reply_tokens(CALL_LABEL.get(), gen.max_tokens)
+        calibrated = per_reply is not None
+        reply = (per_reply if calibrated else gen.max_tokens) * n
+        cost = _cost_of(self.cost_model, prompt, reply) if self.cost_model else 0.0
+        return prompt, reply, cost, calibrated
+
+    def _dry_call(self, request: list[dict] | str, gen: GenParams, n: int) -> list[Completion]:
+        """Count one uncached call and answer it with placeholders (nothing is sent, cached or journaled)."""
+        prompt, reply, cost, calibrated = self.estimate_call(request, gen, n)
+        self.stats.estimated_calls += 1
+        self.stats.estimated_calibrated += calibrated
+        self.stats.estimated_tokens += prompt + reply
+        self.stats.estimated_cost += cost
+        each = reply // max(n, 1)
+        return [
+            Completion(placeholder_text(each), DRY_RUN_FINISH, usage=Usage(prompt if i == 0 else 0, each), cost=0.0)
+            for i in range(n)
+        ]
+
     async def _call(self, op: str, request: list[dict] | str, gen: GenParams, n: int) -> list[Completion]:
         tokens, est_cost = self._estimate(request, gen, n)
         if self.dry_run:
-            self.stats.estimated_calls += 1
-            self.stats.estimated_tokens += tokens
-            self.stats.estimated_cost += est_cost
-            raise DryRunSkip("dry run")
-        if self.max_cost is not None and self.stats.cost + self._reserved + est_cost > self.max_cost:
+            return self._dry_call(request, gen, n)
+        shared = self.shared
+        if shared.max_cost is not None and shared.stats.cost + shared.reserved + est_cost > shared.max_cost:
             raise BudgetExceeded(
-                f"--max-cost {self.max_cost:.4f} reached (spent {self.stats.cost:.4f}); stopping before the next call"
+                f"--max-cost {shared.max_cost:.4f} reached (spent {shared.stats.cost:.4f}); stopping before the next call"
             )
         gen = self._honoured(gen)
-        self._reserved += est_cost
+        shared.reserved += est_cost
         try:
             # Most calls succeed at once: only a failed first try pays for tenacity's machinery.
             # (Retries run outside the except block, so later errors do not chain the first one,
@@ -375,7 +614,8 @@ class LLM:
             self.stats.failures += 1
             raise
         finally:
-            self._reserved -= est_cost
+            shared.reserved -= est_cost
+        self._learned.record(CALL_LABEL.get(), gen.max_tokens, estimate_tokens(_as_messages(request)), comps)
         for comp in comps:
             comp.cost = (
                 _cost_of(self.cost_model, comp.usage.prompt_tokens, comp.usage.completion_tokens)
@@ -408,10 +648,10 @@ class LLM:
         self, op: str, request: list[dict] | str, gen: GenParams, n: int, tokens: int
     ) -> list[Completion]:
         """One try: the RPM/TPM limits, a concurrency slot, the backend call."""
-        if self._rpm:
-            await self._rpm.take(1)
-        if self._tpm:
-            await self._tpm.take(tokens)
+        if self.shared.rpm:
+            await self.shared.rpm.take(1)
+        if self.shared.tpm:
+            await self.shared.tpm.take(tokens)
         backend = self.backend
         if op == "complete" and not isinstance(backend, CompletionBackend):
             raise ModelCallError(f"{self.spec}: this backend takes chat messages only, not raw prompts",
@@ -491,6 +731,19 @@ class LLM:
             out.append(None if hit is None else np.frombuffer(base64.b64decode(hit["b64"]), dtype=np.float32))
         missing = [i for i, v in enumerate(out) if v is None]
         self.stats.cache_hits += len(texts) - len(missing)
+        if self.dry_run and missing and not self.is_local:  # counted, never sent: placeholder vectors
+            dim = next((len(v) for v in out if v is not None), 8)
+            for start in range(0, len(missing), batch_size):
+                chunk = missing[start : start + batch_size]
+                self.stats.estimated_calls += 1
+                self.stats.estimated_tokens += self.calibration.prompt_tokens(
+                    estimate_tokens([{"content": texts[i]} for i in chunk]))
+            for i in missing:
+                seed = int(keys[i][:8], 16)
+                vec = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+                out[i] = vec / np.linalg.norm(vec)
+            _mark_dry_row()
+            missing = []
         for start in range(0, len(missing), batch_size):
             chunk = missing[start : start + batch_size]
             async for attempt in AsyncRetrying(
@@ -529,9 +782,18 @@ class LLM:
              "choices": list(choices)}
         )  # fmt: skip
         hit = self.cache.get(key)
+        if hit is None and self.dry_run:
+            hit = self.shared.dry_answers.get(key)
+            if hit is not None:
+                _mark_dry_row()
         if hit is not None:
             self.stats.cache_hits += 1
             return list(hit["logprobs"])
+        if self.dry_run:  # counted as a call (a forward pass), like the real one; no tokens either way
+            self.stats.estimated_calls += 1
+            _mark_dry_row()
+            self.shared.dry_answers[key] = {"logprobs": [0.0] * len(choices)}
+            return [0.0] * len(choices)
         self.stats.calls += 1
         if raw:
             values = await asyncio.to_thread(self.backend.next_token_logprobs, messages, choices, True)
@@ -563,8 +825,14 @@ class LLM:
         return run_sync(self.aembed(texts, batch_size))
 
     async def aclose(self) -> None:
-        if self._backend is not None and hasattr(self._backend, "aclose"):
-            await self._backend.aclose()
+        """Close this model's backend (HTTP sessions) and every model derived from it; store calibration."""
+        try:
+            self.save_calibration()
+        except Exception:  # a cache problem must not keep sessions open
+            pass
+        for llm in [self, *self.shared.members.values()]:
+            if llm._backend is not None and hasattr(llm._backend, "aclose"):
+                await llm._backend.aclose()
 
     def close(self) -> None:
         run_sync(self.aclose())
@@ -598,6 +866,11 @@ def _priced_models() -> frozenset[str]:
         for name, entry in prices.items()
         if isinstance(entry, dict) and (entry.get("input_cost_per_token") or entry.get("output_cost_per_token"))
     )
+
+
+def _as_messages(request: list[dict] | str) -> list[dict]:
+    """A chat request as it is, a raw completion prompt as one message (for token estimates)."""
+    return request if isinstance(request, list) else [{"content": request}]
 
 
 def to_messages(messages: list[dict] | str, system: str | None = None) -> list[dict]:

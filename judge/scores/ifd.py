@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
 from instructkit.runner import RunContext
 from instructkit.templates import exact_template, template_source
@@ -315,7 +316,7 @@ def finish_selection(scored: list[dict], opts: IFDOptions) -> list[dict]:
     return scored
 
 
-@method("score", "ifd", options=IFDOptions)
+@method("score", "ifd", options=IFDOptions, reads=(INSTRUCTION_FIELD, RESPONSE_FIELD))
 def ifd(records: list[dict], ctx: RunContext) -> list[dict]:
     """IFD (Cherry LLM): conditioned over direct answer loss; IFD > 1 dropped; optional top-k/ratio."""
     opts = ctx.options or IFDOptions()
@@ -325,7 +326,7 @@ def ifd(records: list[dict], ctx: RunContext) -> list[dict]:
     return finish_selection(score_ifd(records, ctx, opts, backend), opts)
 
 
-@method("score", "superfiltering", options=SuperfilteringOptions)
+@method("score", "superfiltering", options=SuperfilteringOptions, reads=(INSTRUCTION_FIELD, RESPONSE_FIELD))
 def superfiltering(records: list[dict], ctx: RunContext) -> list[dict]:
     """Superfiltering: IFD (perplexity ratio) from a small weak LM (--model hf:PATH or -o model=...)."""
     opts = ctx.options or SuperfilteringOptions()

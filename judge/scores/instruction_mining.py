@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
@@ -148,7 +149,7 @@ def score_instruction_mining(
     return out
 
 
-@method("score", "instruction_mining", options=InstructionMiningOptions)
+@method("score", "instruction_mining", options=InstructionMiningOptions, reads=(INSTRUCTION_FIELD, RESPONSE_FIELD))
 def instruction_mining(records: list[dict], ctx: RunContext) -> list[dict]:
     """Instruction Mining indicators (lengths, reward, perplexity, MTLD, KNN, UniEval columns) and linear rule."""
     return score_instruction_mining(records, ctx, ctx.options or InstructionMiningOptions())

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
@@ -264,7 +265,7 @@ def train_scorer(opts: IQSOptions, seed: int = 0) -> tuple[QualityScorer, dict[s
     return scorer, report
 
 
-@method("score", "iqs", options=IQSOptions, needs_model=False)
+@method("score", "iqs", options=IQSOptions, needs_model=False, reads=(INSTRUCTION_FIELD, RESPONSE_FIELD))
 def iqs(records: list[dict], ctx: RunContext) -> list[dict]:
     """Trainable quality scorer (CaR IQS style): train on labelled rows or pairs, then score every row."""
     opts = ctx.options or IQSOptions()

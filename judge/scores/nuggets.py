@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 from instructkit.selection.common import parse_n_init
 
+from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
 from instructkit.runner import RunContext
 from instructkit.templates import exact_template, template_source
@@ -117,7 +118,7 @@ def score_nuggets(
     return finish(records, map_sorted(ctx, items, one, "nuggets", lengths, in_flight=16), "nuggets", c, [c])
 
 
-@method("score", "nuggets", options=NuggetsOptions)
+@method("score", "nuggets", options=NuggetsOptions, reads=(INSTRUCTION_FIELD, RESPONSE_FIELD))
 def nuggets(records: list[dict], ctx: RunContext) -> list[dict]:
     """Nuggets golden score: share of anchor tasks whose answer likelihood rises with the row as a one-shot."""
     return score_nuggets(records, ctx, ctx.options or NuggetsOptions())

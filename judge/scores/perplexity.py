@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
@@ -68,7 +69,7 @@ def score_perplexity(
     return finish(records, map_sorted(ctx, items, one, "ppl", lengths), "ppl", c, columns)
 
 
-@method("score", "perplexity", options=PerplexityOptions)
+@method("score", "perplexity", options=PerplexityOptions, reads=(INSTRUCTION_FIELD, RESPONSE_FIELD))
 def perplexity(records: list[dict], ctx: RunContext) -> list[dict]:
     """Perplexity and mean token loss of the response and of the whole templated text."""
     return score_perplexity(records, ctx, ctx.options or PerplexityOptions())

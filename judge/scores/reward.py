@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
@@ -118,7 +119,7 @@ def score_reward(records: list[dict], ctx: RunContext, opts: RewardOptions) -> l
     return finish(records, map_sorted(ctx, items, one, "reward", lengths), "reward", c, [c, f"{c}_truncated"])
 
 
-@method("score", "reward", options=RewardOptions, needs_model=False)
+@method("score", "reward", options=RewardOptions, needs_model=False, reads=(INSTRUCTION_FIELD, RESPONSE_FIELD))
 def reward(records: list[dict], ctx: RunContext) -> list[dict]:
     """Reward-model score of (instruction [+ input], output) with any sequence-classification RM."""
     return score_reward(records, ctx, ctx.options or RewardOptions())

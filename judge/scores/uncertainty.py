@@ -17,6 +17,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
 from instructkit.runner import RunContext
 
@@ -96,7 +97,7 @@ def score_uncertainty(
     )
 
 
-@method("score", "uncertainty", options=UncertaintyOptions)
+@method("score", "uncertainty", options=UncertaintyOptions, reads=(INSTRUCTION_FIELD, RESPONSE_FIELD))
 def uncertainty(records: list[dict], ctx: RunContext) -> list[dict]:
     """Prompt uncertainty (Active IT): likelihood disagreement under k word-dropped instructions."""
     return score_uncertainty(records, ctx, ctx.options or UncertaintyOptions())
