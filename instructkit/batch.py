@@ -31,8 +31,8 @@ from typing import Any
 
 from .cache import public_endpoint
 from .models.http_openai import chat_payload, parse_choices
-from .models.litellm_backend import cost_of
 from .models.llm import LLM, DryRunSkip
+from .models.pricing import cost_of
 from .models.types import Completion, GenParams, ModelCallError
 from .runner import RunContext, RunStats
 

@@ -184,7 +184,7 @@ def test_batch_needs_an_openai_compatible_model(tmp_path: Path) -> None:
 
 
 def test_samples_are_one_line_per_index_and_priced_at_the_batch_discount(tmp_path: Path) -> None:
-    from instructkit.models.litellm_backend import cost_of
+    from instructkit.models.pricing import cost_of
 
     def vote(records: list[dict], ctx: RunContext) -> list[dict]:
         async def one(rec: dict) -> dict:

@@ -31,20 +31,6 @@ def import_litellm() -> Any:
     return litellm
 
 
-def cost_of(model: str, prompt_tokens: int, completion_tokens: int) -> float:
-    """Dollar cost from litellm's local price map; 0 for models it does not know (local, self-hosted)."""
-    if not prompt_tokens and not completion_tokens:
-        return 0.0
-    try:
-        litellm = import_litellm()
-        p, c = litellm.cost_per_token(
-            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
-        )
-        return float(p + c)
-    except Exception:
-        return 0.0
-
-
 def error_headers(exc: Exception) -> dict[str, Any]:
     """The provider's response headers carried by a litellm exception (rate limits, retry-after)."""
     for headers in (getattr(exc, "litellm_response_headers", None),

@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextvars
-import functools
-import importlib.util
 import json
 import math
 import os
@@ -35,6 +33,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from ..aio import run_sync
 from ..cache import ResponseCache, public_endpoint, request_key
 from .limits import ProviderLimits, TokenBucket, estimate_tokens
+from .pricing import cost_of, is_priced
 from .types import (
     PENALTIES,
     Completion,
@@ -384,7 +383,7 @@ class LLM:
     def cost_model(self) -> str:
         """The name to price calls by: litellm models, and OpenAI-compatible models (a proxy serving
         `gpt-4o-mini`, say) whose name litellm's local price map knows; "" (free) otherwise."""
-        if self.ref.family == "litellm" or (self.ref.family == "openai-compatible" and _has_price(self.ref.model)):
+        if self.ref.family == "litellm" or (self.ref.family == "openai-compatible" and is_priced(self.ref.model)):
             return self.ref.model
         return ""
 
@@ -524,7 +523,7 @@ class LLM:
         reserves this upper bound, so concurrent calls never pass `max_cost` together."""
         prompt_tokens = estimate_tokens(_as_messages(request))
         tokens = prompt_tokens + gen.max_tokens * n
-        cost = _cost_of(self.cost_model, prompt_tokens, gen.max_tokens * n) if self.cost_model else 0.0
+        cost = cost_of(self.cost_model, prompt_tokens, gen.max_tokens * n) if self.cost_model else 0.0
         return tokens, cost
 
     @property
@@ -560,7 +559,7 @@ class LLM:
         per_reply = cal.reply_tokens(CALL_LABEL.get(), gen.max_tokens)
         calibrated = per_reply is not None
         reply = (per_reply if calibrated else gen.max_tokens) * n
-        cost = _cost_of(self.cost_model, prompt, reply) if self.cost_model else 0.0
+        cost = cost_of(self.cost_model, prompt, reply) if self.cost_model else 0.0
         return prompt, reply, cost, calibrated
 
     def _dry_call(self, request: list[dict] | str, gen: GenParams, n: int) -> list[Completion]:
@@ -618,7 +617,7 @@ class LLM:
         self._learned.record(CALL_LABEL.get(), gen.max_tokens, estimate_tokens(_as_messages(request)), comps)
         for comp in comps:
             comp.cost = (
-                _cost_of(self.cost_model, comp.usage.prompt_tokens, comp.usage.completion_tokens)
+                cost_of(self.cost_model, comp.usage.prompt_tokens, comp.usage.completion_tokens)
                 if self.cost_model
                 else 0.0
             )
@@ -836,36 +835,6 @@ class LLM:
 
     def close(self) -> None:
         run_sync(self.aclose())
-
-
-def _cost_of(model: str, prompt_tokens: int, completion_tokens: int) -> float:
-    # Imported here: the litellm backend module pulls in aiohttp, which cached runs never need.
-    from .litellm_backend import cost_of
-
-    return cost_of(model, prompt_tokens, completion_tokens)
-
-
-def _has_price(model: str) -> bool:
-    return model in _priced_models()
-
-
-@functools.cache
-def _priced_models() -> frozenset[str]:
-    """Model names litellm's bundled price map prices, read from its JSON without importing litellm."""
-    spec = importlib.util.find_spec("litellm")
-    if spec is None or not spec.submodule_search_locations:
-        return frozenset()
-    path = os.path.join(next(iter(spec.submodule_search_locations)), "model_prices_and_context_window_backup.json")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            prices = json.load(fh)
-    except (OSError, ValueError):
-        return frozenset()
-    return frozenset(
-        name
-        for name, entry in prices.items()
-        if isinstance(entry, dict) and (entry.get("input_cost_per_token") or entry.get("output_cost_per_token"))
-    )
 
 
 def _as_messages(request: list[dict] | str) -> list[dict]:

@@ -1,0 +1,70 @@
+"""What a model call costs: the one place that answers "is this model priced" and "what did this call cost".
+
+Prices come from the price map litellm bundles (its local copy; nothing is fetched). A plain chat or
+completion model of OpenAI's with flat per-token prices (what an OpenAI-compatible server's model name
+can match: a proxy serving `gpt-4o-mini`) is priced straight from that JSON, so an HTTP request never imports
+litellm (slow) to price itself. Any other entry (tiered prices, per-image or per-second billing, provider
+aliases) goes to litellm's own `cost_per_token`, so the two ways agree wherever both apply.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+from typing import Any
+
+_FLAT_MODES = frozenset({"chat", "completion", "responses"})
+_FLAT_PROVIDERS = frozenset({"openai", "text-completion-openai"})
+
+
+@functools.cache
+def price_map() -> dict[str, dict[str, Any]]:
+    """litellm's bundled price map, read as JSON without importing litellm ({} when it is absent)."""
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    path = os.path.join(next(iter(spec.submodule_search_locations)), "model_prices_and_context_window_backup.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            prices = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return {name: entry for name, entry in prices.items() if isinstance(entry, dict)}
+
+
+def is_priced(model: str) -> bool:
+    """True when the price map charges for `model` by the token (local and self-hosted names are free)."""
+    entry = price_map().get(model)
+    return bool(entry and (entry.get("input_cost_per_token") or entry.get("output_cost_per_token")))
+
+
+def flat_prices(model: str) -> tuple[float, float] | None:
+    """(input, output) dollars per token of an OpenAI chat/completion model with flat prices, else None."""
+    entry = price_map().get(model)
+    if not entry or entry.get("litellm_provider") not in _FLAT_PROVIDERS or model.startswith("ft:"):
+        return None
+    if entry.get("mode") not in _FLAT_MODES or any("above" in key for key in entry):
+        return None
+    if not (entry.get("input_cost_per_token") or entry.get("output_cost_per_token")):
+        return None
+    return float(entry.get("input_cost_per_token") or 0.0), float(entry.get("output_cost_per_token") or 0.0)
+
+
+def cost_of(model: str, prompt_tokens: int, completion_tokens: int) -> float:
+    """Dollar cost of one call; 0 for models the price map does not know (local, self-hosted)."""
+    if not model or (not prompt_tokens and not completion_tokens):
+        return 0.0
+    flat = flat_prices(model)
+    if flat is not None:
+        return prompt_tokens * flat[0] + completion_tokens * flat[1]
+    try:
+        from .litellm_backend import import_litellm  # only for entries litellm must interpret
+
+        p, c = import_litellm().cost_per_token(
+            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+        )
+        return float(p + c)
+    except Exception:
+        return 0.0

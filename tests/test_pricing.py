@@ -1,0 +1,42 @@
+"""instructkit.models.pricing: flat prices read from litellm's bundled map agree with litellm itself,
+and pricing a plain HTTP model imports neither litellm nor the litellm backend."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from instructkit.models.pricing import cost_of, flat_prices, is_priced, price_map
+
+
+def test_flat_prices_agree_with_litellm_cost_per_token() -> None:
+    from instructkit.models.litellm_backend import import_litellm
+
+    litellm = import_litellm()
+    flat = [name for name in price_map() if flat_prices(name) is not None]
+    assert "gpt-4o-mini" in flat and len(flat) > 50
+    for name in flat:
+        for prompt_tokens, completion_tokens in [(1000, 1000), (123457, 4321), (1, 0)]:
+            p, c = litellm.cost_per_token(model=name, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+            ours = cost_of(name, prompt_tokens, completion_tokens)
+            # two products and a sum in float64, possibly in another order: a few ulps apart at most
+            assert abs(ours - (p + c)) <= 1e-12 * (p + c), (name, prompt_tokens, completion_tokens, ours, p + c)
+
+
+def test_unknown_and_local_models_are_free() -> None:
+    assert not is_priced("my-self-hosted-llama") and cost_of("my-self-hosted-llama", 100, 100) == 0.0
+    assert cost_of("", 100, 100) == 0.0 and cost_of("gpt-4o-mini", 0, 0) == 0.0
+    assert is_priced("gpt-4o-mini") and cost_of("gpt-4o-mini", 1000, 1000) > 0
+
+
+def test_pricing_an_http_model_imports_no_litellm() -> None:
+    code = (
+        "import sys\n"
+        "from instructkit.models import LLM\n"
+        "llm = LLM('gpt-4o-mini', api_base='http://127.0.0.1:9/v1')\n"
+        "from instructkit.models.pricing import cost_of\n"
+        "assert llm.cost_model == 'gpt-4o-mini' and cost_of(llm.cost_model, 10, 10) > 0\n"
+        "print(sorted(m for m in sys.modules if 'litellm' in m))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
