@@ -27,8 +27,9 @@ from instructkit.judge.parsing import parse_score
 from instructkit.provenance import provenance
 from instructkit.registry import method
 from instructkit.runner import RunContext
+from instructkit.templates import render
 
-from .common import call_seed, complete, finish_run, llm_of, passages_for, prompt, seeded, write_side
+from .common import call_seed, complete, finish_run, llm_of, passages_for, seeded, write_side
 
 TEMPLATES = ("backtranslation_augment.jinja", "backtranslation_curate.jinja")
 
@@ -90,7 +91,7 @@ def backtranslation(records: list[dict], ctx: RunContext) -> list[dict]:
     items = [{"doc_id": s.doc_id, "passage_index": s.passage_index, "text": s.text} for s in segments]
 
     async def augment(item: dict) -> dict:
-        msg = prompt(TEMPLATES[0], text=item["text"], demos=demos)
+        msg = render(TEMPLATES[0], text=item["text"], demos=demos)
         return await complete(llm, msg, temperature=opts.temperature, max_tokens=opts.augment_max_tokens,
                               seed=call_seed(ctx, "bt-augment", item["doc_id"], item["passage_index"]))  # fmt: skip
 
@@ -117,7 +118,7 @@ def backtranslation(records: list[dict], ctx: RunContext) -> list[dict]:
         ]
 
         async def rate(pair: dict) -> dict:
-            msg = prompt(
+            msg = render(
                 TEMPLATES[1], instruction=pair["instruction"], answer=pair["answer"], demos=pair["demos"]
             )
             value = await complete(llm, msg, temperature=opts.temperature, max_tokens=opts.rate_max_tokens)

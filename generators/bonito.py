@@ -34,6 +34,7 @@ from instructkit.models import extract_json
 from instructkit.provenance import provenance
 from instructkit.registry import method
 from instructkit.runner import RunContext
+from instructkit.templates import render
 
 from .common import (
     call_seed,
@@ -41,7 +42,6 @@ from .common import (
     finish_run,
     llm_of,
     passages_for,
-    prompt,
     require_choice,
     seeded,
     word_count,
@@ -421,7 +421,7 @@ def parse_instruct(code: str, text: str, passage: str) -> tuple[dict[str, Any] |
     fields, status = validate_fields(code, data, passage)
     if fields is None:
         return None, status
-    task_input = prompt("bonito_task_input.jinja", task_type=code, passage=passage.strip(), f=fields)
+    task_input = render("bonito_task_input.jinja", task_type=code, passage=passage.strip(), f=fields)
     return {"instruction": task_input, "output": fields[OUTPUT_FIELD[code]], "fields": fields}, "ok"
 
 
@@ -469,7 +469,7 @@ def bonito(records: list[dict], ctx: RunContext) -> list[dict]:
         if opts.mode == "native":
             msg = native_input(code, item["passage"])
         else:
-            msg = prompt(
+            msg = render(
                 "bonito_instruct.jinja",
                 task_type=code,
                 task_name=TASK_TYPES[code],

@@ -1,4 +1,4 @@
-"""Helpers shared by the generators: model access, prompts, side files, manifests, documents."""
+"""Helpers shared by the generators: model access, side files, manifests, documents."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 from instructkit.documents import Document, Passage, load_documents, passages_from
 from instructkit.manifest import write_manifest
 from instructkit.runner import RunContext
-from instructkit.templates import render, template_hash
+from instructkit.templates import template_hash
 
 
 def llm_of(ctx: RunContext) -> Any:
@@ -21,11 +21,6 @@ def llm_of(ctx: RunContext) -> Any:
     if ctx.llm is None:
         raise ValueError(f"{ctx.method or 'this generator'} needs a model (--model)")
     return ctx.llm
-
-
-def prompt(name: str, path: str | None = None, **variables: Any) -> str:
-    """Render a packaged template (or the user's file at `path` in its place)."""
-    return render(name, path=path, **variables)
 
 
 def word_count(text: str) -> int:

@@ -40,9 +40,10 @@ from typing import Any, ClassVar
 from instructkit.provenance import provenance
 from instructkit.registry import method
 from instructkit.runner import RunContext
+from instructkit.templates import render
 from instructkit.turns import chat_with, last_question
 
-from .common import call_seed, complete, finish_run, llm_of, prompt, seeded, write_side
+from .common import call_seed, complete, finish_run, llm_of, seeded, write_side
 
 DEPTH_OPS = ("constraints", "deepen", "concretizing", "reasoning", "complicate_input")
 OPERATIONS = (*DEPTH_OPS, "breadth")
@@ -133,10 +134,10 @@ def elimination_reason(
 
 def evolution_prompt(instruction: str, operation: str) -> str:
     if operation == "breadth":
-        return prompt(TEMPLATES["breadth"], instruction=instruction)
+        return render(TEMPLATES["breadth"], instruction=instruction)
     if operation not in DEPTH_OPS:
         raise ValueError(f"unknown operation {operation!r}; known: {OPERATIONS}")
-    return prompt(TEMPLATES["depth"], instruction=instruction, operation=operation)
+    return render(TEMPLATES["depth"], instruction=instruction, operation=operation)
 
 
 def operation_weights(opts: EvolInstructOptions) -> dict[str, float]:
@@ -235,7 +236,7 @@ def evol_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
                 pairs = [{"first": items[k]["instruction"], "second": evolved[k]} for k in live]
 
                 async def same(pair: dict) -> dict:
-                    msg = prompt(TEMPLATES["equal"], first=pair["first"], second=pair["second"])
+                    msg = render(TEMPLATES["equal"], first=pair["first"], second=pair["second"])
                     return await complete(llm, msg, temperature=0.0, max_tokens=opts.equality_max_tokens)
 
                 for k, res in zip(live, ctx.map(pairs, same, stage=f"equal-r{rnd}")):

@@ -51,8 +51,9 @@ from instructkit.provenance import provenance
 from instructkit.registry import method
 from instructkit.rouge import NoveltyIndex
 from instructkit.runner import RunContext
+from instructkit.templates import render
 
-from .common import call_seed, complete, finish_run, llm_of, prompt, require_choice, seeded, write_side
+from .common import call_seed, complete, finish_run, llm_of, require_choice, seeded, write_side
 
 BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
              "draw", "plot", "go to")  # fmt: skip
@@ -181,7 +182,7 @@ def encode_prompt(
     demos: list[str], classification: bool = False, mode: str = "continuation", n_new: int = 7
 ) -> str:
     name = TEMPLATES["chat" if mode == "chat" else "continuation"]
-    return prompt(name, tasks=[clean_demo(d) for d in demos], classification=classification, n_new=n_new)
+    return render(name, tasks=[clean_demo(d) for d in demos], classification=classification, n_new=n_new)
 
 
 def normalize_instruction(text: str) -> str:
@@ -485,7 +486,7 @@ def generate_instances(
     llm = llm_of(ctx)
 
     async def classify(task: dict) -> dict:
-        p = prompt(TEMPLATES["is_clf"], instruction=task["instruction"].strip())
+        p = render(TEMPLATES["is_clf"], instruction=task["instruction"].strip())
         value = await complete(llm, p, raw=opts.raw, temperature=0.0, max_tokens=3, stop=["\n", "Task"])
         return {"raw": value["text"]}
 
@@ -509,7 +510,7 @@ def generate_instances(
 
     async def instances(item: dict) -> dict:
         name = TEMPLATES["clf" if item["clf"] else "gen"]
-        return await complete(llm, prompt(name, instruction=item["instruction"]), raw=opts.raw,
+        return await complete(llm, render(name, instruction=item["instruction"]), raw=opts.raw,
                               **instance_params(opts, item["max_tokens"]))  # fmt: skip
 
     results = ctx.map(items, instances, stage="instances")

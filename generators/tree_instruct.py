@@ -30,9 +30,10 @@ from typing import Any
 from instructkit.provenance import provenance
 from instructkit.registry import method
 from instructkit.runner import RunContext
+from instructkit.templates import render
 from instructkit.turns import chat_with, last_question
 
-from .common import call_seed, complete, finish_run, llm_of, prompt, word_count, write_side
+from .common import call_seed, complete, finish_run, llm_of, word_count, write_side
 
 TEMPLATES = ("tree_instruct_rewrite.jinja", "tree_instruct_respond.jinja")
 NUMBER_WORDS = {1: "One", 2: "Two", 3: "Three", 4: "Four", 5: "Five", 6: "Six", 7: "Seven", 8: "Eight",
@@ -113,7 +114,7 @@ def tree_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
     for step in range(1, opts.steps + 1):
 
         async def rewrite(row: dict, step: int = step) -> dict:
-            msg = prompt(TEMPLATES[0], instruction=row["current"], n_nodes_word=word,
+            msg = render(TEMPLATES[0], instruction=row["current"], n_nodes_word=word,
                          min_added_words=opts.min_added_words, max_words=opts.max_words)  # fmt: skip
             return await complete(llm, msg, temperature=opts.temperature, max_tokens=opts.max_tokens,
                                   seed=call_seed(ctx, "tree", step, row["id"]))  # fmt: skip
@@ -142,7 +143,7 @@ def tree_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
             text = row["current"]
             if row["input"].strip() and "no input" not in row["input"].lower():
                 text = f"{text}\n\n{row['input']}"
-            ask = prompt(TEMPLATES[1], instruction=text)
+            ask = render(TEMPLATES[1], instruction=text)
             if "history" in row:  # a chat: answered after its earlier turns
                 ask = [*row["history"], {"role": "user", "content": ask}]
             return await complete(llm, ask, temperature=opts.response_temperature,

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
 from instructkit.runner import RunContext
+from instructkit.templates import render
 
-from .common import chat_messages, finish, llm_of, prompt_of, triplet
+from .common import chat_messages, finish, llm_of, triplet
 from .parsing import parse_score, report, usage_columns
 
 PREFIX = "alpagasus"
@@ -35,10 +36,10 @@ class AlpagasusOptions:
 
 def rating_messages(rec: dict, opts: AlpagasusOptions) -> list[dict]:
     instruction, inp, output = triplet(rec)
-    system = prompt_of("alpagasus_system.jinja", opts.system_template)
-    user = prompt_of(
+    system = render("alpagasus_system.jinja", path=opts.system_template)
+    user = render(
         "alpagasus.jinja",
-        opts.template,
+        path=opts.template,
         instruction=instruction,
         input=inp,
         output=output,

@@ -1,4 +1,4 @@
-"""Row helpers shared by the judges: record fields, templates, merging with explicit null columns."""
+"""Row helpers shared by the judges: record fields, chat messages, merging with explicit null columns."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from instructkit.runner import RowResult, RunContext, merge_results
-from instructkit.templates import render
 from instructkit.turns import last_view
 
 
@@ -15,11 +14,6 @@ def triplet(rec: dict) -> tuple[str, str, str]:
     turn, the earlier turns before its question (instructkit.turns; `-o turns all` scores each)."""
     view = last_view(rec)
     return view["instruction"], view["input"], view["output"]
-
-
-def prompt_of(name: str, path: str | None, **variables: Any) -> str:
-    """Render the packaged template `name`, or the user's template file at `path` in its place."""
-    return render(name, path=path, **variables)
 
 
 def finish(

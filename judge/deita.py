@@ -29,8 +29,9 @@ from typing import Any, ClassVar
 from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD, to_turns
 from instructkit.registry import method
 from instructkit.runner import RunContext
+from instructkit.templates import render
 
-from .common import finish, llm_of, prompt_of
+from .common import finish, llm_of
 from .parsing import (
     OK,
     expectation_from_logits,
@@ -133,10 +134,10 @@ def deita(records: list[dict], ctx: RunContext) -> list[dict]:
 
     async def direct(aspect: str, instruction: str, response: str) -> dict[str, Any]:
         if aspect == "complexity":
-            prompt = prompt_of("deita_complexity.jinja", opts.complexity_template, instruction=instruction)
+            prompt = render("deita_complexity.jinja", path=opts.complexity_template, instruction=instruction)
         else:
-            prompt = prompt_of(
-                "deita_quality.jinja", opts.quality_template, instruction=instruction, response=response
+            prompt = render(
+                "deita_quality.jinja", path=opts.quality_template, instruction=instruction, response=response
             )
         comp = await llm.achat(prompt, temperature=0.0, max_tokens=opts.max_tokens, **lp)
         if opts.logprobs and llm.is_local:
@@ -168,13 +169,12 @@ def deita(records: list[dict], ctx: RunContext) -> list[dict]:
         for step in range(opts.m):
             op = ops[step % len(ops)]
             if aspect == "complexity":
-                prompt = prompt_of(
-                    "deita_evol_complexity.jinja", None, instruction=variants[-1], operation=op
+                prompt = render(
+                    "deita_evol_complexity.jinja", instruction=variants[-1], operation=op
                 )
             else:
-                prompt = prompt_of(
+                prompt = render(
                     "deita_evol_quality.jinja",
-                    None,
                     instruction=instruction,
                     response=variants[-1],
                     operation=op,
@@ -199,7 +199,7 @@ def deita(records: list[dict], ctx: RunContext) -> list[dict]:
             _rng(ctx.random_state, aspect, instruction, response).shuffle(order)
         shown = [variants[i] for i in order]
         name = f"deita_rank_{aspect}.jinja"
-        prompt = prompt_of(name, None, items=shown, instruction=instruction)
+        prompt = render(name, items=shown, instruction=instruction)
         comp = await llm.achat(prompt, temperature=0.0, max_tokens=opts.rank_max_tokens)
         n = len(variants)
         ranking = parse_ranking(comp.text, n, 1, n + 1, prompt=prompt)

@@ -32,8 +32,9 @@ from instructkit.io import INSTRUCTION_FIELD, to_turns
 from instructkit.models import extract_json
 from instructkit.registry import method
 from instructkit.runner import RunContext
+from instructkit.templates import render
 
-from .common import chat_messages, finish, llm_of, prompt_of
+from .common import chat_messages, finish, llm_of
 from .parsing import OK, report, usage_columns
 
 PREFIX = "instag"
@@ -324,12 +325,12 @@ def instag(records: list[dict], ctx: RunContext) -> list[dict]:
     """InsTag: tag user intentions (JSON), normalise tags; complexity = number of tags."""
     opts = ctx.options or InstagOptions()
     llm = llm_of(ctx)
-    system = prompt_of("instag_system.jinja", opts.system_template)
+    system = render("instag_system.jinja", path=opts.system_template)
     params: dict[str, Any] = {"temperature": opts.temperature, "max_tokens": opts.max_tokens}
     constrained = llm.supports_json_schema
 
     async def tag_query(query: str) -> tuple[list[dict] | None, str, list]:
-        msgs = chat_messages(system, prompt_of("instag.jinja", opts.template, query=query))
+        msgs = chat_messages(system, render("instag.jinja", path=opts.template, query=query))
         comp = await llm.achat(msgs, **params, **({"json_schema": TAG_SCHEMA} if constrained else {}))
         items, status = parse_tags(comp.text)
         comps = [comp]

@@ -26,8 +26,9 @@ from typing import Any, ClassVar
 from instructkit.io import INSTRUCTION_FIELD
 from instructkit.registry import method
 from instructkit.runner import RunContext
+from instructkit.templates import render
 
-from .common import chat_messages, finish, llm_of, prompt_of, triplet
+from .common import chat_messages, finish, llm_of, triplet
 from .formats import MTBENCH_SYSTEM, PROMETHEUS_REL_SYSTEM, mtbench_prompt, prometheus_relative_prompt
 from .parsing import OK, parse_verdict, parse_verdict_tail, report, usage_columns, verdict_preference
 
@@ -100,7 +101,7 @@ def pairwise(records: list[dict], ctx: RunContext) -> list[dict]:
         raise ValueError(f"pairwise: format must be one of {', '.join(FORMATS)}, not {opts.format!r}")
     trained = opts.format != "ours"  # a released judge's format: verdict at the end, read end-anchored
     if opts.system_template is not None or not trained:
-        system = prompt_of("pairwise_system.jinja", opts.system_template)
+        system = render("pairwise_system.jinja", path=opts.system_template)
     else:
         system = MTBENCH_SYSTEM if opts.format == "mtbench" else PROMETHEUS_REL_SYSTEM
 
@@ -110,8 +111,8 @@ def pairwise(records: list[dict], ctx: RunContext) -> list[dict]:
         elif opts.format == "prometheus":
             user = prometheus_relative_prompt(instruction, a, b, opts.criteria or PROMETHEUS_CRITERIA, reference)
         else:
-            user = prompt_of("pairwise.jinja", opts.template, instruction=instruction, response_a=a, response_b=b,
-                             criteria=opts.criteria)  # fmt: skip
+            user = render("pairwise.jinja", path=opts.template, instruction=instruction, response_a=a, response_b=b,
+                          criteria=opts.criteria)  # fmt: skip
         msgs = chat_messages(system, user)
         lp = {"logprobs": True, "top_logprobs": opts.top_logprobs} if opts.logprobs and not trained else {}
         seed = {"seed": ctx.random_state} if opts.temperature > 0 else {}

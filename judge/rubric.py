@@ -26,8 +26,9 @@ from typing import Any, ClassVar
 from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
 from instructkit.runner import RunContext
+from instructkit.templates import render
 
-from .common import chat_messages, finish, llm_of, prompt_of, triplet
+from .common import chat_messages, finish, llm_of, triplet
 from .formats import PROMETHEUS_SYSTEM, prometheus_prompt
 from .parsing import OK, report, score_completion, score_result_completion, usage_columns
 
@@ -130,11 +131,11 @@ def rubric_messages(rec: dict, opts: RubricOptions, rubric: tuple[str, list[tupl
     reference = str(rec.get(opts.reference_field) or "")
     if opts.format == "prometheus":
         user = prometheus_prompt(instruction, output, rubric[0], [d for _, d in rubric[1]], reference)
-        system = PROMETHEUS_SYSTEM if opts.system_template is None else prompt_of("", opts.system_template)
+        system = PROMETHEUS_SYSTEM if opts.system_template is None else render("", path=opts.system_template)
         return chat_messages(system, user)
-    user = prompt_of(
+    user = render(
         "rubric.jinja",
-        opts.template,
+        path=opts.template,
         instruction=instruction,
         response=output,
         reference=reference,
@@ -143,7 +144,7 @@ def rubric_messages(rec: dict, opts: RubricOptions, rubric: tuple[str, list[tupl
         lo=opts.lo,
         hi=opts.hi,
     )
-    return chat_messages(prompt_of("rubric_system.jinja", opts.system_template), user)
+    return chat_messages(render("rubric_system.jinja", path=opts.system_template), user)
 
 
 def summarise(prefix: str, comps: list[Any], samples: list[dict[str, Any]]) -> dict[str, Any]:

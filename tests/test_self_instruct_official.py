@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from instructkit.generators import self_instruct as si
-from instructkit.generators.common import prompt
 
 from instructkit.models import LLM
 from instructkit.registry import get
 from instructkit.runner import RunContext
+from instructkit.templates import render
 
 TASKS = [{"instruction": "Write a short greeting for a birthday card.", "request_idx": 0}]
 
@@ -38,7 +38,7 @@ def test_instance_requests_carry_the_penalty(raw: bool, tmp_path: Path, tmp_cach
     ctx = RunContext(llm=llm, options=opts, method="self_instruct", work_dir=tmp_path, progress=False)
     si.generate_instances([dict(t) for t in TASKS], ctx, opts, {})
     task = json.loads((tmp_path / "self_instruct.tasks.jsonl").read_text().splitlines()[0])
-    text = prompt(si.TEMPLATES["clf" if task["is_classification"] else "gen"], instruction=TASKS[0]["instruction"])
+    text = render(si.TEMPLATES["clf" if task["is_classification"] else "gen"], instruction=TASKS[0]["instruction"])
     calls = llm.stats.calls
     params = si.instance_params(opts, 16)
     assert params["presence_penalty"] == 1.5

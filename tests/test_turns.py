@@ -180,10 +180,11 @@ def test_evol_instruct_rewrites_the_last_turn_of_a_chat(local_llm, tmp_path: Pat
 
 def test_tree_instruct_rewrites_the_last_turn_of_a_chat(local_llm, tmp_path: Path) -> None:
     from instructkit.generators import tree_instruct as ti
-    from instructkit.generators.common import call_seed, prompt
+    from instructkit.generators.common import call_seed
 
     from instructkit.models import GenParams
     from instructkit.runner import RunContext
+    from instructkit.templates import render
 
     # Greedy decoding: the same rewrite wherever it runs (the local model's greedy one passes the rules).
     opts = ti.TreeInstructOptions(max_tokens=48, response_max_tokens=16, temperature=0.0, response_temperature=0.0)
@@ -194,5 +195,5 @@ def test_tree_instruct_rewrites_the_last_turn_of_a_chat(local_llm, tmp_path: Pat
     assert len(question.split()) > len(Q2.split())
     gen = GenParams(temperature=opts.response_temperature, max_tokens=opts.response_max_tokens,
                     seed=call_seed(ctx, "tree-answer", "c1"))
-    wrapped = prompt(ti.TEMPLATES[1], instruction=question)
+    wrapped = render(ti.TEMPLATES[1], instruction=question)
     assert answered_after_history(local_llm, wrapped, gen)
