@@ -31,6 +31,8 @@ def test_cut_replies_are_counted_and_retried_with_a_larger_limit(fake_server, tm
     assert retrying.chat("a question", max_tokens=2).text == full.text and len(fake_server.requests()) == 2
     assert retrying.stats.length_retries == 2 and retrying.stats.calls == 1
     assert retrying.chat("other", max_tokens=8).finish_reason == "stop" and retrying.stats.length_retries == 2
+    member = retrying.derive("another-model@" + fake_server)  # a jury member follows the run's policy
+    assert member.chat("a question", max_tokens=2).finish_reason == "stop" and retrying.stats.length_retries == 3
     plain.close()
     retrying.close()
 

@@ -119,6 +119,7 @@ class RunShared:
     dry_run: bool = False
     max_cost: float | None = None
     max_retries: int = 6
+    retry_length: float = 0.0  # > 1: a reply cut at max_tokens is asked again with max_tokens x this
     rpm: TokenBucket | None = None
     tpm: TokenBucket | None = None
     stats: CallStats = field(default_factory=CallStats)
@@ -242,10 +243,9 @@ class LLM:
             self.cache = ResponseCache(cache_dir, enabled=cache is not False)
         self.concurrency = concurrency
         if shared is None:
-            shared = RunShared(dry_run=dry_run, max_cost=max_cost, max_retries=max_retries,
+            shared = RunShared(dry_run=dry_run, max_cost=max_cost, max_retries=max_retries, retry_length=retry_length,
                                rpm=TokenBucket(rpm) if rpm else None, tpm=TokenBucket(tpm) if tpm else None)
         self.shared = shared
-        self.retry_length = retry_length  # > 1: a reply cut at max_tokens is asked again with max_tokens x this
         self._semaphores: dict[int, asyncio.Semaphore] = {}
         # The provider's own limits, read from its response headers (hosted and served models).
         self._provider_limits = ProviderLimits() if self.ref.family != "local" else None
@@ -300,6 +300,14 @@ class LLM:
         self.shared.stats = value
 
     @property
+    def retry_length(self) -> float:
+        return self.shared.retry_length
+
+    @retry_length.setter
+    def retry_length(self, value: float) -> None:
+        self.shared.retry_length = value
+
+    @property
     def collector(self) -> Any:
         return self.shared.collector
 
@@ -328,6 +336,7 @@ class LLM:
                 shared=self.shared, **backend_options,
             )  # fmt: skip
             member.config.update(dry_run=self.dry_run, max_cost=self.max_cost, max_retries=self.max_retries,
+                                 retry_length=self.retry_length,
                                  rpm=self.config.get("rpm"), tpm=self.config.get("tpm"))  # fmt: skip
             self.shared.members[key] = member
         return member
