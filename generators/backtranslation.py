@@ -128,8 +128,9 @@ def backtranslation(records: list[dict], ctx: RunContext) -> list[dict]:
         statuses: dict[str, int] = {}
         for cand, res in zip(usable, ctx.map(pairs, rate, stage=f"curate-{it}")):
             score, status = (res.value["score"], res.value["status"]) if res.ok else (None, "error")
+            keep = res.estimated or (score is not None and score >= opts.threshold)  # dry run: kept, as a real row may be
             cand.update(score=score, rate_status=status, rate_raw=res.value["text"] if res.ok else None, iteration=it,
-                        keep=score is not None and score >= opts.threshold)  # fmt: skip
+                        keep=keep)  # fmt: skip
             statuses[status] = statuses.get(status, 0) + 1
         kept_now = [c for c in usable if c["keep"]]
         iteration_counts.append(

@@ -494,6 +494,8 @@ def bonito(records: list[dict], ctx: RunContext) -> list[dict]:
         row: dict[str, Any] | None = None
         if not res.ok:
             status = "pending" if res.pending else "call_failed"
+        elif res.estimated:  # dry run: a placeholder row, so a pipeline's later steps are estimated on it
+            row, status = {"instruction": res.value["text"], "output": res.value["text"]}, "ok"
         elif opts.mode == "native":
             pair = parse_native(res.value["text"], item["passage"])
             status = (

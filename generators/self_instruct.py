@@ -519,7 +519,9 @@ def generate_instances(
     task_rows = []
     status_counts: dict[str, int] = {}
     for task, res in zip(tasks, results):
-        if res.ok:
+        if res.estimated:  # dry run: one placeholder instance, so a pipeline's later steps are estimated on it
+            pairs, status = [("", res.value["text"])], "dry_run"
+        elif res.ok:
             pairs, status = parse_instances(
                 res.value["text"], task["is_classification"], res.value["finish_reason"]
             )

@@ -241,8 +241,7 @@ def dry_run_line(calls: dict[str, Any]) -> str:
     elif calibrated == n:
         basis = "; reply sizes from this model's earlier calls"
     else:
-        basis = (f"; {n - calibrated} of {n} replies counted at max_tokens (an upper bound: no earlier calls "
-                 "of the model at that stage and max_tokens to calibrate from)")
+        basis = f"; {n - calibrated} of {n} replies sized at max_tokens, an upper bound: no earlier calls to calibrate from"
     return (f"dry run: {n} calls, ~{calls.get('estimated_tokens', 0):,} tokens, ~${calls.get('estimated_cost', 0.0):.4f} "
             f"({calls.get('cache_hits', 0)} cached answers reused{basis})")
 

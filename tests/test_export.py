@@ -208,6 +208,7 @@ def test_push_to_hub_uploads_the_folder_to_a_loopback_hub(fake_hub, tmp_path: Pa
                            "--out", str(out), "--push-to-hub", "me/tiny-sft"],
                           capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    assert "Unclosed" not in proc.stderr  # HTTP sessions closed on every exit path
     assert "pushed:" in proc.stderr and "me/tiny-sft" in proc.stderr
     assert len(hub.repos) == 1 and hub.repos[0]["name"] == "tiny-sft" and hub.repos[0]["organization"] == "me"
     assert hub.repos[0]["type"] == "dataset"
@@ -222,6 +223,7 @@ def test_push_to_hub_uploads_the_folder_to_a_loopback_hub(fake_hub, tmp_path: Pa
     proc = subprocess.run([sys.executable, "-m", "instructkit.cli", "export", str(src), "--out", str(out),
                            "--push-to-hub", "me/tiny-sft"], capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(hub.commits) == 1
+    assert "Unclosed" not in proc.stderr
     assert "error: push to me/tiny-sft" in proc.stderr and "HF_HUB_OFFLINE" in proc.stderr
 
 
