@@ -12,6 +12,7 @@ from typing import Any
 
 from instructkit.documents import Document, Passage, load_documents, passages_from
 from instructkit.manifest import write_manifest
+from instructkit.provenance import model_identity
 from instructkit.runner import RunContext
 from instructkit.templates import template_hash
 
@@ -53,18 +54,6 @@ def write_side(ctx: RunContext, name: str, rows: Iterable[dict]) -> Path | None:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
     return path
-
-
-def model_identity(ctx: RunContext) -> Any:
-    llm = ctx.llm
-    if llm is None:
-        return None
-    if getattr(llm, "dry_run", False):
-        return llm.spec
-    try:
-        return llm.identity
-    except Exception as exc:  # identity must never sink a finished run
-        return f"{llm.spec} ({type(exc).__name__})"
 
 
 def options_dict(options: Any) -> dict[str, Any]:

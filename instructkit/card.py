@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from . import registry
 from .io import read_records
 
 TASK_CATEGORIES = {  # Bonito task types (and similar) -> Hugging Face task categories
@@ -140,10 +141,7 @@ def agreement_figures(records_in: list[dict], result: list[dict]) -> list[dict[s
 
 def selection_figures(records_in: list[dict], result: list[dict], options: Any, ctx: Any) -> dict[str, Any]:
     """What the selector was asked (its options) and the diversity report of its pick beside a random
-    subset of the same size, on the same embeddings (selection/report.py)."""
-    from instructkit.selection.common import load_embeddings
-    from instructkit.selection.report import report_for_records
-
+    subset of the same size, on the same embeddings (the "select.report" extension, selection/report.py)."""
     opts = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else {}
     out: dict[str, Any] = {"options": opts, "pool": len(records_in), "selected": len(result)}
     idx = [int(r["_select_index"]) for r in result if "_select_index" in r]
@@ -157,8 +155,7 @@ def selection_figures(records_in: list[dict], result: list[dict], options: Any, 
     score = opts.get("score") if isinstance(opts.get("score"), str) else None
     if score and not any(isinstance(r.get(score), (int, float)) for r in records_in):
         score = None
-    emb = load_embeddings(records_in, ctx, options)
-    out["report"] = _jsonable(report_for_records(records_in, idx, emb, score=score, random_state=ctx.random_state))
+    out["report"] = _jsonable(registry.extension_of("select.report")(records_in, idx, ctx, options, score=score))
     return out
 
 
@@ -333,8 +330,7 @@ def card_body(meta: dict[str, Any], figures: dict[str, Any], steps: list[dict[st
                   f"{sel['selected']} of {sel['pool']} rows; options `{json.dumps(sel['options'], sort_keys=True, default=str)}`."]  # fmt: skip
         report = sel.get("report")
         if isinstance(report, dict) and {"selection", "random"} <= set(report):
-            from instructkit.selection.report import flatten
-
+            flatten = registry.extension_of("select.flatten_report")
             flat = {k: flatten(v) for k, v in report.items()}
             metrics = [m for m in flat["selection"] if isinstance(flat["selection"][m], (int, float))]
             parts += ["", "Diversity of the selection beside a random subset of the same size (same embeddings):", "",

@@ -253,15 +253,11 @@ def done_rows(run: dict[str, Any]) -> str:
 
 def write_selection_report(records: list[dict], selected: list[dict], ctx: Any, options: Any, out: Path) -> None:
     """`select --report`: diversity of the selection beside a random subset of the same size."""
-    from instructkit.selection.common import load_embeddings
-    from instructkit.selection.report import format_table, report_for_records
-
     idx = [int(r["_select_index"]) for r in selected if "_select_index" in r]
     score = getattr(options, "score", None)
     score = score if score and any(isinstance(r.get(score), (int, float)) for r in records) else None
-    emb = load_embeddings(records, ctx, options)
-    reports = report_for_records(records, idx, emb, score=score, random_state=ctx.random_state)
-    print(format_table(reports))
+    reports = registry.extension_of("select.report")(records, idx, ctx, options, score=score)
+    print(registry.extension_of("select.report_table")(reports))
     path = out.with_name(out.name + ".report.json")
     path.write_text(json.dumps(reports, indent=1, default=str))
     print(f"diversity report: {path}", file=sys.stderr)
@@ -355,13 +351,11 @@ def methods_command(args: argparse.Namespace, plugins_only: bool = False) -> int
 def embed_command(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from instructkit.selection.embed import texts_of
-
     from .models.embeddings import embedder
 
     records = read_records(args.input)
     fields = [f.strip() for f in args.fields.split(",") if f.strip()]
-    texts = texts_of(records, fields, args.text_template)
+    texts = registry.extension_of("embed.texts")(records, fields, args.text_template)
     encoder = {k: v for k, v in (("pooling", args.pooling), ("max_length", args.max_length)) if v is not None}
     if args.engine == "ray":
         from .ray_engine import ray_embed

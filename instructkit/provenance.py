@@ -26,13 +26,24 @@ def model_label(identity: Any) -> str | None:
     return str(identity)
 
 
+def model_identity(ctx: Any) -> Any:
+    """The identity of the run's model (its spec in a dry run, None without one); never raises."""
+    llm = ctx.llm
+    if llm is None:
+        return None
+    if getattr(llm, "dry_run", False):
+        return llm.spec
+    try:
+        return llm.identity
+    except Exception as exc:  # identity must never sink a finished run
+        return f"{llm.spec} ({type(exc).__name__})"
+
+
 def provenance(ctx: Any, parent: Mapping[str, Any] | None = None, **source: Any) -> dict[str, Any]:
     """The provenance of one row made by the method running in `ctx`.
 
     `source`: where its content came from (doc_id, passage_index, seed_id, seed_ids, parent_id, ...;
     None values are left out). `parent`: the input row it was made from, whose own provenance is kept."""
-    from instructkit.generators.common import model_identity
-
     extras = getattr(ctx, "extras", None) or {}
     prov: dict[str, Any] = {"step": extras.get("step") or ctx.method, "method": ctx.method,
                             "model": model_label(model_identity(ctx))}  # fmt: skip

@@ -170,6 +170,32 @@ def load_all() -> None:
             _REGISTRY[key].source = label
 
 
+# ----- extensions: what a feature package lends the core ------------------------------------------
+# The core (CLI, report, card) never imports a method package. What it needs from one (the selection's
+# diversity report, the text a row is embedded as) the package registers here under a name, and the core
+# asks for it by that name; a plugin may register a name too (the last one loaded wins).
+_EXTENSIONS: dict[str, Callable[..., Any]] = {}
+
+
+def extension(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator that lends `func` to the core under `name` (e.g. "select.report")."""
+
+    def wrap(func: Callable[..., Any]) -> Callable[..., Any]:
+        _EXTENSIONS[name] = func
+        return func
+
+    return wrap
+
+
+def extension_of(name: str) -> Callable[..., Any]:
+    """The function registered as `name`, after loading the method packages and plugins."""
+    load_all()
+    try:
+        return _EXTENSIONS[name]
+    except KeyError:
+        raise KeyError(f"no package provides {name!r} (known: {', '.join(sorted(_EXTENSIONS)) or 'none'})") from None
+
+
 def get(kind: str, name: str) -> MethodInfo:
     load_all()
     try:

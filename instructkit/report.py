@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import registry
 from .io import read_records, to_turns
 
 SCORE_SUFFIXES = ("_score", "_ifd", "_ppl", "_reward", "_quality", "_complexity")
@@ -193,8 +194,8 @@ def build_report(out_dir: str | Path, encoder: str = "local") -> str:
         parts.append(f"<h2>Embedding map</h2><p>{int(selected_mask.sum())} of {len(pool)} rows selected.</p>"
                      + scatter_svg(xy, clusters, selected_mask))
         if selected_mask.any():
-            from instructkit.selection.report import compare_with_random, flatten
-
+            compare_with_random = registry.extension_of("select.compare_with_random")
+            flatten = registry.extension_of("select.flatten_report")
             idx = np.flatnonzero(selected_mask)
             kw: dict[str, Any] = {"texts": [a for r in pool for _, a in to_turns(r)[:1]]}
             if cols:

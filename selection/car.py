@@ -23,16 +23,8 @@ import numpy as np
 
 from instructkit.registry import method
 
-from .common import (
-    EmbeddingOptions,
-    as_indices,
-    load_embeddings,
-    parse_n_init,
-    score_column,
-    seed_of,
-    stable_order,
-    take,
-)
+from .common import EmbeddingOptions, as_indices, parse_n_init, score_column, seed_of, stable_order, take
+from .embed import load_embeddings
 
 
 def car_clusters(

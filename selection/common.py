@@ -217,28 +217,6 @@ class EmbeddingOptions:
     encoder_max_length: int | None = None  # tokens the encoder reads; None: its own limit
 
 
-def load_embeddings(records: list[dict], ctx: Any, opts: Any) -> np.ndarray:
-    """[len(records), d] vectors for a selector wrapper, memory-mapped when read from a .npy."""
-    path = getattr(opts, "embeddings", None)
-    if path:
-        emb = np.load(Path(path), mmap_mode="r")
-        if emb.ndim != 2 or len(emb) != len(records):
-            raise ValueError(f"{path}: shape {emb.shape} does not match {len(records)} records")
-        return emb
-    from .embed import embed_records
-
-    cache_dir = Path(ctx.work_dir) / "embeddings" if getattr(ctx, "work_dir", None) else None
-    return embed_records(
-        records,
-        getattr(opts, "encoder", None) or "local",
-        fields=getattr(opts, "fields", None),
-        cache_dir=cache_dir,
-        template=getattr(opts, "text_template", None),
-        pooling=getattr(opts, "encoder_pooling", None),
-        max_length=getattr(opts, "encoder_max_length", None),
-    )
-
-
 def seed_of(ctx: Any, opts: Any) -> int:
     """The option's random_state when set, else the run's."""
     rs = getattr(opts, "random_state", None)

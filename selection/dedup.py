@@ -20,8 +20,9 @@ import numpy as np
 
 from instructkit.registry import method
 
-from .common import EmbeddingOptions, as_indices, load_embeddings, record_text, take
+from .common import EmbeddingOptions, as_indices, record_text, take
 from .deita import greedy_similarity_filter
+from .embed import load_embeddings
 
 _WS = re.compile(r"\s+")
 

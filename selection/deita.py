@@ -24,16 +24,8 @@ import numpy as np
 
 from instructkit.registry import method
 
-from .common import (
-    EmbeddingOptions,
-    Matmul,
-    as_indices,
-    compute_dtype,
-    load_embeddings,
-    score_column,
-    stable_order,
-    take,
-)
+from .common import EmbeddingOptions, Matmul, as_indices, compute_dtype, score_column, stable_order, take
+from .embed import load_embeddings
 
 
 def greedy_similarity_filter(

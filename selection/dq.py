@@ -20,16 +20,8 @@ import numpy as np
 
 from instructkit.registry import method
 
-from .common import (
-    EmbeddingOptions,
-    Matmul,
-    as_indices,
-    check_random_state,
-    compute_dtype,
-    load_embeddings,
-    seed_of,
-    take,
-)
+from .common import EmbeddingOptions, Matmul, as_indices, check_random_state, compute_dtype, seed_of, take
+from .embed import load_embeddings
 
 
 def graphcut_greedy(

@@ -15,12 +15,16 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from instructkit.registry import extension
 
 from .common import row_texts
 
 
+@extension("embed.texts")
 def texts_of(
     records: list[dict], fields: Sequence[str] | None = None, template: str | None = None
 ) -> list[str]:
@@ -90,3 +94,23 @@ def save_npy(path: Path, arr: np.ndarray) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def load_embeddings(records: list[dict], ctx: Any, opts: Any) -> np.ndarray:
+    """[len(records), d] vectors for a selector wrapper, memory-mapped when read from a .npy."""
+    path = getattr(opts, "embeddings", None)
+    if path:
+        emb = np.load(Path(path), mmap_mode="r")
+        if emb.ndim != 2 or len(emb) != len(records):
+            raise ValueError(f"{path}: shape {emb.shape} does not match {len(records)} records")
+        return emb
+    cache_dir = Path(ctx.work_dir) / "embeddings" if getattr(ctx, "work_dir", None) else None
+    return embed_records(
+        records,
+        getattr(opts, "encoder", None) or "local",
+        fields=getattr(opts, "fields", None),
+        cache_dir=cache_dir,
+        template=getattr(opts, "text_template", None),
+        pooling=getattr(opts, "encoder_pooling", None),
+        max_length=getattr(opts, "encoder_max_length", None),
+    )

@@ -36,12 +36,12 @@ from .common import (
     check_random_state,
     compute_dtype,
     l2_normalize,
-    load_embeddings,
     row_blocks,
     row_norms_sq,
     seed_of,
     take,
 )
+from .embed import load_embeddings
 
 _DONE = np.iinfo(np.int32).max  # `seen` value of a selected row: never refreshed again
 _PAIRS = 1 << 13  # (row, center) pairs recomputed in float64 per gather

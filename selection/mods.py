@@ -22,7 +22,8 @@ import numpy as np
 
 from instructkit.registry import method
 
-from .common import EmbeddingOptions, as_indices, load_embeddings, score_column, seed_of, take
+from .common import EmbeddingOptions, as_indices, score_column, seed_of, take
+from .embed import load_embeddings
 from .kcenter import kcenter_greedy
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from instructkit.registry import extension
+
 from .basic import random_select
 from .common import Matmul, as_indices, l2_normalize, row_blocks
 from .instag import _norm_tags, tag_coverage
@@ -154,6 +156,7 @@ def diversity_report(
     return out
 
 
+@extension("select.compare_with_random")
 def compare_with_random(
     emb: np.ndarray,
     idx: Sequence[int] | np.ndarray,
@@ -169,6 +172,7 @@ def compare_with_random(
     return {"selection": diversity_report(emb, idx, **kw), "random": diversity_report(emb, rand, **kw)}
 
 
+@extension("select.flatten_report")
 def flatten(report: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in report.items():
@@ -179,6 +183,7 @@ def flatten(report: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+@extension("select.report_table")
 def format_table(reports: dict[str, dict[str, Any]]) -> str:
     """A plain-text table, one column per named report, one row per metric."""
     flat = {name: flatten(r) for name, r in reports.items()}
@@ -220,3 +225,15 @@ def report_for_records(
         kw["tags"] = [r.get(tags) for r in records]
     kw["texts"] = [str(r.get(text_field) or "") if text_field in r else response_of(r) for r in records]
     return compare_with_random(emb, idx, random_state, n_clusters, **kw)
+
+
+@extension("select.report")
+def selection_report(
+    records: list[dict], idx: Sequence[int], ctx: Any, options: Any, score: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """The selector's pick beside a random subset of the same size, on the vectors its options name (or
+    the default encoder's): what `select --report` prints and a pipeline's card shows."""
+    from .embed import load_embeddings
+
+    emb = load_embeddings(records, ctx, options)
+    return report_for_records(records, idx, emb, score=score, random_state=ctx.random_state)
