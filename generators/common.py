@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from instructkit.documents import Document, Passage, load_documents, passages_from
+from instructkit.io import InputError, Records
 from instructkit.manifest import write_manifest
 from instructkit.provenance import model_identity
 from instructkit.runner import RunContext
@@ -101,8 +102,9 @@ def documents_for(
         docs = []
         for i, rec in enumerate(records):
             text = rec.get(text_field)
-            if not isinstance(text, str):
-                raise ValueError(f"record {i}: no text field {text_field!r} (fields: {sorted(rec)})")
+            if not isinstance(text, str):  # the registry's `reads` check refuses these before any call
+                raise InputError(getattr(records, "source", "<records>"), f"no text; the record has {sorted(rec)}",
+                                 records.line_of(i) if isinstance(records, Records) else i + 1, text_field)
             keys = [id_field] if id_field else ["doc_id", "id", "_id"]
             doc_id = next((str(rec[k]) for k in keys if rec.get(k) is not None), f"doc{i}")
             docs.append(Document(doc_id, text, "records", {k: v for k, v in rec.items() if k != text_field}))

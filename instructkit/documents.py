@@ -88,9 +88,15 @@ def _read_jsonl(p: Path, text_field: str, id_field: str | None) -> Iterable[Docu
             except ValueError as exc:
                 raise ValueError(f"{p}:{line_no}: not JSON ({exc})") from None
             text = row.get(text_field) if isinstance(row, dict) else None
-            if not isinstance(text, str):
-                have = sorted(row) if isinstance(row, dict) else type(row).__name__
-                raise ValueError(f"{p}:{line_no}: no text field {text_field!r} (fields: {have})")
+            if not isinstance(text, str) or not text.strip():
+                from .io import InputError, guess_column
+
+                if not isinstance(row, dict):
+                    raise InputError(p, f"expected a JSON object, got {type(row).__name__}", line_no)
+                column = guess_column(text_field, row) or "COLUMN"
+                fix = "" if text_field in row else f". To read another column: -o text_field {column}"
+                raise InputError(p, f"{'empty' if text_field in row else 'missing'}; the record has {sorted(row)}{fix}",
+                                 line_no, text_field)  # fmt: skip
             keys = [id_field] if id_field else ["doc_id", "id", "_id"]
             doc_id = next(
                 (str(row[k]) for k in keys if k in row and row[k] is not None), f"{p.stem}:{line_no}"

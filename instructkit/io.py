@@ -181,13 +181,18 @@ def _is_empty(value: Any) -> bool:
     )
 
 
+def guess_column(field: str, columns: Iterable[str]) -> str | None:
+    """The column among `columns` that most likely holds `field` (by the usual names), if any."""
+    lowered = {c.lower(): c for c in columns}
+    return next((lowered[n] for n in COLUMN_SYNONYMS.get(field, ()) if n in lowered), None)
+
+
 def suggest_map(field: str, columns: Iterable[str]) -> str:
     """The `--map` that would give a record `field` from one of its `columns` (a guess by name)."""
     columns = list(columns)
-    lowered = {c.lower(): c for c in columns}
-    for name in COLUMN_SYNONYMS.get(field, ()):
-        if name in lowered:
-            return f"--map {field}={lowered[name]}"
+    column = guess_column(field, columns)
+    if column is not None:
+        return f"--map {field}={column}"
     return f"--map {field}=COLUMN (one of: {', '.join(sorted(columns)) or 'none'})"
 
 

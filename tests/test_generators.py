@@ -441,7 +441,7 @@ def test_load_documents_every_format(tmp_path: Path) -> None:
     assert by_id["c.html"] == "Head\n\nOne para.\n\nTwo"
     assert "Hello from a PDF page" in by_id["d.pdf"]
     assert html_to_text("<p>a</p><p>b</p>") == "a\n\nb"
-    with pytest.raises(ValueError, match="no text field"):
+    with pytest.raises(ValueError, match=r"e.jsonl:1: field 'body': missing.*-o text_field COLUMN"):
         load_documents(tmp_path / "e.jsonl", text_field="body")
 
 
