@@ -76,6 +76,49 @@ def _add_run_args(p: argparse.ArgumentParser, needs_input: bool = True) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+RUN_DESCRIPTION = """Run the steps of a pipeline file in order. Each step is one method (generate, judge, score,
+select), a `concat` of earlier steps or an `export` of the set as trainer files with a dataset card; a
+step reads the previous step's output unless its `input` names a file or another step."""
+
+RUN_EPILOG = """resume:
+  Run the same command again after a stop, a crash or an edit. A step whose fingerprint (method,
+  options, model, model options, seed and input content) is unchanged is skipped and its saved output
+  reused; a changed step re-runs, and inside it every row already answered comes back from the step's
+  journals (OUT/work/STEP/) and the response cache, so only new or failed rows cost anything. A step
+  with failed rows is saved but not marked done, so the next run retries just those rows.
+
+outputs and the manifest:
+  OUT/NN_STEP.jsonl each step's rows (OUT/NN_STEP.step.json once it finished cleanly)
+  OUT/selected.jsonl the last step's rows
+  OUT/manifest.json  per step: method, options, model identity, fingerprint, rows in/out, calls,
+                     cache hits, tokens, cost, wall time, failures; the card's figures come from it
+  `instructkit report OUT` turns the folder into one HTML page.
+
+engines and batch mode (per step; neither changes a step's results or its cache entries):
+  engine: ray          run a judge or score step on Ray actors; `ray: {actors: 4, num_gpus: 1,
+                       batch_size: 64}`. Methods whose rows depend on each other are refused.
+  batch: true          send a generate/judge/score step's calls through the provider's Batch API
+                       (OpenAI-compatible; half price where the provider discounts it); `batch_poll:
+                       SECONDS` between status checks (default 30). The run waits for the batch.
+
+budget and exit status:
+  model_options (top level or per step) take the model flags by name (max_cost, concurrency, rpm,
+  ...). A run stopped by max_cost exits 3 with everything done so far saved; run it again to go on.
+
+example:
+  name: small
+  model: openai/gpt-4o-mini
+  out: out
+  seed: 0
+  model_options: {max_cost: 2.0}
+  steps:
+    - {name: rated, judge: alpagasus, input: data.jsonl, batch: true}
+    - {name: ifd, score: ifd, model: local, engine: ray, ray: {actors: 2}}
+    - {name: picked, select: topk, options: {k: 1000, score: alpagasus_score}}
+    - {name: sft, export: messages}
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instructkit",
@@ -116,10 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
         if a.dest == "model":
             a.default = "local"
 
-    rp = sub.add_parser("run", help="Run a pipeline YAML file")
-    rp.add_argument("pipeline")
-    rp.add_argument("--out", help="output folder (overrides the file's)")
-    rp.add_argument("--dry-run", action="store_true")
+    rp = sub.add_parser("run", help="Run a pipeline YAML file", description=RUN_DESCRIPTION,
+                        epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rp.add_argument("pipeline", help="the pipeline YAML file (see examples/pipeline.yaml)")
+    rp.add_argument("--out", help="output folder (overrides the file's `out`)")
+    rp.add_argument("--dry-run", action="store_true",
+                    help="call nothing: print each step's calls, tokens and cost (only the rows still to do)")
 
     xp = sub.add_parser("export", help="Write a set as SFT trainer files with a dataset card (and push it to the Hub)",
                         description="Trainer columns (alpaca, messages, sharegpt, or the Hub's parquet layout with "

@@ -105,3 +105,22 @@ def test_cache_commands(tmp_path):
     assert stats["entries"] == 1
     assert "removed 0" in cli("cache", "prune", "--older-than", "1", env=env).stdout
     assert "removed 1" in cli("cache", "clear", env=env).stdout
+
+
+def test_run_help_documents_resume_manifest_engines_and_batch(tmp_path: Path) -> None:
+    from instructkit.execution import Execution
+    from instructkit.pipeline import Pipeline
+    from instructkit.registry import get
+
+    text = cli("run", "--help").stdout
+    for phrase in ("resume:", "fingerprint", "journals", "OUT/manifest.json", "engine: ray", "batch: true", "exits 3"):
+        assert phrase in text, phrase
+    # The example the help shows is a valid pipeline whose steps all pass their execution checks.
+    example = "\n".join(line[2:] for line in text.split("\nexample:\n", 1)[1].splitlines())
+    (tmp_path / "p.yaml").write_text(example)
+    pipeline = Pipeline.from_yaml(tmp_path / "p.yaml")
+    assert [s.name for s in pipeline.steps] == ["rated", "ifd", "picked", "sft"]
+    for step in pipeline.steps:
+        if step.kind != "export":
+            info = get(step.kind, step.method)
+            Execution(batch=step.batch, engine=step.engine, ray=step.ray).check(info, info.make_options(step.options))
