@@ -118,9 +118,7 @@ def parse_figures(records_in: list[dict], result: list[dict]) -> dict[str, dict[
 
 def agreement_figures(records_in: list[dict], result: list[dict]) -> list[dict[str, Any]]:
     """Spearman and Kendall between each score column the step added and each one earlier judges wrote,
-    over the rows where both are numbers (at least 3)."""
-    from scipy.stats import kendalltau, spearmanr
-
+    over the rows where both are numbers (at least 3). scipy (seconds to import) only when there is a pair."""
     from .report import column, score_columns
 
     before = set(score_columns(records_in))
@@ -133,6 +131,8 @@ def agreement_figures(records_in: list[dict], result: list[dict]) -> list[dict[s
             n = int(mask.sum())
             if n < 3:
                 continue
+            from scipy.stats import kendalltau, spearmanr
+
             rho = spearmanr(x[mask], y[mask]).statistic
             tau = kendalltau(x[mask], y[mask]).statistic
             out.append({"a": a, "b": b, "rows": n, "spearman": _num(rho), "kendall": _num(tau)})

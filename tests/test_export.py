@@ -235,3 +235,18 @@ def test_a_bad_export_step_fails_when_the_pipeline_is_read(tmp_path: Path) -> No
                     "  - {name: sft, export: alpaca, options: {meta: elsewhere}}\n")  # fmt: skip
     with pytest.raises(ValueError, match=r"p.yaml: step 2: export: meta must be one of field, side, none"):
         Pipeline.from_yaml(path)
+
+
+def test_agreement_imports_scipy_only_when_there_is_a_pair() -> None:
+    # scipy.stats takes seconds to import: a single judge step (no earlier score) must not pay for it.
+    code = (
+        "import sys\n"
+        "from instructkit.card import agreement_figures\n"
+        "rows = [{'instruction': str(i)} for i in range(5)]\n"
+        "assert agreement_figures(rows, [{**r, 'alpagasus_score': i} for i, r in enumerate(rows)]) == []\n"
+        "assert 'scipy.stats' not in sys.modules\n"
+        "out = agreement_figures([{**r, 'a_score': i} for i, r in enumerate(rows)],\n"
+        "                        [{**r, 'a_score': i, 'b_score': -i} for i, r in enumerate(rows)])\n"
+        "assert out[0]['spearman'] == -1.0 and 'scipy.stats' in sys.modules, out\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
