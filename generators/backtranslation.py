@@ -14,7 +14,10 @@ rating prompt as examples of 5-point answers. The prompts are our own wording of
 Table 1 anchors. Score lines are read by instructkit.judge.parsing.parse_score (last labelled score,
 echoed prompt lines ignored, out-of-range values refused): a failure is a null score with its status
 and raw text (`backtranslation.rated.jsonl` holds every candidate), never a crash. Decoding is greedy
-by default (the paper does not fix it), with an explicit seed for any sampling.
+by default (the paper does not fix it), with an explicit seed for any sampling. `-o score auto`
+(default) takes Σ s·p(s) over 1-5 at the stated score token beside the text score
+(`backtranslation_expected`, `backtranslation_score_source`); a reply that states no score has no
+score position, so it stays unscored unless `-o constrained auto` asks for JSON {reasoning, score 1-5}.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from instructkit.judge.parsing import parse_score
+from instructkit.judge.common import score_schema, use_constraint, with_json_reply
+from instructkit.judge.parsing import check_score_mode, parse_json_score, parse_score, score_at_end
 
 from instructkit.provenance import provenance
 from instructkit.registry import method
@@ -32,6 +36,8 @@ from instructkit.templates import render
 from .common import call_seed, complete, finish_run, llm_of, passages_for, seeded, write_side
 
 TEMPLATES = ("backtranslation_augment.jinja", "backtranslation_curate.jinja")
+# -o constrained auto: the paper's order (reasoning, then the 5-point score), the score an enum of 1-5.
+RATING_SCHEMA = score_schema([1, 2, 3, 4, 5], explanation="reasoning", score_first=False)
 
 
 @dataclass
@@ -48,6 +54,9 @@ class BacktranslationOptions:
     augment_max_tokens: int = 128
     rate_max_tokens: int = 256
     keep_all: bool = False  # return every candidate with its score, not only the kept ones
+    score: str = "auto"  # text (the paper) | expected (Σ s·p(s) over 1-5 at the score token) | auto (text, else expected)
+    constrained: str = "off"  # off: reasoning then "Score: n" (the paper) | auto: JSON {reasoning, score 1-5} where supported
+    top_logprobs: int = 20  # alternatives read at the score token (0: no logprobs, no expected score)
 
 
 def parse_rating(text: str, prompt_text: str | None = None) -> tuple[float | None, str]:
@@ -84,6 +93,8 @@ def backtranslation(records: list[dict], ctx: RunContext) -> list[dict]:
     """Instruction backtranslation: self-augment instructions for texts, self-curate (5-point), keep the best."""
     opts = ctx.options or BacktranslationOptions()
     llm = llm_of(ctx)
+    mode = check_score_mode(opts.score, "backtranslation")
+    constrained = use_constraint(llm, opts.constrained, "backtranslation")
     budget = opts.segment_tokens if opts.segment_tokens > 0 else 10**9
     segments = passages_for(records, ctx, opts.text_field, budget, opts.id_field)
     seeds = _load_seeds(opts.seed_path)
@@ -121,14 +132,27 @@ def backtranslation(records: list[dict], ctx: RunContext) -> list[dict]:
             msg = render(
                 TEMPLATES[1], instruction=pair["instruction"], answer=pair["answer"], demos=pair["demos"]
             )
-            value = await complete(llm, msg, temperature=opts.temperature, max_tokens=opts.rate_max_tokens)
-            value["score"], value["status"] = parse_rating(value["text"], msg)
-            return value
+            params = {"temperature": opts.temperature, "max_tokens": opts.rate_max_tokens}
+            if opts.top_logprobs > 0:
+                params.update(logprobs=True, top_logprobs=opts.top_logprobs)
+            if constrained:
+                comp = await llm.achat(with_json_reply([{"role": "user", "content": msg}], RATING_SCHEMA),
+                                       json_schema=RATING_SCHEMA, **params)  # fmt: skip
+                parsed = parse_json_score(comp.text, 1, 5)
+            else:
+                comp = await llm.achat(msg, **params)
+                parsed = parse_score(comp.text, 1, 5, prompt=msg, prefer="last")
+            s = score_at_end(comp, parsed, 1, 5, mode)
+            return {"text": comp.text, "finish_reason": comp.finish_reason,
+                    "completion_tokens": comp.usage.completion_tokens, "score": s["value"], "status": s["status"],
+                    "source": s["source"], "expected": s["expected"]}  # fmt: skip
 
         statuses: dict[str, int] = {}
         for cand, res in zip(usable, ctx.map(pairs, rate, stage=f"curate-{it}")):
             score, status = (res.value["score"], res.value["status"]) if res.ok else (None, "error")
             keep = res.estimated or (score is not None and score >= opts.threshold)  # dry run: kept, as a real row may be
+            cand.update(score_source=res.value.get("source") if res.ok else None,
+                        expected=res.value.get("expected") if res.ok else None)  # fmt: skip
             cand.update(score=score, rate_status=status, rate_raw=res.value["text"] if res.ok else None, iteration=it,
                         keep=keep)  # fmt: skip
             statuses[status] = statuses.get(status, 0) + 1
@@ -148,6 +172,7 @@ def backtranslation(records: list[dict], ctx: RunContext) -> list[dict]:
             continue
         out.append({"instruction": c["instruction"], "input": "", "output": c["text"], "doc_id": c["doc_id"],
                     "passage_index": c["passage_index"], "backtranslation_score": c.get("score"),
+                    "backtranslation_score_source": c.get("score_source"), "backtranslation_expected": c.get("expected"),
                     "backtranslation_parse": c.get("rate_status"), "backtranslation_raw": c.get("rate_raw"),
                     "backtranslation_keep": bool(c.get("keep")), "backtranslation_iteration": c.get("iteration"),
                     "provenance": provenance(ctx, doc_id=c["doc_id"], passage_index=c["passage_index"])})  # fmt: skip

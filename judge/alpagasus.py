@@ -6,6 +6,11 @@ score alone on the first line, then an explanation); the parser accepts "Score: 
 "4.5/5" and "4.5 out of 5" where the reproduction crashed or truncated, refuses out-of-range values,
 and never reads lines echoed from the prompt; an unparseable reply is a null score with its status
 (not -1), counted in the run summary. Rows keep their order; `alpagasus_keep` marks the filter.
+`-o score` (text | expected | auto, default auto): `alpagasus_expected` is Σ s·p(s) over the tokens
+0-5 at the score token (or the reply's first token when the text states no score); auto keeps the
+text score where it parses and takes the expectation elsewhere, text is the paper on every row.
+`-o constrained auto` asks for JSON {"score": one of 0, 0.5, ..., 5, "explanation"} where the backend
+constrains output (default off: the paper's free text).
 """
 
 from __future__ import annotations
@@ -17,11 +22,27 @@ from instructkit.registry import method
 from instructkit.runner import RunContext
 from instructkit.templates import render
 
-from .common import chat_messages, finish, llm_of, triplet
-from .parsing import parse_score, report, usage_columns
+from .common import chat_messages, finish, llm_of, score_schema, triplet, use_constraint, with_json_reply
+from .parsing import check_score_mode, report, score_completion, source_counts, usage_columns
 
 PREFIX = "alpagasus"
-COLUMNS = [f"{PREFIX}_{c}" for c in ("score", "raw", "parse", "keep", "tokens", "cost", "calls")]
+COLUMNS = [
+    f"{PREFIX}_{c}"
+    for c in (
+        "score",
+        "score_source",
+        "expected",
+        "text_parse",
+        "raw",
+        "parse",
+        "keep",
+        "tokens",
+        "cost",
+        "calls",
+    )
+]
+SCALE = [v / 2 for v in range(11)]  # 0, 0.5, ..., 5: the paper's scores (4.5 is its threshold)
+SCHEMA = score_schema([int(v) if v == int(v) else v for v in SCALE])
 
 
 @dataclass
@@ -30,6 +51,11 @@ class AlpagasusOptions:
     dimension: str = "accuracy"  # the paper's main dimension ("helpfulness" was its alternative)
     max_tokens: int = 256
     temperature: float = 0.0
+    score: str = "auto"  # text (the paper) | expected (Σ s·p(s) over 0-5 at the score token) | auto (text, else expected)
+    constrained: str = (
+        "off"  # off: the paper's free text | auto: JSON {score on the 0-5 scale, explanation} where supported
+    )
+    top_logprobs: int = 20  # alternatives read at the score token (0: no logprobs, no expected score)
     template: str | None = None  # a user template file in place of prompts/alpagasus.jinja
     system_template: str | None = None
 
@@ -53,20 +79,34 @@ def alpagasus(records: list[dict], ctx: RunContext) -> list[dict]:
     """AlpaGasus: rate each triple 0-5 on accuracy (score first line); keep >= threshold."""
     opts = ctx.options or AlpagasusOptions()
     llm = llm_of(ctx)
+    mode = check_score_mode(opts.score, PREFIX)
+    constrained = use_constraint(llm, opts.constrained, PREFIX)
+    params: dict = {"temperature": opts.temperature, "max_tokens": opts.max_tokens}
+    if opts.top_logprobs > 0:
+        params.update(logprobs=True, top_logprobs=opts.top_logprobs)
+    if constrained:
+        params["json_schema"] = SCHEMA
 
     async def one(rec: dict) -> dict:
         msgs = rating_messages(rec, opts)
-        comp = await llm.achat(msgs, temperature=opts.temperature, max_tokens=opts.max_tokens)
-        parsed = parse_score(comp.text, 0, 5, prompt=msgs[-1]["content"], first_line=True)
+        prompt = msgs[-1]["content"]
+        comp = await llm.achat(with_json_reply(msgs, SCHEMA) if constrained else msgs, **params)
+        s = score_completion(
+            comp, 0, 5, prompt, mode=mode, integer=False, json_key="score" if constrained else None
+        )
         return {
-            f"{PREFIX}_score": parsed.value,
+            f"{PREFIX}_score": s["value"],
+            f"{PREFIX}_score_source": s["source"],
+            f"{PREFIX}_expected": s["expected"],
+            f"{PREFIX}_text_parse": s["text_status"],
             f"{PREFIX}_raw": comp.text,
-            f"{PREFIX}_parse": parsed.status,
-            f"{PREFIX}_keep": parsed.value is not None and parsed.value >= opts.threshold,
+            f"{PREFIX}_parse": s["status"],
+            f"{PREFIX}_keep": s["value"] is not None and s["value"] >= opts.threshold,
             **usage_columns(PREFIX, [comp]),
         }
 
     out = finish(records, ctx.map(records, one, stage="rate"), "rate", PREFIX, COLUMNS)
     kept = sum(bool(r.get(f"{PREFIX}_keep")) for r in out)
-    report(out, PREFIX, ctx, {"threshold": opts.threshold, "kept": kept})
+    extra = {"threshold": opts.threshold, "kept": kept, "score": mode, "constrained": constrained}
+    report(out, PREFIX, ctx, {**extra, "score_source": source_counts(out, PREFIX)})
     return out

@@ -31,12 +31,14 @@ from instructkit.registry import method
 from instructkit.runner import RunContext
 from instructkit.templates import render
 
-from .common import finish, llm_of
+from .common import finish, llm_of, use_constraint, with_json_reply
 from .parsing import (
     OK,
+    check_score_mode,
     expectation_from_logits,
     expectation_from_logprobs,
     parse_ranking,
+    pick_score,
     report,
     score_completion,
 )
@@ -44,6 +46,14 @@ from .parsing import (
 PREFIX = "deita"
 ASPECTS = ("complexity", "quality")
 SCORES = (1, 6)
+# -o constrained auto (direct mode): the score alone, restricted to the scorers' 1-6 (an object, as
+# OpenAI-style servers require one at the root).
+SCHEMA = {
+    "type": "object",
+    "properties": {"score": {"enum": list(range(SCORES[0], SCORES[1] + 1))}},
+    "required": ["score"],
+    "additionalProperties": False,
+}
 DIGITS = [str(v) for v in range(SCORES[0], SCORES[1] + 1)]
 MODES = ("direct", "evol", "scorer")
 # The released scorers' input formats (hkust-nlp/deita @ b279f2c, llama_scorer.py / mistral_scorer.py):
@@ -88,6 +98,8 @@ class DeitaOptions:
     logprobs: bool = True
     top_logprobs: int = 10
     max_tokens: int = 4  # direct mode: the score is the first token
+    score: str = "expected"  # direct mode: expected (Σ s·p(s), the scorers' formula) | text (the digit written) | auto (text, else expected)
+    constrained: str = "off"  # direct mode: off (free text) | auto: JSON {"score": 1..6} where the backend constrains output
     evol_max_tokens: int = 512
     evol_temperature: float = 0.7
     rank_max_tokens: int = 160
@@ -131,6 +143,8 @@ def deita(records: list[dict], ctx: RunContext) -> list[dict]:
             f"deita: mode must be one of {'|'.join(MODES)} and aspects among {ASPECTS} (got {opts.mode}, {unknown})"
         )
     lp: dict[str, Any] = {"logprobs": True, "top_logprobs": opts.top_logprobs} if opts.logprobs else {}
+    mode = check_score_mode(opts.score, PREFIX)
+    constrained = use_constraint(llm, opts.constrained, PREFIX) if opts.mode == "direct" else False
 
     async def direct(aspect: str, instruction: str, response: str) -> dict[str, Any]:
         if aspect == "complexity":
@@ -139,16 +153,25 @@ def deita(records: list[dict], ctx: RunContext) -> list[dict]:
             prompt = render(
                 "deita_quality.jinja", path=opts.quality_template, instruction=instruction, response=response
             )
-        comp = await llm.achat(prompt, temperature=0.0, max_tokens=opts.max_tokens, **lp)
-        if opts.logprobs and llm.is_local:
+        if constrained:
+            params = {"max_tokens": max(opts.max_tokens, 12), "json_schema": SCHEMA}
+            comp = await llm.achat(with_json_reply([{"role": "user", "content": prompt}], SCHEMA), temperature=0.0,
+                                   **params, **lp)  # fmt: skip
+        else:
+            comp = await llm.achat(prompt, temperature=0.0, max_tokens=opts.max_tokens, **lp)
+        s = score_completion(comp, *SCORES, prompt, mode=mode, json_key="score" if constrained else None)
+        if opts.logprobs and llm.is_local and not constrained:
             # A local model gives the whole next-token distribution: read it at the score tokens,
             # as the trained DEITA scorers do, whatever the model then writes.
             scores = list(range(SCORES[0], SCORES[1] + 1))
             logits = await llm.achoice_logprobs(prompt, [str(v) for v in scores])
-            return {"value": expectation_from_logits(logits, scores), "status": "ok", "raw": comp.text,
-                    "source": "distribution"}
-        s = score_completion(comp, *SCORES, prompt)
-        return {"value": s["value"], "status": s["status"], "raw": comp.text, "source": s["source"]}
+            expected = expectation_from_logits(logits, scores)
+            value, source = pick_score(s["parsed"] if s["text_status"] == OK else None, expected, mode)
+            return {"value": value, "status": OK if value is not None else s["text_status"], "raw": comp.text,
+                    "source": "distribution" if source == "expected" else source, "expected": expected}  # fmt: skip
+        source = "logprobs" if s["source"] == "expected" else s["source"]  # as mode=scorer names them
+        return {"value": s["value"], "status": s["status"], "raw": comp.text, "source": source,
+                "expected": s["expected"]}  # fmt: skip
 
     async def scorer(aspect: str, instruction: str, response: str) -> dict[str, Any]:
         prompt = scorer_prompt(aspect, instruction, response)
@@ -230,6 +253,7 @@ def deita(records: list[dict], ctx: RunContext) -> list[dict]:
             row[key] = results[0]["value"] if results else None
             row[f"{key}_raw"] = [r["raw"] for r in results]
             row[f"{key}_source"] = [r["source"] for r in results]
+            row[f"{key}_expected"] = [r.get("expected") for r in results]
             row[f"{key}_parse"] = _first_failure([r["status"] for r in results]) if results else "empty"
             statuses.append(row[f"{key}_parse"])
             if opts.mode == "evol":
@@ -244,7 +268,7 @@ def deita(records: list[dict], ctx: RunContext) -> list[dict]:
     columns = [f"{PREFIX}_score", f"{PREFIX}_parse"] + [
         f"{PREFIX}_{a}{suffix}"
         for a in opts.aspects
-        for suffix in ("", "_scores", "_raw", "_source", "_parse")
+        for suffix in ("", "_scores", "_raw", "_source", "_expected", "_parse")
     ]
     out = finish(
         records, ctx.map(records, one, stage=f"score-{opts.mode}"), f"score-{opts.mode}", PREFIX, columns

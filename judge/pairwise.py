@@ -15,7 +15,11 @@ Deviations of the default `format=ours`: the prompt asks for the verdict alone o
 parser also accepts MT-Bench's [[A]]/[[B]]/[[C]] and "[RESULT] A"); an inconsistent pair is a tie by default, as in the
 paper's adjusted win rate, or `inconsistent=first` (keep the A-B order's verdict) or `null`; a pair
 with an unparseable verdict in either order is null with its parse status, never a default. With
-logprobs, `pairwise_pref` is P(B better) from the verdict token, averaged over both orders.
+logprobs, `pairwise_pref` (= `pairwise_expected`) is P(B better) from the verdict token, averaged over
+both orders. `-o score auto` (default) keeps the verdicts where both orders parse, else takes
+`pairwise_score` = that probability (winner: the nearest of A / tie / B); `text` never does; `expected`
+always does where logprobs came back. `-o constrained auto` asks for JSON {verdict, explanation}
+(explanation first under the released formats) where the backend constrains output.
 """
 
 from __future__ import annotations
@@ -28,9 +32,21 @@ from instructkit.registry import method
 from instructkit.runner import RunContext
 from instructkit.templates import render
 
-from .common import chat_messages, finish, llm_of, triplet
+from .common import chat_messages, finish, llm_of, triplet, use_constraint, with_json_reply
 from .formats import MTBENCH_SYSTEM, PROMETHEUS_REL_SYSTEM, mtbench_prompt, prometheus_relative_prompt
-from .parsing import OK, parse_verdict, parse_verdict_tail, report, usage_columns, verdict_preference
+from .parsing import (
+    OK,
+    check_score_mode,
+    first_position,
+    parse_json_verdict,
+    parse_verdict,
+    parse_verdict_tail,
+    report,
+    source_counts,
+    usage_columns,
+    verdict_position,
+    verdict_preference,
+)
 
 PREFIX = "pairwise"
 FORMATS = ("ours", "mtbench", "prometheus")
@@ -44,6 +60,8 @@ COLUMNS = [
         "second",
         "consistent",
         "pref",
+        "expected",
+        "score_source",
         "raw",
         "parse",
         "tokens",
@@ -71,6 +89,8 @@ class PairwiseOptions:
     max_tokens: int = 128
     logprobs: bool = True  # also report pairwise_pref, P(B better) from the verdict token's top_logprobs
     top_logprobs: int = 10
+    score: str = "auto"  # text (verdicts, the paper) | expected (pairwise_expected) | auto (verdicts, else expected)
+    constrained: str = "off"  # off: the format's free text | auto: JSON {verdict: A|B|tie, explanation} where supported
     template: str | None = None
     system_template: str | None = None
 
@@ -104,6 +124,13 @@ def pairwise(records: list[dict], ctx: RunContext) -> list[dict]:
         system = render("pairwise_system.jinja", path=opts.system_template)
     else:
         system = MTBENCH_SYSTEM if opts.format == "mtbench" else PROMETHEUS_REL_SYSTEM
+    mode = check_score_mode(opts.score, PREFIX)
+    constrained = use_constraint(llm, opts.constrained, PREFIX)
+    fields = [("verdict", {"enum": ["A", "B", "tie"]}), ("explanation", {"type": "string"})]
+    if trained:  # the explanation first, as the released formats put it
+        fields.reverse()
+    schema = {"type": "object", "properties": dict(fields), "required": [k for k, _ in fields],
+              "additionalProperties": False}  # fmt: skip
 
     async def judge_order(instruction: str, a: str, b: str, reference: str = "") -> tuple[Any, Any]:
         if opts.format == "mtbench":
@@ -116,10 +143,17 @@ def pairwise(records: list[dict], ctx: RunContext) -> list[dict]:
         msgs = chat_messages(system, user)
         lp = {"logprobs": True, "top_logprobs": opts.top_logprobs} if opts.logprobs and not trained else {}
         seed = {"seed": ctx.random_state} if opts.temperature > 0 else {}
+        if constrained:
+            msgs, lp = with_json_reply(msgs, schema), {**lp, "json_schema": schema}
         comp = await llm.achat(msgs, temperature=opts.temperature, max_tokens=opts.max_tokens, **seed, **lp)
-        if trained:
-            return comp, parse_verdict_tail(comp.text, opts.format)
-        return comp, parse_verdict(comp.text, prompt=user)
+        if constrained:
+            parsed = parse_json_verdict(comp.text)
+            pos = verdict_position(comp.logprobs, last=trained)
+        else:
+            parsed = parse_verdict_tail(comp.text, opts.format) if trained else parse_verdict(comp.text, prompt=user)
+            pos = None if parsed.ok or trained else first_position(comp.logprobs)  # the verdict-first slot
+        pref = verdict_preference(comp.logprobs, pos) if comp.logprobs and (pos is not None or parsed.ok) else None
+        return comp, parsed, pref
 
     async def one(rec: dict) -> dict:
         instruction, inp, _ = triplet(rec)
@@ -127,23 +161,29 @@ def pairwise(records: list[dict], ctx: RunContext) -> list[dict]:
             instruction = f"{instruction}\n\n{inp}"
         a, b = str(rec.get(opts.response_a_field) or ""), str(rec.get(opts.response_b_field) or "")
         reference = str(rec.get(opts.reference_field) or "")
-        c1, p1 = await judge_order(instruction, a, b, reference)
-        c2, p2 = await judge_order(instruction, b, a, reference)
+        c1, p1, pref1 = await judge_order(instruction, a, b, reference)
+        c2, p2, pref2 = await judge_order(instruction, b, a, reference)
+        expected = (pref1 + (1.0 - pref2)) / 2 if pref1 is not None and pref2 is not None else None
         row: dict[str, Any] = {
             f"{PREFIX}_raw": [c1.text, c2.text],
             f"{PREFIX}_first": _label(p1.value) if p1.ok else None,
             f"{PREFIX}_second": _label(1.0 - p2.value) if p2.ok else None,  # mapped back to A-B labels
-            f"{PREFIX}_pref": None,
+            f"{PREFIX}_pref": expected,  # P(B better), both orders (the swapped order's P(B) is P(A))
+            f"{PREFIX}_expected": expected,
+            f"{PREFIX}_score_source": "text",
             **usage_columns(PREFIX, [c1, c2]),
         }
+        if expected is not None and (mode == "expected" or (mode == "auto" and not (p1.ok and p2.ok))):
+            winner = min(VALUE, key=lambda k: (abs(VALUE[k] - expected), k))  # nearest of A / tie / B
+            row.update({f"{PREFIX}_winner": winner, f"{PREFIX}_score": expected, f"{PREFIX}_consistent": None,
+                        f"{PREFIX}_score_source": "expected", f"{PREFIX}_parse": OK})  # fmt: skip
+            return row
         if not (p1.ok and p2.ok):
             bad = p1 if not p1.ok else p2
-            row.update({f"{PREFIX}_winner": None, f"{PREFIX}_score": None, f"{PREFIX}_consistent": None})
+            row.update({f"{PREFIX}_winner": None, f"{PREFIX}_score": None, f"{PREFIX}_consistent": None,
+                        f"{PREFIX}_score_source": None})  # fmt: skip
             row[f"{PREFIX}_parse"] = bad.status
             return row
-        pref1, pref2 = verdict_preference(c1.logprobs), verdict_preference(c2.logprobs)
-        if pref1 is not None and pref2 is not None:
-            row[f"{PREFIX}_pref"] = (pref1 + (1.0 - pref2)) / 2  # the swapped order's P(B) is P(A)
         winner, consistent = combine(row[f"{PREFIX}_first"], row[f"{PREFIX}_second"], opts.inconsistent)
         row.update(
             {
@@ -158,5 +198,7 @@ def pairwise(records: list[dict], ctx: RunContext) -> list[dict]:
     out = finish(records, ctx.map(records, one, stage="compare"), "compare", PREFIX, COLUMNS)
     judged = [r[f"{PREFIX}_consistent"] for r in out if r.get(f"{PREFIX}_consistent") is not None]
     consistency = sum(judged) / len(judged) if judged else None
-    report(out, PREFIX, ctx, {"position_consistency": consistency, "inconsistent_as": opts.inconsistent})
+    extra = {"position_consistency": consistency, "inconsistent_as": opts.inconsistent, "score": mode,
+             "constrained": constrained, "score_source": source_counts(out, PREFIX)}  # fmt: skip
+    report(out, PREFIX, ctx, extra)
     return out

@@ -11,6 +11,7 @@ Rules that every parser here follows (peers shipped each of these bugs):
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -348,24 +349,51 @@ def expectation_from_logprobs(
     )
 
 
-def verdict_preference(logprobs: Sequence[TokenLogprob] | None) -> float | None:
-    """P(B) + P(tie)/2 over the verdict tokens A / B / tie at the first verdict token, renormalised
-    (alpaca_eval's logprob preference with a tie); None when no verdict token is among the alternatives."""
+_VERDICT_LABELS = {"A": 0.0, "B": 1.0, "tie": 0.5, "Tie": 0.5}
+
+
+def verdict_preference(logprobs: Sequence[TokenLogprob] | None, position: int | None = None) -> float | None:
+    """P(B) + P(tie)/2 over the verdict tokens A / B / tie at the first verdict token (or at
+    `position`), renormalised (alpaca_eval's logprob preference with a tie); None when no verdict
+    token is among the alternatives."""
     if not logprobs:
         return None
-    labels = {"A": 0.0, "B": 1.0, "tie": 0.5, "Tie": 0.5}
-    for tok in logprobs:
-        if _score_label(tok.token) in labels:
-            mass: dict[float, float] = {}
-            for text, lp in tok.top or [(tok.token, tok.logprob)]:
-                value = labels.get(_score_label(text))
-                if value is not None:
-                    mass[value] = mass.get(value, 0.0) + math.exp(lp)
-            total = sum(mass.values())
-            return sum(v * p for v, p in mass.items()) / total if total > 0 else None
-        if _score_label(tok.token) not in ("", "[[", "[", "**", "Verdict", "verdict", ":"):
-            return None
-    return None
+    if position is None:
+        for i, tok in enumerate(logprobs):
+            if _score_label(tok.token) in _VERDICT_LABELS:
+                position = i
+                break
+            if _score_label(tok.token) not in ("", "[[", "[", "**", "Verdict", "verdict", ":"):
+                return None
+    if position is None or position >= len(logprobs):
+        return None
+    tok = logprobs[position]
+    mass: dict[float, float] = {}
+    for text, lp in tok.top or [(tok.token, tok.logprob)]:
+        value = _VERDICT_LABELS.get(_score_label(text))
+        if value is not None:
+            mass[value] = mass.get(value, 0.0) + math.exp(lp)
+    total = sum(mass.values())
+    return sum(v * p for v, p in mass.items()) / total if total > 0 else None
+
+
+def verdict_position(logprobs: Sequence[TokenLogprob] | None, last: bool = False) -> int | None:
+    """Index of the first (or `last`) generated token that is a verdict A / B / tie (constrained JSON
+    replies, whose verdict field sits after the key's tokens)."""
+    hits = [i for i, t in enumerate(logprobs or []) if _score_label(t.token) in _VERDICT_LABELS]
+    return (hits[-1] if last else hits[0]) if hits else None
+
+
+def parse_json_verdict(text: str | None, key: str = "verdict") -> Parsed:
+    """The verdict of a constrained JSON reply (`{"verdict": "A" | "B" | "tie", ...}`) as 0 / 1 / 0.5."""
+    if text is None or not text.strip():
+        return Parsed(None, EMPTY)
+    try:
+        label = json.loads(text).get(key)
+    except (ValueError, AttributeError):
+        return Parsed(None, NO_SCORE)
+    value = _VERDICT_LABELS.get(label) if isinstance(label, str) else None
+    return Parsed(value, OK, label) if value is not None else Parsed(None, NO_SCORE)
 
 
 def expectation_from_logits(logits: Sequence[float], scores: Sequence[int]) -> float:
@@ -376,35 +404,127 @@ def expectation_from_logits(logits: Sequence[float], scores: Sequence[int]) -> f
     return sum(s * e / total for s, e in zip(scores, exps))
 
 
-def score_completion(comp: Completion, lo: int, hi: int, prompt: str | None = None) -> dict[str, Any]:
-    """One judge reply on an integer scale: the parsed whole number (first line first), the logprob
-    expectation at the score token when the parse succeeded and logprobs came back, and the value
-    to use (expectation, else parsed). A non-integer where an integer was asked for is "invalid"."""
-    parsed = parse_score(comp.text, lo, hi, prompt=prompt, first_line=True)
-    if parsed.ok and parsed.value is not None and parsed.value != int(parsed.value):
+SCORE_MODES = ("text", "expected", "auto")
+TEXT = "text"
+EXPECTED = "expected"
+
+
+def check_score_mode(mode: str, method: str) -> str:
+    """`mode` when it is one of SCORE_MODES, else a clear error naming the method's option."""
+    if mode not in SCORE_MODES:
+        raise ValueError(f"{method}: -o score must be one of {'|'.join(SCORE_MODES)}, not {mode!r}")
+    return mode
+
+
+def first_position(logprobs: Sequence[TokenLogprob] | None) -> int | None:
+    """Index of the first generated token that is not blank: the slot where a format that puts the
+    score first asks for it, read there whatever the model wrote (its distribution depends on the
+    prompt alone, as a constrained reply's first digit would)."""
+    for i, t in enumerate(logprobs or []):
+        if _score_label(t.token):
+            return i
+    return None
+
+
+_JSON_FIELD = r'^\s*\{\s*"%s"\s*:\s*"?' + _NUM
+
+
+def parse_json_score(text: str | None, lo: float, hi: float, key: str = "score") -> Parsed:
+    """The score of a schema-constrained reply that opens with `{"<key>": n` (read from the start, so
+    a reply cut at max_tokens after its score still counts); range rules as `parse_score`."""
+    if text is None or not text.strip():
+        return Parsed(None, EMPTY)
+    m = re.match(_JSON_FIELD % re.escape(key), text)
+    if m:
+        return _check(float(m.group(1)), None, lo, hi, m.group(0).strip())
+    try:  # a schema that puts the score after the feedback: the whole object must parse
+        value = json.loads(text)
+    except ValueError:
+        return Parsed(None, NO_SCORE)
+    score = value.get(key) if isinstance(value, dict) else None
+    if isinstance(score, bool) or not isinstance(score, (int, float)):
+        return Parsed(None, NO_SCORE)
+    return _check(float(score), None, lo, hi, str(score))
+
+
+def score_completion(
+    comp: Completion,
+    lo: int,
+    hi: int,
+    prompt: str | None = None,
+    *,
+    mode: str = "auto",
+    integer: bool = True,
+    json_key: str | None = None,
+) -> dict[str, Any]:
+    """One judge reply whose format puts the score first (alone on the first line, or first field
+    of a constrained JSON reply when `json_key` is given): the text score, the expectation over the
+    integer scores lo..hi at the score token (where the text states it, else the reply's first token)
+    when logprobs came back, and the value `mode` picks. With `integer`, a non-integer is "invalid"."""
+    if json_key is not None:
+        parsed = parse_json_score(comp.text, lo, hi, json_key)
+    else:
+        parsed = parse_score(comp.text, lo, hi, prompt=prompt, first_line=True)
+    if integer and parsed.ok and parsed.value is not None and parsed.value != int(parsed.value):
         parsed.value, parsed.status = None, "invalid"
-    exp = expectation_from_logprobs(comp.logprobs, range(lo, hi + 1)) if parsed.ok else None
-    return _scored(parsed, exp)
+    allowed = range(lo, hi + 1)
+    pos = score_position(comp.logprobs, allowed) if parsed.ok and comp.logprobs else first_position(comp.logprobs)
+    exp = None if pos is None else expectation_from_logprobs(comp.logprobs, allowed, position=pos)
+    return _scored(parsed, exp, mode)
 
 
-def score_result_completion(comp: Completion, lo: int, hi: int) -> dict[str, Any]:
-    """`score_completion` for replies in the feedback-then-"[RESULT] n" format: the end-anchored
-    score, the logprob expectation at its token when logprobs came back, the feedback."""
-    parsed, feedback = parse_result_score(comp.text, lo, hi)
+def score_result_completion(
+    comp: Completion, lo: int, hi: int, *, mode: str = "auto", json_key: str | None = None
+) -> dict[str, Any]:
+    """`score_completion` for replies in the feedback-then-"[RESULT] n" format (or a constrained JSON
+    object with the feedback first and `json_key` last): the end-anchored score, the logprob
+    expectation at its token when logprobs came back, the feedback. A reply with no result has no
+    score position, so no expectation either."""
+    if json_key is not None:
+        parsed = parse_json_score(comp.text, lo, hi, json_key)
+        feedback = ""
+        if parsed.ok:
+            obj = json.loads(comp.text)
+            feedback = next((str(v) for k, v in obj.items() if k != json_key), "")
+    else:
+        parsed, feedback = parse_result_score(comp.text, lo, hi)
+    return {**score_at_end(comp, parsed, lo, hi, mode), "feedback": feedback}
+
+
+def score_at_end(comp: Completion, parsed: Parsed, lo: int, hi: int, mode: str = "auto") -> dict[str, Any]:
+    """The scored-reply dict for a format that ends with its score (`parsed` read by the method's own
+    parser): the expectation is read at the last score token, and only when the text stated one."""
     pos = last_score_position(comp.logprobs, range(lo, hi + 1)) if parsed.ok and comp.logprobs else None
     exp = None if pos is None else expectation_from_logprobs(comp.logprobs, range(lo, hi + 1), position=pos)
-    return {**_scored(parsed, exp), "feedback": feedback}
+    return _scored(parsed, exp, mode)
 
 
-def _scored(parsed: Parsed, exp: Expectation | None) -> dict[str, Any]:
-    """A scored reply: the expectation's value when there is one, else the parsed number."""
-    use_exp = exp is not None and exp.status == OK
+def pick_score(text: float | None, expected: float | None, mode: str) -> tuple[float | None, str | None]:
+    """(value, source) that `-o score` picks: `text` the parsed score only (the paper's behaviour);
+    `expected` the probability-weighted score where the distribution came back, else the text;
+    `auto` the text where it parses, else the expected value. Source is "text", "expected" or None."""
+    if mode == EXPECTED and expected is not None:
+        return expected, EXPECTED
+    if text is not None:
+        return text, TEXT
+    if mode == "auto" and expected is not None:
+        return expected, EXPECTED
+    return None, None
+
+
+def _scored(parsed: Parsed, exp: Expectation | None, mode: str = "auto") -> dict[str, Any]:
+    """A scored reply: the text score, the expectation, the value and source `mode` picks, and the
+    status of that value (the text's status, or ok when the expectation stands in for it)."""
+    expected = exp.value if exp is not None and exp.status == OK else None
+    value, source = pick_score(parsed.value if parsed.ok else None, expected, mode)
     return {
         "parsed": parsed.value,
-        "status": parsed.status,
+        "text_status": parsed.status,
+        "status": OK if value is not None else parsed.status,
         "exp": exp,
-        "value": exp.value if use_exp else parsed.value,  # type: ignore[union-attr]
-        "source": "logprobs" if use_exp else ("parsed" if parsed.ok else None),
+        "expected": expected,
+        "value": value,
+        "source": source,
     }
 
 
@@ -421,13 +541,23 @@ def usage_columns(prefix: str, comps: Iterable[Completion]) -> dict[str, Any]:
     }
 
 
-def status_counts(records: Iterable[dict], prefix: str) -> dict[str, int]:
-    """How many rows ended in each parse status (rows that errored count as "error")."""
+def column_counts(records: Iterable[dict], column: str, missing: str) -> dict[str, int]:
+    """How many rows hold each value of `column` (`missing` for rows without one)."""
     counts: dict[str, int] = {}
     for rec in records:
-        status = rec.get(f"{prefix}_parse") or "error"
-        counts[status] = counts.get(status, 0) + 1
+        value = rec.get(column) or missing
+        counts[value] = counts.get(value, 0) + 1
     return counts
+
+
+def status_counts(records: Iterable[dict], prefix: str) -> dict[str, int]:
+    """How many rows ended in each parse status (rows that errored count as "error")."""
+    return column_counts(records, f"{prefix}_parse", "error")
+
+
+def source_counts(records: Iterable[dict], prefix: str) -> dict[str, int]:
+    """How many rows took their score from the text, from the expectation, or have none."""
+    return column_counts(records, f"{prefix}_score_source", "none")
 
 
 def report(records: list[dict], prefix: str, ctx: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:

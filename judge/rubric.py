@@ -11,6 +11,10 @@ Deviations of the default `format=ours`: the score comes first (alone on the fir
 justification after, not feedback then "[RESULT] n": that puts the score at a known token so its
 top_logprobs give the expected value Σ s·p(s) (with argmax and entropy); without logprobs the parsed
 integer is used. (Under `prometheus` the expectation is read at the final score token.)
+`-o score` picks what `rubric_score` is: `auto` (default) the parsed number, else the expectation;
+`text` the parsed number only (Prometheus); `expected` the expectation where logprobs came back
+(G-Eval's weighting). `-o constrained auto` asks for JSON whose score is an enum of lo..hi (after the
+feedback under `prometheus`, first otherwise) where the backend constrains output.
 Self-consistency (n samples) averages only valid parses and reports the spread and the valid count;
 G-Eval's counting of unparseable samples as 0 is not copied. Our own prompt wording.
 """
@@ -28,9 +32,17 @@ from instructkit.registry import method
 from instructkit.runner import RunContext
 from instructkit.templates import render
 
-from .common import chat_messages, finish, llm_of, triplet
+from .common import chat_messages, finish, llm_of, score_schema, triplet, use_constraint, with_json_reply
 from .formats import PROMETHEUS_SYSTEM, prometheus_prompt
-from .parsing import OK, report, score_completion, score_result_completion, usage_columns
+from .parsing import (
+    OK,
+    check_score_mode,
+    report,
+    score_completion,
+    score_result_completion,
+    source_counts,
+    usage_columns,
+)
 
 PREFIX = "rubric"
 FORMATS = ("ours", "prometheus")
@@ -41,7 +53,8 @@ COLUMNS = [
         "raw",
         "parse",
         "parsed",
-        "source",
+        "score_source",
+        "text_parse",
         "expected",
         "argmax",
         "entropy",
@@ -70,7 +83,9 @@ class RubricOptions:
         "official": {"format": "prometheus", "temperature": 1.0, "top_p": 0.9, "max_tokens": 1024},
     }
 
-    format: str = "ours"  # ours (score first, then why) | prometheus (Prometheus 2: feedback, then "[RESULT] n")
+    format: str = (
+        "ours"  # ours (score first, then why) | prometheus (Prometheus 2: feedback, then "[RESULT] n")
+    )
     criteria: str = DEFAULT_CRITERIA
     descriptions: list[str] | None = None  # one per score lo..hi (default: built-in 1-5 rubric)
     rubric_file: str | None = None  # JSON/YAML {"criteria": ..., "descriptions": {"1": ..., ...}}
@@ -82,6 +97,10 @@ class RubricOptions:
     sample_temperature: float = 1.0
     logprobs: bool = True
     top_logprobs: int = 10
+    score: str = "auto"  # text (parsed number) | expected (Σ s·p(s), G-Eval) | auto (text, else expected)
+    constrained: str = (
+        "off"  # off: the format's free text | auto: JSON, score restricted to lo..hi, where supported
+    )
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 128
@@ -156,7 +175,8 @@ def summarise(prefix: str, comps: list[Any], samples: list[dict[str, Any]]) -> d
         f"{prefix}_raw": comps[0].text,
         f"{prefix}_parse": OK if valid else first["status"],
         f"{prefix}_parsed": first["parsed"],
-        f"{prefix}_source": first["source"] if len(samples) == 1 else ("mean" if valid else None),
+        f"{prefix}_score_source": first["source"] if len(samples) == 1 else ("mean" if valid else None),
+        f"{prefix}_text_parse": first["text_status"],
         f"{prefix}_expected": None,
         f"{prefix}_argmax": None,
         f"{prefix}_entropy": None,
@@ -165,7 +185,7 @@ def summarise(prefix: str, comps: list[Any], samples: list[dict[str, Any]]) -> d
         f"{prefix}_std": statistics.pstdev(valid) if len(valid) > 1 else (0.0 if valid else None),
         **usage_columns(prefix, comps),
     }
-    if first["exp"] is not None and first["exp"].status == OK:
+    if first["exp"] is not None and first["exp"].status == OK:  # beside the score, whichever mode
         row.update(first["exp"].columns(prefix))
     if len(samples) > 1:
         row[f"{prefix}_samples"] = [s["value"] for s in samples]
@@ -188,7 +208,15 @@ def rubric(records: list[dict], ctx: RunContext) -> list[dict]:
     if opts.format == "prometheus" and (opts.lo, opts.hi) != (1, 5):
         raise ValueError(f"rubric: format=prometheus grades on 1-5, not {opts.lo}-{opts.hi}")
     rubric_spec = load_rubric(opts)
+    mode = check_score_mode(opts.score, PREFIX)
+    feedback_first = opts.format == "prometheus"
+    schema = score_schema(
+        list(range(opts.lo, opts.hi + 1)), explanation="feedback", score_first=not feedback_first
+    )
+    constrained = use_constraint(llm, opts.constrained, PREFIX)
     params: dict[str, Any] = {"max_tokens": opts.max_tokens}
+    if constrained:
+        params["json_schema"] = schema
     if opts.top_p != 1.0:
         params["top_p"] = opts.top_p
     if opts.logprobs:
@@ -196,6 +224,9 @@ def rubric(records: list[dict], ctx: RunContext) -> list[dict]:
 
     async def one(rec: dict) -> dict:
         msgs = rubric_messages(rec, opts, rubric_spec)
+        prompt = msgs[-1]["content"]
+        if constrained:
+            msgs = with_json_reply(msgs, schema)
         if opts.n_samples > 1:
             comps = await llm.asample(
                 msgs, opts.n_samples, temperature=opts.sample_temperature, seed=ctx.random_state, **params
@@ -203,12 +234,19 @@ def rubric(records: list[dict], ctx: RunContext) -> list[dict]:
         else:
             seed = {"seed": ctx.random_state} if opts.temperature > 0 else {}
             comps = [await llm.achat(msgs, temperature=opts.temperature, **seed, **params)]
-        if opts.format == "prometheus":
-            samples = [score_result_completion(c, opts.lo, opts.hi) for c in comps]
+        key = "score" if constrained else None
+        if feedback_first:
+            samples = [score_result_completion(c, opts.lo, opts.hi, mode=mode, json_key=key) for c in comps]
         else:
-            samples = [score_completion(c, opts.lo, opts.hi, msgs[-1]["content"]) for c in comps]
+            samples = [score_completion(c, opts.lo, opts.hi, prompt, mode=mode, json_key=key) for c in comps]
         return summarise(PREFIX, comps, samples)
 
     out = finish(records, ctx.map(records, one, stage="grade"), "grade", PREFIX, COLUMNS)
-    report(out, PREFIX, ctx, {"scale": [opts.lo, opts.hi], "n_samples": opts.n_samples})
+    extra = {
+        "scale": [opts.lo, opts.hi],
+        "n_samples": opts.n_samples,
+        "score": mode,
+        "constrained": constrained,
+    }
+    report(out, PREFIX, ctx, {**extra, "score_source": source_counts(out, PREFIX)})
     return out

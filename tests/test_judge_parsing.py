@@ -12,8 +12,10 @@ from instructkit.judge import deita, instag, jury, pairwise, rubric
 from instructkit.judge.parsing import (
     NO_SCORE_TOKEN,
     OK,
+    check_score_mode,
     expectation_from_logits,
     expectation_from_logprobs,
+    parse_json_score,
     parse_ranking,
     parse_score,
     parse_verdict,
@@ -82,7 +84,7 @@ def test_half_points_are_kept_and_echo_is_never_read() -> None:
 
 
 def _tok(token: str, top: list[tuple[str, float]]) -> TokenLogprob:
-    return TokenLogprob(token, dict(top).get(token, top[0][1]), top)
+    return TokenLogprob(token, dict(top).get(token, top[0][1] if top else -1.0), top)
 
 
 def test_expectation_hand_computed() -> None:
@@ -129,16 +131,39 @@ def test_expectation_matches_the_deita_scorer_formula() -> None:
         assert exp.value == pytest.approx(manual, abs=1e-9)
 
 
-def test_score_completion_prefers_logprobs_only_when_the_text_parses() -> None:
+def test_score_modes_text_expected_auto() -> None:
     top = [("2", math.log(0.5)), ("3", math.log(0.5))]
     comp = Completion("2\nok", logprobs=[_tok("2", top)])
-    s = score_completion(comp, 1, 5)
-    assert s["source"] == "logprobs" and s["value"] == pytest.approx(2.5) and s["parsed"] == 2.0
-    s = score_completion(Completion("2 + 2 = 4", logprobs=[_tok("2", top)]), 1, 5)
-    assert s["value"] is None and s["status"] == "no_score"
-    s = score_completion(Completion("4"), 1, 5)
-    assert s["source"] == "parsed" and s["value"] == 4.0
+    s = score_completion(comp, 1, 5)  # auto: the text where it parses, the expectation beside it
+    assert (s["value"], s["source"], s["expected"], s["parsed"]) == (2.0, "text", pytest.approx(2.5), 2.0)
+    s = score_completion(comp, 1, 5, mode="expected")
+    assert s["source"] == "expected" and s["value"] == pytest.approx(2.5)
+    # No score in the text: auto falls back to the distribution at the first token, text gives none.
+    unparsed = Completion("\n2 + 2 = 4", logprobs=[_tok("\n", []), _tok("2", top)])
+    s = score_completion(unparsed, 1, 5)
+    assert s["source"] == "expected" and s["value"] == pytest.approx(2.5)
+    assert s["status"] == "ok" and s["text_status"] == "no_score"
+    s = score_completion(unparsed, 1, 5, mode="text")
+    assert s["value"] is None and s["status"] == "no_score" and s["expected"] == pytest.approx(2.5)
+    s = score_completion(Completion("4"), 1, 5, mode="expected")  # no logprobs: the text
+    assert s["source"] == "text" and s["value"] == 4.0
     assert score_completion(Completion("3.5"), 1, 5)["status"] == "invalid"  # integer scale
+    assert score_completion(Completion("3.5"), 0, 5, integer=False)["value"] == 3.5
+    with pytest.raises(ValueError, match="score must be one of"):
+        check_score_mode("best", "alpagasus")
+
+
+def test_constrained_json_scores_read_from_the_start() -> None:
+    assert parse_json_score('{"score": 4, "explanation": "fine"}', 0, 5).value == 4.0
+    assert parse_json_score('{"score": 4.5, "explanation": "cut at max_tok', 0, 5).value == 4.5
+    assert parse_json_score('{"score": 7}', 0, 5).status == "out_of_range"
+    assert parse_json_score('{"explanation": "x", "score": 4}', 0, 5).value == 4.0  # score last: whole object
+    assert parse_json_score('{"explanation": "cut before the sc', 0, 5).status == "no_score"
+    assert parse_json_score('{"explanation": "x", "score": true}', 0, 5).status == "no_score"
+    top = [("4", math.log(0.75)), ("5", math.log(0.25))]
+    toks = [_tok('{"', []), _tok("score", []), _tok('":', []), _tok(" ", []), _tok("4", top), _tok("}", [])]
+    s = score_completion(Completion('{"score": 4}', logprobs=toks), 0, 5, json_key="score")
+    assert s["value"] == 4.0 and s["expected"] == pytest.approx(4.25)
 
 
 def test_deita_combined_over_turns() -> None:

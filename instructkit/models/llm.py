@@ -515,17 +515,22 @@ class LLM:
             supports_n = LocalBackend.supports_n
         else:
             supports_n = getattr(self.backend, "supports_n", False)
-        if supports_n and len(missing) > 1 and gen.temperature > 0:
-            return await self._call(op, request, gen, len(missing))
         def params_for(i: int) -> GenParams:
             params = gen if i == 0 or gen.seed is None else gen.replace(seed=gen.seed + i)
             if self.is_local and gen.temperature > 0:
                 params = params.replace(seed=(gen.seed or 0) + i)
             return params
 
+        got: list[Completion] = []
+        if supports_n and len(missing) > 1 and gen.temperature > 0:
+            got = (await self._call(op, request, gen, len(missing)))[: len(missing)]
+            if len(got) == len(missing):
+                return got
+            # A server that ignores `n` (llama.cpp's answers one choice): the rest one at a time.
         # Concurrently, so a local micro-batcher takes all samples in one batch.
-        calls = await asyncio.gather(*(self._call(op, request, params_for(i), 1) for i in missing))
-        return [comp for call in calls for comp in call]
+        rest = missing[len(got) :]
+        calls = await asyncio.gather(*(self._call(op, request, params_for(i), 1) for i in rest))
+        return got + [comp for call in calls for comp in call]
 
     def _estimate(self, request: list[dict] | str, gen: GenParams, n: int) -> tuple[int, float]:
         """(tokens, cost) of a call at most: the prompt estimate plus max_tokens per sample. The budget
@@ -693,27 +698,33 @@ class LLM:
     async def ajson(
         self,
         messages: list[dict] | str,
-        schema: dict,
+        schema: dict | type,
         *,
         system: str | None = None,
         repairs: int = 2,
+        constrained: bool | None = None,
         **params: Any,
     ) -> tuple[Any, Completion]:
-        """JSON that validates against `schema`: constrained where the backend can, else parse, validate
-        and ask again with the error (each repair is its own cached request). Raises ValueError
-        carrying the last raw text when no attempt validates."""
+        """JSON that validates against `schema`, a JSON Schema dict or a pydantic model class (then a
+        validated instance is returned). Constrained where the backend can (grammar on llama.cpp and
+        transformers, `response_format` on servers; `constrained=False` never asks for it), else, and
+        as the fallback, parse, validate and ask again with the error (each repair is its own cached
+        request). Raises ValueError carrying the last raw text when no attempt validates."""
         import jsonschema
 
+        model_cls, json_schema = schema_of(schema)
         msgs = to_messages(messages, system)
-        if self.supports_json_schema:
-            params = {**params, "json_schema": schema}
+        if constrained is not False and self.supports_json_schema:
+            params = {**params, "json_schema": json_schema}
         comp: Completion | None = None
         error = ""
         for _ in range(repairs + 1):
             comp = await self.achat(msgs, **params)
             try:
                 value = extract_json(comp.text)
-                jsonschema.validate(value, schema)
+                if model_cls is not None:
+                    return model_cls.model_validate(value), comp  # pydantic's ValidationError is a ValueError
+                jsonschema.validate(value, json_schema)
                 return value, comp
             except (ValueError, jsonschema.ValidationError) as exc:
                 error = str(exc).splitlines()[0][:300]
@@ -826,7 +837,7 @@ class LLM:
     def complete(self, prompt: str, **params: Any) -> Completion:
         return run_sync(self.acomplete(prompt, **params))
 
-    def json(self, messages: list[dict] | str, schema: dict, **params: Any) -> tuple[Any, Completion]:
+    def json(self, messages: list[dict] | str, schema: dict | type, **params: Any) -> tuple[Any, Completion]:
         return run_sync(self.ajson(messages, schema, **params))
 
     def embed(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
@@ -870,6 +881,15 @@ def _retry_delay(exc: BaseException | None, attempt_number: int) -> float:
         return min(float(retry_after), 120.0) + random.uniform(0, 0.1)
     base = min(30.0, 0.25 * 2 ** (attempt_number - 1))
     return random.uniform(base / 2, base)
+
+
+def schema_of(schema: dict | type) -> tuple[Any, dict]:
+    """(pydantic model class or None, JSON Schema dict) for a schema given either way."""
+    if isinstance(schema, dict):
+        return None, schema
+    if isinstance(schema, type) and hasattr(schema, "model_json_schema") and hasattr(schema, "model_validate"):
+        return schema, schema.model_json_schema()
+    raise TypeError(f"schema must be a JSON Schema dict or a pydantic model class, not {schema!r}")
 
 
 def extract_json(text: str) -> Any:

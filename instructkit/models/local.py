@@ -11,6 +11,8 @@ sampling parameters, sorts it by prompt length and generates each group as a lef
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib.util
 import queue
 import random
 import threading
@@ -101,7 +103,6 @@ class LocalBackend:
 
     kind = "local"
     supports_n = False
-    supports_json_schema = False
     supports_penalties = True  # applied to the logits as OpenAI defines them (`apply_penalties`)
 
     def __init__(self, path: Path, dtype: str = "float32", device: str = "cpu", batch_size: int = 16):
@@ -127,6 +128,12 @@ class LocalBackend:
         self._queue: queue.Queue[_Request] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._token_text: dict[int, str] = {}
+        self._grammar_tokenizer: Any = None  # llguidance's view of the tokenizer, built on first use
+
+    @property
+    def supports_json_schema(self) -> bool:
+        """JSON Schema constrained generation needs llguidance (the `local` extra installs it)."""
+        return _has_llguidance()
 
     # ----- chat ---------------------------------------------------------------------------
     def prompt_ids(self, messages: list[dict]) -> list[int]:
@@ -237,6 +244,8 @@ class LocalBackend:
             presence = torch.tensor([p.presence_penalty for p in params], dtype=torch.float32)
             frequency = torch.tensor([p.frequency_penalty for p in params], dtype=torch.float32)
             counts: Any = None  # [rows, vocab] tokens generated so far, made at the first step
+        matchers = [self._json_matcher(p.json_schema) if p.json_schema is not None else None for p in params]
+        constrained = any(m is not None for m in matchers)
         with self._compute, torch.inference_mode():
             from transformers import DynamicCache
 
@@ -260,6 +269,8 @@ class LocalBackend:
                         presence, frequency = presence.to(logits.device), frequency.to(logits.device)
                     rows_now = torch.tensor(active, dtype=torch.long, device=logits.device)
                     chosen_from = apply_penalties(logits, counts[rows_now], presence[rows_now], frequency[rows_now])
+                if constrained:
+                    chosen_from = self._mask(chosen_from, [matchers[r] for r in active])
                 nxt = self._choose(chosen_from, p0, [gens[r] for r in active] if gens else [])
                 logp = torch.log_softmax(logits, dim=-1) if want_lp else None
                 keep = []
@@ -273,6 +284,9 @@ class LocalBackend:
                     out_ids[r].append(tok)
                     if logp is not None:
                         lps[r].append(self._token_logprob(logp[j], tok, p0.top_logprobs))
+                    if matchers[r] is not None and (not matchers[r].consume_token(tok) or matchers[r].is_stopped()):
+                        finish[r] = "stop"  # the schema's value is complete (or, never expected, broken)
+                        continue
                     if (
                         params[r].stop
                         and (cut := _find_stop(self.tokenizer.decode(out_ids[r]), params[r].stop)) >= 0
@@ -305,6 +319,45 @@ class LocalBackend:
             )
             for r in range(rows)
         ]
+
+    def _json_matcher(self, schema: dict) -> Any:
+        """A fresh llguidance matcher for one constrained row (compact JSON, as json.dumps writes it)."""
+        if not _has_llguidance():
+            raise ModelCallError(
+                "JSON Schema constrained generation on a transformers model needs llguidance "
+                "(pip install 'instructkit[local]' or pip install llguidance)",
+                retryable=False,
+            )
+        import llguidance
+        import llguidance.hf
+
+        if self._grammar_tokenizer is None:
+            self._grammar_tokenizer = llguidance.hf.from_tokenizer(
+                self.tokenizer, n_vocab=self.model.config.vocab_size, eos_token=sorted(self.eos_ids)
+            )
+        grammar = llguidance.LLMatcher.grammar_from_json_schema(
+            schema, defaults={"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+        )
+        matcher = llguidance.LLMatcher(self._grammar_tokenizer, grammar)
+        if matcher.is_error():
+            raise ModelCallError(f"JSON Schema not usable for constrained generation: {matcher.get_error()}",
+                                 retryable=False)  # fmt: skip
+        return matcher
+
+    def _mask(self, logits: Any, matchers: list[Any]) -> Any:
+        """`logits` with the tokens each row's grammar forbids set to -inf (rows without one unchanged),
+        as a copy: reported log-probs stay those of the raw model distribution."""
+        import llguidance.torch as llt
+
+        rows = [j for j, m in enumerate(matchers) if m is not None]
+        bitmask = llt.allocate_token_bitmask(len(rows), self._grammar_tokenizer.vocab_size)
+        for k, j in enumerate(rows):
+            llt.fill_next_token_bitmask(matchers[j], bitmask, k)
+        masked = logits.clone()
+        view = masked[rows]
+        llt.apply_token_bitmask_inplace(view, bitmask)
+        masked[rows] = view
+        return masked
 
     @staticmethod
     def _choose(logits: Any, p: GenParams, gens: list[Any]) -> Any:
@@ -481,6 +534,11 @@ def apply_penalties(logits: Any, counts: Any, presence: Any, frequency: Any) -> 
     minus count x frequency, minus presence when count > 0, counting the tokens generated so far
     (not the prompt's), one penalty pair per row."""
     return logits - counts * frequency[:, None] - (counts > 0).to(logits.dtype) * presence[:, None]
+
+
+@functools.cache
+def _has_llguidance() -> bool:
+    return importlib.util.find_spec("llguidance") is not None
 
 
 def _generator(seed: int | None) -> Any:
