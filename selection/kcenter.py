@@ -109,22 +109,18 @@ class _State:
         n_rows = g.stop - g.start if isinstance(g, slice) else len(g)
         step = max(1, self.tile // max(1, len(cvec)))
         torch = self.mm.torch
-        use_torch = torch is not None and (self.xdev is not None or len(cvec) * n_rows >= 1 << 16)
+        on_dev = self.xdev is not None  # resident rows: the tile is made and reduced where they live
         cn_t = cn.astype(self.dtype)
-        if use_torch:
+        if on_dev:
             c, cnd = self.mm.to_dev(cvec), self.mm.to_dev(cn_t)
         cmax = float(np.sqrt(cn.max())) if len(cn) else 0.0
         for lo, hi in row_blocks(n_rows, step):
-            if use_torch:
-                r = rows[lo:hi] if torch.is_tensor(rows) else self.mm.to_dev(np.ascontiguousarray(rows[lo:hi]))
-                part = torch.addmm(cnd[None, :], r, c.T, alpha=-2)
-                if self.xdev is None:  # a CPU tile: numpy's row reductions are several times faster
-                    part = part.numpy()
-            else:
+            if on_dev:
+                part = torch.addmm(cnd[None, :], rows[lo:hi], c.T, alpha=-2)
+            else:  # a CPU tile: torch's product, numpy's in-place updates and row reductions (fastest here)
                 part = self.mm.abt(rows[lo:hi], cvec)
                 part *= -2
                 part += cn_t[None, :]
-            on_dev = not isinstance(part, np.ndarray)  # reduce where the tile lives (resident rows)
             if on_dev:
                 best = part.min(dim=1)
                 pmin = best.values.cpu().numpy()
