@@ -125,7 +125,8 @@ def passages_for(
     tokenizer = None
     llm = ctx.llm
     if llm is not None and getattr(llm, "is_local", False) and not getattr(llm, "dry_run", False):
-        tokenizer = getattr(llm.backend, "tokenizer", None)
+        # A backend that counts tokens itself (llama.cpp) spares loading a transformers tokenizer.
+        tokenizer = getattr(llm.backend, "count_tokens", None) or getattr(llm.backend, "tokenizer", None)
     return passages_from(docs, max_tokens=max_tokens, tokenizer=tokenizer)
 
 

@@ -255,6 +255,7 @@ class LLM:
         self._via = via
         self._backend_options = backend_options
         self._backend = backend
+        self._custom_backend = backend is not None
         self._identity: dict[str, Any] | None = None
         self._calibration: Calibration | None = None  # stored figures, read on first need
         self._learned = Calibration()  # this process's real calls, not yet stored
@@ -347,9 +348,9 @@ class LLM:
         if self._backend is None:
             ref = self.ref
             if ref.family == "local":
-                from .local import load_local_backend
+                from .local import load_local_model
 
-                self._backend = load_local_backend(ref.model, **self._backend_options)
+                self._backend = load_local_model(ref.model, **self._backend_options)
             elif ref.family == "openai-compatible" and ref.via == "http":
                 from .http_openai import OpenAICompatibleBackend
 
@@ -373,13 +374,13 @@ class LLM:
         """What identifies this model in cache keys: never a key or a credential (computed once)."""
         if self._identity is None:
             ref = self.ref
-            if ref.family == "local" and self._backend is not None:
+            if ref.family == "local" and self._custom_backend:
                 self._identity = {"family": "local", "model": self._backend.model_id}
             elif ref.family == "local":  # without loading the model (a dry run never needs it)
-                from .local import local_model_id
+                from .local import local_identity
 
-                dtype = self._backend_options.get("dtype", "float32")
-                self._identity = {"family": "local", "model": local_model_id(ref.model, dtype)}
+                opts = self._backend_options
+                self._identity = local_identity(ref.model, opts.get("dtype") or "float32", opts.get("engine", "auto"))
             else:
                 self._identity = {"family": ref.family, "model": ref.model, "endpoint": public_endpoint(ref.api_base)}
         return self._identity

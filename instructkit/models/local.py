@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .local_files import default_chat_model, model_id, resolve_model_path, set_offline
+from .local_files import default_chat_model, model_id, resolve_model_path, set_offline, smollm2_gguf
 from .types import Completion, GenParams, ModelCallError, SpanScore, TokenLogprob, Usage
 
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
@@ -32,24 +32,26 @@ _BACKENDS: dict[tuple[str, str, str], LocalBackend] = {}
 _BACKENDS_LOCK = threading.Lock()
 
 
-def parse_local_spec(spec: str) -> tuple[Path, str | None]:
-    """(model folder, dtype named in the spec or None) for `local`, `local:bf16`, `local:PATH`, `hf:PATH`."""
+def parse_local_spec(spec: str, convert: bool = True) -> tuple[Path, str | None]:
+    """(model folder, dtype named in the spec or None) for `local`, `local:bf16`, `local:PATH`, `hf:PATH`.
+    With `convert=False` a GGUF source is returned as the .gguf file itself (nothing is loaded)."""
     spec = spec.strip()
+    default = default_chat_model if convert else smollm2_gguf
     if spec == "local":
-        return default_chat_model(), None
+        return default(), None
     if spec.startswith("local:"):
         rest = spec[len("local:") :]
         if rest.lower() in DTYPES:
-            return default_chat_model(), DTYPES[rest.lower()]
-        return resolve_model_path(rest), None
+            return default(), DTYPES[rest.lower()]
+        return resolve_model_path(rest, convert), None
     if spec.startswith("hf:"):
-        return resolve_model_path(spec[len("hf:") :]), None
+        return resolve_model_path(spec[len("hf:") :], convert), None
     raise ValueError(f"not a local model spec: {spec!r} (use local, local:bf16 or hf:PATH)")
 
 
-def resolve_local(spec: str, dtype: str = "float32") -> tuple[Path, str]:
+def resolve_local(spec: str, dtype: str = "float32", convert: bool = True) -> tuple[Path, str]:
     """(model folder, canonical dtype) for a local spec; the dtype named in the spec wins."""
-    path, spec_dtype = parse_local_spec(spec)
+    path, spec_dtype = parse_local_spec(spec, convert)
     canonical = DTYPES.get((spec_dtype or dtype).lower())
     if canonical is None:
         raise ValueError(f"dtype must be float32 or bfloat16, not {dtype!r}")
@@ -57,9 +59,58 @@ def resolve_local(spec: str, dtype: str = "float32") -> tuple[Path, str]:
 
 
 def local_model_id(spec: str, dtype: str = "float32") -> str:
-    """The id a local model's backend will have (`name@hash:dtype`), without loading the model."""
-    path, canonical = resolve_local(spec, dtype)
+    """The id a local model's transformers backend will have (`name@hash:dtype`), without loading it."""
+    path, canonical = resolve_local(spec, dtype, convert=False)
     return f"{model_id(path)}:{canonical}"
+
+
+ENGINES = ("auto", "llama.cpp", "transformers")
+
+
+def generation_engine(spec: str, engine: str = "auto") -> str:
+    """What generates for a local spec: llama.cpp for a GGUF source (`local`, `hf:FILE.gguf`) when
+    llama-cpp-python is installed, transformers for a folder or when asked (`engine=transformers`)."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "transformers":
+        return engine
+    source, _ = parse_local_spec(spec, convert=False)
+    if source.suffix != ".gguf":
+        if engine == "llama.cpp":
+            raise ValueError(f"engine=llama.cpp needs a .gguf model, not {source}")
+        return "transformers"
+    if importlib.util.find_spec("llama_cpp") is None:
+        if engine == "llama.cpp":
+            raise ValueError("engine=llama.cpp needs llama-cpp-python (bash scripts/setup.sh installs it)")
+        return "transformers"
+    return "llama.cpp"
+
+
+def local_identity(spec: str, dtype: str = "float32", engine: str = "auto") -> dict[str, Any]:
+    """What identifies a local model in cache keys, computed without loading anything. Answers from
+    llama.cpp differ from transformers' in the last bits, so the generation engine is part of it."""
+    ident: dict[str, Any] = {"family": "local", "model": local_model_id(spec, dtype)}
+    if generation_engine(spec, engine) == "llama.cpp":
+        ident["engine"] = "llama.cpp"
+    return ident
+
+
+def load_local_model(
+    spec: str = "local",
+    dtype: str = "float32",
+    device: str | None = None,
+    batch_size: int = 16,
+    threads: int | None = None,
+    engine: str = "auto",
+    parallel: int = 8,
+    n_ctx: int = 2048,
+) -> Any:
+    """What `LLM` uses for a local spec: transformers alone, or llama.cpp generating with transformers
+    scoring (`SplitLocalBackend`). Nothing is loaded here when llama.cpp generates."""
+    if generation_engine(spec, engine) == "transformers":
+        return load_local_backend(spec, dtype, device, batch_size, threads)
+    return SplitLocalBackend(spec, dict(dtype=dtype, device=device, batch_size=batch_size, threads=threads),
+                             dict(parallel=parallel, n_ctx=n_ctx, threads=threads))  # fmt: skip
 
 
 def load_local_backend(
@@ -69,7 +120,7 @@ def load_local_backend(
     batch_size: int = 16,
     threads: int | None = None,
 ) -> LocalBackend:
-    """The shared backend for `spec` (loaded once per process per path, dtype and device)."""
+    """The shared transformers backend for `spec` (loaded once per process per path, dtype and device)."""
     path, dtype = resolve_local(spec, dtype)
     if threads:
         import torch
@@ -81,6 +132,73 @@ def load_local_backend(
         if backend is None:
             backend = _BACKENDS[key] = LocalBackend(path, dtype, device or "cpu", batch_size)
         return backend
+
+
+class SplitLocalBackend:
+    """One local GGUF model behind two engines, each loaded on first use: llama.cpp generates (chat,
+    raw completion, grammar-constrained JSON), transformers scores (span log-probs, the full next-token
+    distribution, hidden states), where exact full-vocabulary logits are needed (docs/DEVELOPING.md)."""
+
+    kind = "local"
+    supports_n = False
+    supports_json_schema = True
+    supports_penalties = True
+
+    def __init__(self, spec: str, scorer_options: dict[str, Any], generator_options: dict[str, Any]):
+        self.spec = spec
+        self._scorer_options = scorer_options
+        self._generator_options = generator_options
+        self._scorer: LocalBackend | None = None
+        self._generator: Any = None
+        self.model_id = local_model_id(spec, scorer_options.get("dtype") or "float32")
+
+    @property
+    def generator(self) -> Any:
+        if self._generator is None:
+            from .llamacpp import load_llamacpp_backend
+
+            source, _ = parse_local_spec(self.spec, convert=False)
+            self._generator = load_llamacpp_backend(source, **self._generator_options)
+        return self._generator
+
+    @property
+    def scorer(self) -> LocalBackend:
+        if self._scorer is None:
+            self._scorer = load_local_backend(self.spec, **self._scorer_options)
+        return self._scorer
+
+    async def chat(self, messages: list[dict], params: GenParams, n: int = 1) -> list[Completion]:
+        return await self.generator.chat(messages, params, n)
+
+    async def complete(self, prompt: str, params: GenParams, n: int = 1) -> list[Completion]:
+        return await self.generator.complete(prompt, params, n)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text` (llama.cpp's tokenizer of the same GGUF: no transformers load for chunking)."""
+        return len(self.generator.tokenize(text))
+
+    def span_scores(self, pairs: Any, **options: Any) -> list[SpanScore]:
+        return self.scorer.span_scores(pairs, **options)
+
+    def choice_logprobs(self, messages: list[dict], choices: Sequence[str]) -> list[float]:
+        return self.scorer.choice_logprobs(messages, choices)
+
+    def next_token_logprobs(self, prompt: str, choices: Sequence[str], special_tokens: bool = False) -> list[float]:
+        return self.scorer.next_token_logprobs(prompt, choices, special_tokens)
+
+    def hidden_states(self, texts: list[str], pooling: str = "mean", **options: Any) -> np.ndarray:
+        return self.scorer.hidden_states(texts, pooling, **options)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.scorer, name)  # tokenizer, model, device, prompt_ids, span_ids, ...
+
+    async def embed(self, texts: list[str]) -> list:
+        return await self.scorer.embed(texts)
+
+    async def aclose(self) -> None:
+        """Both engines are shared by the process; nothing per caller to release."""
 
 
 @dataclass

