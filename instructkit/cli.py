@@ -274,6 +274,11 @@ def _run_method(args: argparse.Namespace, info: Any, records: list[dict], option
         write_selection_report(records, result, ctx, options, out)
     if ctx.stats.stopped_reason:
         print(f"stopped: {ctx.stats.stopped_reason}. Run the same command again to continue.", file=sys.stderr)
+    from .manifest import little_output_line
+
+    if flags := little_output_line([{"step": summary["method"], **summary, **figures}]):
+        print(flags, file=sys.stderr)  # the last line: a step that produced little is never a quiet success
+    if ctx.stats.stopped_reason:
         return 3
     return 1 if ctx.stats.failed else 0
 

@@ -18,3 +18,25 @@ def write_manifest(path: str | Path, **fields: Any) -> Path:
     data = {"instructkit": __version__, "python": platform.python_version(), "written": time.time(), **fields}
     p.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False), encoding="utf-8")
     return p
+
+
+LITTLE_PARSE_RATE = 0.10  # a step whose parse failures exceed this share of its rows is flagged
+
+
+def little_output(step: dict[str, Any]) -> list[str]:
+    """Why a finished step produced little, from its manifest entry: no rows out, or a parse column
+    (`parse` figures: `<col>: {rows, failed, rate}`) failing on more than 10% of its rows."""
+    if step.get("kind") == "export":
+        return []
+    notes = ["0 rows out"] if step.get("rows_out") == 0 else []
+    for col, fig in sorted((step.get("parse") or {}).items()):
+        if isinstance(fig, dict) and fig.get("rows") and float(fig.get("rate") or 0.0) > LITTLE_PARSE_RATE:
+            notes.append(f"{col} failed on {fig['failed']}/{fig['rows']} rows ({float(fig['rate']):.0%})")
+    return notes
+
+
+def little_output_line(steps: list[dict[str, Any]]) -> str:
+    """One line naming every step that produced little ("" when none did): the CLI's last line and the
+    report's first warning say the same thing."""
+    flagged = [f"{s.get('step') or s.get('method')} ({'; '.join(notes)})" for s in steps if (notes := little_output(s))]
+    return f"little output: {', '.join(flagged)}" if flagged else ""

@@ -272,4 +272,8 @@ def run_pipeline_command(args: Any) -> int:
     for s in manifest["steps"]:
         if s.get("kind") == "export" and s.get("folder"):
             print(f"ready to train: {s['folder']}/  card: {Path(s['folder']) / 'README.md'}", file=sys.stderr)
+    from .manifest import little_output_line
+
+    if flags := little_output_line(manifest["steps"]):
+        print(flags, file=sys.stderr)  # the last line: a step that produced little is never a quiet success
     return 3 if manifest.get("stopped") else 0

@@ -149,6 +149,12 @@ def build_report(out_dir: str | Path, encoder: str = "local") -> str:
     selected_mask = np.array([row_id(r) in chosen for r in pool], bool)
 
     parts = [f"<h1>instructkit report — {esc(run['manifest'].get('name', out_dir.name))}</h1>"]
+    from .manifest import little_output
+
+    flagged = [(s.get("step"), notes) for s in steps if (notes := little_output(s))]
+    if flagged:  # first thing on the page: a step that produced little
+        parts.append("<div class=warn><b>Little output</b><ul>" + "".join(
+            f"<li>{esc(name)}: {esc('; '.join(notes))}</li>" for name, notes in flagged) + "</ul></div>")
     # Counts, tokens and cost per step.
     rows, tot_tokens, tot_cost = [], 0, 0.0
     for s in steps:
@@ -227,7 +233,8 @@ def build_report(out_dir: str | Path, encoder: str = "local") -> str:
     style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}"
              "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
              "th{background:#f3f3f3}.grid{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}"
-             "figcaption,.note{font-size:12px;color:#555}")
+             "figcaption,.note{font-size:12px;color:#555}"
+             ".warn{background:#fff4e5;border:1px solid #f0a040;padding:.3em 1em;margin:.5em 0}")
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>instructkit report</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
 
