@@ -1,11 +1,16 @@
-"""Local backend speed vs a bare transformers loop on the same model and inputs.
+"""Local generation speed: the transformers path (before llama.cpp), the llama.cpp path, and references.
 
-Generation: greedy, `--max-tokens` new tokens per prompt; bare = `model.generate` one prompt at a time.
-Span scoring: log-probs of each answer given its instruction; bare = one full forward per pair with
-full logits, log_softmax and gather. Ours runs one at a time (same work as bare) and batched.
-Prompts come from ../shared/data/alpaca_sample_17970.json when present, else a built-in list.
+Same prompts for every row: the first `--n` instructions of examples/records.jsonl as chat turns,
+`--max-tokens` new tokens, greedy, no response cache. "one at a time" waits for each answer before the
+next request; "concurrent" sends all of them at once through `LLM.achat` (the runner's pattern).
+References: `model.generate` of transformers and llama-cpp-python's own `create_chat_completion`, one
+at a time. Ideal: one token per pass over the weights, the weights read once per pass at this
+machine's measured memory bandwidth (decoding a model this small is bandwidth-bound; a batch of
+concurrent sequences shares each pass, so concurrent rows may exceed it). tok/s counts the tokens
+actually generated (an answer may stop before max tokens); tok/cpu-s divides by the process's CPU
+time, which other load on the machine changes less than wall time.
 
-    python bench/local_speed.py [--n 12] [--max-tokens 24] [--dtype float32]
+    python bench/local_speed.py [--n 6] [--max-tokens 128] [--threads N]
 """
 
 from __future__ import annotations
@@ -13,116 +18,133 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
-import torch
-
-from instructkit.models.local import LocalBackend, load_local_backend
-from instructkit.models.types import GenParams
-
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "alpaca_sample_17970.json"
-BUILTIN = [
-    ("Give three tips for staying healthy.", "Eat a balanced diet, exercise regularly and sleep well."),
-    ("What is the capital of France?", "The capital of France is Paris."),
-    ("Explain photosynthesis briefly.", "Plants turn light, water and carbon dioxide into sugar and oxygen."),
-    (
-        "Write a haiku about autumn.",
-        "Red leaves drift slowly / the cool wind hums a soft song / trees prepare to sleep",
-    ),
-    ("Name two prime numbers.", "Two and three are prime numbers."),
-    ("Translate 'good morning' into Spanish.", "Buenos días."),
-    ("Summarise the water cycle.", "Water evaporates, condenses into clouds and falls back as rain."),
-    ("Suggest a name for a bakery.", "Golden Crust Bakery."),
-]
+RECORDS = Path(__file__).resolve().parents[1] / "examples" / "records.jsonl"
 
 
-def load_pairs(n: int) -> list[tuple[str, str]]:
-    if not DATA.is_file():
-        print(f"({DATA} not found: using {len(BUILTIN)} built-in prompts)")
-        return (BUILTIN * (n // len(BUILTIN) + 1))[:n]
-    rows = json.loads(DATA.read_text())[:n]
-    return [((r["instruction"] + ("\n\n" + r["input"] if r["input"] else "")), r["output"]) for r in rows]
+def load_prompts(n: int) -> list[str]:
+    rows = [json.loads(line) for line in RECORDS.read_text().splitlines() if line.strip()][:n]
+    return [r["instruction"] + ("\n\n" + r["input"] if r.get("input") else "") for r in rows]
 
 
-def bench_generation(lm: LocalBackend, prompts: list[str], max_tokens: int) -> dict[str, float]:
-    """Bare and ours alternate prompt by prompt, so load from other processes hits both alike."""
-    msgs = [[{"role": "user", "content": p}] for p in prompts]
-    params = GenParams(max_tokens=max_tokens)
-    ids = [lm.prompt_ids(m) for m in msgs]
+def timed(fn) -> tuple[int, float, float]:
+    """(tokens, wall s, cpu s) of fn() -> tokens."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    tokens = fn()
+    return tokens, time.perf_counter() - wall, time.process_time() - cpu
 
-    def bare_one(p: list[int]) -> int:
-        with torch.inference_mode():
-            out = lm.model.generate(
-                torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
-                max_new_tokens=max_tokens, do_sample=False, pad_token_id=lm.pad_id,
-            )  # fmt: skip
-        return len([x for x in out[0, len(p) :].tolist() if x not in lm.eos_ids])
 
-    def ours_one(m: list[dict]) -> int:
-        return asyncio.run(lm.chat(m, params))[0].usage.completion_tokens
+def bench_llm(spec: str, prompts: list[str], max_tokens: int, **options) -> dict[str, tuple]:
+    """One at a time, then all concurrently, through the `LLM` facade (no cache)."""
+    from instructkit.aio import run_sync
+    from instructkit.models import LLM
 
-    bare_one(ids[0]), ours_one(msgs[0])  # warm-up: the first generate call is slow
-    bare_t = ours_t = 0.0
-    bare_n = ours_n = 0
-    for p, m in zip(ids, msgs):
-        t = time.perf_counter()
-        bare_n += bare_one(p)
-        bare_t += time.perf_counter() - t
-        t = time.perf_counter()
-        ours_n += ours_one(m)
-        ours_t += time.perf_counter() - t
+    llm = LLM(spec, cache=False, **options)
+    llm.chat(prompts[0], max_tokens=8)  # load and warm up outside the timers
+
+    def one_at_a_time() -> int:
+        return sum(llm.chat(p, max_tokens=max_tokens).usage.completion_tokens for p in prompts)
 
     async def together() -> int:
-        done = await asyncio.gather(*[lm.chat(m, params) for m in msgs])
-        return sum(c[0].usage.completion_tokens for c in done)
+        done = await asyncio.gather(*[llm.achat(p, max_tokens=max_tokens) for p in prompts])
+        return sum(c.usage.completion_tokens for c in done)
 
-    t = time.perf_counter()
-    batched = asyncio.run(together()) / (time.perf_counter() - t)
-    return {"bare": bare_n / bare_t, "ours one at a time": ours_n / ours_t, "ours micro-batched": batched}
+    return {"one at a time": timed(one_at_a_time), "concurrent": timed(lambda: run_sync(together()))}
 
 
-def bench_scoring(lm: LocalBackend, pairs: list[tuple[str, str]]) -> dict[str, float]:
-    """Same alternation as generation; then ours on all pairs in length-sorted batches of 8."""
-    seqs = [lm.span_ids(p, a) for p, a in pairs]
-    tokens = sum(len(p) + len(a) for p, a in seqs)
+def bench_bare_transformers(prompts: list[str], max_tokens: int) -> tuple:
+    import torch
 
-    def bare_one(p: list[int], a: list[int]) -> list[float]:
+    from instructkit.models.local import load_local_backend
+
+    lm = load_local_backend("local")
+    ids = [lm.prompt_ids([{"role": "user", "content": p}]) for p in prompts]
+
+    def run(batch: list[list[int]]) -> int:
+        n = 0
         with torch.inference_mode():
-            full = torch.tensor([p + a])
-            logp = torch.log_softmax(lm.model(full).logits[0].float(), dim=-1)
-            return logp[torch.arange(len(p) - 1, full.shape[1] - 1), full[0, len(p) :]].tolist()
+            for p in batch:
+                out = lm.model.generate(
+                    torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                    max_new_tokens=max_tokens, do_sample=False, pad_token_id=lm.pad_id,
+                )  # fmt: skip
+                n += len([x for x in out[0, len(p) :].tolist() if x not in lm.eos_ids])
+        return n
 
-    bare_one(*seqs[0]), lm.span_scores(seqs[:1])  # warm-up
-    bare_t = ours_t = 0.0
-    for s in seqs:
+    run(ids[:1])
+    return timed(lambda: run(ids))
+
+
+def bench_bare_llamacpp(prompts: list[str], max_tokens: int, threads: int) -> tuple:
+    """llama-cpp-python's high-level API with its own default threads (or `threads` for both)."""
+    import llama_cpp
+
+    from instructkit.models.local_files import smollm2_gguf
+
+    model = llama_cpp.Llama(str(smollm2_gguf()), n_ctx=2048, n_threads=threads or None,
+                            n_threads_batch=threads or None, verbose=False)  # fmt: skip
+
+    def run(batch: list[str]) -> int:
+        return sum(
+            model.create_chat_completion([{"role": "user", "content": p}], max_tokens=max_tokens, temperature=0)[
+                "usage"]["completion_tokens"] for p in batch
+        )  # fmt: skip
+
+    run(prompts[:1])
+    return timed(lambda: run(prompts))
+
+
+def ideal_tok_s() -> tuple[float, float]:
+    """(tokens/s if each token reads the weights once at the measured bandwidth, bandwidth GB/s)."""
+    import numpy as np
+
+    from instructkit.models.local_files import smollm2_gguf
+
+    src = np.ones(64 << 20, dtype=np.float32)  # 256 MB, far beyond the caches
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(5):
         t = time.perf_counter()
-        bare_one(*s)
-        bare_t += time.perf_counter() - t
-        t = time.perf_counter()
-        lm.span_scores([s])
-        ours_t += time.perf_counter() - t
-    t = time.perf_counter()
-    lm.span_scores(seqs, batch_size=8)
-    batched = tokens / (time.perf_counter() - t)
-    return {"bare": tokens / bare_t, "ours one at a time": tokens / ours_t, "ours batched (8)": batched}
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t)
+    bandwidth = 2 * src.nbytes / best  # read + write
+    return bandwidth / smollm2_gguf().stat().st_size, bandwidth / 1e9
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=12, help="prompts for generation (scoring uses 3x)")
-    ap.add_argument("--max-tokens", type=int, default=24)
-    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--n", type=int, default=6, help="prompts (from examples/records.jsonl)")
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=0, help="llama.cpp and torch threads (default: each one's own)")
     args = ap.parse_args()
-    lm = load_local_backend("local", dtype=args.dtype)
-    pairs = load_pairs(args.n * 3)
-    print(f"model {lm.model_id}, torch threads {torch.get_num_threads()}", flush=True)
-    gen = bench_generation(lm, [p for p, _ in pairs[: args.n]], args.max_tokens)
-    score = bench_scoring(lm, [(p, a) for p, a in pairs if p])
-    print(f"\n{'task':<22}{'variant':<22}{'tok/s':>10}{'vs bare':>9}")
-    for task, res in (("generation", gen), ("span scoring", score)):
-        for name, rate in res.items():
-            print(f"{task:<22}{name:<22}{rate:>10.1f}{rate / res['bare']:>8.0%}")
+    import torch
+
+    from instructkit.models.llamacpp import default_threads
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = {"threads": args.threads} if args.threads else {}  # else each engine's own default
+    prompts = load_prompts(args.n)
+    print(f"{len(prompts)} prompts, {args.max_tokens} new tokens, greedy, torch threads {torch.get_num_threads()}, "
+          f"llama.cpp threads {args.threads or default_threads()[0]}, {os.cpu_count()} cores", flush=True)  # fmt: skip
+    rows: list[tuple[str, str, tuple | None]] = []
+    today = bench_llm("local", prompts, args.max_tokens, engine="transformers", **threads)  # as before
+    rows += [("today: transformers (LLM local)", k, v) for k, v in today.items()]
+    rows.append(("reference: transformers generate", "one at a time", bench_bare_transformers(prompts, args.max_tokens)))
+    ours = bench_llm("local", prompts, args.max_tokens, **threads)
+    rows += [("ours: llama.cpp (LLM local)", k, v) for k, v in ours.items()]
+    rows.append(("reference: llama-cpp-python", "one at a time", bench_bare_llamacpp(prompts, args.max_tokens, args.threads)))
+    ideal, gbs = ideal_tok_s()
+    base = today["one at a time"][0] / today["one at a time"][1]
+    print(f"\n{'path':<34}{'mode':<15}{'tokens':>7}{'tok/s':>9}{'tok/cpu-s':>11}{'vs today':>10}")
+    for name, mode, (tokens, wall, cpu) in rows:
+        rate = tokens / wall
+        print(f"{name:<34}{mode:<15}{tokens:>7}{rate:>9.1f}{tokens / cpu:>11.1f}{rate / base:>9.1f}x")
+    print(f"{'ideal (weights once per token)':<34}{'one at a time':<15}{'':>7}{ideal:>9.1f}{'':>11}"
+          f"{ideal / base:>9.1f}x   ({gbs:.1f} GB/s measured)")  # fmt: skip
 
 
 if __name__ == "__main__":
