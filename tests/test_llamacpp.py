@@ -12,10 +12,13 @@ import pytest
 llama_cpp = pytest.importorskip("llama_cpp")  # in CI a skip for a missing dependency fails the run
 
 from instructkit.models import LLM, GenParams  # noqa: E402
+from instructkit.models.llamacpp import PROMPT_CHUNK  # noqa: E402
 from instructkit.models.llm import is_placeholder  # noqa: E402
 from instructkit.models.local_files import smollm2_gguf  # noqa: E402
 
 PROMPTS = ["What is 2+2?", "Name three colors.", "Write a haiku about the sea.", "Hi"]
+LONG = "Summarise these notes in one sentence.\n" + " ".join(  # > 256 tokens: its prompt takes 2 passes
+    f"Note {i}: the meeting moved to room {i + 3} and lunch is at {i % 12 + 1}." for i in range(30))
 RAW = "The capital of France is"
 
 
@@ -29,7 +32,9 @@ def llm(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference():
     """llama-cpp-python's own high-level API on the same file: the independent reference."""
-    model = llama_cpp.Llama(str(smollm2_gguf()), n_ctx=1024, n_threads=1, logits_all=True, verbose=False)
+    # Prompts in passes of PROMPT_CHUNK tokens, cut where ours cuts them (numbers depend on the passes).
+    model = llama_cpp.Llama(str(smollm2_gguf()), n_ctx=1024, n_batch=PROMPT_CHUNK, n_threads=1, logits_all=True,
+                            verbose=False)
     yield model
     model.close()
 
@@ -66,9 +71,11 @@ TOL = 1e-9
 
 
 def test_greedy_chat_follows_the_model_alone_or_batched(llm, reference):
-    single = [llm.chat(p, max_tokens=24, logprobs=True) for p in PROMPTS]
+    prompts = [*PROMPTS, LONG]
+    single = [llm.chat(p, max_tokens=24, logprobs=True) for p in prompts]
     gen = llm.backend.generator
-    for prompt, comp in zip(PROMPTS, single):
+    assert single[-1].usage.prompt_tokens > 256
+    for prompt, comp in zip(prompts, single):
         prompt_ids = gen.prompt_ids([{"role": "user", "content": prompt}])
         answer_ids = gen.tokenize(comp.text)
         assert comp.usage.prompt_tokens == len(prompt_ids) and comp.usage.completion_tokens == len(answer_ids)
@@ -80,7 +87,7 @@ def test_greedy_chat_follows_the_model_alone_or_batched(llm, reference):
 
     async def together():  # uncached, all in flight at once: one llama_decode per step for all of them
         return await asyncio.gather(*[gen.chat([{"role": "user", "content": p}], GenParams(max_tokens=24))
-                                      for p in PROMPTS])  # fmt: skip
+                                      for p in prompts])  # fmt: skip
 
     assert [c[0].text for c in asyncio.run(together())] == [c.text for c in single]  # batching changes nothing
     again = llm.chat(PROMPTS[0], max_tokens=24, logprobs=True)

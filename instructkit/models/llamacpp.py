@@ -29,6 +29,7 @@ from .types import Completion, GenParams, ModelCallError, TokenLogprob, Usage
 
 _BACKENDS: dict[tuple, LlamaCppBackend] = {}
 _BACKENDS_LOCK = threading.Lock()
+PROMPT_CHUNK = 256  # prompt tokens per pass at most, cut at fixed positions (n_batch leaves room for decodes)
 _TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
 
 
@@ -297,12 +298,16 @@ class LlamaCppBackend:
             if job.fed == len(job.ids) and job.out:
                 job.logit_row = add(job.out[-1], job.pos - 1, job.seq, True)
         for job in running:
-            room = self.n_batch - batch.n_tokens
-            if job.fed < len(job.ids) and room > 0:
-                chunk = job.ids[job.fed : job.fed + room]
-                for k, tok in enumerate(chunk):
-                    row = add(tok, job.fed + k, job.seq, job.fed + k == len(job.ids) - 1)
-                job.fed += len(chunk)
+            # Prompt chunks end at fixed multiples of PROMPT_CHUNK, whatever else is in flight: llama.cpp's
+            # numbers for a position depend on which positions share its pass, so fixed cuts keep an
+            # answer independent of the traffic around it.
+            if job.fed < len(job.ids):
+                end = min(len(job.ids), (job.fed // PROMPT_CHUNK + 1) * PROMPT_CHUNK)
+                if end - job.fed > self.n_batch - batch.n_tokens:
+                    continue  # next step
+                for pos in range(job.fed, end):
+                    row = add(job.ids[pos], pos, job.seq, pos == len(job.ids) - 1)
+                job.fed = end
                 if job.fed == len(job.ids):
                     job.logit_row = row
         if batch.n_tokens == 0:
