@@ -57,3 +57,12 @@ def test_a_step_reports_its_cut_replies(fake_server, tmp_path: Path, capsys) -> 
     fake_server.configure(faults=[Fault("429", match="q1", times=1, retry_after=0.2)], reset=True)
     assert main([*common, "--no-cache", "--out", str(tmp_path / "throttled.jsonl")]) == 0
     assert "rate limits: 1 replies were 429" in capsys.readouterr().err
+
+
+def test_one_token_score_reads_are_neither_counted_nor_retried(fake_server, tmp_path: Path) -> None:
+    """DEITA's scorer asks a server for one token: ending on the limit is the point of such a read."""
+    fake_server.configure(max_tokens_cut=True)
+    llm = LLM("fake-model", api_base=fake_server, cache=ResponseCache(tmp_path / "cache"), retry_length=4)
+    read = llm.chat("a question", max_tokens=1)
+    assert read.finish_reason == "length"
+    assert llm.stats.truncated == 0 and llm.stats.length_retries == 0 and llm.stats.calls == 1

@@ -49,6 +49,11 @@ if TYPE_CHECKING:
     import numpy as np
 
 
+# A request for at most this many tokens reads the next token's distribution by design (DEITA's scorer
+# on a server): ending on the limit is its purpose, so it is neither counted as cut nor asked again.
+SHORT_READ_TOKENS = 1
+
+
 class BudgetExceeded(RuntimeError):
     """Raised before a call that would take spending past `max_cost`; the run stops cleanly."""
 
@@ -444,9 +449,11 @@ class LLM:
         `retry_length` > 1 each is asked again once with max_tokens times that factor (a request of
         its own, cached as such)."""
         results = await self._cached_samples(op, request, n, params)
+        limit = GenParams().replace(**params).max_tokens
+        if limit <= SHORT_READ_TOKENS:  # a score-token read: reaching the limit is the point
+            return results
         cut = [i for i, c in enumerate(results) if c.finish_reason == "length"]
         if cut and self.retry_length > 1:
-            limit = GenParams().replace(**params).max_tokens
             longer = {**params, "max_tokens": math.ceil(limit * self.retry_length)}
             again = await self._cached_samples(op, request, max(cut) + 1, longer)  # samples by index
             self.stats.length_retries += len(cut)
