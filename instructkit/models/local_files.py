@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,13 @@ META_FILE = "instructkit_model.json"
 
 
 def set_offline() -> None:
-    """Forbid any hub access: everything we load is on disk."""
+    """Forbid any hub access (everything we load is on disk) and the libraries' own progress bars
+    (transformers' "Loading weights"): our progress line is the one the terminal shows."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "transformers" in sys.modules:  # imported already: its bar switch was read at import
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 def models_dir() -> Path:
