@@ -367,15 +367,16 @@ class LocalBackend:
         with self._compute, torch.inference_mode():
             from transformers import DynamicCache
 
+            from .span_scoring import with_cache
+
             cache = DynamicCache()
             dev = self.device
             out = self.model(
                 input_ids=ids.to(dev),
                 attention_mask=mask.to(dev),
                 position_ids=positions.to(dev),
-                past_key_values=cache,
-                use_cache=True,
                 logits_to_keep=1,
+                **with_cache(self.model, cache),
             )
             last_pos = positions[:, -1]
             for _step in range(max_new):
@@ -428,8 +429,7 @@ class LocalBackend:
                     input_ids=nxt.view(-1, 1).to(dev),
                     attention_mask=mask.to(dev),
                     position_ids=last_pos.view(-1, 1).to(dev),
-                    past_key_values=cache,
-                    use_cache=True,
+                    **with_cache(self.model, cache),
                 )
         return [
             self._completion(

@@ -18,6 +18,8 @@ in fp32 against full logits and the HF masked loss).
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -37,6 +39,23 @@ def default_token_budget(device: Any) -> int:
 
 
 FALLBACK_TOKEN_BUDGET = 4096  # with whole-model logits ([tokens, vocab] per batch), keep batches small
+
+
+@functools.cache
+def _cache_argument(forward_owner: type) -> str:
+    """The key/value cache's name in a model's forward and output: `cache` from transformers 5.x (the
+    old `past_key_values` there only warns that it is deprecated), `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(forward_owner.forward).parameters else "past_key_values"
+
+
+def with_cache(model: Any, cache: Any) -> dict[str, Any]:
+    """Forward keyword arguments that pass `cache` to `model` under the name its version takes."""
+    return {_cache_argument(type(model.base_model)): cache, "use_cache": True}
+
+
+def cache_of(model: Any, output: Any) -> Any:
+    """The key/value cache a forward of `model` returned."""
+    return getattr(output, _cache_argument(type(model.base_model)))
 
 
 def lm_logits(model: Any, hidden: Any) -> Any:
@@ -220,7 +239,7 @@ def _run_group(work: _Work, group: _Group, prefix: list[int]) -> None:
     prefix_cache = None
     if cut:
         ids = torch.tensor([prefix], device=work.device)
-        prefix_cache = work.model.base_model(input_ids=ids, use_cache=True).past_key_values
+        prefix_cache = cache_of(work.model, work.model.base_model(input_ids=ids, use_cache=True))
     lengths = {i: len(work.full[i]) - cut for i in group.members}
     for batch in length_batches(lengths, group.members, work.max_rows, work.budget):
         _score_batch(work, batch, cut, prefix_cache)
@@ -251,7 +270,7 @@ def _score_batch(work: _Work, batch: list[int], cut: int, prefix_cache: Any) -> 
     if prefix_cache is not None:
         cache = copy.deepcopy(prefix_cache)
         cache.batch_repeat_interleave(len(batch))
-        kwargs = {"past_key_values": cache, "use_cache": True}
+        kwargs = with_cache(work.model, cache)
     inputs = {"input_ids": ids.to(work.device), "attention_mask": mask.to(work.device), **kwargs}
     if work.head_only:
         states = work.model.base_model(**inputs).last_hidden_state
