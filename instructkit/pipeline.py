@@ -147,8 +147,17 @@ class Pipeline:
                                  extras={"input_path": self._resolve_path(step.input), "report": True, "step": step.name,
                                          "out_dir": str(out_dir)})
                 start = time.monotonic()
-                result = execute(info, records, ctx, Execution(
-                    batch=step.batch, poll_s=step.batch_poll, engine=step.engine, ray=step.ray))
+                try:
+                    result = execute(info, records, ctx, Execution(
+                        batch=step.batch, poll_s=step.batch_poll, engine=step.engine, ray=step.ray))
+                except ValueError as exc:
+                    if not (dry_run and not info.needs_model):
+                        raise
+                    # A selector over a dry run's rows finds no scores (no model answered): the later
+                    # steps are estimated on every row, an upper bound, and the run says so.
+                    result = records
+                    entry["dry_run_note"] = f"not run on dry-run rows ({exc}); later steps estimated on all rows"
+                    print(f"[{step.name}] dry run: {entry['dry_run_note']}", file=sys.stderr)
                 after = llm.stats.as_dict() if llm else {}
                 entry.update(rows_in=len(records), rows_out=len(result), wall_s=round(time.monotonic() - start, 2),
                              run=ctx.stats.as_dict(),

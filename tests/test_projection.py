@@ -67,3 +67,21 @@ def test_pipeline_dry_run_projects_a_half_finished_step(fake_server, tmp_path: P
     err = capsys.readouterr().err
     assert "3 of 4 rows already done" in err and "dry run: 1 calls" in err
     assert fake_server.count() == 0
+
+
+def test_pipeline_dry_run_runs_past_a_selector_over_unscored_rows(fake_server, tmp_path: Path, capsys) -> None:
+    """A dry run's judge answers nothing, so the selector after it finds no scores: the run goes on
+    (later steps estimated on every row) and says so, instead of failing."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"instruction": f"question {i}", "output": f"answer {i}"}) + "\n"
+                            for i in range(4)))
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(f"model: {PRICED}@{fake_server}\nmodel_options: {{cache: false, max_retries: 0}}\n"
+                    f"out: {tmp_path / 'out'}\nsteps:\n  - judge: alpagasus\n    input: {rows}\n"
+                    "  - select: topk\n    options: {score: alpagasus_score, k: 2}\n"
+                    "  - judge: alpagasus\n    name: again\n")
+    assert main(["run", str(spec), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "[topk] dry run: not run on dry-run rows" in err and "no numeric values" in err
+    assert "dry run: 4 calls" in err.split("[topk]")[-1]  # the step after it is estimated on every row
+    assert fake_server.count() == 0
