@@ -25,11 +25,15 @@ LITTLE_PARSE_RATE = 0.10  # a step whose parse failures exceed this share of its
 
 def little_output(step: dict[str, Any]) -> list[str]:
     """Why a finished step produced little, from its manifest entry: no rows out, or a parse column
-    (`parse` figures: `<col>: {rows, failed, rate}`) failing on more than 10% of its rows."""
+    (`parse` figures: `<col>: {rows, failed, rate}`) failing on more than 10% of its rows. A judge's
+    `<judge>_text_parse` is left to its `<judge>_parse`: a row scored from the expected value is scored."""
     if step.get("kind") == "export":
         return []
     notes = ["0 rows out"] if step.get("rows_out") == 0 else []
-    for col, fig in sorted((step.get("parse") or {}).items()):
+    parse = step.get("parse") or {}
+    for col, fig in sorted(parse.items()):
+        if col.endswith("_text_parse") and col.removesuffix("_text_parse") + "_parse" in parse:
+            continue  # the reply text's own parse: whether a row got a score is `<judge>_parse`
         if isinstance(fig, dict) and fig.get("rows") and float(fig.get("rate") or 0.0) > LITTLE_PARSE_RATE:
             notes.append(f"{col} failed on {fig['failed']}/{fig['rows']} rows ({float(fig['rate']):.0%})")
     return notes
