@@ -97,7 +97,9 @@ def local_llm(tmp_path_factory: pytest.TempPathFactory):
     from instructkit.cache import ResponseCache
     from instructkit.models import LLM
 
-    return LLM("local", cache=ResponseCache(tmp_path_factory.mktemp("turns_cache")))
+    # The transformers engine: fp32 greedy rewrites are the same on every CPU (llama.cpp's depend on the
+    # SIMD kernels it was built with), so the generator tests below see the same rewrite everywhere.
+    return LLM("local", engine="transformers", cache=ResponseCache(tmp_path_factory.mktemp("turns_cache")))
 
 
 def ifd_of(records: list[dict], llm, work_dir: Path, turns: TurnOptions | None = None) -> list[dict]:
