@@ -1,3 +1,3 @@
-"""Generators: Self-Instruct, Bonito-style synthesis, Tree-Instruct, Evol-Instruct, backtranslation."""
+"""Generators: Self-Instruct, Bonito-style synthesis, Tree-Instruct, Evol-Instruct, backtranslation.
 
-from . import backtranslation, bonito, evol_instruct, self_instruct, tree_instruct  # noqa: F401
+Each module registers its method when imported (through `instructkit.registry`, on demand)."""

@@ -119,7 +119,20 @@ example:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def methods_named(kind: str, rest: list[str]) -> list[registry.MethodInfo]:
+    """The methods whose parsers `KIND REST...` needs: the one REST names (only its module is imported),
+    else every method of the kind (for `KIND --help` and argparse's list of choices)."""
+    if rest and not rest[0].startswith("-"):
+        try:
+            return [registry.get(kind, rest[0])]
+        except KeyError:
+            pass  # argparse says "invalid choice" and lists the methods
+    return registry.list_methods(kind)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command line parser. Method parsers are built only for the kind `argv` names (all kinds
+    when `argv` is None), so `instructkit judge alpagasus ...` imports AlpaGasus and no other method."""
     parser = argparse.ArgumentParser(
         prog="instructkit",
         description="Make instruction-tuning data with LLMs, judge it, and select the best and most diverse subset.",
@@ -129,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                        ("score", "Score records with a local model"), ("select", "Select a subset")):
         kp = sub.add_parser(kind, help=verb, description=f"{verb}. Methods:")
         msub = kp.add_subparsers(dest="method", metavar="METHOD")
-        for info in registry.list_methods(kind):
+        if argv is not None and (not argv or argv[0] != kind):
+            continue
+        for info in registry.list_methods(kind) if argv is None else methods_named(kind, argv[1:]):
             options = "\n".join(f"  -o {n} VALUE   ({t}, default {d})" for n, t, d in info.option_help())
             mp = msub.add_parser(
                 info.name, help=info.summary, description=info.summary,
@@ -428,7 +443,8 @@ def embed_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         if args.command in registry.KINDS:

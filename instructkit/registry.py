@@ -2,9 +2,14 @@
 
 A method is a function `run(records, ctx) -> records` plus an options dataclass and the record
 fields it reads (`reads`, checked before any model call). Built-ins register
-with the `@method` decorator when their package is imported; third-party packages expose a module
+with the `@method` decorator when their module is imported; third-party packages expose a module
 (or a callable) under the `instructkit.methods` entry-point group. The CLI and the Python API are
 built from this registry, never from hand-kept lists.
+
+Loading is lazy: `get(kind, name)` first imports only the built-in module named after the method
+(`instructkit.judge.alpagasus` for `judge alpagasus`), so a run pays for the one method it uses; a
+listing, an extension, a method whose module has another name, or any installed plugin loads
+everything (every module of the built-in packages, then the plugins, which may override built-ins).
 """
 
 from __future__ import annotations
@@ -12,14 +17,21 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any
 
 KINDS = ("generate", "judge", "score", "select")
 TURN_KINDS = ("judge", "score")  # kinds that read chat rows one assistant turn at a time
 ENTRY_POINT_GROUP = "instructkit.methods"
+# Where each kind's built-in methods live: a module there is found by its name first (`get`).
+KIND_PACKAGES = {
+    "generate": "instructkit.generators",
+    "judge": "instructkit.judge",
+    "score": "instructkit.judge.scores",
+    "select": "instructkit.selection",
+}
 BUILTIN_PACKAGES = ("instructkit.generators", "instructkit.judge", "instructkit.selection")
 
 
@@ -152,14 +164,16 @@ def method(
 
 
 def load_all() -> None:
-    """Import the built-in method packages and every plugin entry point (once)."""
+    """Import every module of the built-in packages, then every plugin entry point (once)."""
     global _loaded
     if _loaded:
         return
     _loaded = True
     for package in BUILTIN_PACKAGES:
-        importlib.import_module(package)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        root = importlib.import_module(package)
+        for module in pkgutil.walk_packages(root.__path__, package + "."):
+            importlib.import_module(module.name)
+    for ep in _plugin_entry_points():
         before = set(_REGISTRY)
         obj = ep.load()
         if callable(obj) and not inspect.ismodule(obj):
@@ -168,6 +182,29 @@ def load_all() -> None:
         label = f"plugin:{dist.name if dist else ep.value}"
         for key in set(_REGISTRY) - before:
             _REGISTRY[key].source = label
+
+
+def _plugin_entry_points() -> list[Any]:
+    from importlib.metadata import entry_points
+
+    return list(entry_points(group=ENTRY_POINT_GROUP))
+
+
+def _load_method(kind: str, name: str) -> None:
+    """Register `kind name` as cheaply as possible: its built-in module by name when no plugin is
+    installed (a plugin may override a built-in, so then everything loads, as `load_all` orders it)."""
+    if _loaded or (kind, name) in _REGISTRY:
+        return
+    package = KIND_PACKAGES.get(kind)
+    if package and name.isidentifier() and not _plugin_entry_points():
+        module = f"{package}.{name}"
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise  # the module exists and lacks a dependency: say so
+    if (kind, name) not in _REGISTRY:
+        load_all()
 
 
 # ----- extensions: what a feature package lends the core ------------------------------------------
@@ -197,7 +234,7 @@ def extension_of(name: str) -> Callable[..., Any]:
 
 
 def get(kind: str, name: str) -> MethodInfo:
-    load_all()
+    _load_method(kind, name)
     try:
         return _REGISTRY[(kind, name)]
     except KeyError:
