@@ -186,8 +186,8 @@ def main() -> None:
         print(json.dumps(WORKERS[args.worker](args)))
         return
 
-    sys.path.insert(0, str(REPO))
-    from instructkit.testing import serve_fake
+    sys.path.insert(0, str(REPO / "tests"))  # the fake server is test code (tests/fakes.py), not installed
+    from fakes import FakeServer, serve_fake
 
     ideal = args.concurrency / args.latency
     rows: list[tuple[str, float, float]] = []  # (path, req/s, client CPU ms per request)
@@ -242,8 +242,6 @@ def main() -> None:
         # Cached re-run: fill a cache with N rows (zero latency), then answer them all from it.
         server_latency = args.latency
         cached = root / "cached"
-        from instructkit.testing import FakeServer
-
         assert isinstance(url, FakeServer)
         url.configure(latency=0.0)
         fill, _ = run_worker(sys.executable, "instructkit", url, args, requests=args.cached_rows,

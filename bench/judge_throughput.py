@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     records = json.loads(DATA.read_text(encoding="utf-8"))[: args.rows]
     results = []
 
-    from instructkit.testing import serve_fake
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fake server is test code (tests/fakes.py), not installed
+    from fakes import serve_fake
 
     with serve_fake(latency=args.latency, record=False) as url, tempfile.TemporaryDirectory() as cache_dir:
         llm = LLM(

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from instructkit.numerics import FP32_UNIT_ROUNDOFF, gamma
 from instructkit.registry import method
 
 from .common import (
@@ -55,16 +56,14 @@ def float32_error_coefficient(d: int, mm: Matmul) -> float:
     float64 ||x||^2: error <= (gamma_d + 2u)(|x| + |c|)^2 with u = 2^-24, gamma_d = d u / (1 - d u), and
     with torch's reduced float32 matmul precision ("high": TF32 inputs, "medium": bfloat16 inputs) the
     rounding of both inputs on top. 1% margin, plus float64's own rounding of the reference."""
-    u = 2.0**-24
+    u = FP32_UNIT_ROUNDOFF
     u_in = 0.0
     if mm.torch is not None:
         precision = mm.torch.get_float32_matmul_precision()
         u_in = {"high": 2.0**-11, "medium": 2.0**-8}.get(precision, 0.0)
         if mm.device != "cpu" and mm.torch.backends.cuda.matmul.allow_tf32:
             u_in = max(u_in, 2.0**-11)
-    du = d * u
-    gamma = du / (1 - du) if du < 0.5 else float("inf")
-    return 1.01 * (gamma + 2 * u + 2 * u_in + u_in * u_in) + 2.0**-40
+    return 1.01 * (gamma(d, u) + 2 * u + 2 * u_in + u_in * u_in) + 2.0**-40
 
 
 class _State:

@@ -93,7 +93,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(0.2)
         yield base
     finally:
-        from instructkit.testing import stop_process
+        from fakes import stop_process
 
         stop_process(proc)
 
@@ -110,7 +110,7 @@ def tmp_cache(tmp_path: Path) -> Iterator:
 
 @pytest.fixture(scope="session")
 def _fake_server_process() -> Iterator:
-    from instructkit.testing import serve_fake
+    from fakes import serve_fake
 
     with serve_fake() as url:
         yield url
@@ -118,7 +118,7 @@ def _fake_server_process() -> Iterator:
 
 @pytest.fixture
 def fake_server(_fake_server_process):
-    """The loopback fake OpenAI server (`instructkit.testing`), reset: no faults, no latency, empty log."""
+    """The loopback fake OpenAI server (tests/fakes.py), reset: no faults, no latency, empty log."""
     _fake_server_process.configure(faults=[], latency=0.0, reset=True, rate_limit=None, max_tokens_cut=False)
     return _fake_server_process
 
@@ -166,11 +166,7 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture
 def fake_hub() -> Iterator:
     """A loopback fake of the Hub's repo and commit API (tests/fake_hub.py); yields its log (`.url`)."""
-    import importlib.util
+    from fake_hub import serve_fake_hub
 
-    spec = importlib.util.spec_from_file_location("instructkit_tests_fake_hub", Path(__file__).parent / "fake_hub.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    with module.serve_fake_hub() as log:
+    with serve_fake_hub() as log:
         yield log

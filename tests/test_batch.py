@@ -1,4 +1,4 @@
-"""Batch API mode against a loopback server that implements the Batch contract (instructkit.testing_batch)."""
+"""Batch API mode against a loopback server that implements the Batch contract (tests/fake_batch.py)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from instructkit.io import read_records, write_records
 from instructkit.models import LLM
 from instructkit.pipeline import Pipeline
 from instructkit.runner import RunContext, merge_results
-from instructkit.testing import Fault, prompt_text, reply_text
-from instructkit.testing_batch import BATCH_LINE_PATH, serve_fake_batch
+
+from fake_batch import BATCH_LINE_PATH, serve_fake_batch
+from fakes import Fault, prompt_text, reply_text
 
 CHAT = "/v1/chat/completions"
 

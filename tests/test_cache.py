@@ -16,7 +16,8 @@ from instructkit.cache import ResponseCache
 from instructkit.io import write_records
 from instructkit.models import LLM
 from instructkit.runner import RunContext, merge_results
-from instructkit.testing import Fault, reply_text
+
+from fakes import Fault, reply_text
 
 SECRET = "sk-instructkit-TESTKEY-5f1e9a7c3d2b"
 

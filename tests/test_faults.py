@@ -12,7 +12,8 @@ import numpy as np
 from instructkit.cache import ResponseCache
 from instructkit.models import LLM, GenParams, to_messages
 from instructkit.runner import RunContext, merge_results
-from instructkit.testing import Fault, embedding_of, reply_text
+
+from fakes import Fault, embedding_of, reply_text
 
 MAX_TOKENS = 8
 

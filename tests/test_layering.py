@@ -4,6 +4,7 @@ through the registry's extensions. Read from the source, so a new import anywher
 from __future__ import annotations
 
 import ast
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from instructkit import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 FEATURES = ("instructkit.selection", "instructkit.judge", "instructkit.generators")
+INSTALLED = ("instructkit", "judge", "generators", "selection", "prompts")  # pyproject's package-dir
 
 
 def imported_modules(path: Path, package: str) -> set[str]:
@@ -49,3 +51,13 @@ def test_selection_lends_the_core_its_report_and_texts() -> None:
     assert registry.extension_of("embed.texts") is embed.texts_of
     with pytest.raises(KeyError, match="no package provides 'nothing.here'"):
         registry.extension_of("nothing.here")
+
+
+def test_the_package_ships_no_test_code() -> None:
+    # The fake servers are test code (tests/fakes.py, tests/fake_batch.py); benches add tests/ to sys.path.
+    assert importlib.util.find_spec("instructkit.testing") is None
+    assert importlib.util.find_spec("instructkit.testing_batch") is None
+    shipped = [p for folder in INSTALLED for p in (ROOT / folder).rglob("*.py")]
+    assert len(shipped) > 50  # the folders are where pyproject says
+    test_code = [str(p.relative_to(ROOT)) for p in shipped if p.stem.startswith(("test", "fake"))]
+    assert not test_code, f"test code in the installed package: {test_code}"

@@ -11,7 +11,7 @@ import torch
 from instructkit.models import LLM, GenParams, ModelCallError
 from instructkit.models.local import load_local_backend
 from instructkit.models.local_files import META_FILE
-from instructkit.testing import fp32_tolerance
+from instructkit.numerics import fp32_tolerance
 
 PROMPTS = ["What is 2+2?", "Name three colors.", "Write a haiku about the sea.", "Hi"]
 

@@ -44,6 +44,8 @@ def test_built_wheel_imports_and_ships_templates(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"instructkit"}, tops
+    fakes = [n for n in names if n.endswith(".py") and ("fake" in n or Path(n).stem.startswith("test"))]
+    assert not fakes, f"test code in the wheel: {fakes}"  # it lives in tests/ (fakes.py, fake_batch.py)
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target), str(wheel)],

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from instructkit.cli import main
-from instructkit.testing import Fault
+
+from fakes import Fault
 
 PRICED = "gpt-4"  # priced by litellm's bundled map (dear enough for 4 printed decimals); served by the fake server
 

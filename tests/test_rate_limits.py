@@ -15,7 +15,8 @@ import pytest
 from instructkit.models import LLM
 from instructkit.models.limits import ProviderLimits, parse_reset, read_rate_headers, retry_after_of
 from instructkit.models.types import GenParams
-from instructkit.testing import Fault, reply_text
+
+from fakes import Fault, reply_text
 
 
 def ask_all(llm: LLM, prompts: list[str]) -> list[str]:

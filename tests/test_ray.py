@@ -18,7 +18,8 @@ from instructkit.models import LLM  # noqa: E402
 from instructkit.pipeline import Pipeline  # noqa: E402
 from instructkit.ray_engine import ray_embed, ray_init, run_on_ray  # noqa: E402
 from instructkit.runner import RunContext, merge_results  # noqa: E402
-from instructkit.testing import serve_fake  # noqa: E402
+
+from fakes import serve_fake  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Data's own config warnings
 

@@ -17,7 +17,8 @@ import pytest
 
 from instructkit.models import LLM, GenParams
 from instructkit.runner import RunContext
-from instructkit.testing import reply_text
+
+from fakes import reply_text
 
 N_ROWS = 80
 

@@ -111,7 +111,7 @@ def test_row_without_instruction_is_refused_before_any_call(fake_server, tmp_pat
 
 
 def test_failed_calls_end_in_one_line_and_a_nonzero_exit(fake_server, tmp_path: Path) -> None:
-    from instructkit.testing import Fault
+    from fakes import Fault
 
     fake_server.configure(faults=[Fault("status", status=404, body='{"error": "no such model"}')])
     rows = rows_file(tmp_path, 3)

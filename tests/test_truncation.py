@@ -10,7 +10,8 @@ from pathlib import Path
 from instructkit.cache import ResponseCache
 from instructkit.cli import main
 from instructkit.models import LLM
-from instructkit.testing import Fault, reply_text
+
+from fakes import Fault, reply_text
 
 
 def test_cut_replies_are_counted_and_retried_with_a_larger_limit(fake_server, tmp_path: Path) -> None:

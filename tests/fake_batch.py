@@ -1,4 +1,4 @@
-"""A loopback fake of the OpenAI Batch API, on top of `instructkit.testing`'s fake server (tests only).
+"""A loopback fake of the OpenAI Batch API, on top of the fake server in tests/fakes.py (tests only).
 
 Besides everything the fake chat server answers, it implements the Batch contract:
 `POST /v1/files` (multipart, purpose=batch), `GET /v1/files/{id}` and `/v1/files/{id}/content`,
@@ -18,34 +18,32 @@ which goes to the error file. Lines are recorded as requests with path `BATCH_LI
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
-from instructkit.testing import (
+from fakes import (
     CONTROL,
+    Connection,
     FakeServer,
     Fault,
-    _chat_body,
-    _Conn,
-    _response,
-    _State,
+    ServerState,
+    chat_body,
+    http_response,
+    main,
     prompt_text,
-    stop_process,
+    server_process,
 )
 
 BATCH_LINE_PATH = "/v1/batch/chat/completions"
 CHAT_ENDPOINT = "/v1/chat/completions"
 
 
-class _BatchState(_State):
+class BatchState(ServerState):
     """The fake server's state plus uploaded files and batches."""
 
     def __init__(self, config: dict[str, Any]):
@@ -126,7 +124,7 @@ class _BatchState(_State):
                             "response": {"status_code": status, "request_id": f"r{index}", "body": body},
                             "error": None})
             else:
-                body = _chat_body(req, self.config["model"])
+                body = chat_body(req, self.config["model"])
                 out.append({"id": f"req-{index}", "custom_id": line["custom_id"],
                             "response": {"status_code": 200, "request_id": f"r{index}", "body": body},
                             "error": None})
@@ -139,17 +137,17 @@ class _BatchState(_State):
         batch.update(status="completed", finalizing_at=now, completed_at=now)
 
 
-class _BatchConn(_Conn):
+class BatchConnection(Connection):
     """The fake server's connection handler plus the files and batches endpoints."""
 
-    state: _BatchState
+    state: BatchState
 
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> None:
         path = target.split("?", 1)[0]
         close = headers.get("connection", "").lower() == "close"
         parts = path.rstrip("/").split("/")
         if path == f"{CONTROL}/batches":
-            self.send(_response(200, json.dumps(list(self.state.batches.values())).encode(), close=close))
+            self.send(http_response(200, json.dumps(list(self.state.batches.values())).encode(), close=close))
             return
         if "files" not in parts and "batches" not in parts:
             super().handle(method, target, headers, body)
@@ -164,7 +162,7 @@ class _BatchConn(_Conn):
         except (ValueError, KeyError) as exc:
             status, payload = 400, {"error": {"message": f"bad request: {exc}", "type": "invalid_request_error"}}
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self.send(_response(status, data, close=close))
+        self.send(http_response(status, data, close=close))
 
     def route(self, method: str, parts: list[str], headers: dict[str, str], body: bytes) -> tuple[int, Any]:
         state = self.state
@@ -224,15 +222,6 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[bytes, st
     return fields
 
 
-async def _serve(config: dict[str, Any]) -> None:
-    state = _BatchState(config)
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _BatchConn(state), "127.0.0.1", int(config.pop("port", 0)))
-    print(f"LISTENING {server.sockets[0].getsockname()[1]}", flush=True)
-    async with server:
-        await server.serve_forever()
-
-
 class FakeBatchServer(FakeServer):
     """`FakeServer` plus batch helpers."""
 
@@ -261,24 +250,9 @@ def serve_fake_batch(
     """Start the fake batch server in its own process; yield its base URL (a `FakeBatchServer`)."""
     config = {"faults": [asdict(f) for f in faults or []], "batch_seconds": batch_seconds,
               "batch_hold": batch_hold, "model": model}
-    proc = subprocess.Popen([sys.executable, "-u", "-m", "instructkit.testing_batch", json.dumps(config)],
-                            stdout=subprocess.PIPE, text=True, env=dict(os.environ))
-    try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + startup_timeout
-        line = ""
-        while time.monotonic() < deadline and not line.startswith("LISTENING"):
-            line = proc.stdout.readline()
-            if not line:
-                break
-        if not line.startswith("LISTENING"):
-            raise RuntimeError(f"fake batch server did not start (exit code {proc.poll()})")
-        yield FakeBatchServer(f"http://127.0.0.1:{int(line.split()[1])}/v1", proc)
-    finally:
-        stop_process(proc)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    with server_process(__file__, config, FakeBatchServer, "fake batch server", startup_timeout) as url:
+        yield url
 
 
 if __name__ == "__main__":
-    asyncio.run(_serve(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}))
+    main(sys.argv, BatchState, BatchConnection)

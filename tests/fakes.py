@@ -1,4 +1,5 @@
-"""A loopback fake OpenAI-compatible server, for fault-injection tests and throughput benchmarks only.
+"""A loopback fake OpenAI-compatible server, for fault-injection tests and throughput benchmarks only
+(tests/ is not installed: pytest puts this folder on sys.path, the benches add it themselves).
 
 It never stands in for a model in behaviour tests (those use the real local model or llama.cpp's
 server). It answers `/v1/chat/completions` (n, logprobs/top_logprobs, usage, JSON-schema replies)
@@ -19,8 +20,8 @@ not compete with the client's event loop; one process sustains several thousand 
         ...
         url.count("X")                                  # chat requests whose prompt contains X
 
-This module imports only the standard library at top level: the server process runs this file
-directly, without importing the instructkit package.
+This module imports only the standard library: the server process runs this file directly, without
+importing the instructkit package.
 """
 
 from __future__ import annotations
@@ -68,22 +69,6 @@ class Fault:
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; one of {FAULT_KINDS}")
-
-
-# ----- float tolerances ---------------------------------------------------------------------------
-
-FP32_UNIT_ROUNDOFF = 2.0**-24
-
-
-def fp32_tolerance(terms: int, scale: float) -> float:
-    """How far two fp32 evaluations of the same quantity may differ when only the order of their
-    sums differs (padding, batching, another kernel or CPU): Higham's worst-case bound for a sum of
-    `terms` values, gamma_n = n*u/(1 - n*u) (u = 2**-24) times the magnitude `scale` of what is summed,
-    for each of the two results. For a transformer's log-probability, `terms` is the longest
-    accumulation (hidden size plus sequence length: the head's dot product and attention over the
-    positions) and `scale` the largest |logit|. A bound from the computation, not from one machine."""
-    n_u = terms * FP32_UNIT_ROUNDOFF
-    return 2 * n_u / (1 - n_u) * max(scale, 1.0)
 
 
 # ----- deterministic replies (shared by the server and by tests that predict them) ---------------
@@ -137,7 +122,7 @@ def example_for_schema(schema: dict) -> Any:
     return "x" * int(schema.get("minLength", 1))
 
 
-def _chat_body(req: dict, model_default: str, cut: bool = False) -> dict:
+def chat_body(req: dict, model_default: str, cut: bool = False) -> dict:
     messages = req.get("messages") or []
     prompt = prompt_text(messages)
     n = int(req.get("n") or 1)
@@ -192,7 +177,7 @@ def embedding_of(text: str, dim: int = 8) -> list[float]:
     return [v / norm for v in vec]
 
 
-def _embed_body(req: dict, dim: int) -> dict:
+def embed_body(req: dict, dim: int) -> dict:
     inputs = req.get("input")
     texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
     data = [{"object": "embedding", "index": i, "embedding": embedding_of(str(t), dim)} for i, t in enumerate(texts)]
@@ -221,20 +206,20 @@ def rate_limit_headers(style: str, limit: int, remaining: int, reset_s: float) -
             "x-ratelimit-reset-requests": reset}
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
 
 
-def _response(status: int, body: bytes, headers: dict[str, str] | None = None, close: bool = False) -> bytes:
+def http_response(status: int, body: bytes, headers: dict[str, str] | None = None, close: bool = False) -> bytes:
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     head = (
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}"
         f"Connection: {'close' if close else 'keep-alive'}\r\n\r\n"
     )
     return head.encode("latin-1") + body
 
 
-class _State:
+class ServerState:
     """The server's mutable state: config, fault rules, the request log and per-prompt attempt counts."""
 
     def __init__(self, config: dict[str, Any]):
@@ -294,10 +279,10 @@ class _State:
         return None
 
 
-class _Conn(asyncio.Protocol):
+class Connection(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection (Content-Length bodies; no pipelining needed by clients)."""
 
-    def __init__(self, state: _State):
+    def __init__(self, state: ServerState):
         self.state = state
         self.buf = b""
         self.transport: asyncio.Transport | None = None
@@ -318,7 +303,7 @@ class _Conn(asyncio.Protocol):
                 headers[name.strip().lower()] = value.strip()
             if "chunked" in headers.get("transfer-encoding", ""):
                 # Clients of OpenAI-style APIs send Content-Length; say so rather than misparse.
-                self.send(_response(411, b'{"error": {"message": "send Content-Length"}}', close=True), abort=True)
+                self.send(http_response(411, b'{"error": {"message": "send Content-Length"}}', close=True), abort=True)
                 return
             length = int(headers.get("content-length") or 0)
             if len(self.buf) < end + 4 + length:
@@ -351,12 +336,12 @@ class _Conn(asyncio.Protocol):
             return
         if path.endswith("/models"):
             data = {"object": "list", "data": [{"id": state.config["model"], "object": "model"}]}
-            self.send(_response(200, json.dumps(data).encode(), close=close))
+            self.send(http_response(200, json.dumps(data).encode(), close=close))
             return
         try:
             req = json.loads(body) if body else {}
         except ValueError:
-            self.send(_response(400, b'{"error": {"message": "request body is not JSON"}}', close=close))
+            self.send(http_response(400, b'{"error": {"message": "request body is not JSON"}}', close=close))
             return
         is_chat = path.endswith("/chat/completions")
         if is_chat:
@@ -365,7 +350,7 @@ class _Conn(asyncio.Protocol):
             inputs = req.get("input")
             prompt = inputs if isinstance(inputs, str) else "\n".join(map(str, inputs or []))
         else:
-            self.send(_response(404, b'{"error": {"message": "not found"}}', close=close))
+            self.send(http_response(404, b'{"error": {"message": "not found"}}', close=close))
             return
         index, attempt, rule = state.admit(prompt)
         allowed, rate_headers, reset = state.rate_check() if is_chat else (True, {}, 0.0)
@@ -387,22 +372,22 @@ class _Conn(asyncio.Protocol):
         latency = float(state.config["latency"])
         if rule is None or rule.kind == "timeout":
             cut = bool(state.config["max_tokens_cut"])
-            out = _chat_body(req, state.config["model"], cut) if is_chat else _embed_body(req, int(state.config["embed_dim"]))
+            out = chat_body(req, state.config["model"], cut) if is_chat else embed_body(req, int(state.config["embed_dim"]))
             delay = latency + (rule.delay if rule else 0.0)
-            self.send_later(delay, _response(200, json.dumps(out).encode(), rate_headers, close=close), abort=close)
+            self.send_later(delay, http_response(200, json.dumps(out).encode(), rate_headers, close=close), abort=close)
         elif rule.kind == "429":
             extra = {"Retry-After": f"{rule.retry_after:g}"} if rule.retry_after is not None else {}
             extra.update(rate_headers)
             err = b'{"error": {"message": "rate limited (fake)", "type": "rate_limit_error"}}'
-            self.send_later(latency, _response(429, err, extra, close=close), abort=close)
+            self.send_later(latency, http_response(429, err, extra, close=close), abort=close)
         elif rule.kind in ("500", "status"):
             status = 500 if rule.kind == "500" else rule.status
             text = rule.body if rule.body is not None else '{"error": {"message": "server error (fake)"}}'
             text = text.replace("{authorization}", headers.get("authorization", ""))
-            self.send_later(latency, _response(status, text.encode(), close=close), abort=close)
+            self.send_later(latency, http_response(status, text.encode(), close=close), abort=close)
         elif rule.kind == "broken_json":
-            full = json.dumps(_chat_body(req, state.config["model"]) if is_chat else _embed_body(req, 8)).encode()
-            self.send_later(latency, _response(200, full[: len(full) // 2], close=close), abort=close)
+            full = json.dumps(chat_body(req, state.config["model"]) if is_chat else embed_body(req, 8)).encode()
+            self.send_later(latency, http_response(200, full[: len(full) // 2], close=close), abort=close)
         else:  # drop: headers promise a body, part of it comes, then the socket closes
             head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4096\r\n\r\n"
             self.send_later(latency, head + b'{"id": "chatcmpl-fa', abort=True)
@@ -415,29 +400,33 @@ class _Conn(asyncio.Protocol):
             state.configure(json.loads(body) if body else {})
             out = json.dumps({"ok": True}).encode()
         else:
-            self.send(_response(404, b"{}", close=close))
+            self.send(http_response(404, b"{}", close=close))
             return
-        self.send(_response(200, out, close=close))
+        self.send(http_response(200, out, close=close))
 
 
-async def _serve(config: dict[str, Any]) -> None:
-    state = _State(config)
+async def serve(config: dict[str, Any], state_type: type[ServerState] = ServerState,
+                connection_type: type[Connection] = Connection) -> None:
+    """Serve on 127.0.0.1 (`config["port"]`, 0: any free port) and announce `LISTENING <port>` on stdout."""
+    state = state_type(config)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Conn(state), "127.0.0.1", int(config.pop("port", 0)), backlog=4096)
-    port = server.sockets[0].getsockname()[1]
-    print(f"LISTENING {port}", flush=True)
+    server = await loop.create_server(lambda: connection_type(state), "127.0.0.1", int(config.pop("port", 0)),
+                                      backlog=4096)
+    print(f"LISTENING {server.sockets[0].getsockname()[1]}", flush=True)
     async with server:
         await server.serve_forever()
 
 
-def _main(argv: list[str]) -> None:
+def main(argv: list[str], state_type: type[ServerState] = ServerState,
+         connection_type: type[Connection] = Connection) -> None:
+    """The server process: `python FILE '{config json}'` (uvloop when installed)."""
     config = json.loads(argv[1]) if len(argv) > 1 else {}
     try:
         import uvloop  # type: ignore[import-not-found]
 
-        uvloop.run(_serve(config))
+        uvloop.run(serve(config, state_type, connection_type))
     except ImportError:
-        asyncio.run(_serve(config))
+        asyncio.run(serve(config, state_type, connection_type))
 
 
 # ----- the client-side handle --------------------------------------------------------------------
@@ -524,17 +513,26 @@ def serve_fake(
         "rate_limit": rate_limit,
         "max_tokens_cut": max_tokens_cut,
     }
+    with server_process(__file__, config, FakeServer, "fake server", startup_timeout) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def server_process(script: str, config: dict[str, Any], handle: type[FakeServer], what: str,
+                   startup_timeout: float = 30.0) -> Iterator[Any]:
+    """Run `script` (a fake server module) in its own process with `config`; yield `handle(url, process)`,
+    and stop the process on exit."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONPATH")}
     proc = subprocess.Popen(
-        [sys.executable, "-u", os.path.abspath(__file__), json.dumps(config)],
+        [sys.executable, "-u", os.path.abspath(script), json.dumps(config)],
         stdout=subprocess.PIPE,
         stderr=None,
         env=env,
         text=True,
     )
     try:
-        port = wait_listening(proc, startup_timeout, "fake server")
-        yield FakeServer(f"http://127.0.0.1:{port}/v1", proc)
+        port = wait_listening(proc, startup_timeout, what)
+        yield handle(f"http://127.0.0.1:{port}/v1", proc)
     finally:
         stop_process(proc)
         if proc.stdout is not None:
@@ -566,4 +564,4 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 
 
 if __name__ == "__main__":
-    _main(sys.argv)
+    main(sys.argv)
