@@ -15,17 +15,16 @@ import numpy as np
 
 from .llm import LLM
 from .local_files import minilm_path, model_id, resolve_model_path, set_offline
+from .types import EmbeddingBackend
 
 LOCAL_ENCODER_SPECS = ("local", "minilm", "local:minilm")
 
 
-class EncoderBackend:
+class EncoderBackend(EmbeddingBackend):
     """A transformers encoder folder as an embedding backend: mean pooling then L2 norm (sentence-
     transformers), or `pooling="cls"`: the last layer's first ([CLS]) state, not normalised (MoDS)."""
 
     kind = "local"
-    supports_n = False
-    supports_json_schema = False
 
     def __init__(
         self,
@@ -85,15 +84,16 @@ class EncoderBackend:
 
         return await asyncio.to_thread(self.encode, list(texts))
 
+    async def aclose(self) -> None:
+        """Shared by the process (`load_encoder`); nothing per caller to release."""
 
-class CausalEmbedBackend:
+
+class CausalEmbedBackend(EmbeddingBackend):
     """Hidden states of a local causal LM (`LocalBackend.hidden_states`) as embeddings, not normalised.
     Texts are tokenized with the tokenizer's special tokens (BOS for LLaMA/Mistral), as DEITA's
     embedder and Cherry's pre-experience features are, and cut at `max_length` tokens when given."""
 
     kind = "local"
-    supports_n = False
-    supports_json_schema = False
 
     def __init__(self, spec: str = "local", pooling: str = "mean", max_length: int | None = None, **options: Any):
         from .local import load_local_backend
@@ -112,6 +112,9 @@ class CausalEmbedBackend:
         return await asyncio.to_thread(
             self.lm.hidden_states, list(texts), self.pooling, special_tokens=True, max_length=self.max_length
         )
+
+    async def aclose(self) -> None:
+        """The causal LM is shared by the process; nothing per caller to release."""
 
 
 _ENCODERS: dict[tuple[Any, ...], EncoderBackend] = {}

@@ -14,7 +14,17 @@ from typing import Any
 import aiohttp
 
 from .limits import report_headers, retry_after_of
-from .types import Completion, GenParams, ModelCallError, TokenLogprob, TransientError, Usage
+from .types import (
+    Backend,
+    Completion,
+    CompletionBackend,
+    EmbeddingBackend,
+    GenParams,
+    ModelCallError,
+    TokenLogprob,
+    TransientError,
+    Usage,
+)
 
 RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524}
 
@@ -135,15 +145,18 @@ def parse_text_choices(data: dict[str, Any]) -> list[Completion]:
     return parse_choices(data, _text_choice)
 
 
-class OpenAICompatibleBackend:
-    """Chat and embeddings against `{api_base}/chat/completions` and `/embeddings`."""
+class OpenAICompatibleBackend(Backend, CompletionBackend, EmbeddingBackend):
+    """Chat, raw completions and embeddings against `{api_base}/chat/completions`, `/completions`
+    and `/embeddings`."""
 
     kind = "openai-compatible"
     supports_n = True
+    supports_json_schema = True  # response_format (json_schema, or the json_object form it learns)
     supports_penalties = True  # sent; the server applies them (vLLM, llama.cpp, OpenAI do)
 
     def __init__(self, model: str, api_base: str, api_key: str | None = None, timeout: float = 600.0):
         self.model = model
+        self.model_id = model
         self.api_base = api_base.rstrip("/")
         self._api_key = api_key
         self.timeout = timeout

@@ -17,7 +17,15 @@ from .http_openai import (
     parse_text_choices,
 )
 from .limits import report_headers, retry_after_of
-from .types import Completion, GenParams, ModelCallError, TransientError
+from .types import (
+    Backend,
+    Completion,
+    CompletionBackend,
+    EmbeddingBackend,
+    GenParams,
+    ModelCallError,
+    TransientError,
+)
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -49,15 +57,20 @@ def report_response_headers(response: Any) -> None:
     report_headers(hidden.get("additional_headers") if isinstance(hidden, dict) else None)
 
 
-class LiteLLMBackend:
-    """Chat and embeddings through `litellm.acompletion` / `litellm.aembedding`."""
+class LiteLLMBackend(Backend, CompletionBackend, EmbeddingBackend):
+    """Chat, raw completions and embeddings through `litellm.acompletion` / `atext_completion` /
+    `aembedding`."""
 
     kind = "litellm"
     supports_n = True
 
     def __init__(self, model: str, api_base: str | None = None, api_key: str | None = None, timeout: float = 600.0):
         self.model = model
+        self.model_id = model
         self.api_base = api_base
+        # A self-hosted OpenAI-compatible server (an api_base) takes response_format; hosted providers
+        # are asked by parse, validate and repair.
+        self.supports_json_schema = api_base is not None
         self._api_key = api_key
         self.timeout = timeout
         import_litellm()  # slow: paid before the first request leaves, not during it

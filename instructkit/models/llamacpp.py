@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .local import _find_stop, _resolve
-from .types import Completion, GenParams, ModelCallError, TokenLogprob, Usage
+from .types import Backend, Completion, CompletionBackend, GenParams, ModelCallError, TokenLogprob, Usage
 
 _BACKENDS: dict[tuple, LlamaCppBackend] = {}
 _BACKENDS_LOCK = threading.Lock()
@@ -84,7 +84,7 @@ class _Job:
         return self.fed + len(self.out)
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(Backend, CompletionBackend):
     """A GGUF model in llama.cpp, in this process. `chat` and `complete` are async and batched."""
 
     kind = "llama.cpp"
@@ -194,11 +194,6 @@ class LlamaCppBackend:
     async def complete(self, prompt: str, params: GenParams, n: int = 1) -> list[Completion]:
         """`n` continuations of a raw prompt: no chat template; BOS added where the model wants one."""
         return await self._submit(self.tokenize(prompt, add_special=self._add_bos), params, n)
-
-    async def embed(self, texts: list[str]) -> list:
-        raise ModelCallError(
-            f"{self.model_id} is a chat model: use embedder('local') for sentence embeddings", retryable=False
-        )
 
     async def _submit(self, ids: list[int], params: GenParams, n: int) -> list[Completion]:
         if not ids:

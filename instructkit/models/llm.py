@@ -20,13 +20,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextvars
+import hashlib
 import json
 import math
 import os
 import random
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
@@ -36,10 +38,15 @@ from .limits import ProviderLimits, TokenBucket, estimate_tokens
 from .pricing import cost_of, is_priced
 from .types import (
     PENALTIES,
+    Backend,
+    ClassifierBackend,
     Completion,
     CompletionBackend,
+    EmbeddingBackend,
     GenParams,
+    ModelBackend,
     ModelCallError,
+    ScoringBackend,
     SpanScore,
     TransientError,
     Usage,
@@ -132,6 +139,29 @@ class RunShared:
     collector: Any = None  # batch mode (instructkit.batch): uncached chat requests go here
     members: dict[str, LLM] = field(default_factory=dict)  # derived models by spec
     dry_answers: dict[str, dict] = field(default_factory=dict)  # a dry run's placeholders by key, in memory only
+
+
+T = TypeVar("T")
+
+
+class Shared(Generic[T]):
+    """An `LLM` attribute that lives in the run's `RunShared` under the same name: reading or setting
+    it on any model of the run reads or sets it for all of them (`LLM.derive`)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> Shared[T]: ...
+    @overload
+    def __get__(self, obj: LLM, objtype: type | None = None) -> T: ...
+    def __get__(self, obj: LLM | None, objtype: type | None = None) -> T | Shared[T]:
+        if obj is None:
+            return self
+        return getattr(obj.shared, self.name)
+
+    def __set__(self, obj: LLM, value: T) -> None:
+        setattr(obj.shared, self.name, value)
 
 
 @dataclass
@@ -236,7 +266,7 @@ class LLM:
         max_cost: float | None = None,
         dry_run: bool = False,
         retry_length: float = 0.0,
-        backend: Any = None,
+        backend: ModelBackend | None = None,
         shared: RunShared | None = None,
         **backend_options: Any,
     ):
@@ -273,53 +303,12 @@ class LLM:
         )
 
     # ----- what the run's models share (RunShared) -------------------------------------------
-    @property
-    def dry_run(self) -> bool:
-        return self.shared.dry_run
-
-    @dry_run.setter
-    def dry_run(self, value: bool) -> None:
-        self.shared.dry_run = value
-
-    @property
-    def max_cost(self) -> float | None:
-        return self.shared.max_cost
-
-    @max_cost.setter
-    def max_cost(self, value: float | None) -> None:
-        self.shared.max_cost = value
-
-    @property
-    def max_retries(self) -> int:
-        return self.shared.max_retries
-
-    @max_retries.setter
-    def max_retries(self, value: int) -> None:
-        self.shared.max_retries = value
-
-    @property
-    def stats(self) -> CallStats:
-        return self.shared.stats
-
-    @stats.setter
-    def stats(self, value: CallStats) -> None:
-        self.shared.stats = value
-
-    @property
-    def retry_length(self) -> float:
-        return self.shared.retry_length
-
-    @retry_length.setter
-    def retry_length(self, value: float) -> None:
-        self.shared.retry_length = value
-
-    @property
-    def collector(self) -> Any:
-        return self.shared.collector
-
-    @collector.setter
-    def collector(self, value: Any) -> None:
-        self.shared.collector = value
+    dry_run: Shared[bool] = Shared()
+    max_cost: Shared[float | None] = Shared()
+    max_retries: Shared[int] = Shared()
+    retry_length: Shared[float] = Shared()
+    stats: Shared[CallStats] = Shared()
+    collector: Shared[Any] = Shared()
 
     def derive(self, spec: str, **backend_options: Any) -> LLM:
         """The model `spec` for this same run: its own endpoint, backend and cache identity, but this
@@ -349,7 +338,10 @@ class LLM:
 
     # ----- identity and backend -------------------------------------------------------------
     @property
-    def backend(self) -> Any:
+    def backend(self) -> ModelBackend:
+        """The backend, built on first use: what it can do beyond chat it states by the protocols of
+        `models/types.py` it implements (`CompletionBackend`, `EmbeddingBackend`, `ScoringBackend`,
+        `ClassifierBackend`), which the operations check."""
         if self._backend is None:
             ref = self.ref
             if ref.family == "local":
@@ -404,7 +396,8 @@ class LLM:
 
     @property
     def supports_json_schema(self) -> bool:
-        return bool(getattr(self.backend, "supports_json_schema", self.ref.family == "openai-compatible"))
+        backend = self.backend
+        return isinstance(backend, Backend) and backend.supports_json_schema
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop_id = id(asyncio.get_running_loop())
@@ -413,7 +406,10 @@ class LLM:
             sem = self._semaphores[loop_id] = asyncio.Semaphore(self.concurrency)
         return sem
 
-    # ----- chat and raw completion ---------------------------------------------------------
+    # ----- operations: what each sends, and how it is cached and priced ----------------------
+    # Every operation below only builds its cache keys and its `_Call`s; the stages they pass
+    # through (`_lookup`/`_fill` -> `_run` -> `_retrying` -> `_attempt` -> backend) are written once,
+    # further down.
     def chat_key(self, messages: list[dict], params: GenParams, sample_index: int = 0) -> str:
         return self._request_key("chat", messages, params, sample_index)
 
@@ -465,54 +461,20 @@ class LLM:
     async def _cached_samples(
         self, op: str, request: list[dict] | str, n: int, params: dict[str, Any]
     ) -> list[Completion]:
-        """The cache, in-flight sharing and batch collection around `n` samples of one request."""
+        """`n` samples of one request through the cache (one key per sample index), with batch
+        collection (chat only) between the lookup and the calls."""
         gen = GenParams().replace(**params) if params else GenParams()
         keys = [self._request_key(op, request, gen, i) for i in range(n)]
-        results: list[Completion | None] = []
-        for key in keys:
-            hit = self.cache.get(key)
-            if hit is None and self.dry_run:  # asked before in this dry run: a real run would hit the cache
-                hit = self.shared.dry_answers.get(key)
-                if hit is not None:
-                    _mark_dry_row()
-            results.append(Completion.from_json(hit, cached=True) if hit is not None else None)
-        missing = [i for i, r in enumerate(results) if r is None]
-        self.stats.cache_hits += n - len(missing)
+        results, missing = self._lookup(keys, _completion_of)
         collector = self.collector if op == "chat" else None
         if collector is not None:  # answers the batch paid for in this run count as calls, not hits
             self.stats.cache_hits -= collector.fresh(keys, results)
         if not missing:
-            return results  # type: ignore[return-value]
+            return results
         if collector is not None and not self.dry_run:
             collector.collect(self, request, gen, [(i, keys[i]) for i in missing])  # raises
-        # The same request already in flight (another row asking the same thing): wait for it.
-        flight_key = keys[missing[0]] + f":{len(missing)}"
-        pending = self._inflight.get(flight_key)
-        if pending is not None:
-            fresh = [Completion.from_json(c.to_json(), cached=True) for c in await asyncio.shield(pending)]
-            self.stats.cache_hits += len(missing)
-        else:
-            future = asyncio.get_running_loop().create_future()
-            self._inflight[flight_key] = future
-            try:
-                fresh = await self._call_missing(op, request, gen, missing)
-                for i, comp in zip(missing, fresh):
-                    if not is_placeholder(comp):
-                        self.cache.set(keys[i], comp.to_json())
-                    else:  # a dry run's stand-in is never stored, only remembered for this dry run
-                        self.shared.dry_answers[keys[i]] = comp.to_json()
-                future.set_result(fresh)
-            except BaseException as exc:
-                future.set_exception(exc)
-                future.exception()  # mark retrieved: waiters re-raise it themselves
-                raise
-            finally:
-                self._inflight.pop(flight_key, None)
-        for i, comp in zip(missing, fresh):
-            results[i] = comp
-            if is_placeholder(comp):
-                _mark_dry_row()
-        return results  # type: ignore[return-value]
+        return await self._fill(keys, results, missing, lambda todo: self._call_missing(op, request, gen, todo),
+                                Completion.to_json, _completion_of, dry=self.dry_run)  # fmt: skip
 
     async def _call_missing(
         self, op: str, request: list[dict] | str, gen: GenParams, missing: list[int]
@@ -522,7 +484,8 @@ class LLM:
 
             supports_n = LocalBackend.supports_n
         else:
-            supports_n = getattr(self.backend, "supports_n", False)
+            supports_n = self.backend.supports_n
+
         def params_for(i: int) -> GenParams:
             params = gen if i == 0 or gen.seed is None else gen.replace(seed=gen.seed + i)
             if self.is_local and gen.temperature > 0:
@@ -540,168 +503,37 @@ class LLM:
         calls = await asyncio.gather(*(self._call(op, request, params_for(i), 1) for i in rest))
         return got + [comp for call in calls for comp in call]
 
-    def _estimate(self, request: list[dict] | str, gen: GenParams, n: int) -> tuple[int, float]:
-        """(tokens, cost) of a call at most: the prompt estimate plus max_tokens per sample. The budget
-        reserves this upper bound, so concurrent calls never pass `max_cost` together."""
-        prompt_tokens = estimate_tokens(_as_messages(request))
-        tokens = prompt_tokens + gen.max_tokens * n
-        cost = cost_of(self.cost_model, prompt_tokens, gen.max_tokens * n) if self.cost_model else 0.0
-        return tokens, cost
-
-    @property
-    def calibration(self) -> Calibration:
-        """This model's stored figures plus what this process learned (read from the cache once)."""
-        if self._calibration is None:
-            self._calibration = Calibration.from_json(self.cache.read_note(self._calibration_key()))
-        merged = Calibration()
-        merged.add(self._calibration)
-        merged.add(self._learned)
-        return merged
-
-    def _calibration_key(self) -> str:
-        return request_key({"op": "calibration", **self.identity})
-
-    def save_calibration(self) -> None:
-        """Add what this process's real calls taught to the stored figures (this model and the models
-        derived from it); called after every stage and on close."""
-        for llm in [self, *self.shared.members.values()]:
-            if not llm._learned.replies and not llm._learned.prompt_counted:
-                continue
-            stored = Calibration.from_json(llm.cache.read_note(llm._calibration_key()))
-            stored.add(llm._learned)
-            llm.cache.write_note(llm._calibration_key(), stored.to_json())
-            llm._calibration, llm._learned = stored, Calibration()
-
-    def estimate_call(self, request: list[dict] | str, gen: GenParams, n: int) -> tuple[int, int, float, bool]:
-        """What a dry run counts for one call: (prompt tokens, reply tokens for all n samples, cost,
-        calibrated). Calibrated from this model's earlier real calls where there are any; a reply of
-        unknown size counts max_tokens."""
-        cal = self.calibration
-        prompt = cal.prompt_tokens(estimate_tokens(_as_messages(request)))
-        per_reply = cal.reply_tokens(CALL_LABEL.get(), gen.max_tokens)
-        calibrated = per_reply is not None
-        reply = (per_reply if calibrated else gen.max_tokens) * n
-        cost = cost_of(self.cost_model, prompt, reply) if self.cost_model else 0.0
-        return prompt, reply, cost, calibrated
-
-    def _dry_call(self, request: list[dict] | str, gen: GenParams, n: int) -> list[Completion]:
-        """Count one uncached call and answer it with placeholders (nothing is sent, cached or journaled)."""
-        prompt, reply, cost, calibrated = self.estimate_call(request, gen, n)
-        self.stats.estimated_calls += 1
-        self.stats.estimated_calibrated += calibrated
-        self.stats.estimated_tokens += prompt + reply
-        self.stats.estimated_cost += cost
-        each = reply // max(n, 1)
-        return [
-            Completion(placeholder_text(each), DRY_RUN_FINISH, usage=Usage(prompt if i == 0 else 0, each), cost=0.0)
-            for i in range(n)
-        ]
-
     async def _call(self, op: str, request: list[dict] | str, gen: GenParams, n: int) -> list[Completion]:
-        tokens, est_cost = self._estimate(request, gen, n)
-        if self.dry_run:
-            return self._dry_call(request, gen, n)
-        shared = self.shared
-        if shared.max_cost is not None and shared.stats.cost + shared.reserved + est_cost > shared.max_cost:
-            raise BudgetExceeded(
-                f"--max-cost {shared.max_cost:.4f} reached (spent {shared.stats.cost:.4f}); stopping before the next call"
-            )
-        gen = self._honoured(gen)
-        shared.reserved += est_cost
-        try:
-            # Most calls succeed at once: only a failed first try pays for tenacity's machinery.
-            # (Retries run outside the except block, so later errors do not chain the first one,
-            # whose cause may quote a credential, into logged tracebacks.)
-            first: TransientError | None = None
-            try:
-                comps = await self._attempt(op, request, gen, n, tokens)
-            except TransientError as exc:
-                if self.max_retries < 1:
-                    raise
-                first = exc
-            if first is not None:
-                self.stats.retries += 1
-                await asyncio.sleep(_retry_delay(first, 1))
-                async for attempt in AsyncRetrying(
-                    stop=stop_after_attempt(self.max_retries),
-                    wait=lambda state: _retry_delay(state.outcome.exception(), state.attempt_number + 1),
-                    retry=retry_if_exception_type(TransientError),
-                    reraise=True,
-                    before_sleep=self._count_retry,
-                ):
-                    with attempt:
-                        comps = await self._attempt(op, request, gen, n, tokens)
-        except ModelCallError:
-            self.stats.failures += 1
-            raise
-        finally:
-            shared.reserved -= est_cost
-        self._learned.record(CALL_LABEL.get(), gen.max_tokens, estimate_tokens(_as_messages(request)), comps)
-        for comp in comps:
-            comp.cost = (
-                cost_of(self.cost_model, comp.usage.prompt_tokens, comp.usage.completion_tokens)
-                if self.cost_model
-                else 0.0
-            )
-            self.stats.prompt_tokens += comp.usage.prompt_tokens
-            self.stats.completion_tokens += comp.usage.completion_tokens
-            self.stats.cost += comp.cost
-        return comps
+        """One chat or raw-completion request of `n` samples down the chain."""
+        if not self.dry_run:
+            if op == "complete" and not isinstance(self.backend, CompletionBackend):
+                raise ModelCallError(f"{self.spec}: this backend takes chat messages only, not raw prompts",
+                                     retryable=False)  # fmt: skip
+            gen = self._honoured(gen)
+        sent = gen
 
-    def _honoured(self, gen: GenParams) -> GenParams:
-        """`gen` without the penalties a backend cannot apply: dropped loudly (a warning once per
-        option, a count in `stats.dropped_<option>`), never silently. The cache key keeps what was asked."""
-        asked = [name for name in PENALTIES if getattr(gen, name)]
-        if not asked or getattr(self.backend, "supports_penalties", False):
-            return gen
-        for name in asked:
-            count = getattr(self.stats, f"dropped_{name}")
-            if not count:
-                print(
-                    f"[model] warning: {self.spec} cannot apply {name}; calls are sent without it "
-                    f"(counted as dropped_{name} in the run's call stats)",
-                    file=sys.stderr,
-                )
-            setattr(self.stats, f"dropped_{name}", count + 1)
-        return gen.replace(**{name: 0.0 for name in asked})
+        async def send(backend: Any) -> list[Completion]:
+            if op == "chat":
+                return await backend.chat(request, sent, n)
+            return await backend.complete(request, sent, n)
 
-    async def _attempt(
-        self, op: str, request: list[dict] | str, gen: GenParams, n: int, tokens: int
-    ) -> list[Completion]:
-        """One try: the RPM/TPM limits, a concurrency slot, the backend call."""
-        if self.shared.rpm:
-            await self.shared.rpm.take(1)
-        if self.shared.tpm:
-            await self.shared.tpm.take(tokens)
-        backend = self.backend
-        if op == "complete" and not isinstance(backend, CompletionBackend):
-            raise ModelCallError(f"{self.spec}: this backend takes chat messages only, not raw prompts",
-                                 retryable=False)  # fmt: skip
-        async with self._semaphore():
-            gate = self._provider_limits
-            if gate is None:
-                self.stats.calls += 1
-                return await (backend.chat if op == "chat" else backend.complete)(request, gen, n)
-            prompt = tokens - gen.max_tokens * n
-            ticket = await gate.acquire(
-                {"requests": 1, "tokens": tokens, "input_tokens": prompt, "output_tokens": tokens - prompt}
-            )
-            self.stats.limit_wait_s += ticket.waited_s
-            self.stats.calls += 1
-            try:
-                comps = await (backend.chat if op == "chat" else backend.complete)(request, gen, n)
-            except ModelCallError as exc:
-                gate.settle(ticket, exc.status or 0, getattr(exc, "retry_after", None))
-                self.stats.throttled += int(exc.status == 429)
-                raise
-            except BaseException:
-                gate.settle(ticket, 0)
-                raise
-            gate.settle(ticket)
-            return comps
+        prompt_tokens = estimate_tokens(_as_messages(request))
 
-    def _count_retry(self, retry_state: Any) -> None:
-        self.stats.retries += 1
+        def settle(comps: list[Completion]) -> float:
+            self._learned.record(CALL_LABEL.get(), gen.max_tokens, prompt_tokens, comps)
+            for comp in comps:
+                comp.cost = self._price(comp.usage.prompt_tokens, comp.usage.completion_tokens)
+                self.stats.prompt_tokens += comp.usage.prompt_tokens
+                self.stats.completion_tokens += comp.usage.completion_tokens
+            return sum(comp.cost for comp in comps)
+
+        def placeholder(prompt: int, reply: int) -> list[Completion]:
+            each = reply // max(n, 1)
+            return [Completion(placeholder_text(each), DRY_RUN_FINISH, usage=Usage(prompt if i == 0 else 0, each),
+                               cost=0.0) for i in range(n)]  # fmt: skip
+
+        return await self._run(_Call(send, prompt_tokens, gen.max_tokens * n, placeholder=placeholder,
+                                     estimate=lambda: self.estimate_call(request, gen, n), settle=settle))  # fmt: skip
 
     async def ajson(
         self,
@@ -746,56 +578,56 @@ class LLM:
                 ]
         raise ValueError(f"no valid JSON after {repairs + 1} attempts: {error}; raw: {comp.text if comp else ''!r}")
 
-    # ----- embeddings and span scores -----------------------------------------------------
     async def aembed(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
-        """Embeddings (float32, one row per text), cached per text."""
+        """Embeddings (float32, one row per text), cached per text; uncached texts are sent in batches
+        of `batch_size`, each one call (budgeted at its estimated prompt tokens, limited, retried). In a
+        dry run a hosted model's batches are counted and answered by placeholder unit vectors; a local
+        encoder computes the real ones (it costs nothing)."""
         import numpy as np
 
         keys = [request_key({"op": "embed", **self.identity, "text": t}) for t in texts]
-        out: list[np.ndarray | None] = []
-        for key in keys:
-            hit = self.cache.get(key)
-            out.append(None if hit is None else np.frombuffer(base64.b64decode(hit["b64"]), dtype=np.float32))
-        missing = [i for i, v in enumerate(out) if v is None]
-        self.stats.cache_hits += len(texts) - len(missing)
-        if self.dry_run and missing and not self.is_local:  # counted, never sent: placeholder vectors
-            dim = next((len(v) for v in out if v is not None), 8)
-            for start in range(0, len(missing), batch_size):
-                chunk = missing[start : start + batch_size]
-                self.stats.estimated_calls += 1
-                self.stats.estimated_tokens += self.calibration.prompt_tokens(
-                    estimate_tokens([{"content": texts[i]} for i in chunk]))
-            for i in missing:
-                seed = int(keys[i][:8], 16)
-                vec = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
-                out[i] = vec / np.linalg.norm(vec)
-            _mark_dry_row()
-            missing = []
-        for start in range(0, len(missing), batch_size):
-            chunk = missing[start : start + batch_size]
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.max_retries + 1),
-                wait=_wait_for_retry,
-                retry=retry_if_exception_type(TransientError),
-                reraise=True,
-            ):
-                with attempt:
-                    async with self._semaphore():
-                        self.stats.calls += 1
-                        vectors = await self.backend.embed([texts[i] for i in chunk])
-            for i, vec in zip(chunk, vectors):
-                arr = np.asarray(vec, dtype=np.float32)
-                self.cache.set(keys[i], {"b64": base64.b64encode(arr.tobytes()).decode("ascii")})
-                out[i] = arr
-        if not out:
+        results, missing = self._lookup(keys, _vector_of)
+        dry = self.dry_run and not self.is_local
+        dim = next((len(v) for v in results if v is not None), 8)
+
+        async def vectors(todo: list[int]) -> list[np.ndarray]:
+            chunks = [todo[s : s + batch_size] for s in range(0, len(todo), batch_size)]
+            done = await asyncio.gather(*(self._run(self._embed_call([texts[i] for i in c], [keys[i] for i in c],
+                                                                      dim, dry)) for c in chunks))  # fmt: skip
+            return [np.asarray(v, dtype=np.float32) for vecs in done for v in vecs]
+
+        if missing:
+            results = await self._fill(keys, results, missing, vectors, _vector_json, _vector_of, dry=dry)
+        if not results:
             return np.zeros((0, 0), dtype=np.float32)
-        return np.stack(out).astype(np.float32, copy=False)
+        return np.stack(results).astype(np.float32, copy=False)
+
+    def _embed_call(self, texts: list[str], keys: list[str], dim: int, dry: bool) -> _Call:
+        import numpy as np
+
+        def placeholder(prompt: int, reply: int) -> list[np.ndarray]:
+            """Unit vectors seeded by each text's key (the same text gets the same one)."""
+            vecs = [np.random.default_rng(int(key[:8], 16)).standard_normal(dim).astype(np.float32) for key in keys]
+            return [v / np.linalg.norm(v) for v in vecs]
+
+        async def send(backend: Any) -> Any:
+            if not isinstance(backend, EmbeddingBackend):
+                raise ModelCallError(
+                    f"{self.spec} does not embed: use instructkit.models.embeddings.embedder('local') for "
+                    "sentence embeddings, or embedder('causal:SPEC:mean') for a causal LM's hidden states",
+                    retryable=False,
+                )
+            return await backend.embed(texts)
+
+        prompt = estimate_tokens([{"content": t} for t in texts])
+        return _Call(send, prompt, placeholder=placeholder if dry else None)
 
     async def achoice_logprobs(
         self, messages: list[dict] | str, choices: list[str], *, system: str | None = None, raw: bool = False
     ) -> list[float]:
         """Log-probability of each choice as the first answer token, from the full next-token
-        distribution (local backends only; hosted ones give top_logprobs through `achat`). Cached.
+        distribution (local backends only; hosted ones give top_logprobs through `achat`). Cached;
+        each uncached read is one call under the concurrency limit (a forward pass in a thread).
         `raw=True` reads it right after the text `messages` as the tokenizer encodes it by default (its
         BOS included, no chat template): how scorers trained on a raw format (DEITA's) are read."""
         if not self.is_local:
@@ -808,32 +640,268 @@ class LLM:
             {"op": "choices-raw" if raw else "choices", "tokens": "in-context", **self.identity, **request,
              "choices": list(choices)}
         )  # fmt: skip
-        hit = self.cache.get(key)
-        if hit is None and self.dry_run:
-            hit = self.shared.dry_answers.get(key)
-            if hit is not None:
-                _mark_dry_row()
-        if hit is not None:
-            self.stats.cache_hits += 1
-            return list(hit["logprobs"])
-        if self.dry_run:  # counted as a call (a forward pass), like the real one; no tokens either way
-            self.stats.estimated_calls += 1
-            _mark_dry_row()
-            self.shared.dry_answers[key] = {"logprobs": [0.0] * len(choices)}
-            return [0.0] * len(choices)
-        self.stats.calls += 1
-        if raw:
-            values = await asyncio.to_thread(self.backend.next_token_logprobs, messages, choices, True)
-        else:
-            values = await asyncio.to_thread(self.backend.choice_logprobs, request["messages"], choices)
-        self.cache.set(key, {"logprobs": values})
+        (hit,), missing = self._lookup([key], _logprobs_of)
+        if not missing:
+            return hit
+
+        async def send(backend: Any) -> list[float]:
+            if not isinstance(backend, ScoringBackend):
+                raise ModelCallError(f"{self.spec}: this backend cannot read next-token distributions",
+                                     retryable=False)  # fmt: skip
+            if raw:
+                return await asyncio.to_thread(backend.next_token_logprobs, messages, choices, True)
+            return await asyncio.to_thread(backend.choice_logprobs, request["messages"], choices)
+
+        # A forward pass, no tokens counted either way (a dry run counts the call, like the real one).
+        call = _Call(send, 0, placeholder=lambda prompt, reply: [0.0] * len(choices))
+        async def compute(todo: list[int]) -> list[list[float]]:
+            return [await self._run(call)]
+
+        (values,) = await self._fill([key], [None], [0], compute, _logprobs_json, _logprobs_of, dry=self.dry_run)
         return values
 
+    async def aclassify(self, inputs: list[tuple[str, str | None]]) -> list[float]:
+        """The logit a classifier backend (`models.classifier`: reward models, trained quality scorers)
+        gives each (text, text_pair or None), cached per input; the uncached ones are one call (the
+        backend batches them). A local classifier runs even in a dry run (it costs nothing)."""
+        keys = [request_key({"op": "classify", **self.identity, "text": t, "pair": p}) for t, p in inputs]
+        results, missing = self._lookup(keys, _logit_of)
+        if not missing:
+            return results
+
+        async def send(backend: Any) -> list[float]:
+            if not isinstance(backend, ClassifierBackend):
+                raise ModelCallError(f"{self.spec} is not a classifier", retryable=False)
+            return await asyncio.to_thread(backend.classify, [inputs[i] for i in missing])
+
+        return await self._fill(keys, results, missing, lambda todo: self._run(_Call(send, 0)),
+                                _logit_json, _logit_of, dry=False)  # fmt: skip
+
     def span_scores(self, pairs: list[tuple[str, str]], **options: Any) -> list[SpanScore]:
-        """Log-probabilities of each answer's tokens given its prompt (local backends only)."""
-        if not self.is_local:
+        """Log-probabilities of each answer's tokens given its prompt (local backends only). Synchronous
+        and uncached: scorers batch rows through `SpanBatcher` and journal the results per row."""
+        backend = self.backend if self.is_local else None
+        if not isinstance(backend, ScoringBackend):
             raise ModelCallError(f"{self.spec}: span log-likelihoods need a local model (local or hf:PATH)")
-        return self.backend.span_scores(pairs, **options)
+        self.stats.calls += 1
+        return backend.span_scores(pairs, **options)
+
+    # ----- the chain: cache -> budget and dry run -> limits -> retry -> backend -------------------
+    def _lookup(self, keys: list[str], decode: Callable[[dict], Any]) -> tuple[list[Any], list[int]]:
+        """Cache stage, first half: the stored answer of each key (decoded, or None) and the indices of
+        the missing ones. In a dry run an answer walked earlier in the same dry run counts as a hit
+        (a real run would find it cached)."""
+        results: list[Any] = []
+        for key in keys:
+            hit = self.cache.get(key)
+            if hit is None and self.dry_run:
+                hit = self.shared.dry_answers.get(key)
+                if hit is not None:
+                    _mark_dry_row()
+            results.append(None if hit is None else decode(hit))
+        missing = [i for i, r in enumerate(results) if r is None]
+        self.stats.cache_hits += len(keys) - len(missing)
+        return results, missing
+
+    async def _fill(
+        self,
+        keys: list[str],
+        results: list[Any],
+        missing: list[int],
+        compute: Callable[[list[int]], Awaitable[list[Any]]],
+        encode: Callable[[Any], dict],
+        decode: Callable[[dict], Any],
+        *,
+        dry: bool,
+    ) -> list[Any]:
+        """Cache stage, second half: `compute(missing)` (the calls) once, shared with the same request
+        already in flight (another row asking the same thing), and each answer stored under its key.
+        `dry`: the answers are a dry run's placeholders, never stored, only remembered for this dry run."""
+        flight_key = keys[missing[0]] + f":{len(missing)}"
+        if len(missing) > 1:
+            flight_key = hashlib.sha1("".join(keys[i] for i in missing).encode()).hexdigest()
+        pending = self._inflight.get(flight_key)
+        if pending is not None:
+            fresh = [decode(encode(v)) for v in await asyncio.shield(pending)]
+            self.stats.cache_hits += len(missing)
+        else:
+            future = asyncio.get_running_loop().create_future()
+            self._inflight[flight_key] = future
+            try:
+                fresh = await compute(missing)
+                store = self.shared.dry_answers.__setitem__ if dry else self.cache.set
+                for i, value in zip(missing, fresh):
+                    store(keys[i], encode(value))
+                future.set_result(fresh)
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: waiters re-raise it themselves
+                raise
+            finally:
+                self._inflight.pop(flight_key, None)
+        for i, value in zip(missing, fresh):
+            results[i] = value
+        if dry:
+            _mark_dry_row()
+        return results
+
+    async def _run(self, call: _Call) -> Any:
+        """Budget and dry-run stage. A dry run counts the call (calibrated estimate) and answers with its
+        placeholder; a real call reserves its most expensive outcome against `max_cost` (so concurrent
+        calls never pass it together), goes on to `_retrying`, and then books what it really cost."""
+        stats = self.stats
+        if self.dry_run and call.placeholder is not None:
+            if call.estimate is not None:
+                prompt, reply, cost, calibrated = call.estimate()
+            else:
+                prompt, reply = self.calibration.prompt_tokens(call.prompt_tokens), call.reply_tokens
+                cost, calibrated = self._price(prompt, reply), False
+            stats.estimated_calls += 1
+            stats.estimated_calibrated += calibrated
+            stats.estimated_tokens += prompt + reply
+            stats.estimated_cost += cost
+            return call.placeholder(prompt, reply)
+        shared = self.shared
+        reserve = self._price(call.prompt_tokens, call.reply_tokens)
+        if shared.max_cost is not None and shared.stats.cost + shared.reserved + reserve > shared.max_cost:
+            raise BudgetExceeded(
+                f"--max-cost {shared.max_cost:.4f} reached (spent {shared.stats.cost:.4f}); stopping before the next call"
+            )
+        shared.reserved += reserve
+        try:
+            value = await self._retrying(call)
+        except ModelCallError:
+            stats.failures += 1
+            raise
+        finally:
+            shared.reserved -= reserve
+        if call.settle is not None:
+            stats.cost += call.settle(value)
+        else:  # no usage reported (embeddings): booked at the estimate
+            stats.prompt_tokens += call.prompt_tokens
+            stats.cost += reserve
+        return value
+
+    async def _retrying(self, call: _Call) -> Any:
+        """Retry stage: `TransientError`s are tried again up to `max_retries` times, after the server's
+        Retry-After or exponential backoff with jitter. Most calls succeed at once, so only a failed
+        first try pays for tenacity's machinery. (Retries run outside the except block, so later errors
+        do not chain the first one, whose cause may quote a credential, into logged tracebacks.)"""
+        first: TransientError | None = None
+        try:
+            return await self._attempt(call)
+        except TransientError as exc:
+            if self.max_retries < 1:
+                raise
+            first = exc
+        self.stats.retries += 1
+        await asyncio.sleep(_retry_delay(first, 1))
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self.max_retries),
+            wait=lambda state: _retry_delay(state.outcome.exception(), state.attempt_number + 1),
+            retry=retry_if_exception_type(TransientError),
+            reraise=True,
+            before_sleep=self._count_retry,
+        ):
+            with attempt:
+                return await self._attempt(call)
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    async def _attempt(self, call: _Call) -> Any:
+        """Limits stage, one try: the user's RPM/TPM, a concurrency slot, the provider's own limits
+        (hosted and served models), then the backend."""
+        tokens = call.prompt_tokens + call.reply_tokens
+        if self.shared.rpm:
+            await self.shared.rpm.take(1)
+        if self.shared.tpm:
+            await self.shared.tpm.take(tokens)
+        backend = self.backend
+        async with self._semaphore():
+            gate = self._provider_limits
+            if gate is None:
+                self.stats.calls += 1
+                return await call.send(backend)
+            ticket = await gate.acquire({"requests": 1, "tokens": tokens, "input_tokens": call.prompt_tokens,
+                                         "output_tokens": call.reply_tokens})  # fmt: skip
+            self.stats.limit_wait_s += ticket.waited_s
+            self.stats.calls += 1
+            try:
+                value = await call.send(backend)
+            except ModelCallError as exc:
+                gate.settle(ticket, exc.status or 0, getattr(exc, "retry_after", None))
+                self.stats.throttled += int(exc.status == 429)
+                raise
+            except BaseException:
+                gate.settle(ticket, 0)
+                raise
+            gate.settle(ticket)
+            return value
+
+    def _count_retry(self, retry_state: Any) -> None:
+        self.stats.retries += 1
+
+    def _honoured(self, gen: GenParams) -> GenParams:
+        """`gen` without the penalties a backend cannot apply: dropped loudly (a warning once per
+        option, a count in `stats.dropped_<option>`), never silently. The cache key keeps what was asked."""
+        asked = [name for name in PENALTIES if getattr(gen, name)]
+        if not asked or self.backend.supports_penalties:
+            return gen
+        for name in asked:
+            count = getattr(self.stats, f"dropped_{name}")
+            if not count:
+                print(
+                    f"[model] warning: {self.spec} cannot apply {name}; calls are sent without it "
+                    f"(counted as dropped_{name} in the run's call stats)",
+                    file=sys.stderr,
+                )
+            setattr(self.stats, f"dropped_{name}", count + 1)
+        return gen.replace(**{name: 0.0 for name in asked})
+
+    # ----- prices and dry-run estimates --------------------------------------------------------
+    def _price(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """What this model charges for these tokens (`pricing.cost_of`; 0 for free models)."""
+        return cost_of(self.cost_model, prompt_tokens, completion_tokens) if self.cost_model else 0.0
+
+    def _estimate(self, request: list[dict] | str, gen: GenParams, n: int) -> tuple[int, float]:
+        """(tokens, cost) of a call at most: the prompt estimate plus max_tokens per sample. The budget
+        reserves this upper bound, so concurrent calls never pass `max_cost` together."""
+        prompt_tokens = estimate_tokens(_as_messages(request))
+        return prompt_tokens + gen.max_tokens * n, self._price(prompt_tokens, gen.max_tokens * n)
+
+    @property
+    def calibration(self) -> Calibration:
+        """This model's stored figures plus what this process learned (read from the cache once)."""
+        if self._calibration is None:
+            self._calibration = Calibration.from_json(self.cache.read_note(self._calibration_key()))
+        merged = Calibration()
+        merged.add(self._calibration)
+        merged.add(self._learned)
+        return merged
+
+    def _calibration_key(self) -> str:
+        return request_key({"op": "calibration", **self.identity})
+
+    def save_calibration(self) -> None:
+        """Add what this process's real calls taught to the stored figures (this model and the models
+        derived from it); called after every stage and on close."""
+        for llm in [self, *self.shared.members.values()]:
+            if not llm._learned.replies and not llm._learned.prompt_counted:
+                continue
+            stored = Calibration.from_json(llm.cache.read_note(llm._calibration_key()))
+            stored.add(llm._learned)
+            llm.cache.write_note(llm._calibration_key(), stored.to_json())
+            llm._calibration, llm._learned = stored, Calibration()
+
+    def estimate_call(self, request: list[dict] | str, gen: GenParams, n: int) -> tuple[int, int, float, bool]:
+        """What a dry run counts for one call: (prompt tokens, reply tokens for all n samples, cost,
+        calibrated). Calibrated from this model's earlier real calls where there are any; a reply of
+        unknown size counts max_tokens."""
+        cal = self.calibration
+        prompt = cal.prompt_tokens(estimate_tokens(_as_messages(request)))
+        per_reply = cal.reply_tokens(CALL_LABEL.get(), gen.max_tokens)
+        calibrated = per_reply is not None
+        reply = (per_reply if calibrated else gen.max_tokens) * n
+        return prompt, reply, self._price(prompt, reply), calibrated
 
     # ----- sync facade --------------------------------------------------------------------
     def chat(self, messages: list[dict] | str, **params: Any) -> Completion:
@@ -858,7 +926,7 @@ class LLM:
         except Exception:  # a cache problem must not keep sessions open
             pass
         for llm in [self, *self.shared.members.values()]:
-            if llm._backend is not None and hasattr(llm._backend, "aclose"):
+            if llm._backend is not None:
                 await llm._backend.aclose()
 
     def close(self) -> None:
@@ -875,6 +943,52 @@ def to_messages(messages: list[dict] | str, system: str | None = None) -> list[d
     if system:
         msgs = [{"role": "system", "content": system}, *msgs]
     return msgs
+
+
+@dataclass
+class _Call:
+    """One request down the chain (`LLM._run`): what it sends and how it is counted, priced and faked.
+    An operation builds it; the stages treat every operation alike."""
+
+    send: Callable[[Any], Awaitable[Any]]  # the backend call, given the backend
+    prompt_tokens: int  # estimated (4 characters a token): rate limits, the budget's reservation
+    reply_tokens: int = 0  # the most reply tokens it may cost (max_tokens per sample)
+    # A dry run's answer, given the counted (prompt, reply) tokens; None: sent even in a dry run.
+    placeholder: Callable[[int, int], Any] | None = None
+    # What a dry run counts: (prompt, reply, cost, calibrated); None: the calibrated prompt estimate.
+    estimate: Callable[[], tuple[int, int, float, bool]] | None = None
+    # Books the answer's usage and returns what it cost; None: booked at the estimate (no usage reported).
+    settle: Callable[[Any], float] | None = None
+
+
+def _completion_of(stored: dict) -> Completion:
+    return Completion.from_json(stored, cached=True)
+
+
+def _vector_of(stored: dict) -> np.ndarray:
+    import numpy as np
+
+    return np.frombuffer(base64.b64decode(stored["b64"]), dtype=np.float32)
+
+
+def _vector_json(vector: np.ndarray) -> dict:
+    return {"b64": base64.b64encode(vector.tobytes()).decode("ascii")}
+
+
+def _logprobs_of(stored: dict) -> list[float]:
+    return list(stored["logprobs"])
+
+
+def _logprobs_json(values: list[float]) -> dict:
+    return {"logprobs": values}
+
+
+def _logit_of(stored: dict) -> float:
+    return float(stored["logit"])
+
+
+def _logit_json(value: float) -> dict:
+    return {"logit": value}
 
 
 def _wait_for_retry(retry_state: Any) -> float:

@@ -25,7 +25,17 @@ from typing import Any
 import numpy as np
 
 from .local_files import default_chat_model, model_id, resolve_model_path, set_offline, smollm2_gguf
-from .types import Completion, GenParams, ModelCallError, SpanScore, TokenLogprob, Usage
+from .types import (
+    Backend,
+    Completion,
+    CompletionBackend,
+    GenParams,
+    ModelCallError,
+    ScoringBackend,
+    SpanScore,
+    TokenLogprob,
+    Usage,
+)
 
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 _BACKENDS: dict[tuple[str, str, str], LocalBackend] = {}
@@ -134,7 +144,7 @@ def load_local_backend(
         return backend
 
 
-class SplitLocalBackend:
+class SplitLocalBackend(Backend, CompletionBackend, ScoringBackend):
     """One local GGUF model behind two engines, each loaded on first use: llama.cpp generates (chat,
     raw completion, grammar-constrained JSON), transformers scores (span log-probs, the full next-token
     distribution, hidden states), where exact full-vocabulary logits are needed (docs/DEVELOPING.md)."""
@@ -190,15 +200,16 @@ class SplitLocalBackend:
         return self.scorer.hidden_states(texts, pooling, **options)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
+        if name.startswith("_") or name in _NOT_SCORERS:
+            raise AttributeError(name)  # (a protocol check must not load the scorer to learn this)
         return getattr(self.scorer, name)  # tokenizer, model, device, prompt_ids, span_ids, ...
-
-    async def embed(self, texts: list[str]) -> list:
-        return await self.scorer.embed(texts)
 
     async def aclose(self) -> None:
         """Both engines are shared by the process; nothing per caller to release."""
+
+
+# What the protocols ask that neither engine has: answered at once, never by loading the scorer.
+_NOT_SCORERS = frozenset({"embed", "classify"})
 
 
 @dataclass
@@ -216,7 +227,7 @@ class _Request:
         self.group = (p.temperature > 0, p.temperature, p.top_p, p.logprobs, p.top_logprobs)
 
 
-class LocalBackend:
+class LocalBackend(Backend, CompletionBackend, ScoringBackend):
     """A causal LM in this process. `chat` is async and micro-batched; scoring methods are sync."""
 
     kind = "local"
@@ -639,12 +650,6 @@ class LocalBackend:
             logp = torch.log_softmax(logits.float(), dim=-1)[0]
         return [float(logp[t]) for t in found.ids]
 
-    async def embed(self, texts: list[str]) -> list:
-        raise ModelCallError(
-            f"{self.model_id} is a chat model: use instructkit.models.embeddings.embedder('causal:PATH:mean') "
-            "for its hidden states, or embedder('local') for sentence embeddings",
-            retryable=False,
-        )
 
 
 def apply_penalties(logits: Any, counts: Any, presence: Any, frequency: Any) -> Any:

@@ -146,30 +146,33 @@ class TransientError(ModelCallError):
 
 
 @runtime_checkable
-class Backend(Protocol):
-    """What `LLM` needs from a backend (HTTP, litellm, transformers, llama.cpp, encoders).
+class ModelBackend(Protocol):
+    """What every backend behind `LLM` has: an identity for cache keys and a way to release itself.
 
-    `LLM` owns everything around the call (cache, budget, limits, retries, statistics); a backend
-    only turns one request into completions or vectors, raising `TransientError` for what is worth
-    retrying and `ModelCallError` for what is not. Capabilities a backend lacks are declared by its
-    flags, never probed with getattr in callers.
+    `LLM` owns everything around a call (cache, budget, dry run, limits, retries, statistics); a
+    backend only turns one request into an answer, raising `TransientError` for what is worth
+    retrying and `ModelCallError` for what is not. What a backend can do it states by the protocols
+    below that its class lists as bases; `LLM` checks those (isinstance), never probes with getattr.
     """
 
     model_id: str  # identity used in cache keys: weights digest or model name, never a credential
+
+    async def aclose(self) -> None:
+        """Release sessions and workers; safe to call twice."""
+        ...
+
+
+@runtime_checkable
+class Backend(ModelBackend, Protocol):
+    """A chat model behind `LLM` (HTTP server, litellm, transformers, llama.cpp): what the chat call can
+    do is said by its flags."""
+
     supports_n: bool  # one request returns n samples
     supports_json_schema: bool  # honours GenParams.json_schema (grammar or response_format)
     supports_penalties: bool  # honours presence/frequency penalty (else LLM drops them, warns and counts)
 
     async def chat(self, messages: list[dict], params: GenParams, n: int = 1) -> list[Completion]:
         """`n` completions of a chat conversation."""
-        ...
-
-    async def embed(self, texts: list[str]) -> list[list[float]] | np.ndarray:
-        """One vector per text (raise ModelCallError where the model cannot embed)."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release sessions and workers; safe to call twice."""
         ...
 
 
@@ -182,9 +185,31 @@ class CompletionBackend(Protocol):
 
 
 @runtime_checkable
+class EmbeddingBackend(ModelBackend, Protocol):
+    """A model that turns texts into vectors (`/v1/embeddings`, litellm, a local encoder, a causal
+    LM's hidden states). `LLM.aembed` caches them per text and budgets, limits and retries the call."""
+
+    async def embed(self, texts: list[str]) -> list[list[float]] | np.ndarray:
+        """One vector per text, in order."""
+        ...
+
+
+@runtime_checkable
 class ScoringBackend(Protocol):
     """An in-process model whose full next-token distribution and hidden states are readable."""
 
     def span_scores(self, pairs: list[tuple[str, str]], **options: Any) -> list[SpanScore]: ...
 
     def choice_logprobs(self, messages: list[dict], choices: Any) -> list[float]: ...
+
+    def next_token_logprobs(self, prompt: str, choices: Any, special_tokens: bool = False) -> list[float]: ...
+
+
+@runtime_checkable
+class ClassifierBackend(ModelBackend, Protocol):
+    """A sequence-classification model in this process (a reward model, a trained quality scorer):
+    one logit per text or (text, text_pair). `LLM.aclassify` caches the logits per input."""
+
+    def classify(self, inputs: list[tuple[str, str | None]]) -> list[float]:
+        """The chosen logit of each input, in order (the caller's thread; may batch internally)."""
+        ...
