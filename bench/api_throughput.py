@@ -65,7 +65,7 @@ def worker_instructkit(args: argparse.Namespace) -> dict:
     if not args.cached:
         llm.backend  # noqa: B018
     if args.via == "litellm" and not args.cached:
-        from instructkit.models.litellm_backend import import_litellm
+        from instructkit.models.pricing import import_litellm
 
         import_litellm()
     items = prompts(args.requests)

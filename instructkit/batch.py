@@ -32,13 +32,12 @@ from typing import Any
 from .cache import public_endpoint
 from .models.http_openai import chat_payload, parse_choices
 from .models.llm import LLM, DryRunSkip
-from .models.pricing import cost_of
+from .models.pricing import BATCH_DISCOUNT, cost_of
 from .models.types import Completion, GenParams, ModelCallError
 from .runner import RunContext, RunStats
 
 CHAT_URL = "/v1/chat/completions"
 FINAL_STATUSES = ("completed", "failed", "expired", "cancelled")
-BATCH_DISCOUNT = 0.5  # OpenAI bills batch requests at half the synchronous price
 MAX_REQUESTS_PER_BATCH = 50_000  # OpenAI's limit per batch file
 
 
@@ -309,8 +308,7 @@ class BatchRunner:
                     errors[key] = str(exc)[:500]
                     continue
                 model = llm.cost_model
-                comp.cost = cost_of(model, comp.usage.prompt_tokens, comp.usage.completion_tokens) * BATCH_DISCOUNT \
-                    if model else 0.0
+                comp.cost = cost_of(model, comp.usage.prompt_tokens, comp.usage.completion_tokens, batch=True)
                 llm.cache.set(key, comp.to_json())
                 llm.stats.calls += 1
                 llm.stats.prompt_tokens += comp.usage.prompt_tokens

@@ -8,9 +8,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from instructkit.cache import ResponseCache
-from instructkit.models import LLM, GenParams, to_messages
+from instructkit.models import LLM, BudgetExceeded, GenParams, ModelCallError, to_messages
+from instructkit.models.limits import estimate_tokens
+from instructkit.models.pricing import cost_of
 from instructkit.runner import RunContext, merge_results
 
 from fakes import Fault, embedding_of, reply_text
@@ -136,3 +139,40 @@ def test_embedding_faults_are_retried(fake_server, tmp_path: Path) -> None:
     llm.close()
     assert np.allclose(vecs, np.array([embedding_of("alpha"), embedding_of("beta")], dtype=np.float32))
     assert fake_server.count(path="/v1/embeddings") == 3
+
+
+def test_embeddings_are_budgeted_before_they_are_sent(fake_server, tmp_path: Path) -> None:
+    """`aembed` goes through the same budget as chat: a batch is reserved at its estimated prompt
+    tokens (embedding models price input only) and refused, unsent, when it would pass max_cost."""
+    model = "text-embedding-3-small"  # priced by the price map; the fake server answers any name
+    texts, more = ["alpha", "beta", "gamma"], ["delta", "omega", "kappa"]  # the same estimate
+    price = cost_of(model, estimate_tokens([{"content": t} for t in texts]), 0)
+    assert price > 0 and price == cost_of(model, estimate_tokens([{"content": t} for t in more]), 0)
+    with pytest.raises(BudgetExceeded):
+        LLM(model, api_base=fake_server, cache=ResponseCache(tmp_path / "poor"), max_cost=price / 2).embed(texts)
+    assert fake_server.count(path="/v1/embeddings") == 0
+    llm = LLM(model, api_base=fake_server, cache=ResponseCache(tmp_path / "cache"), max_cost=price * 1.5)
+    vecs = llm.embed(texts)
+    assert np.allclose(vecs, np.array([embedding_of(t) for t in texts], dtype=np.float32))
+    assert llm.stats.calls == 1 and llm.stats.cost == price  # booked at the reservation, the same sum
+    with pytest.raises(BudgetExceeded):
+        llm.embed(more)
+    assert llm.embed(texts).shape == (3, 8) and llm.stats.cache_hits == 3  # cached texts cost nothing
+    llm.close()
+    assert fake_server.count(path="/v1/embeddings") == 1
+
+
+def test_embedding_retries_follow_the_retry_policy(fake_server, tmp_path: Path) -> None:
+    fake_server.configure(faults=[Fault("500", match="alpha", times=1)])
+    strict = make_llm(fake_server, ResponseCache(tmp_path / "strict"), max_retries=0)
+    with pytest.raises(ModelCallError):
+        strict.embed(["alpha"])
+    strict.close()
+    assert strict.stats.failures == 1 and strict.stats.retries == 0
+    assert fake_server.count(path="/v1/embeddings") == 1
+    fake_server.configure(faults=[Fault("500", match="alpha", times=1)], reset=True)
+    patient = make_llm(fake_server, ResponseCache(tmp_path / "patient"), max_retries=2)
+    assert np.allclose(patient.embed(["alpha"])[0], embedding_of("alpha"))
+    patient.close()
+    assert patient.stats.retries == 1 and patient.stats.calls == 2 and patient.stats.failures == 0
+    assert fake_server.count(path="/v1/embeddings") == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 from instructkit.models import LLM, GenParams, ModelCallError
 from instructkit.models.local import load_local_backend
 from instructkit.models.local_files import META_FILE
+from instructkit.models.types import EmbeddingBackend, ScoringBackend
 from instructkit.numerics import fp32_tolerance
 
 PROMPTS = ["What is 2+2?", "Name three colors.", "Write a haiku about the sea.", "Hi"]
@@ -132,8 +134,9 @@ def test_hidden_states(backend):
     assert mean.shape == last.shape == (2, backend.model.config.hidden_size)
     assert mean.dtype == np.float32 and not np.allclose(mean, last)
     np.testing.assert_allclose(backend.hidden_states(texts[1:], "mean")[0], mean[1], atol=1e-4)
-    with pytest.raises(ModelCallError):
-        asyncio.run(backend.embed(texts))
+    assert not isinstance(backend, EmbeddingBackend)  # a chat model states it does not embed...
+    with pytest.raises(ModelCallError, match="does not embed"):  # ...and the facade says what does
+        LLM("local", backend=backend, cache=False).embed(texts)
 
 
 def test_facade_caches_and_scores(tmp_path):
@@ -168,3 +171,48 @@ def test_choice_logprobs_read_the_full_next_token_distribution(backend):
     np.testing.assert_allclose(ours, [float(ref[t]) for t in token_ids], rtol=0, atol=fp32_tol(backend, ids))
     llm = LLM("local", cache=False)
     assert asyncio.run(llm.achoice_logprobs(msgs, choices)) == pytest.approx(ours, abs=1e-6)
+
+
+class CountingScorer(ScoringBackend):
+    """The real transformers backend, with the most choice reads inside it at once recorded."""
+
+    def __init__(self, inner):
+        self.inner, self.model_id = inner, inner.model_id
+        self.now = self.peak = 0
+        self._lock = threading.Lock()
+
+    def choice_logprobs(self, messages, choices):
+        with self._lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        try:
+            return self.inner.choice_logprobs(messages, choices)
+        finally:
+            with self._lock:
+                self.now -= 1
+
+    def next_token_logprobs(self, prompt, choices, special_tokens=False):
+        return self.inner.next_token_logprobs(prompt, choices, special_tokens)
+
+    def span_scores(self, pairs, **options):
+        return self.inner.span_scores(pairs, **options)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_choice_reads_take_a_concurrency_slot_each(backend):
+    """Eight reads asked at once with concurrency 2: two forward passes in the model at a time
+    (each read waits for its slot, like every other call), answers unchanged."""
+    counting = CountingScorer(backend)
+    llm = LLM("local", backend=counting, cache=False, concurrency=2)
+    choices = ["1", "2", "3", "4", "5", "6"]
+    prompts = [f"Rate from 1 to 6 how hard it is to count to {i}." for i in range(8)]
+
+    async def every() -> list[list[float]]:
+        return await asyncio.gather(*(llm.achoice_logprobs(p, choices) for p in prompts))
+
+    got = asyncio.run(every())
+    assert counting.peak == 2 and llm.stats.calls == len(prompts)
+    alone = backend.choice_logprobs([{"role": "user", "content": prompts[3]}], choices)
+    np.testing.assert_allclose(got[3], alone, rtol=0, atol=1e-6)  # batch-free: one pass per read either way

@@ -40,3 +40,17 @@ def test_pricing_an_http_model_imports_no_litellm() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_embedding_and_batch_prices_need_no_litellm() -> None:
+    code = (
+        "import sys\n"
+        "from instructkit.models.pricing import BATCH_DISCOUNT, cost_of, priced_name\n"
+        "assert priced_name('openai-compatible', 'text-embedding-3-small') == 'text-embedding-3-small'\n"
+        "assert priced_name('openai-compatible', 'my-llama') == '' and priced_name('local', 'local') == ''\n"
+        "assert cost_of('text-embedding-3-small', 1000, 0) > 0\n"
+        "assert cost_of('gpt-4o-mini', 10, 10, batch=True) == cost_of('gpt-4o-mini', 10, 10) * BATCH_DISCOUNT\n"
+        "print(sorted(m for m in sys.modules if 'litellm' in m))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

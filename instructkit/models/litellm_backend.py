@@ -17,6 +17,7 @@ from .http_openai import (
     parse_text_choices,
 )
 from .limits import report_headers, retry_after_of
+from .pricing import import_litellm
 from .types import (
     Backend,
     Completion,
@@ -28,15 +29,6 @@ from .types import (
 )
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-
-def import_litellm() -> Any:
-    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-    import litellm
-
-    litellm.suppress_debug_info = True
-    litellm.telemetry = False
-    return litellm
 
 
 def error_headers(exc: Exception) -> dict[str, Any]:

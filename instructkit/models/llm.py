@@ -35,7 +35,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from ..aio import run_sync
 from ..cache import ResponseCache, public_endpoint, request_key
 from .limits import ProviderLimits, TokenBucket, estimate_tokens
-from .pricing import cost_of, is_priced
+from .pricing import cost_of, priced_name
 from .types import (
     PENALTIES,
     Backend,
@@ -388,11 +388,8 @@ class LLM:
 
     @property
     def cost_model(self) -> str:
-        """The name to price calls by: litellm models, and OpenAI-compatible models (a proxy serving
-        `gpt-4o-mini`, say) whose name litellm's local price map knows; "" (free) otherwise."""
-        if self.ref.family == "litellm" or (self.ref.family == "openai-compatible" and is_priced(self.ref.model)):
-            return self.ref.model
-        return ""
+        """The name to price calls by ("": free), as `pricing.priced_name` says."""
+        return priced_name(self.ref.family, self.ref.model)
 
     @property
     def supports_json_schema(self) -> bool:

@@ -1,7 +1,8 @@
-"""What a model call costs: the one place that answers "is this model priced" and "what did this call cost".
+"""What a model call costs: the one place that answers "is this model priced", "by which name" and
+"what did this call cost" (synchronous or through a batch API). Nothing else in the project prices.
 
 Prices come from the price map litellm bundles (its local copy; nothing is fetched). A plain chat or
-completion model of OpenAI's with flat per-token prices (what an OpenAI-compatible server's model name
+completion or embedding model of OpenAI's with flat per-token prices (what an OpenAI-compatible server's model name
 can match: a proxy serving `gpt-4o-mini`) is priced straight from that JSON, so an HTTP request never imports
 litellm (slow) to price itself. Any other entry (tiered prices, per-image or per-second billing, provider
 aliases) goes to litellm's own `cost_per_token`, so the two ways agree wherever both apply.
@@ -15,8 +16,20 @@ import json
 import os
 from typing import Any
 
-_FLAT_MODES = frozenset({"chat", "completion", "responses"})
+_FLAT_MODES = frozenset({"chat", "completion", "responses", "embedding"})
+BATCH_DISCOUNT = 0.5  # OpenAI bills batch requests at half the synchronous price
 _FLAT_PROVIDERS = frozenset({"openai", "text-completion-openai"})
+
+
+def import_litellm() -> Any:
+    """litellm, imported on first need (it is slow) and always with its bundled price map, so nothing
+    reaches for the internet; quiet (no debug banner, no telemetry)."""
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    return litellm
 
 
 @functools.cache
@@ -40,8 +53,18 @@ def is_priced(model: str) -> bool:
     return bool(entry and (entry.get("input_cost_per_token") or entry.get("output_cost_per_token")))
 
 
+def priced_name(family: str, model: str) -> str:
+    """The name a model's calls are priced by: a litellm model's own name, an OpenAI-compatible
+    server's model name when the price map knows it (a proxy serving `gpt-4o-mini`), else "" (free:
+    local models, self-hosted names)."""
+    if family == "litellm" or (family == "openai-compatible" and is_priced(model)):
+        return model
+    return ""
+
+
 def flat_prices(model: str) -> tuple[float, float] | None:
-    """(input, output) dollars per token of an OpenAI chat/completion model with flat prices, else None."""
+    """(input, output) dollars per token of an OpenAI chat, completion or embedding model with flat
+    prices, else None."""
     entry = price_map().get(model)
     if not entry or entry.get("litellm_provider") not in _FLAT_PROVIDERS or model.startswith("ft:"):
         return None
@@ -52,17 +75,18 @@ def flat_prices(model: str) -> tuple[float, float] | None:
     return float(entry.get("input_cost_per_token") or 0.0), float(entry.get("output_cost_per_token") or 0.0)
 
 
-def cost_of(model: str, prompt_tokens: int, completion_tokens: int) -> float:
-    """Dollar cost of one call; 0 for models the price map does not know (local, self-hosted)."""
+def cost_of(model: str, prompt_tokens: int, completion_tokens: int, *, batch: bool = False) -> float:
+    """Dollar cost of one call (`batch`: answered through a batch API, at `BATCH_DISCOUNT`); 0 for
+    models the price map does not know (local, self-hosted)."""
     if not model or (not prompt_tokens and not completion_tokens):
         return 0.0
+    if batch:
+        return cost_of(model, prompt_tokens, completion_tokens) * BATCH_DISCOUNT
     flat = flat_prices(model)
     if flat is not None:
         return prompt_tokens * flat[0] + completion_tokens * flat[1]
     try:
-        from .litellm_backend import import_litellm  # only for entries litellm must interpret
-
-        p, c = import_litellm().cost_per_token(
+        p, c = import_litellm().cost_per_token(  # only for entries litellm must interpret
             model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
         )
         return float(p + c)
