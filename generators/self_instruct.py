@@ -33,6 +33,12 @@ Deviations, and why:
 - The novelty filter uses instructkit.rouge.NoveltyIndex: the same decisions as rouge_score, much faster.
 - `max_batches` and `patience` (batches in a row that keep nothing) bound the loop, which upstream runs
   until the target; as upstream, the last batch may overshoot `num_instructions`.
+- `-o constrained auto` (default off, the paper's free text) asks backends that honour a JSON Schema for
+  the classification answer as {"answer": "Yes"|"No"} and for instances as {"examples": [...]}, each
+  example's fields in the official order (input, output; class_label, input for classification); the
+  JSON is written back into the official text format and parsed and filtered as any reply (a cut-off
+  reply keeps its complete examples, as the official parser drops the last one). Small local models
+  rarely follow the "Output:" markers on their own (the main job's 0 instances before).
 - A dry run counts each request as keeping its n_new (7) new tasks (the fewest requests that can reach the
   target; a real run that rejects tasks makes more), then walks classification and instances for them.
 """
@@ -45,6 +51,8 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+
+from instructkit.judge.common import use_constraint
 
 from instructkit.io import InputError, suggest_map
 from instructkit.provenance import provenance
@@ -102,6 +110,7 @@ class SelfInstructOptions:
     instance_max_tokens: int = 0  # 0: the official 300 (batch holds a classification task) / 350
     include_seed_tasks: bool = False  # add the seed tasks' own instances to the output
     similarity_stats: bool = False  # also compute avg_similarity_score (a full pool scan per kept task)
+    constrained: str = "off"  # off: the official free-text markers | auto: JSON by schema where supported
 
 
 # ----- seed pool -------------------------------------------------------------------------------
@@ -170,6 +179,77 @@ def instance_params(opts: SelfInstructOptions, max_tokens: int) -> dict[str, Any
     "Example 6" and "Task:")."""
     return {"temperature": 0.0, "max_tokens": max_tokens, "stop": [f"Example {opts.max_instances + 1}", "Task:"],
             "presence_penalty": opts.instance_presence_penalty}  # fmt: skip
+
+
+# ----- -o constrained auto: the same fields as JSON, written back into the official text ---------------
+CLF_SCHEMA = {"type": "object", "properties": {"answer": {"enum": ["Yes", "No"]}}, "required": ["answer"],
+              "additionalProperties": False}  # fmt: skip
+CLF_NOTE = '\n\nAnswer with one JSON object {"answer": "Yes"} or {"answer": "No"}.'
+
+
+def json_answer(text: str) -> str:
+    """The "answer" of a constrained classification reply (the text itself if it is not such JSON)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return str(value.get("answer", "")) if isinstance(value, dict) else text
+
+
+def instance_fields(is_classification: bool) -> tuple[str, str]:
+    """An example's two fields in the official order: output-first for classification, else input-first."""
+    return ("class_label", "input") if is_classification else ("input", "output")
+
+
+def instance_schema(is_classification: bool, max_instances: int) -> dict:
+    """{"examples": [1..max_instances objects]}; the label or output may not be empty."""
+    first, second = instance_fields(is_classification)
+    answer = "class_label" if is_classification else "output"
+    props = {f: {"type": "string", **({"minLength": 1} if f == answer else {})} for f in (first, second)}
+    item = {"type": "object", "properties": props, "required": [first, second], "additionalProperties": False}
+    examples = {"type": "array", "items": item, "minItems": 1, "maxItems": max(1, max_instances)}
+    return {"type": "object", "properties": {"examples": examples}, "required": ["examples"],
+            "additionalProperties": False}  # fmt: skip
+
+
+def instance_note(is_classification: bool) -> str:
+    first, second = instance_fields(is_classification)
+    empty = "" if is_classification else ' ("input" empty when the task needs none)'
+    return (f'\n\nReply with one JSON object {{"examples": [...]}}, each example an object with "{first}" and '
+            f'"{second}"{empty}.')  # fmt: skip
+
+
+def complete_examples(text: str) -> list[dict]:
+    """The examples of a JSON instance reply; of a reply cut off mid-way, the complete ones."""
+    try:
+        value = json.loads(text)
+        return [e for e in value.get("examples", []) if isinstance(e, dict)] if isinstance(value, dict) else []
+    except ValueError:
+        pass
+    start = text.find("[")
+    decoder, out = json.JSONDecoder(), []
+    pos = start + 1 if start >= 0 else len(text)
+    while pos < len(text):
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except ValueError:
+            break
+        if isinstance(value, dict):
+            out.append(value)
+    return out
+
+
+def examples_as_text(text: str, is_classification: bool) -> str:
+    """A constrained JSON reply in the official instance format, for `parse_instances`."""
+    lines = []
+    for k, ex in enumerate(complete_examples(text), 1):
+        if is_classification:
+            lines += [f"Class label: {ex.get('class_label', '')}", str(ex.get("input", ""))]
+        else:
+            lines += [f"Example {k}", f"Input: {ex.get('input', '')}", f"Output: {ex.get('output', '')}"]
+    return "\n".join(lines)
 
 
 # ----- step 1: prompts and response post-processing ----------------------------------------------
@@ -484,9 +564,13 @@ def generate_instances(
 ) -> list[dict]:
     """Steps 2-4 for machine tasks: classification, instance generation, parsing and filtering."""
     llm = llm_of(ctx)
+    constrained = use_constraint(llm, opts.constrained, "self_instruct")
 
     async def classify(task: dict) -> dict:
         p = render(TEMPLATES["is_clf"], instruction=task["instruction"].strip())
+        if constrained:
+            value = await complete(llm, p + CLF_NOTE, raw=opts.raw, temperature=0.0, max_tokens=16, json_schema=CLF_SCHEMA)
+            return {"raw": json_answer(value["text"])}
         value = await complete(llm, p, raw=opts.raw, temperature=0.0, max_tokens=3, stop=["\n", "Task"])
         return {"raw": value["text"]}
 
@@ -509,9 +593,16 @@ def generate_instances(
             )
 
     async def instances(item: dict) -> dict:
-        name = TEMPLATES["clf" if item["clf"] else "gen"]
-        return await complete(llm, render(name, instruction=item["instruction"]), raw=opts.raw,
-                              **instance_params(opts, item["max_tokens"]))  # fmt: skip
+        prompt = render(TEMPLATES["clf" if item["clf"] else "gen"], instruction=item["instruction"])
+        params = instance_params(opts, item["max_tokens"])
+        if not constrained:
+            return await complete(llm, prompt, raw=opts.raw, **params)
+        params.pop("stop")  # the grammar ends the reply
+        value = await complete(llm, prompt + instance_note(item["clf"]), raw=opts.raw, **params,
+                               json_schema=instance_schema(item["clf"], opts.max_instances))  # fmt: skip
+        # the official text of the complete examples: a cut-off example is already left out
+        return {**value, "json": value["text"], "text": examples_as_text(value["text"], item["clf"]),
+                "finish_reason": "stop"}  # fmt: skip
 
     results = ctx.map(items, instances, stage="instances")
     rng = seeded(ctx, "instances")
@@ -531,6 +622,7 @@ def generate_instances(
         if len(pairs) > opts.max_instances:
             pairs = rng.sample(pairs, opts.max_instances)
         task_rows.append({**{k: v for k, v in task.items() if k != "prompt"}, "raw_instances": res.value["text"] if res.ok else None,
+                          **({"raw_json": res.value["json"]} if res.ok and "json" in res.value else {}),
                           "finish_reason": res.value["finish_reason"] if res.ok else None, "error": res.error,
                           "parse": status, "n_instances": len(pairs)})  # fmt: skip
         for inp, outp in pairs:
