@@ -91,6 +91,32 @@ def test_reward_matches_per_row_logit(tiny_rm, tmp_path):
     assert long[0]["reward_truncated"] is True and isinstance(long[0]["reward"], float)
 
 
+def test_reward_logits_come_through_the_model_layer_cached_by_content(tiny_rm, tmp_path):
+    """The reward model is a `ClassifierBackend` behind `LLM`: logits cached per (question, answer)
+    under the weights' id, a second run reads them all from the cache, and a changed setting
+    (truncation) is another identity."""
+    from instructkit.cache import ResponseCache
+    from instructkit.models.classifier import classifier
+
+    path, model, tok = tiny_rm
+    pairs = [(r["instruction"], r["output"]) for r in ROWS]
+    cache = ResponseCache(tmp_path / "cache")
+    first = classifier(path, batch_size=2, cache=cache)
+    got = first.classify(pairs)
+    assert first.stats.calls == 1 and first.stats.cache_hits == 0
+    again = classifier(path, batch_size=2, cache=cache)
+    assert again.classify(pairs[::-1]) == got[::-1] and again.stats.cache_hits == len(pairs)
+    assert again.stats.calls == 0
+    for (q, a), value in zip(pairs, got):
+        with torch.no_grad():
+            ref = float(model(**tok(q, a, return_tensors="pt")).logits[0, 0])
+        assert abs(value - ref) < 1e-4
+    cut = classifier(path, max_length=16, cache=cache)
+    assert cut.identity != again.identity and cut.identity["model"].endswith(":max16")
+    cut.classify(pairs[:1])
+    assert cut.stats.calls == 1
+
+
 def test_scorers_are_registered():
     import instructkit.judge.scores  # noqa: F401  (registered on import)
 

@@ -916,6 +916,9 @@ class LLM:
     def embed(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
         return run_sync(self.aembed(texts, batch_size))
 
+    def classify(self, inputs: list[tuple[str, str | None]]) -> list[float]:
+        return run_sync(self.aclassify(inputs))
+
     async def aclose(self) -> None:
         """Close this model's backend (HTTP sessions) and every model derived from it; store calibration."""
         try:

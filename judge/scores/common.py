@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -82,9 +83,10 @@ def mean_loss(token_logprobs: Sequence[float]) -> float | None:
 
 
 class Batcher:
-    """Collects the requests of concurrent rows and runs them through one `call(flat_items)` in a thread."""
+    """Collects the requests of concurrent rows and runs them through one `call(flat_items)`: a plain
+    function in a thread, or an async one (a model call through `LLM`) awaited."""
 
-    def __init__(self, call: Callable[[list[Any]], list[Any]]):
+    def __init__(self, call: Callable[[list[Any]], list[Any]] | Callable[[list[Any]], Awaitable[list[Any]]]):
         self.call = call
         self._pending: list[tuple[list[Any], asyncio.Future]] = []
         self._flush: asyncio.Task | None = None
@@ -109,7 +111,10 @@ class Batcher:
         batch, self._pending, self._flush = self._pending, [], None
         flat = [x for items, _ in batch for x in items]
         try:
-            results = await asyncio.to_thread(self.call, flat)
+            if inspect.iscoroutinefunction(self.call):  # a model call (`LLM.aclassify`): already async
+                results = await self.call(flat)
+            else:
+                results = await asyncio.to_thread(self.call, flat)
         except Exception as exc:  # every row of the flush gets the error
             for _, fut in batch:
                 if not fut.done():

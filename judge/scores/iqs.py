@@ -7,11 +7,14 @@ any encoder folder (all-MiniLM-L6-v2 by default): `kind=ridge` fits a scikit-lea
 mean-pooled embeddings (light; pairs: a logistic model on embedding differences), `kind=finetune`
 fine-tunes the encoder with a one-logit regression head (MSE, or -log sigmoid(s_better - s_worse) on
 pairs). Deviations: no COMET layer mix or layer-wise LR decay, no early stopping; scorer files are ours.
+Scoring goes through the model layer: embeddings from `embedder`, a saved fine-tuned head from
+`models.classifier` (both cached per text by content); only training holds a model of its own.
 Held-out accuracy: `evaluate` gives Kendall tau / Spearman / pairwise accuracy on the user's split.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -22,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from instructkit.aio import run_sync
 from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
 from instructkit.runner import RunContext
@@ -61,15 +65,20 @@ class QualityScorer:
         self.device = auto_device(device)
         self.coef: np.ndarray | None = None
         self.intercept = 0.0
-        self.model: Any = None
+        self.model: Any = None  # the fine-tuned model while training (kind=finetune)
         self.tokenizer: Any = None
+        self.head: Any = None  # a saved fine-tuned head as an `LLM` classifier (`load`)
         self.max_length = 256
 
     # ----- features ---------------------------------------------------------------------------------
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        from instructkit.models.embeddings import load_encoder
+    async def aembed(self, texts: Sequence[str]) -> np.ndarray:
+        from instructkit.models.embeddings import embedder
 
-        return load_encoder(self.encoder, device=self.device).encode(list(texts)).astype(np.float64)
+        vectors = await embedder(f"hf:{self.encoder}", device=self.device).aembed(list(texts))
+        return vectors.astype(np.float64)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return run_sync(self.aembed(texts))
 
     # ----- training ---------------------------------------------------------------------------------
     def fit(
@@ -152,12 +161,21 @@ class QualityScorer:
         self.model.eval()
 
     # ----- scoring ----------------------------------------------------------------------------------
-    def score(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    async def ascore(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Quality scores (higher is better), float64."""
         if self.kind == "ridge":
             if self.coef is None:
                 raise ValueError("the scorer is not fitted")
-            return self.embed(texts) @ self.coef + self.intercept
+            return (await self.aembed(texts)) @ self.coef + self.intercept
+        if self.head is not None:
+            return np.asarray(await self.head.aclassify([(t, None) for t in texts]), dtype=np.float64)
+        return await asyncio.to_thread(self._score_trained, texts, batch_size)
+
+    def score(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        return run_sync(self.ascore(texts, batch_size))
+
+    def _score_trained(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        """The model just fine-tuned in this process (not saved yet), in input-order batches."""
         import torch
 
         out = []
@@ -212,8 +230,9 @@ class QualityScorer:
             data = np.load(path / "linear.npz")
             scorer.coef, scorer.intercept = data["coef"], float(data["intercept"][0])
         else:
-            scorer._load_head_model(str(path / "model"))
-            scorer.model.eval()
+            from instructkit.models.classifier import classifier
+
+            scorer.head = classifier(path / "model", device=scorer.device, batch_size=32, max_length=scorer.max_length)
         return scorer
 
     def identity(self, path: str | Path) -> str:
@@ -278,7 +297,11 @@ def iqs(records: list[dict], ctx: RunContext) -> list[dict]:
         if report is not None:
             ctx.extras["iqs_validation"] = report
     scorer = QualityScorer.load(opts.scorer, opts.device)
-    batcher = Batcher(lambda texts: scorer.score(texts).tolist())
+
+    async def score(texts: list[str]) -> list[float]:
+        return (await scorer.ascore(texts)).tolist()
+
+    batcher = Batcher(score)
     sid = scorer.identity(opts.scorer)
 
     async def one(item: dict) -> dict:
