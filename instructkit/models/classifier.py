@@ -103,17 +103,8 @@ def load_classifier(
         return _CLASSIFIERS[key]
 
 
-def classifier(
-    path: str | Path,
-    *,
-    dtype: str = "float32",
-    device: str = "cpu",
-    label_index: int = 0,
-    batch_size: int = 8,
-    max_length: int = 0,
-    **llm_options: Any,
-) -> LLM:
-    """An `LLM` over the classifier folder `path` (`aclassify`: cached logits); `llm_options` are
-    LLM's own (cache, cache_dir, concurrency)."""
-    backend = load_classifier(path, dtype, device, label_index, batch_size, max_length)
-    return LLM(f"local:classifier:{backend.path}", backend=backend, **llm_options)
+def classifier(path: str | Path, *, cache: Any = None, cache_dir: str | None = None, **settings: Any) -> LLM:
+    """An `LLM` over the classifier folder `path` (`aclassify`: cached logits); `settings` are
+    `load_classifier`'s (dtype, device, label_index, batch_size, max_length)."""
+    backend = load_classifier(path, **settings)
+    return LLM(f"local:classifier:{backend.path}", backend=backend, cache=cache, cache_dir=cache_dir)
