@@ -13,6 +13,7 @@ from typing import Any
 from instructkit.documents import Document, Passage, load_documents, passages_from
 from instructkit.io import InputError, Records
 from instructkit.manifest import write_manifest
+from instructkit.models.types import TokenCountingBackend
 from instructkit.provenance import model_identity
 from instructkit.runner import RunContext
 from instructkit.templates import template_hash
@@ -125,8 +126,9 @@ def passages_for(
     tokenizer = None
     llm = ctx.llm
     if llm is not None and getattr(llm, "is_local", False) and not getattr(llm, "dry_run", False):
-        # A backend that counts tokens itself (llama.cpp) spares loading a transformers tokenizer.
-        tokenizer = getattr(llm.backend, "count_tokens", None) or getattr(llm.backend, "tokenizer", None)
+        # The model's own tokenizer (llama.cpp's for a GGUF: no transformers load for chunking).
+        backend = llm.backend
+        tokenizer = backend.count_tokens if isinstance(backend, TokenCountingBackend) else None
     return passages_from(docs, max_tokens=max_tokens, tokenizer=tokenizer)
 
 

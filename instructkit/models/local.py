@@ -33,6 +33,7 @@ from .types import (
     ModelCallError,
     ScoringBackend,
     SpanScore,
+    TokenCountingBackend,
     TokenLogprob,
     Usage,
 )
@@ -144,7 +145,7 @@ def load_local_backend(
         return backend
 
 
-class SplitLocalBackend(Backend, CompletionBackend, ScoringBackend):
+class SplitLocalBackend(Backend, CompletionBackend, ScoringBackend, TokenCountingBackend):
     """One local GGUF model behind two engines, each loaded on first use: llama.cpp generates (chat,
     raw completion, grammar-constrained JSON), transformers scores (span log-probs, the full next-token
     distribution, hidden states), where exact full-vocabulary logits are needed (docs/DEVELOPING.md)."""
@@ -227,7 +228,7 @@ class _Request:
         self.group = (p.temperature > 0, p.temperature, p.top_p, p.logprobs, p.top_logprobs)
 
 
-class LocalBackend(Backend, CompletionBackend, ScoringBackend):
+class LocalBackend(Backend, CompletionBackend, ScoringBackend, TokenCountingBackend):
     """A causal LM in this process. `chat` is async and micro-batched; scoring methods are sync."""
 
     kind = "local"
@@ -269,6 +270,9 @@ class LocalBackend(Backend, CompletionBackend, ScoringBackend):
         """Token ids of the chat-templated conversation, ending with the assistant turn's header."""
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def raw_prompt_ids(self, prompt: str) -> list[int]:
         """Token ids of a raw prompt as the model's tokenizer encodes text by default (its BOS where it

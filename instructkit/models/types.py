@@ -206,6 +206,15 @@ class ScoringBackend(Protocol):
 
 
 @runtime_checkable
+class TokenCountingBackend(Protocol):
+    """A model whose own tokenizer counts tokens here (chunking documents to a model's token budget)."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text` as the model reads it, special tokens left out."""
+        ...
+
+
+@runtime_checkable
 class ClassifierBackend(ModelBackend, Protocol):
     """A sequence-classification model in this process (a reward model, a trained quality scorer):
     one logit per text or (text, text_pair). `LLM.aclassify` caches the logits per input."""
