@@ -1,7 +1,8 @@
 """The fault-tolerant row runner: bounded concurrency, per-row isolation, streaming journal, resume.
 
-Every finished row is appended (and flushed) to a JSONL journal as soon as it completes, so a run
-killed with SIGKILL loses nothing already answered. On the next run, rows whose journal entry is a
+Every finished row is appended (and flushed) to a JSONL journal as soon as it completes (the rows
+one event-loop turn finishes in one write, right after that turn), so a run killed with SIGKILL
+loses nothing already answered. On the next run, rows whose journal entry is a
 success are reused; rows that failed are retried; a failure never counts as an answer.
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .aio import run_sync
+from .aio import EndOfTurn, run_sync
 from .cache import canonical_json, request_key
 from .models.llm import CALL_LABEL, DRY_RUN_ROW, LLM, BudgetExceeded, DryRunSkip
 from .models.types import ModelCallError
@@ -63,6 +64,8 @@ class Journal:
         self.read_only = read_only  # a dry run reads what is done and writes nothing
         self.entries: dict[str, dict] = {}
         self._fh = None
+        self._lines: list[str] = []  # appended in this event-loop turn, written at its end
+        self._end_of_turn = EndOfTurn(self.flush)
         for source in _journal_files(path):
             with source.open(encoding="utf-8") as fh:
                 for line in fh:
@@ -81,13 +84,25 @@ class Journal:
         self.entries[entry["key"]] = entry
         if self.path is None or self.read_only:
             return
+        self._lines.append(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+        if not self._end_of_turn.schedule():
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered lines and hand them to the OS (what SIGKILL cannot take back)."""
+        if not self._lines:
+            return
         if self._fh is None:
+            assert self.path is not None
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = self.path.open("a", encoding="utf-8")
-        self._fh.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+        lines, self._lines = self._lines, []
+        self._fh.write("".join(lines))
         self._fh.flush()
 
     def close(self) -> None:
+        self.flush()
+        self._end_of_turn.cancel()
         if self._fh is not None:
             self._fh.close()
             self._fh = None

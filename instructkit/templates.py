@@ -14,6 +14,7 @@ import jinja2
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("instructkit.prompts", "."),
+        auto_reload=False,  # packaged templates do not change under a run: no stat per render
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=False,
         trim_blocks=True,
@@ -39,10 +40,16 @@ def template_source(name: str, path: str | Path | None = None) -> str:
 def render(name: str, /, path: str | Path | None = None, **variables: object) -> str:
     """Render a packaged template (or a user's template file at `path`) with strict variables."""
     if path is not None:
-        template = _environment().from_string(template_source(name, path))
+        template = _user_template(str(path), Path(path).stat().st_mtime_ns)
     else:
         template = _environment().get_template(name)
     return template.render(**variables).strip()
+
+
+@cache
+def _user_template(path: str, mtime_ns: int) -> jinja2.Template:
+    """A user's template file, compiled once per version of the file (not once per row)."""
+    return _environment().from_string(template_source("", path))
 
 
 def template_hash(name: str, path: str | Path | None = None) -> str:
