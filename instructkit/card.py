@@ -13,13 +13,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from . import registry
 from .io import read_records
@@ -49,12 +48,15 @@ REPORT_MAX_POOL = 20_000  # above this a selection step's diversity report is le
 # ----- figures recorded per pipeline step --------------------------------------------------------
 
 
-def declared_licenses(path: str | Path | None) -> list[str]:
+def declared_licenses(path: str | Path | None, records: list[dict] | None = None) -> list[str]:
     """Licenses an input declares: the `license` field of its records (a records file, or the JSONL
-    files of a documents folder)."""
+    files of a documents folder). `records`, the rows already read from a records file at `path`,
+    spare reading it again."""
     if not path:
         return []
     p = Path(path)
+    if records is not None and p.is_file():
+        return sorted({str(r["license"]) for r in records if r.get("license")})
     files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.suffix.lower() in RECORD_SUFFIXES) if p.is_dir() else []
     found: set[str] = set()
     for f in files:
@@ -116,13 +118,32 @@ def parse_figures(records_in: list[dict], result: list[dict]) -> dict[str, dict[
     return out
 
 
+SCORE_SUFFIXES = ("_score", "_ifd", "_ppl", "_reward", "_quality", "_complexity")
+
+
+def score_columns(records: list[dict]) -> list[str]:
+    """Numeric columns that hold scores (by name), present in at least one row."""
+    names: list[str] = []
+    for rec in records:
+        for k, v in rec.items():
+            if k in names or not isinstance(v, (int, float)) or isinstance(v, bool):
+                continue
+            if k.endswith(SCORE_SUFFIXES) or k in ("ifd", "deita_score"):
+                names.append(k)
+    return names
+
+
 def agreement_figures(records_in: list[dict], result: list[dict]) -> list[dict[str, Any]]:
     """Spearman and Kendall between each score column the step added and each one earlier judges wrote,
     over the rows where both are numbers (at least 3). scipy (seconds to import) only when there is a pair."""
-    from .report import column, score_columns
-
     before = set(score_columns(records_in))
-    new = [c for c in score_columns(result) if c not in before]
+    new = [c for c in score_columns(result) if c not in before] if before else []
+    if not new:
+        return []  # nothing to compare: numpy stays unloaded (a single judge run from the CLI)
+    import numpy as np
+
+    from .report import column
+
     out = []
     for a in new:
         for b in sorted(before):
@@ -166,7 +187,7 @@ def step_figures(kind: str, func: Any, records_in: list[dict], result: list[dict
     side = Path(ctx.work_dir) / f"{ctx.method}.manifest.json" if ctx.work_dir else None
     jobs = {"templates": lambda: method_templates(func, options, side),
             "parse": lambda: parse_figures(records_in, result),
-            "input_licenses": lambda: declared_licenses(input_path)}  # fmt: skip
+            "input_licenses": lambda: declared_licenses(input_path, records_in)}  # fmt: skip
     if kind in ("judge", "score"):
         jobs["agreement"] = lambda: agreement_figures(records_in, result)
     if kind == "select":
@@ -184,7 +205,7 @@ def step_figures(kind: str, func: Any, records_in: list[dict], result: list[dict
 
 def _num(x: Any) -> float | None:
     x = float(x)
-    return round(x, 6) if np.isfinite(x) else None
+    return round(x, 6) if math.isfinite(x) else None
 
 
 def _jsonable(obj: Any) -> Any:

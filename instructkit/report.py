@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from . import registry
+from .card import score_columns
 from .io import read_records, to_turns
 
-SCORE_SUFFIXES = ("_score", "_ifd", "_ppl", "_reward", "_quality", "_complexity")
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
            "#9c755f", "#bab0ac"]
 
@@ -30,18 +30,6 @@ def esc(value: Any) -> str:
 
 def row_id(rec: dict) -> str:
     return json.dumps({k: v for k, v in rec.items() if not k.startswith("_select")}, sort_keys=True, default=str)
-
-
-def score_columns(records: list[dict]) -> list[str]:
-    """Numeric columns that hold scores (by name), present in at least one row."""
-    names: list[str] = []
-    for rec in records:
-        for k, v in rec.items():
-            if k in names or not isinstance(v, (int, float)) or isinstance(v, bool):
-                continue
-            if k.endswith(SCORE_SUFFIXES) or k in ("ifd", "deita_score"):
-                names.append(k)
-    return names
 
 
 def column(records: list[dict], name: str) -> np.ndarray:

@@ -43,7 +43,15 @@ def render(name: str, /, path: str | Path | None = None, **variables: object) ->
         template = _user_template(str(path), Path(path).stat().st_mtime_ns)
     else:
         template = _environment().get_template(name)
+    if not variables:
+        return _fixed_text(template)  # a system prompt: the same text for every row
     return template.render(**variables).strip()
+
+
+@cache
+def _fixed_text(template: jinja2.Template) -> str:
+    """A template rendered without variables, once (templates are cached, so this is per version)."""
+    return template.render().strip()
 
 
 @cache

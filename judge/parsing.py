@@ -11,6 +11,7 @@ Rules that every parser here follows (peers shipped each of these bugs):
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -286,7 +287,10 @@ class Expectation:
         }
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _score_label(token: str) -> str:
+    """A token as a score label (SentencePiece and byte-level space markers dropped); cached: every
+    reply asks again for the same few tokens among its top alternatives."""
     return token.replace("▁", " ").replace("Ġ", " ").strip()
 
 
