@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import hashlib
 import json
 import sys
 import time
@@ -171,6 +172,20 @@ def row_key(stage: str, payload: Any) -> str:
     return request_key({"stage": stage, "payload": payload})
 
 
+def row_keys(stage: str, base: Any, items: list[Any]) -> list[str]:
+    """`row_key(stage, {"base": base, "item": item})` for every item, the same strings, with the part
+    shared by every row (the stage's options and model) serialised and hashed once, not once per row:
+    canonical JSON is built key by key in sorted order, so the text is prefix + item + suffix."""
+    prefix = hashlib.sha256(('{"payload":{"base":' + canonical_json(base) + ',"item":').encode("utf-8"))
+    suffix = '},"stage":' + canonical_json(stage) + "}"
+    keys = []
+    for item in items:
+        h = prefix.copy()
+        h.update((canonical_json(item) + suffix).encode("utf-8"))
+        keys.append(h.hexdigest())
+    return keys
+
+
 async def amap_rows(
     items: list[Any],
     fn: Callable[[Any], Awaitable[Any]],
@@ -282,7 +297,7 @@ class RunContext:
     async def amap(self, items: list[Any], fn: Callable[[Any], Awaitable[Any]], stage: str) -> list[RowResult]:
         """Run `fn` over items as one resumable stage (journal under work_dir/<method>.<stage>.journal.jsonl)."""
         base = self.stage_key(stage)
-        keys = [row_key(stage, {"base": base, "item": item}) for item in items]
+        keys = row_keys(stage, base, items)
         journal = None
         dry_run = self.llm is not None and self.llm.dry_run
         if self.work_dir is not None:  # a dry run reads it (rows done cost nothing) and never writes

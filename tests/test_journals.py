@@ -49,3 +49,12 @@ def test_a_tagged_context_writes_its_own_file_and_every_run_reuses_it(tmp_path: 
     plain = RunContext(method="m", work_dir=tmp_path, progress=False)
     results = plain.map([1, 2, 3], double, stage="s")
     assert [r.value for r in results] == [2, 4, 6] and [r.reused for r in results] == [True, True, False]
+
+
+def test_row_keys_are_the_row_key_of_each_item():
+    # Journals written by earlier versions must resume: the batched keys are byte for byte row_key's.
+    from instructkit.runner import row_key, row_keys
+
+    base = {"method": "m", "stage": "s", "options": '{"a":1}', "model": {"family": "x", "model": "é"}}
+    items = [{"instruction": "q", "n": 1.5, "t": ["a", None]}, "plain", 3, {"z": {"é": [1, 2]}, "a": True}]
+    assert row_keys("s", base, items) == [row_key("s", {"base": base, "item": it}) for it in items]
