@@ -587,14 +587,21 @@ class LLM:
         dry = self.dry_run and not self.is_local
         dim = next((len(v) for v in results if v is not None), 8)
 
-        async def vectors(todo: list[int]) -> list[np.ndarray]:
-            chunks = [todo[s : s + batch_size] for s in range(0, len(todo), batch_size)]
-            done = await asyncio.gather(*(self._run(self._embed_call([texts[i] for i in c], [keys[i] for i in c],
-                                                                      dim, dry)) for c in chunks))  # fmt: skip
-            return [np.asarray(v, dtype=np.float32) for vecs in done for v in vecs]
+        async def batch(chunk: list[int]) -> None:
+            """One batch through the chain, stored as soon as it is answered (a later batch's failure
+            keeps it)."""
+            sub = [keys[i] for i in chunk]
+            call = self._embed_call([texts[i] for i in chunk], sub, dim, dry)
 
-        if missing:
-            results = await self._fill(keys, results, missing, vectors, _vector_json, _vector_of, dry=dry)
+            async def vectors(todo: list[int]) -> list[np.ndarray]:
+                return [np.asarray(v, dtype=np.float32) for v in await self._run(call)]
+
+            got = await self._fill(sub, [None] * len(sub), list(range(len(sub))), vectors, _vector_json, _vector_of,
+                                   dry=dry)  # fmt: skip
+            for i, vec in zip(chunk, got):
+                results[i] = vec
+
+        await asyncio.gather(*(batch(missing[s : s + batch_size]) for s in range(0, len(missing), batch_size)))
         if not results:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack(results).astype(np.float32, copy=False)
