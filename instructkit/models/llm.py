@@ -1,8 +1,12 @@
 """`LLM`: the one interface every method calls, whatever the backend.
 
-It adds to a backend what paid work needs: the content-addressed cache (per sample index),
-bounded concurrency, RPM/TPM limits, retries with backoff that honour Retry-After, a cost ledger
-with a hard budget, a dry-run estimator, and JSON-schema output with parse-validate-retry.
+It adds to a backend what paid work needs, as one call chain that every operation (chat and
+samples, raw completion, JSON, embeddings, choice log-probs, classifier logits) goes through:
+the content-addressed cache (per sample index, per text) -> a cost ledger with a hard budget, or
+the dry-run estimator -> retries with backoff that honour Retry-After -> per try, the RPM/TPM
+limits, bounded concurrency and the provider's header limits -> the backend. An operation only
+builds its cache keys and a `_Call` (what it sends, how it is priced and stood in for in a dry
+run); each stage is written once. JSON-schema output adds parse-validate-repair on top of chat.
 
 Every model of one run shares one `RunShared` (dry run, budget, rate limits, retry policy, batch
 collector, statistics): a method that needs another model (a jury member) gets it from
