@@ -14,32 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from . import registry
-from .io import InputError, read_records, write_records
+from .io import InputError, read_records
 from .models.llm import BudgetExceeded
 from .models.types import ModelCallError
-from .turns import split_turn_options
 
 RECORD_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".parquet"}
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("-m", "--model", default="local", help="model spec: local, hf:PATH, provider/model, or MODEL@URL")
-    g.add_argument("--api-base", help="OpenAI-compatible server base URL (e.g. http://127.0.0.1:8000/v1)")
-    g.add_argument("--key", help="API key (read from the provider's environment variable when omitted)")
-    g.add_argument("--via", choices=["http", "litellm"], help="path for OpenAI-compatible servers (default http)")
-    g.add_argument("--dtype", choices=["float32", "bfloat16"], help="local models: weights dtype (default float32)")
-    g.add_argument("--concurrency", type=int, default=32, help="requests in flight (default 32)")
-    g.add_argument("--rpm", type=float, help="requests-per-minute limit")
-    g.add_argument("--tpm", type=float, help="tokens-per-minute limit")
-    g.add_argument("--max-retries", type=int, default=6)
-    g.add_argument("--retry-length", type=float, default=0.0, metavar="FACTOR",
-                   help="ask a reply cut at max_tokens again, once, with max_tokens x FACTOR (e.g. 2)")
-    g.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
-    g.add_argument("--max-cost", type=float, help="stop cleanly before spending more than this many dollars")
-    g.add_argument("--dry-run", action="store_true", help="estimate calls, tokens and cost without calling")
-    g.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
-    g.add_argument("--cache-dir", help="response cache directory (default ~/.cache/instructkit/responses)")
+    """The model flags, one per `ModelConfig` option."""
+    from .models.config import add_model_args
+
+    add_model_args(p)
 
 
 def _add_scale_args(p: argparse.ArgumentParser, batch: bool = True) -> None:
@@ -90,8 +76,9 @@ RUN_EPILOG = """resume:
 outputs and the manifest:
   OUT/NN_STEP.jsonl each step's rows (OUT/NN_STEP.step.json once it finished cleanly)
   OUT/selected.jsonl the last step's rows
-  OUT/manifest.json  per step: method, options, model identity, fingerprint, rows in/out, calls,
-                     cache hits, tokens, cost, wall time, failures; the card's figures come from it
+  OUT/manifest.json  per step: method, options, model identity and model options (never the key),
+                     fingerprint, rows in/out, calls, cache hits, tokens, cost, wall time, failures;
+                     the card's figures come from it
   `instructkit report OUT` turns the folder into one HTML page.
 
 engines and batch mode (per step; neither changes a step's results or its cache entries):
@@ -101,9 +88,12 @@ engines and batch mode (per step; neither changes a step's results or its cache 
                        (OpenAI-compatible; half price where the provider discounts it); `batch_poll:
                        SECONDS` between status checks (default 30). The run waits for the batch.
 
-budget and exit status:
-  model_options (top level or per step) take the model flags by name (max_cost, concurrency, rpm,
-  ...). A run stopped by max_cost exits 3 with everything done so far saved; run it again to go on.
+model options, budget and exit status:
+  model_options (top level, then per step) take every model flag of `instructkit judge METHOD
+  --help` by name (max_cost, concurrency, rpm, timeout, cache_dir, dtype, ...; api_key for --key,
+  cache: false for --no-cache, engine for --local-engine): a step runs with the model a CLI call with those flags would get; a
+  misspelt name is refused before the first step. A run stopped by max_cost exits 3 with everything
+  done so far saved; run it again to go on.
 
 example:
   name: small
@@ -170,9 +160,6 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _add_model_args(ep)
     _add_scale_args(ep, batch=False)
     ep.set_defaults(kind="embed")
-    for a in ep._actions:
-        if a.dest == "model":
-            a.default = "local"
 
     rp = sub.add_parser("run", help="Run a pipeline YAML file", description=RUN_DESCRIPTION,
                         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -207,9 +194,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     mp = sub.add_parser("models", help="List model kinds or check one")
     mp.add_argument("action", choices=["list", "check"])
     mp.add_argument("model", nargs="?")
-    mp.add_argument("--api-base")
-    mp.add_argument("--key")
-    mp.add_argument("--via", choices=["http", "litellm"])
+    from .models.config import add_model_args
+
+    add_model_args(mp, only=("api_base", "api_key", "via"))
 
     rep = sub.add_parser("report", help="Write a self-contained HTML report for a pipeline output folder")
     rep.add_argument("out_dir")
@@ -222,76 +209,56 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def make_llm(args: argparse.Namespace) -> Any:
-    from .models import LLM
+def model_config(args: argparse.Namespace) -> Any:
+    """The `ModelConfig` the command's model flags describe."""
+    from .models.config import ModelConfig
 
-    options = {}
-    if getattr(args, "dtype", None):
-        options["dtype"] = args.dtype
-    return LLM(
-        args.model, api_base=args.api_base, api_key=args.key, via=args.via,
-        cache=False if args.no_cache else None, cache_dir=args.cache_dir,
-        concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, max_retries=args.max_retries,
-        timeout=args.timeout, max_cost=args.max_cost, dry_run=args.dry_run, retry_length=args.retry_length,
-        **options,
-    )
+    return ModelConfig.from_args(args)
 
 
 def run_method_command(args: argparse.Namespace) -> int:
+    from .steps import MethodStep, Models, method_options, run_step
+
     info = registry.get(args.kind, args.method)
     mapping = dict(m.split("=", 1) for m in args.map)
     records: list[dict] = []
     if args.input and (Path(args.input).suffix.lower() in RECORD_SUFFIXES or args.kind != "generate"):
         records = read_records(args.input, mapping=mapping or None)
-    turns, values = split_turn_options(dict(args.option)) if info.takes_turn_options else (None, dict(args.option))
-    options = info.make_options(values)
+    options, turns = method_options(info, dict(args.option))
     info.check_input(records, options)  # before a model exists, let alone a call
-    llm = make_llm(args) if info.needs_model or args.model != "local" else None
-    try:
-        return _run_method(args, info, records, options, llm, turns)
-    finally:
-        if llm is not None:
-            llm.close()  # HTTP sessions of the model and every model derived from it
-
-
-def _run_method(args: argparse.Namespace, info: Any, records: list[dict], options: Any, llm: Any,
-                turns: Any) -> int:
-    from .manifest import write_manifest
-    from .runner import RunContext
-
     out = Path(args.out)
     work_dir = Path(args.work_dir) if args.work_dir else out.with_name(out.name + ".work")
-    ctx = RunContext(llm=llm, options=options, method=info.name, work_dir=work_dir,
-                     concurrency=args.concurrency, random_state=args.seed, progress=not args.quiet,
-                     extras={"input_path": args.input, "report": getattr(args, "report", False)}, turns=turns)
-    start = time.monotonic()
-    from .execution import execute
+    step = MethodStep(info, records, options, model_config(args), work_dir, seed=args.seed, turns=turns,
+                how=_execution(args) if info.kind != "select" else None, input_path=args.input,
+                progress=not args.quiet, extras={"report": getattr(args, "report", False)})
+    with Models() as models:
+        result = run_step(step, models, out)
+        return _finish_method(args, step, result, out)
 
-    result = execute(info, records, ctx, _execution(args) if info.kind != "select" else None)
-    ctx.stats.wall_s = time.monotonic() - start
-    summary = {"method": f"{info.kind} {info.name}", "rows_in": len(records), "rows_out": len(result),
-               **ctx.stats.as_dict(), "model": llm.identity if llm and not args.dry_run else args.model,
-               "calls": llm.stats.as_dict() if llm else {}}
-    if llm is not None and llm.dry_run:
+
+def _finish_method(args: argparse.Namespace, step: Any, result: Any, out: Path) -> int:
+    """The command's manifest, summary lines and exit status for its one step."""
+    from .manifest import little_output_line, write_manifest
+
+    info, ctx = step.info, result.ctx
+    summary = {"method": f"{info.kind} {info.name}", "rows_in": len(step.records), "rows_out": len(result.rows),
+               **ctx.stats.as_dict(), "model": result.model_identity, "calls": result.calls}
+    if step.model.dry_run:
         if ctx.stats.reused:
-            print(f"dry run: {done_rows(ctx.stats.as_dict())} (journals in {work_dir}); the estimate is for the rest",
-                  file=sys.stderr)
-        print(dry_run_line(llm.stats.as_dict()), file=sys.stderr)
+            print(f"dry run: {done_rows(ctx.stats.as_dict())} (journals in {step.work_dir}); the estimate is for the "
+                  "rest", file=sys.stderr)
+        print(dry_run_line(result.calls), file=sys.stderr)
         return 0
-    write_records(out, result)
-    from .card import step_figures  # what a dataset card made from this output reports (instructkit export)
-
-    figures = step_figures(info.kind, info.func, records, result, options, ctx, args.input)
-    write_manifest(out.with_name(out.name + ".manifest.json"), **summary, **figures,
-                   options=options.__dict__ if options is not None else None, seed=args.seed)
+    entry = result.entry(len(step.records))
+    write_manifest(out.with_name(out.name + ".manifest.json"), **summary, **result.figures,
+                   model_config=entry["model_config"],
+                   options=step.options.__dict__ if step.options is not None else None, seed=args.seed)
     print_summary(summary, out)
     if info.kind == "select" and getattr(args, "report", False):
-        write_selection_report(records, result, ctx, options, out)
+        write_selection_report(step.records, result.rows, ctx, step.options, out)
     if ctx.stats.stopped_reason:
         print(f"stopped: {ctx.stats.stopped_reason}. Run the same command again to continue.", file=sys.stderr)
-    from .manifest import little_output_line
-
-    if flags := little_output_line([{"step": summary["method"], **summary, **figures}]):
+    if flags := little_output_line([{"step": summary["method"], **summary, **result.figures}]):
         print(flags, file=sys.stderr)  # the last line: a step that produced little is never a quiet success
     if ctx.stats.stopped_reason:
         return 3
@@ -372,7 +339,7 @@ def models_command(args: argparse.Namespace) -> int:
         return 0
     from .models import LLM
 
-    llm = LLM(args.model, api_base=args.api_base, api_key=args.key, via=args.via, cache=False, max_retries=1)
+    llm = LLM(args.model, api_base=args.api_base, api_key=args.api_key, via=args.via, cache=False, max_retries=1)
     try:
         return _check_model(llm)
     finally:
@@ -422,15 +389,17 @@ def embed_command(args: argparse.Namespace) -> int:
     fields = [f.strip() for f in args.fields.split(",") if f.strip()]
     texts = registry.extension_of("embed.texts")(records, fields, args.text_template)
     encoder = {k: v for k, v in (("pooling", args.pooling), ("max_length", args.max_length)) if v is not None}
+    config = model_config(args)
+    # The model flags an embedder takes (the rest are about chat calls); the key stays in this process.
+    options = {name: getattr(config, name) for name in ("api_base", "cache", "cache_dir", "concurrency",
+                                                          "max_retries", "timeout")}
     if args.engine == "ray":
         from .ray_engine import ray_embed
 
-        vectors = ray_embed(texts, args.model, actors=args.actors, num_gpus=args.gpus_per_actor,
-                            batch_size=args.ray_batch_size, api_base=args.api_base,
-                            cache=False if args.no_cache else None, cache_dir=args.cache_dir, **encoder)
+        vectors = ray_embed(texts, config.model, actors=args.actors, num_gpus=args.gpus_per_actor,
+                            batch_size=args.ray_batch_size, **options, **encoder)
     else:
-        model = embedder(args.model, api_base=args.api_base, api_key=args.key,
-                         cache=False if args.no_cache else None, cache_dir=args.cache_dir, **encoder)
+        model = embedder(config.model, api_key=config.api_key, **options, **encoder)
         try:
             vectors = model.embed(texts)
         finally:

@@ -14,17 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import registry
-from .execution import Execution, execute
+from .execution import Execution
 from .io import read_records, write_records
 from .manifest import write_manifest
-from .runner import RunContext
-from .turns import split_turn_options
+from .models.config import ModelConfig
+from .steps import MethodStep, Models, method_options, run_step
 
 STEP_KINDS = registry.KINDS
 OTHER_KINDS = ("concat", "export")
@@ -88,23 +87,31 @@ class Pipeline:
             ))
         if not steps:
             raise ValueError(f"{p}: no steps")
-        return cls(steps=steps, out=Path(data.get("out", "out")), model=str(data.get("model", "local")),
-                   model_options=dict(data.get("model_options") or {}), seed=int(data.get("seed", 0)),
-                   name=str(data.get("name", p.stem)), base_dir=p.parent)
+        pipeline = cls(steps=steps, out=Path(data.get("out", "out")), model=str(data.get("model", "local")),
+                       model_options=dict(data.get("model_options") or {}), seed=int(data.get("seed", 0)),
+                       name=str(data.get("name", p.stem)), base_dir=p.parent)
+        for step in steps:  # a misspelt model option is refused before the first step runs
+            if step.kind in STEP_KINDS:
+                try:
+                    pipeline.model_config(step)
+                except ValueError as exc:
+                    raise ValueError(f"{p}: {exc}") from None
+        return pipeline
 
     def run(self, out: str | Path | None = None, dry_run: bool = False, progress: bool = True) -> dict[str, Any]:
         """Run every step in order; returns the manifest. Every model's HTTP sessions are closed on every
         exit path (a finished run, a stopped one, an error)."""
-        llms: dict[tuple, Any] = {}
-        try:
-            return self._run(out, dry_run, progress, llms)
-        finally:
-            for llm in llms.values():
-                llm.close()
+        with Models() as models:
+            return self._run(out, dry_run, progress, models)
 
-    def _run(self, out: str | Path | None, dry_run: bool, progress: bool, llms: dict[tuple, Any]) -> dict[str, Any]:
-        from .models import LLM
+    def model_config(self, step: Step, dry_run: bool = False) -> ModelConfig:
+        """The step's model: its `model` (else the pipeline's) with the pipeline's `model_options`
+        and then the step's (the CLI's model flags by name); a dry run of the pipeline is one of every step."""
+        where = f"step {step.name}: model_options"
+        config = ModelConfig.from_options(step.model or self.model, {**self.model_options, **step.model_options}, where)
+        return config.replace(dry_run=True) if dry_run else config
 
+    def _run(self, out: str | Path | None, dry_run: bool, progress: bool, models: Models) -> dict[str, Any]:
         out_dir = Path(out) if out else self.out
         out_dir.mkdir(parents=True, exist_ok=True)
         outputs: dict[str, list[dict]] = {}
@@ -134,54 +141,26 @@ class Pipeline:
                 result = records
                 entry.update(rows_in=len(records), rows_out=len(result), wall_s=0.0)
             else:
-                llm = None
-                if info.needs_model:
-                    key = (model, json.dumps({**self.model_options, **step.model_options}, sort_keys=True))
-                    if key not in llms:
-                        llms[key] = LLM(model, dry_run=dry_run, **{**self.model_options, **step.model_options})
-                    llm = llms[key]
-                before = llm.stats.as_dict() if llm else {}
-                turns, values = split_turn_options(step.options) if info.takes_turn_options else (None, step.options)
-                ctx = RunContext(llm=llm, options=info.make_options(values), method=info.name, turns=turns,
-                                 work_dir=out_dir / "work" / step.name, random_state=self.seed, progress=progress,
-                                 extras={"input_path": self._resolve_path(step.input), "report": True, "step": step.name,
-                                         "out_dir": str(out_dir)})
-                start = time.monotonic()
-                try:
-                    result = execute(info, records, ctx, Execution(
-                        batch=step.batch, poll_s=step.batch_poll, engine=step.engine, ray=step.ray))
-                except ValueError as exc:
-                    if not (dry_run and not info.needs_model):
-                        raise
-                    # A selector over a dry run's rows finds no scores (no model answered): the later
-                    # steps are estimated on every row, an upper bound, and the run says so.
-                    result = records
-                    entry["dry_run_note"] = f"not run on dry-run rows ({exc}); later steps estimated on all rows"
-                    print(f"[{step.name}] dry run: {entry['dry_run_note']}", file=sys.stderr)
-                after = llm.stats.as_dict() if llm else {}
-                entry.update(rows_in=len(records), rows_out=len(result), wall_s=round(time.monotonic() - start, 2),
-                             run=ctx.stats.as_dict(),
-                             calls={k: after[k] - before.get(k, 0) for k in after if isinstance(after[k], (int, float))},
-                             model_identity=llm.identity if llm and not dry_run else model)
-                if not dry_run:
-                    from .card import step_figures
-
-                    entry.update(step_figures(step.kind, info.func, records, result, ctx.options, ctx,
-                                              self._resolve_path(step.input)))
+                options, turns = method_options(info, step.options)
+                ran = run_step(MethodStep(
+                    info, records, options, self.model_config(step, dry_run), out_dir / "work" / step.name,
+                    seed=self.seed, turns=turns, input_path=self._resolve_path(step.input), progress=progress,
+                    how=Execution(batch=step.batch, poll_s=step.batch_poll, engine=step.engine, ray=step.ray),
+                    extras={"report": True, "step": step.name, "out_dir": str(out_dir)}, name=step.name,
+                ), models, None if dry_run else path)  # fmt: skip
+                result = ran.rows
+                entry.update(ran.entry(len(records)))
                 if dry_run:
                     manifest["steps"].append(entry)
                     outputs[step.name], hashes[step.name], previous = result, fingerprint, step.name
                     continue
-                if ctx.stats.stopped_reason:
-                    entry["stopped"] = ctx.stats.stopped_reason
-                    write_records(path, result)
+                if ran.stopped:
+                    entry["stopped"] = ran.stopped
                     manifest["steps"].append(entry)
-                    manifest["stopped"] = f"step {step.name}: {ctx.stats.stopped_reason}"
+                    manifest["stopped"] = f"step {step.name}: {ran.stopped}"
                     break
                 # A step with failed or unrun rows is saved but not marked finished, so a re-run retries them.
-                complete = ctx.stats.failed == 0 and ctx.stats.pending == 0
-                write_records(path, result)
-                if complete:
+                if ran.complete:
                     meta_path.write_text(json.dumps(entry, indent=1, default=str))
             if step.kind == "concat" and not dry_run:
                 write_records(path, result)

@@ -1,7 +1,7 @@
 """Scale-out on Ray Data: judge, score and embed steps over a pool of actors that hold the model.
 
 Records become a Ray Dataset (row index + pickled record); `map_batches` runs them over an actor
-pool (`actors` actors, `num_gpus` each). Every actor builds the model once from `LLM.config` and
+pool (`actors` actors, `num_gpus` each). Every actor builds the model once from `LLM.config` (a `ModelConfig`) and
 runs the method's own function on each batch with a `RunContext` that shares the driver's response
 cache directory and work dir; each actor appends to its own journal (`X.journal.<actor>.jsonl`) and
 every run reads all journals of a stage, so the cache and resume work as in one process. Outputs
@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .models.config import ModelConfig
 from .runner import RunContext, RunStats
 
 SUMMED_RUN_FIELDS = ("rows", "ok", "failed", "reused", "pending")
@@ -62,21 +63,20 @@ def _pickle_by_value(fn: Callable) -> None:
         cloudpickle.register_pickle_by_value(module)
 
 
-def _actor_llm(config: dict[str, Any] | None, num_gpus: float) -> Any:
-    if not config:
+def _actor_llm(config: ModelConfig | None, num_gpus: float) -> Any:
+    if config is None:
         return None
     from .models import LLM
 
-    config = dict(config)
-    if num_gpus and config.get("spec", "").startswith(("local", "hf:")):
-        config.setdefault("device", "cuda")
-    return LLM(**config)
+    if num_gpus and config.model.startswith(("local", "hf:")) and config.device is None:
+        config = config.replace(device="cuda")
+    return LLM(config)
 
 
 class _MethodActor:
     """Holds the model; runs the method's function on one batch of rows at a time."""
 
-    def __init__(self, fn: Callable, llm_config: dict | None, ctx_fields: dict[str, Any], num_gpus: float):
+    def __init__(self, fn: Callable, llm_config: ModelConfig | None, ctx_fields: dict[str, Any], num_gpus: float):
         import ray
 
         self.fn = fn
@@ -152,15 +152,14 @@ def _map_on_actors(ray: Any, rows: list[dict], actor: type, args: tuple, actors:
     return sorted(ds.take_all(), key=lambda row: int(row["i"]))
 
 
-def _per_actor(llm: Any, actors: int) -> dict[str, Any]:
+def _per_actor(llm: Any, actors: int) -> ModelConfig:
     """The model's config for one actor: budget (less what the driver spent) and rate limits split evenly."""
-    config = _absolute_paths(dict(llm.config))
-    if config.get("max_cost") is not None:
-        config["max_cost"] = max(0.0, config["max_cost"] - llm.stats.cost) / actors
-    for limit in ("rpm", "tpm"):
-        if config.get(limit):
-            config[limit] = config[limit] / actors
-    return config
+    config: ModelConfig = llm.config
+    paths = _absolute_paths({"spec": config.model, "cache_dir": config.cache_dir})
+    shares = {name: getattr(config, name) / actors for name in ("rpm", "tpm") if getattr(config, name)}
+    if config.max_cost is not None:
+        shares["max_cost"] = max(0.0, config.max_cost - llm.stats.cost) / actors
+    return config.replace(model=paths["spec"], cache_dir=paths["cache_dir"], **shares)
 
 
 def _absolute_paths(options: dict[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from ..aio import run_sync
 from ..cache import ResponseCache, public_endpoint, request_key
+from .config import LOCAL_OPTIONS, ModelConfig
 from .limits import ProviderLimits, TokenBucket, estimate_tokens
 from .pricing import cost_of, priced_name
 from .types import (
@@ -255,55 +256,60 @@ class LLM:
 
     def __init__(
         self,
-        spec: str = "local",
+        spec: str | ModelConfig = "local",
         *,
-        api_base: str | None = None,
-        api_key: str | None = None,
-        via: str | None = None,
         cache: ResponseCache | bool | None = None,
-        cache_dir: str | None = None,
-        concurrency: int = 32,
-        rpm: float | None = None,
-        tpm: float | None = None,
-        max_retries: int = 6,
-        timeout: float = 600.0,
-        max_cost: float | None = None,
-        dry_run: bool = False,
-        retry_length: float = 0.0,
         backend: ModelBackend | None = None,
         shared: RunShared | None = None,
-        **backend_options: Any,
+        **options: Any,
     ):
-        self.ref = parse_spec(spec, api_base, via)
-        self.spec = spec
+        """`LLM(ModelConfig(...))` or `LLM(spec, **options)` with the options' names (`ModelConfig`:
+        api_base, api_key, concurrency, rpm, max_cost, dry_run, dtype, ...). `cache` may also be a
+        `ResponseCache` to share; `backend` replaces the one the spec names; `shared` joins a run."""
+        config = spec if isinstance(spec, ModelConfig) else ModelConfig(model=str(spec))
+        if isinstance(cache, bool):
+            options["cache"] = cache
+        if options:
+            try:
+                config = config.replace(**options)
+            except ValueError as exc:
+                raise TypeError(f"LLM(): {exc}") from None
         if isinstance(cache, ResponseCache):
             self.cache = cache
+            config = config.replace(cache=cache.enabled, cache_dir=str(cache.directory))
         else:
-            self.cache = ResponseCache(cache_dir, enabled=cache is not False)
-        self.concurrency = concurrency
+            self.cache = ResponseCache(config.cache_dir, enabled=config.cache)
+        self._config = config
+        self.ref = parse_spec(config.model, config.api_base, config.via)
+        self.spec = config.model
+        self.concurrency = config.concurrency
         if shared is None:
-            shared = RunShared(dry_run=dry_run, max_cost=max_cost, max_retries=max_retries, retry_length=retry_length,
-                               rpm=TokenBucket(rpm) if rpm else None, tpm=TokenBucket(tpm) if tpm else None)
+            shared = RunShared(dry_run=config.dry_run, max_cost=config.max_cost, max_retries=config.max_retries,
+                               retry_length=config.retry_length, rpm=TokenBucket(config.rpm) if config.rpm else None,
+                               tpm=TokenBucket(config.tpm) if config.tpm else None)
         self.shared = shared
         self._semaphores: dict[int, asyncio.Semaphore] = {}
         # The provider's own limits, read from its response headers (hosted and served models).
         self._provider_limits = ProviderLimits() if self.ref.family != "local" else None
         self._inflight: dict[str, asyncio.Future] = {}
-        self._api_key = api_key
-        self._timeout = timeout
-        self._via = via
-        self._backend_options = backend_options
+        self._api_key = config.api_key
+        self._timeout = config.timeout
+        self._via = config.via
+        self._backend_options = config.local_options()
         self._backend = backend
         self._custom_backend = backend is not None
         self._identity: dict[str, Any] | None = None
         self._calibration: Calibration | None = None  # stored figures, read on first need
         self._learned = Calibration()  # this process's real calls, not yet stored
-        # What rebuilds this model in another process (Ray actors): no key, no custom backend.
-        self.config: dict[str, Any] = dict(
-            spec=str(spec), api_base=None if api_base is None else str(api_base), via=via,
-            cache=self.cache.enabled, cache_dir=str(self.cache.directory),
-            concurrency=concurrency, rpm=rpm, tpm=tpm, max_retries=max_retries, timeout=timeout,
-            max_cost=max_cost, dry_run=dry_run, retry_length=retry_length, **backend_options,
+
+    @property
+    def config(self) -> ModelConfig:
+        """What rebuilds this model in another process (`LLM(llm.config)`, Ray actors): every option
+        as this run has it now, the cache's directory, no key (actors read theirs from the environment)
+        and no custom backend."""
+        return self._config.replace(
+            api_key=None, concurrency=self.concurrency, cache=self.cache.enabled, cache_dir=str(self.cache.directory),
+            dry_run=self.dry_run, max_cost=self.max_cost, max_retries=self.max_retries, retry_length=self.retry_length,
         )
 
     # ----- what the run's models share (RunShared) -------------------------------------------
@@ -326,17 +332,15 @@ class LLM:
         if member is None:
             ref = parse_spec(spec)
             same_endpoint = ref.family == self.ref.family and ref.api_base == self.ref.api_base
-            if ref.family == "local" and self.is_local:  # dtype and device carry over
-                backend_options = {**self._backend_options, **backend_options}
-            member = LLM(
-                spec, api_key=self._api_key if same_endpoint else None,
-                via=self._via if ref.family == "openai-compatible" else None,
-                cache=self.cache, concurrency=self.concurrency, timeout=self._timeout,
-                shared=self.shared, **backend_options,
+            local = dict.fromkeys(LOCAL_OPTIONS)  # another local model: dtype and device carry over
+            if ref.family == "local" and self.is_local:
+                local.update(self._backend_options)
+            config = self._config.replace(
+                model=spec, api_base=None, api_key=self._api_key if same_endpoint else None,
+                via=self._via if ref.family == "openai-compatible" else None, concurrency=self.concurrency,
+                **{**local, **backend_options},
             )  # fmt: skip
-            member.config.update(dry_run=self.dry_run, max_cost=self.max_cost, max_retries=self.max_retries,
-                                 retry_length=self.retry_length,
-                                 rpm=self.config.get("rpm"), tpm=self.config.get("tpm"))  # fmt: skip
+            member = LLM(config, cache=self.cache, shared=self.shared)
             self.shared.members[key] = member
         return member
 

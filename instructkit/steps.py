@@ -1,0 +1,141 @@
+"""One step runner for the CLI (`instructkit judge ...`) and pipelines (`instructkit run`).
+
+`run_step` takes a method, its rows, its options and a `ModelConfig`, builds the model (through the
+run's `Models`, so steps with the same config share one) and the `RunContext`, executes it as its
+`Execution` says (in process, Batch API, Ray), writes the rows and returns what the manifest
+records. The CLI's model flags and a pipeline's `model`/`model_options` both become a `ModelConfig`
+first, so a step gets the same model, limits, budget and concurrency whichever way it was asked for.
+The two manifests differ only in shape: the CLI writes `OUT.manifest.json` for its one step, a
+pipeline one entry per step in `OUT/manifest.json` (`StepResult.entry` holds what they share).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .execution import Execution, execute
+from .io import write_records
+from .models.config import ModelConfig
+from .registry import MethodInfo
+from .runner import RunContext
+from .turns import split_turn_options
+
+
+def method_options(info: MethodInfo, values: dict[str, Any]) -> tuple[Any, Any]:
+    """(the method's options object, the turn options) from `-o NAME VALUE` pairs or a step's `options`."""
+    turns, values = split_turn_options(dict(values)) if info.takes_turn_options else (None, dict(values))
+    return info.make_options(values), turns
+
+
+class Models:
+    """The models of one run, one per distinct `ModelConfig`, all closed together (HTTP sessions of
+    the models and of every model derived from them) on every exit path."""
+
+    def __init__(self) -> None:
+        self._llms: dict[ModelConfig, Any] = {}
+
+    def get(self, config: ModelConfig) -> Any:
+        if config not in self._llms:
+            from .models import LLM
+
+            self._llms[config] = LLM(config)
+        return self._llms[config]
+
+    def close(self) -> None:
+        for llm in self._llms.values():
+            llm.close()
+        self._llms.clear()
+
+    def __enter__(self) -> Models:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+@dataclass
+class MethodStep:
+    """One method step, as the CLI's flags or a pipeline's YAML describe it."""
+
+    info: MethodInfo
+    records: list[dict]
+    options: Any  # the method's options object (`method_options`)
+    model: ModelConfig
+    work_dir: Path
+    seed: int = 0
+    turns: Any = None
+    how: Execution | None = None  # None: in this process
+    input_path: str | None = None
+    progress: bool = True
+    extras: dict[str, Any] = field(default_factory=dict)  # RunContext.extras beside input_path
+    name: str = ""  # a pipeline step's name (for its messages)
+
+
+@dataclass
+class StepResult:
+    rows: list[dict]
+    ctx: RunContext
+    llm: Any
+    wall_s: float
+    calls: dict[str, Any]  # this step's model calls (what the run's models counted while it ran)
+    figures: dict[str, Any]  # the dataset card's figures (none in a dry run)
+    model_identity: Any
+    note: str | None = None  # why the step passed its rows through unchanged (a dry run's selector)
+
+    @property
+    def stopped(self) -> str | None:
+        return self.ctx.stats.stopped_reason
+
+    @property
+    def complete(self) -> bool:
+        """No failed and no unrun rows: a pipeline marks the step done, a re-run skips it."""
+        return self.ctx.stats.failed == 0 and self.ctx.stats.pending == 0
+
+    def entry(self, rows_in: int) -> dict[str, Any]:
+        """What both manifests record of the step."""
+        entry = {"rows_in": rows_in, "rows_out": len(self.rows), "wall_s": round(self.wall_s, 2),
+                 "run": self.ctx.stats.as_dict(), "calls": self.calls, "model_identity": self.model_identity,
+                 "model_config": self.ctx.llm.config.public() if self.ctx.llm is not None else None,
+                 **self.figures}  # fmt: skip
+        if self.note:
+            entry["dry_run_note"] = self.note
+        return entry
+
+
+def run_step(step: MethodStep, models: Models, out: Path | None = None) -> StepResult:
+    """Run one method step: its model from `models` (when the method needs one), its RunContext, the
+    method as `step.how` says; its rows written to `out` unless this is a dry run."""
+    info, config = step.info, step.model
+    llm = models.get(config) if info.needs_model else None
+    ctx = RunContext(llm=llm, options=step.options, method=info.name, work_dir=step.work_dir,
+                     concurrency=config.concurrency, random_state=step.seed, progress=step.progress,
+                     turns=step.turns, extras={"input_path": step.input_path, **step.extras})  # fmt: skip
+    before = llm.stats.as_dict() if llm else {}
+    note = None
+    start = time.monotonic()
+    try:
+        rows = execute(info, step.records, ctx, step.how)
+    except ValueError as exc:
+        if not (config.dry_run and not info.needs_model):
+            raise
+        # A selector over a dry run's rows finds no scores (no model answered): the later steps are
+        # estimated on every row, an upper bound, and the run says so.
+        rows = step.records
+        note = f"not run on dry-run rows ({exc}); later steps estimated on all rows"
+        print(f"[{step.name or info.name}] dry run: {note}", file=sys.stderr)
+    ctx.stats.wall_s = time.monotonic() - start
+    after = llm.stats.as_dict() if llm else {}
+    calls = {k: after[k] - before.get(k, 0) for k in after if isinstance(after[k], (int, float))}
+    figures: dict[str, Any] = {}
+    if not config.dry_run:
+        from .card import step_figures  # what a dataset card made from this output reports
+
+        figures = step_figures(info.kind, info.func, step.records, rows, step.options, ctx, step.input_path)
+        if out is not None:
+            write_records(out, rows)
+    identity = llm.identity if llm is not None and not config.dry_run else config.model
+    return StepResult(rows, ctx, llm, ctx.stats.wall_s, calls, figures, identity, note)
