@@ -91,9 +91,9 @@ engines and batch mode (per step; neither changes a step's results or its cache 
 model options, budget and exit status:
   model_options (top level, then per step) take every model flag of `instructkit judge METHOD
   --help` by name (max_cost, concurrency, rpm, timeout, cache_dir, dtype, ...; api_key for --key,
-  cache: false for --no-cache, engine for --local-engine): a step runs with the model a CLI call with those flags would get; a
-  misspelt name is refused before the first step. A run stopped by max_cost exits 3 with everything
-  done so far saved; run it again to go on.
+  cache: false for --no-cache, engine for --local-engine): a step runs with the model a CLI call
+  with those flags would get; a misspelt name is refused before the first step. A run stopped by
+  max_cost exits 3 with everything done so far saved; run it again to go on.
 
 example:
   name: small
