@@ -28,12 +28,13 @@ from typing import Any
 from instructkit.judge.common import score_schema, use_constraint, with_json_reply
 from instructkit.judge.parsing import check_score_mode, parse_json_score, parse_score, score_at_end
 
+from instructkit.manifest import write_method_summary
 from instructkit.provenance import provenance
 from instructkit.registry import method
 from instructkit.runner import RunContext
 from instructkit.templates import render
 
-from .common import call_seed, complete, finish_run, llm_of, passages_for, seeded, write_side
+from .common import call_seed, complete, llm_of, passages_for, seeded, write_side
 
 TEMPLATES = ("backtranslation_augment.jinja", "backtranslation_curate.jinja")
 # -o constrained auto: the paper's order (reasoning, then the 5-point score), the score an enum of 1-5.
@@ -178,5 +179,6 @@ def backtranslation(records: list[dict], ctx: RunContext) -> list[dict]:
                     "provenance": provenance(ctx, doc_id=c["doc_id"], passage_index=c["passage_index"])})  # fmt: skip
     counts: dict[str, Any] = {"segments": len(segments), "instructions": len(usable), "augment_failures": failures,
                               "iterations": iteration_counts, "kept": sum(bool(c.get("keep")) for c in candidates)}  # fmt: skip
-    finish_run(ctx, opts, TEMPLATES, counts, {"seed_demos": len(demos)})
+    write_method_summary(ctx, "generate", counts, options=opts, templates=TEMPLATES, echo=True,
+                         extra={"seed_demos": len(demos)})
     return out

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from instructkit.manifest import write_method_summary
 from instructkit.models import extract_json
 from instructkit.provenance import provenance
 from instructkit.registry import method
@@ -39,7 +40,6 @@ from instructkit.templates import render
 from .common import (
     call_seed,
     complete,
-    finish_run,
     llm_of,
     passages_for,
     require_choice,
@@ -523,5 +523,6 @@ def bonito(records: list[dict], ctx: RunContext) -> list[dict]:
     tokens = sum(r.value.get("completion_tokens", 0) for r in results if r.ok)
     counts = {"passages": len(passages), "attempted": len(items), "valid": len(out), "invalid": len(invalid),
               "completion_tokens": tokens, "per_type": per_type}  # fmt: skip
-    finish_run(ctx, opts, TEMPLATES if opts.mode == "instruct" else (), counts)
+    write_method_summary(ctx, "generate", counts, options=opts, templates=TEMPLATES if opts.mode == "instruct" else (),
+                         echo=True)
     return out

@@ -1,22 +1,17 @@
-"""Helpers shared by the generators: model access, side files, manifests, documents."""
+"""Helpers shared by the generators: model access, seeds, side files, documents."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from instructkit.documents import Document, Passage, load_documents, passages_from
 from instructkit.io import InputError, Records
-from instructkit.manifest import write_manifest
 from instructkit.models.types import TokenCountingBackend
-from instructkit.provenance import model_identity
 from instructkit.runner import RunContext
-from instructkit.templates import template_hash
 
 
 def llm_of(ctx: RunContext) -> Any:
@@ -56,43 +51,6 @@ def write_side(ctx: RunContext, name: str, rows: Iterable[dict]) -> Path | None:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
     return path
-
-
-def options_dict(options: Any) -> dict[str, Any]:
-    if options is None:
-        return {}
-    if dataclasses.is_dataclass(options):
-        return dataclasses.asdict(options)
-    return dict(getattr(options, "__dict__", {}))
-
-
-def finish_run(
-    ctx: RunContext,
-    options: Any,
-    templates: Iterable[str],
-    counts: dict[str, Any],
-    extra: dict[str, Any] | None = None,
-) -> Path | None:
-    """Write `<method>.manifest.json` beside the journals (params, template hashes, model, seed, counts)
-    and keep the counts in ctx.extras for callers."""
-    ctx.extras.setdefault("generate_summary", {})[ctx.method] = counts
-    if counts and getattr(ctx, "progress", False):
-        print(f"[{ctx.method}] {json.dumps(counts, default=str)[:600]}", file=sys.stderr)
-    path = side_path(ctx, "manifest.json")
-    if path is None:
-        return None
-    return write_manifest(
-        path,
-        method=ctx.method,
-        params=options_dict(options),
-        seed=ctx.random_state,
-        templates={name: template_hash(name) for name in sorted(set(templates))},
-        model=model_identity(ctx),
-        counts=counts,
-        run=ctx.stats.as_dict(),
-        calls=ctx.llm.stats.as_dict() if ctx.llm is not None else {},
-        **(extra or {}),
-    )
 
 
 def documents_for(

@@ -37,13 +37,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from instructkit.manifest import write_method_summary
 from instructkit.provenance import provenance
 from instructkit.registry import method
 from instructkit.runner import RunContext
 from instructkit.templates import render
 from instructkit.turns import chat_with, last_question
 
-from .common import call_seed, complete, finish_run, llm_of, seeded, write_side
+from .common import call_seed, complete, llm_of, seeded, write_side
 
 DEPTH_OPS = ("constraints", "deepen", "concretizing", "reasoning", "complicate_input")
 OPERATIONS = (*DEPTH_OPS, "breadth")
@@ -276,6 +277,7 @@ def evol_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
     templates = [TEMPLATES["depth"], TEMPLATES["breadth"]] + (
         [TEMPLATES["equal"]] if opts.equality_check else []
     )
-    finish_run(ctx, opts, templates, {"inputs": len(records), "evolved_kept": len(pool) - len(records) * opts.include_original,
-                                      "eliminated": reasons, "equality_unparsed": unparsed, "rounds": per_round})  # fmt: skip
+    counts = {"inputs": len(records), "evolved_kept": len(pool) - len(records) * opts.include_original,
+              "eliminated": reasons, "equality_unparsed": unparsed, "rounds": per_round}
+    write_method_summary(ctx, "generate", counts, options=opts, templates=templates, echo=True)
     return out

@@ -55,13 +55,14 @@ from typing import Any, ClassVar
 from instructkit.judge.common import use_constraint
 
 from instructkit.io import InputError, suggest_map
+from instructkit.manifest import write_method_summary
 from instructkit.provenance import provenance
 from instructkit.registry import method
 from instructkit.rouge import NoveltyIndex
 from instructkit.runner import RunContext
 from instructkit.templates import render
 
-from .common import call_seed, complete, finish_run, llm_of, require_choice, seeded, write_side
+from .common import call_seed, complete, llm_of, require_choice, seeded, write_side
 
 BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
              "draw", "plot", "go to")  # fmt: skip
@@ -544,7 +545,7 @@ def self_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
     templates = [TEMPLATES[opts.mode]]
     if not opts.generate_instances:
         write_side(ctx, "instructions.jsonl", machine)
-        finish_run(ctx, opts, templates, counts)
+        write_method_summary(ctx, "generate", counts, options=opts, templates=templates, echo=True)
         return [{"instruction": m["instruction"], "input": "", "output": "", "request_idx": m["request_idx"],
                  "most_similar": m["most_similar"], "provenance": provenance(ctx, seed_ids=m["seed_ids"])}
                 for m in machine]  # fmt: skip
@@ -555,7 +556,8 @@ def self_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
                 out.append({"instruction": s.instruction, "input": inst.get("input", ""), "output": inst.get("output", ""),
                             "source": "seed", "is_classification": s.is_classification,
                             "provenance": provenance(ctx, seed_id=s.id)})  # fmt: skip
-    finish_run(ctx, opts, [*templates, TEMPLATES["is_clf"], TEMPLATES["gen"], TEMPLATES["clf"]], counts)
+    write_method_summary(ctx, "generate", counts, options=opts, echo=True,
+                         templates=[*templates, TEMPLATES["is_clf"], TEMPLATES["gen"], TEMPLATES["clf"]])
     return out
 
 

@@ -27,13 +27,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from instructkit.manifest import write_method_summary
 from instructkit.provenance import provenance
 from instructkit.registry import method
 from instructkit.runner import RunContext
 from instructkit.templates import render
 from instructkit.turns import chat_with, last_question
 
-from .common import call_seed, complete, finish_run, llm_of, word_count, write_side
+from .common import call_seed, complete, llm_of, word_count, write_side
 
 TEMPLATES = ("tree_instruct_rewrite.jinja", "tree_instruct_respond.jinja")
 NUMBER_WORDS = {1: "One", 2: "Two", 3: "Three", 4: "Four", 5: "Five", 6: "Six", 7: "Seven", 8: "Eight",
@@ -164,6 +165,6 @@ def tree_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
                     "tree_nodes_added": opts.n_nodes * opts.steps, "tree_steps": opts.steps,
                     "provenance": provenance(ctx, parents[row["id"]], parent_id=row["id"])})  # fmt: skip
     write_side(ctx, "failed.jsonl", failed)
-    finish_run(ctx, opts, TEMPLATES if opts.respond else TEMPLATES[:1],
-               {"inputs": len(records), "kept": len(out), "failed": reasons})  # fmt: skip
+    write_method_summary(ctx, "generate", {"inputs": len(records), "kept": len(out), "failed": reasons}, options=opts,
+                         templates=TEMPLATES if opts.respond else TEMPLATES[:1], echo=True)
     return out

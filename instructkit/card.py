@@ -16,12 +16,12 @@ import json
 import math
 import re
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from . import registry
 from .io import read_records
+from .manifest import parse_figure
 
 TASK_CATEGORIES = {  # Bonito task types (and similar) -> Hugging Face task categories
     "exqa": "question-answering", "mcqa": "multiple-choice", "qa": "question-answering",
@@ -40,8 +40,7 @@ FEATURES: dict[str, dict[str, Any]] = {  # export column -> its `datasets` featu
     "messages": {"list": [{"name": "role", "dtype": "string"}, {"name": "content", "dtype": "string"}]},
     "conversations": {"list": [{"name": "from", "dtype": "string"}, {"name": "value", "dtype": "string"}]},
 }  # fmt: skip
-OK = "ok"
-FIGURES = ("templates", "parse", "input_licenses", "agreement", "selection")  # what step_figures records
+FIGURES = ("templates", "parse", "counts", "input_licenses", "agreement", "selection")  # what step_figures records
 REPORT_MAX_POOL = 20_000  # above this a selection step's diversity report is left to `select --report`
 
 
@@ -108,14 +107,7 @@ def parse_figures(records_in: list[dict], result: list[dict]) -> dict[str, dict[
     """For each `*_parse` column the step added: rows, failures (status not ok) and their rate, statuses."""
     before = {k for r in records_in for k in r}
     cols = sorted({k for r in result for k in r if k.endswith("_parse") and k not in before})
-    out = {}
-    for col in cols:
-        statuses = Counter(str(r[col]) for r in result if col in r)
-        n = sum(statuses.values())
-        failed = n - statuses.get(OK, 0)
-        out[col] = {"rows": n, "failed": failed, "rate": round(failed / n, 6) if n else 0.0,
-                    "statuses": dict(sorted(statuses.items()))}  # fmt: skip
-    return out
+    return {col: parse_figure(result, col) for col in cols}
 
 
 SCORE_SUFFIXES = ("_score", "_ifd", "_ppl", "_reward", "_quality", "_complexity")
@@ -193,6 +185,8 @@ def step_figures(kind: str, func: Any, records_in: list[dict], result: list[dict
     if kind == "select":
         jobs["selection"] = lambda: selection_figures(records_in, result, options, ctx)
     out: dict[str, Any] = {}
+    if counts := ctx.extras.get(f"{kind}_summary", {}).get(ctx.method):  # manifest.write_method_summary's
+        out["counts"] = counts
     for name, job in jobs.items():
         try:
             value = job()

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
+import sys
 import time
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+
+OK = "ok"  # the parse status of a row that parsed (judge.parsing.OK)
 
 
 def write_manifest(path: str | Path, **fields: Any) -> Path:
@@ -18,6 +24,65 @@ def write_manifest(path: str | Path, **fields: Any) -> Path:
     data = {"instructkit": __version__, "python": platform.python_version(), "written": time.time(), **fields}
     p.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False), encoding="utf-8")
     return p
+
+
+def options_dict(options: Any) -> dict[str, Any]:
+    """A method's options as plain data (a dataclass's fields, else the object's attributes)."""
+    if options is None:
+        return {}
+    if dataclasses.is_dataclass(options):
+        return dataclasses.asdict(options)
+    return dict(getattr(options, "__dict__", {}))
+
+
+def write_method_summary(
+    ctx: Any,
+    kind: str,
+    counts: dict[str, Any],
+    *,
+    name: str | None = None,
+    options: Any = None,
+    templates: Iterable[str] | None = None,
+    echo: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> Path | None:
+    """Record a method's run summary (a judge's parse counts, a generator's kept/rejected counts): the one
+    writer. Kept in `ctx.extras["<kind>_summary"][name]` (the run manifest's `counts`, via
+    card.step_figures) and written to `<work_dir>/<name>.manifest.json` with the options, seed, model,
+    template hashes (when given), run and call statistics. `options`: the options the method ran with
+    (default: ctx.options). `echo` also prints the counts as one line."""
+    name = name or ctx.method
+    ctx.extras.setdefault(f"{kind}_summary", {})[name] = counts
+    if echo and counts and ctx.progress:
+        print(f"[{name}] {json.dumps(counts, default=str)[:600]}", file=sys.stderr)
+    if ctx.work_dir is None:
+        return None
+    from .provenance import model_identity
+
+    fields: dict[str, Any] = {"method": name, "params": options_dict(ctx.options if options is None else options), "seed": ctx.random_state}
+    if templates is not None:
+        from .templates import template_hash
+
+        fields["templates"] = {t: template_hash(t) for t in sorted(set(templates))}
+    fields.update(model=model_identity(ctx), counts=counts, run=ctx.stats.as_dict(),
+                  calls=ctx.llm.stats.as_dict() if ctx.llm is not None else {}, **(extra or {}))
+    return write_manifest(Path(ctx.work_dir) / f"{name}.manifest.json", **fields)
+
+
+def value_counts(records: Iterable[dict], column: str, missing: str | None = None) -> dict[str, int]:
+    """Rows per value of `column` (sorted); rows without a value count as `missing`, or not at all."""
+    counts = Counter(str(r[column]) if r.get(column) not in (None, "") else missing for r in records)
+    counts.pop(None, None)
+    return dict(sorted(counts.items()))
+
+
+def parse_figure(records: Iterable[dict], column: str, missing: str | None = None) -> dict[str, Any]:
+    """How a parse-status column came out: rows, failed (status not "ok"), rate, and rows per status
+    (rows without a status count as `missing`: a judge's failed call is "error"; or not at all)."""
+    statuses = value_counts(records, column, missing)
+    n = sum(statuses.values())
+    failed = n - statuses.get(OK, 0)
+    return {"rows": n, "failed": failed, "rate": round(failed / n, 6) if n else 0.0, "statuses": statuses}
 
 
 LITTLE_PARSE_RATE = 0.10  # a step whose parse failures exceed this share of its rows is flagged

@@ -15,10 +15,12 @@ import functools
 import json
 import math
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from instructkit.manifest import parse_figure, value_counts, write_method_summary
 from instructkit.models import Completion, TokenLogprob
 
 OK = "ok"
@@ -545,47 +547,21 @@ def usage_columns(prefix: str, comps: Iterable[Completion]) -> dict[str, Any]:
     }
 
 
-def column_counts(records: Iterable[dict], column: str, missing: str) -> dict[str, int]:
-    """How many rows hold each value of `column` (`missing` for rows without one)."""
-    counts: dict[str, int] = {}
-    for rec in records:
-        value = rec.get(column) or missing
-        counts[value] = counts.get(value, 0) + 1
-    return counts
-
-
-def status_counts(records: Iterable[dict], prefix: str) -> dict[str, int]:
-    """How many rows ended in each parse status (rows that errored count as "error")."""
-    return column_counts(records, f"{prefix}_parse", "error")
-
-
 def source_counts(records: Iterable[dict], prefix: str) -> dict[str, int]:
     """How many rows took their score from the text, from the expectation, or have none."""
-    return column_counts(records, f"{prefix}_score_source", "none")
+    return value_counts(records, f"{prefix}_score_source", "none")
 
 
 def report(records: list[dict], prefix: str, ctx: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Count parse statuses, warn on failures, keep the summary in ctx.extras and beside the output."""
-    import json
-    import sys
-    from pathlib import Path
-
-    counts = status_counts(records, prefix)
-    failed = sum(n for s, n in counts.items() if s != OK)
-    summary = {
-        "method": prefix,
-        "rows": len(records),
-        "parse": counts,
-        "parse_failures": failed,
-        **(extra or {}),
-    }
-    dry_run = bool(getattr(getattr(ctx, "llm", None), "dry_run", False))  # placeholders are no scores
-    if failed and getattr(ctx, "progress", True) and not dry_run:
-        print(f"[{prefix}] {failed}/{len(records)} rows without a score: {counts}", file=sys.stderr)
-    if ctx is not None:
-        ctx.extras.setdefault("judge_summary", {})[prefix] = summary
-        if ctx.work_dir is not None:
-            path = Path(ctx.work_dir) / f"{prefix}.summary.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    """A judge's run summary: rows, rows per parse status (a failed call counts as "error"), parse
+    failures, plus `extra`. Warns when rows have no score; recorded by the one summary writer
+    (ctx.extras["judge_summary"][prefix], `<prefix>.manifest.json` beside the journals)."""
+    parse = parse_figure(records, f"{prefix}_parse", missing="error")
+    failed = parse["failed"]
+    summary = {"method": prefix, "rows": len(records), "parse": parse["statuses"], "parse_failures": failed,
+               **(extra or {})}  # fmt: skip
+    dry_run = bool(getattr(ctx.llm, "dry_run", False))  # placeholders are no scores
+    if failed and ctx.progress and not dry_run:
+        print(f"[{prefix}] {failed}/{len(records)} rows without a score: {parse['statuses']}", file=sys.stderr)
+    write_method_summary(ctx, "judge", summary, name=prefix)
     return summary

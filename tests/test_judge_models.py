@@ -79,7 +79,7 @@ def test_alpagasus_local_and_cached_rerun(local: LLM, tmp_path: Path) -> None:
         r["alpagasus_keep"] == (r["alpagasus_score"] is not None and r["alpagasus_score"] >= 4.5)
         for r in rows
     )
-    summary = json.loads((tmp_path / "alpagasus.summary.json").read_text())
+    summary = json.loads((tmp_path / "alpagasus.manifest.json").read_text())["counts"]
     assert summary["rows"] == 1 and sum(summary["parse"].values()) == 1
     assert rows[0]["instruction"] == MATH["instruction"]  # order and fields kept
     calls = local.stats.calls
