@@ -14,7 +14,7 @@ llama_cpp = pytest.importorskip("llama_cpp")  # in CI a skip for a missing depen
 from instructkit.models import LLM, GenParams  # noqa: E402
 from instructkit.models.llamacpp import PROMPT_CHUNK  # noqa: E402
 from instructkit.models.llm import is_placeholder  # noqa: E402
-from instructkit.models.local_files import smollm2_gguf  # noqa: E402
+from instructkit.models.local_files import generation_gguf, gguf_file_type, smollm2_gguf  # noqa: E402
 
 PROMPTS = ["What is 2+2?", "Name three colors.", "Write a haiku about the sea.", "Hi"]
 LONG = "Summarise these notes in one sentence.\n" + " ".join(  # > 256 tokens: its prompt takes 2 passes
@@ -31,9 +31,9 @@ def llm(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference():
-    """llama-cpp-python's own high-level API on the same file: the independent reference."""
+    """llama-cpp-python's own high-level API on the file we generate from: the independent reference."""
     # Prompts in passes of PROMPT_CHUNK tokens, cut where ours cuts them (numbers depend on the passes).
-    model = llama_cpp.Llama(str(smollm2_gguf()), n_ctx=1024, n_batch=PROMPT_CHUNK, n_threads=1, logits_all=True,
+    model = llama_cpp.Llama(str(generation_gguf(smollm2_gguf())), n_ctx=1024, n_batch=PROMPT_CHUNK, n_threads=1, logits_all=True,
                             verbose=False)
     yield model
     model.close()
@@ -44,11 +44,22 @@ def test_local_generates_on_llamacpp_and_a_dry_run_loads_nothing(tmp_path):
     assert is_placeholder(dry.chat("Say hello.", max_tokens=8))  # counted, answered by a stand-in
     assert dry._backend is None and dry.stats.estimated_calls == 1
     assert dry.identity["engine"] == "llama.cpp" and dry.identity["model"].startswith("SmolLM2-135M-Instruct")
+    assert dry.identity["weights"] == "q8_0"  # the shipped Q4_1 file generates from its Q8_0 copy
     same = LLM("local", cache_dir=str(tmp_path))
     assert same.backend.supports_json_schema and same.identity == dry.identity  # loading changes no key
     assert same.backend._generator is None and same.backend._scorer is None  # each engine loads on first use
     assert LLM("local", engine="transformers", cache=False).identity == {
         "family": "local", "model": dry.identity["model"]}  # fmt: skip
+
+
+def test_q4_1_generates_from_a_q8_0_copy_made_once():
+    source = smollm2_gguf()
+    assert gguf_file_type(source) == 3  # LLAMA_FTYPE_MOSTLY_Q4_1, as shipped
+    copy = generation_gguf(source)
+    assert copy != source and gguf_file_type(copy) == 7  # LLAMA_FTYPE_MOSTLY_Q8_0
+    stamp = copy.stat().st_mtime_ns
+    assert generation_gguf(source) == copy and copy.stat().st_mtime_ns == stamp  # made once
+    assert generation_gguf(copy) == copy  # a Q8_0 file is used as it is
 
 
 def reference_logprobs(reference, prompt_ids: list[int], answer_ids: list[int]) -> np.ndarray:

@@ -144,7 +144,7 @@ def test_facade_caches_and_scores(tmp_path):
     first = llm.chat("Say hello.", max_tokens=8)
     second = llm.chat("Say hello.", max_tokens=8)
     assert not first.cached and second.cached and first.text == second.text
-    assert llm.identity == {"family": "local", "model": llm.backend.model_id, "engine": "llama.cpp"}
+    assert llm.identity == {"family": "local", "model": llm.backend.model_id, "engine": "llama.cpp", "weights": "q8_0"}
     assert llm.span_scores(PAIRS[:2])[0].n_tokens > 0
     llm.close()
 
@@ -155,7 +155,7 @@ def test_dry_run_never_loads_the_model_and_keys_match(tmp_path, backend):
     llm = LLM("local", cache_dir=str(tmp_path), dry_run=True)
     assert is_placeholder(llm.chat("Say hello.", max_tokens=8))  # counted, answered by a stand-in
     assert llm._backend is None and llm.stats.estimated_calls == 1
-    assert llm.identity == {"family": "local", "model": backend.model_id, "engine": "llama.cpp"}
+    assert llm.identity == {"family": "local", "model": backend.model_id, "engine": "llama.cpp", "weights": "q8_0"}
     fast = LLM("local:bf16", cache=False)
     assert fast.identity["model"] == backend.model_id.replace(":float32", ":bfloat16") and fast._backend is None
     llm.close()

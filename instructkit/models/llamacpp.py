@@ -46,16 +46,16 @@ def load_llamacpp_backend(
 
 
 def default_threads() -> tuple[int, int]:
-    """(threads for one-token decodes, threads for larger passes): half the cores this process may use
-    for both, as llama-cpp-python does for decoding. llama.cpp's threads meet at a barrier after every
-    operation, so one thread descheduled stalls the others: measured on the project's 2-core machines
-    under load from other processes, 2 threads generated 3 tok/s where 1 generated 38. At most 8."""
+    """(threads for one-token decodes, threads for larger passes), llama-cpp-python's defaults: half the
+    cores this process may use for decoding, all of them for prompts and batched decodes. A one-token
+    decode is short, and llama.cpp's threads meet at a barrier after every operation, so one thread
+    descheduled stalls the others (on 2 busy cores 2 threads decoded 3 tok/s where 1 decoded 38); a
+    pass over many tokens is long enough for every core to pay (prompts 1.9x faster on 2 quiet cores)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    threads = max(1, min(8, cores // 2))
-    return threads, threads
+    return max(1, min(8, cores // 2)), max(1, min(16, cores))
 
 
 @dataclass

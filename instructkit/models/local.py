@@ -24,7 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from .local_files import default_chat_model, model_id, resolve_model_path, set_offline, smollm2_gguf
+from .local_files import (
+    default_chat_model,
+    generation_gguf,
+    model_id,
+    prompt_weights,
+    resolve_model_path,
+    set_offline,
+    smollm2_gguf,
+)
 from .types import (
     Backend,
     Completion,
@@ -103,6 +111,9 @@ def local_identity(spec: str, dtype: str = "float32", engine: str = "auto") -> d
     ident: dict[str, Any] = {"family": "local", "model": local_model_id(spec, dtype)}
     if generation_engine(spec, engine) == "llama.cpp":
         ident["engine"] = "llama.cpp"
+        weights = prompt_weights(parse_local_spec(spec, convert=False)[0])
+        if weights != "native":
+            ident["weights"] = weights
     return ident
 
 
@@ -169,7 +180,7 @@ class SplitLocalBackend(Backend, CompletionBackend, ScoringBackend, TokenCountin
             from .llamacpp import load_llamacpp_backend
 
             source, _ = parse_local_spec(self.spec, convert=False)
-            self._generator = load_llamacpp_backend(source, **self._generator_options)
+            self._generator = load_llamacpp_backend(generation_gguf(source), **self._generator_options)
         return self._generator
 
     @property
