@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import diskcache
 
+from . import fastjson
 from .aio import EndOfTurn
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("INSTRUCTKIT_CACHE_DIR", Path.home() / ".cache" / "instructkit"))
@@ -85,14 +86,14 @@ class ResponseCache:
             raw = self.store.get(key)
         if raw is None:
             return None
-        return json.loads(raw)["v"]
+        return fastjson.loads(raw, small_ints=True)["v"]
 
     def set(self, key: str, value: dict[str, Any]) -> None:
         """Store an answer. Inside an event loop, the writes of one loop turn are committed together
         by a callback that runs right after it (one SQLite transaction for a burst of answers)."""
         if not self.enabled:
             return
-        self._pending[key] = json.dumps({"t": time.time(), "v": value}, ensure_ascii=False)
+        self._pending[key] = fastjson.dumps_text({"t": time.time(), "v": value})
         if not self._end_of_turn.schedule():
             self.flush()
 

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from . import fastjson
+
 
 class InputError(ValueError):
     """Bad input, located: file, line (1-based, where the format has lines) and field."""
@@ -99,7 +101,7 @@ def _read_jsonl(p: Path) -> Records:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = fastjson.loads(line)
             except json.JSONDecodeError as exc:
                 raise InputError(p, f"malformed JSON ({exc.msg} at column {exc.colno})", line=n) from None
             if not isinstance(obj, dict):

@@ -1,7 +1,7 @@
 """A lean aiohttp client for OpenAI-compatible servers (vLLM, llama.cpp, Ollama, SGLang, OpenAI).
 
 litellm spends about 1.8 ms of CPU per call, which caps a 2-core machine near 300 req/s; this
-path does the minimum (one pooled session per event loop, orjson-free plain json) and reaches the
+path does the minimum (one pooled session per event loop, bodies through `fastjson`) and reaches the
 server's own limit. Errors are mapped to TransientError (retry) or ModelCallError (give up).
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from .. import fastjson
 from .limits import report_headers, retry_after_of
 from .types import (
     Backend,
@@ -186,7 +187,7 @@ class OpenAICompatibleBackend(Backend, CompletionBackend, EmbeddingBackend):
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         url = f"{self.api_base}{path}"
         try:
-            async with self._session().post(url, data=json.dumps(body)) as resp:
+            async with self._session().post(url, data=fastjson.dumps(body)) as resp:
                 raw = await resp.read()
                 report_headers(resp.headers)
                 if resp.status in RETRY_STATUSES:
@@ -204,7 +205,7 @@ class OpenAICompatibleBackend(Backend, CompletionBackend, EmbeddingBackend):
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
             raise TransientError(f"connection failed: {type(exc).__name__}: {self._scrub(str(exc))}") from exc
         try:
-            return json.loads(raw)
+            return fastjson.loads(raw, small_ints=True)
         except ValueError as exc:
             raise TransientError(f"malformed JSON body: {raw[:120]!r}") from exc
 
