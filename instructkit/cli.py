@@ -383,6 +383,7 @@ def methods_command(args: argparse.Namespace, plugins_only: bool = False) -> int
 def embed_command(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from .models.config import COMMON_OPTIONS
     from .models.embeddings import embedder
 
     records = read_records(args.input)
@@ -390,10 +391,8 @@ def embed_command(args: argparse.Namespace) -> int:
     texts = registry.extension_of("embed.texts")(records, fields, args.text_template)
     encoder = {k: v for k, v in (("pooling", args.pooling), ("max_length", args.max_length)) if v is not None}
     config = model_config(args)
-    # The model flags an embedder takes (the rest are about chat calls); the key stays in this process.
-    options = {name: getattr(config, name) for name in ("api_base", "cache", "cache_dir", "concurrency",
-                                                          "max_retries", "timeout")}
-    if args.engine == "ray":
+    options = {name: getattr(config, name) for name in COMMON_OPTIONS if name != "api_key"}  # key: this process only
+    if args.engine == "ray" and not config.dry_run:  # an estimate needs no cluster
         from .ray_engine import ray_embed
 
         vectors = ray_embed(texts, config.model, actors=args.actors, num_gpus=args.gpus_per_actor,
@@ -404,6 +403,9 @@ def embed_command(args: argparse.Namespace) -> int:
             vectors = model.embed(texts)
         finally:
             model.close()
+        if config.dry_run:  # placeholder vectors: nothing is written
+            print(dry_run_line(model.stats.as_dict()), file=sys.stderr)
+            return 0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, vectors.astype(np.float32))

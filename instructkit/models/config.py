@@ -91,6 +91,8 @@ class ModelConfig:
 
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(ModelConfig))
 LOCAL_OPTIONS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.metadata.get("group") == "local model")
+# What every model takes besides its spec (endpoint, key, cache, limits, retries, budget, dry run).
+COMMON_OPTIONS = tuple(n for n in OPTION_NAMES if n != "model" and n not in LOCAL_OPTIONS)
 _TYPES = get_type_hints(ModelConfig)
 _FIELDS = {f.name: f for f in dataclasses.fields(ModelConfig)}
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import COMMON_OPTIONS
 from .llm import LLM
 from .local_files import minilm_path, model_id, resolve_model_path, set_offline
 from .types import EmbeddingBackend
@@ -175,7 +176,7 @@ def embedder(spec: str = "local", pooling: str | None = None, max_length: int | 
     return LLM(spec, **llm_kw, **kw)
 
 
-_LLM_OPTIONS = {"cache", "cache_dir", "concurrency", "max_retries", "timeout", "dry_run", "api_base", "api_key"}
+_LLM_OPTIONS = frozenset(COMMON_OPTIONS)  # the rest go to the local encoders
 
 
 def _st_max_length(path: Path) -> int | None:
