@@ -24,11 +24,15 @@ def _environment() -> jinja2.Environment:
 
 
 @cache
+def _exact_environment() -> jinja2.Environment:
+    return jinja2.Environment(keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+@cache
 def exact_template(source: str) -> jinja2.Template:
     """A template rendered byte for byte (no trimming, trailing newline kept, strict variables): for
     texts a model was trained on or an official script built (IFD prompts, embedding texts)."""
-    env = jinja2.Environment(keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False)
-    return env.from_string(source)
+    return _exact_environment().from_string(source)
 
 
 def template_source(name: str, path: str | Path | None = None) -> str:
