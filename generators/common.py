@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from instructkit.documents import Document, Passage, load_documents, passages_from
-from instructkit.io import InputError, Records
+from instructkit.documents import Document, Passage, load_documents, passages_from, record_documents
+from instructkit.io import Records
 from instructkit.models.types import TokenCountingBackend
 from instructkit.runner import RunContext
 
@@ -58,16 +58,7 @@ def documents_for(
 ) -> list[Document]:
     """Documents from the input records (one per record) or, when there are none, from the input path."""
     if records:
-        docs = []
-        for i, rec in enumerate(records):
-            text = rec.get(text_field)
-            if not isinstance(text, str):  # the registry's `reads` check refuses these before any call
-                raise InputError(getattr(records, "source", "<records>"), f"no text; the record has {sorted(rec)}",
-                                 records.line_of(i) if isinstance(records, Records) else i + 1, text_field)
-            keys = [id_field] if id_field else ["doc_id", "id", "_id"]
-            doc_id = next((str(rec[k]) for k in keys if rec.get(k) is not None), f"doc{i}")
-            docs.append(Document(doc_id, text, "records", {k: v for k, v in rec.items() if k != text_field}))
-        return docs
+        return record_documents(records if isinstance(records, Records) else Records(records), text_field, id_field)
     path = ctx.extras.get("input_path")
     if not path:
         raise ValueError(

@@ -12,13 +12,14 @@ returning a count); without one, an estimate of 4 tokens per 3 words is used.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .io import InputError, Records, guess_column, read_jsonl
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
 HTML_SUFFIXES = {".html", ".htm"}
@@ -68,7 +69,7 @@ def load_documents(
         return docs
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        return list(_read_jsonl(p, text_field, id_field))
+        return record_documents(read_jsonl(p), text_field, id_field, source=str(p))
     if suffix in HTML_SUFFIXES:
         text = html_to_text(p.read_text(encoding="utf-8", errors="replace"))
     elif suffix == ".pdf":
@@ -78,31 +79,29 @@ def load_documents(
     return [Document(p.name, text, str(p))]
 
 
-def _read_jsonl(p: Path, text_field: str, id_field: str | None) -> Iterable[Document]:
-    with p.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise ValueError(f"{p}:{line_no}: not JSON ({exc})") from None
-            text = row.get(text_field) if isinstance(row, dict) else None
-            if not isinstance(text, str) or not text.strip():
-                from .io import InputError, guess_column
-
-                if not isinstance(row, dict):
-                    raise InputError(p, f"expected a JSON object, got {type(row).__name__}", line_no)
-                column = guess_column(text_field, row) or "COLUMN"
-                fix = "" if text_field in row else f". To read another column: -o text_field {column}"
-                raise InputError(p, f"{'empty' if text_field in row else 'missing'}; the record has {sorted(row)}{fix}",
-                                 line_no, text_field)  # fmt: skip
-            keys = [id_field] if id_field else ["doc_id", "id", "_id"]
-            doc_id = next(
-                (str(row[k]) for k in keys if k in row and row[k] is not None), f"{p.stem}:{line_no}"
-            )
-            meta = {k: v for k, v in row.items() if k != text_field}
-            yield Document(doc_id, text, f"{p}:{line_no}", meta)
+def record_documents(
+    records: Records, text_field: str = "text", id_field: str | None = None, source: str | None = None
+) -> list[Document]:
+    """One document per record: the text in `text_field` (a record without one is an InputError naming
+    file, line and field, and the `-o text_field` that would read another column), the id from
+    `id_field` (default doc_id, id or _id), every other field as meta. `source`: the file the records
+    were read from (ids default to "<file stem>:<line>"); without it they are rows handed to a method
+    ("doc<i>")."""
+    docs = []
+    for i, row in enumerate(records):
+        line = records.line_of(i)
+        text = row.get(text_field)
+        if not isinstance(text, str) or not text.strip():
+            column = guess_column(text_field, row) or "COLUMN"
+            fix = "" if text_field in row else f". To read another column: -o text_field {column}"
+            raise InputError(records.source, f"{'empty' if text_field in row else 'missing'}; the record has "
+                             f"{sorted(row)}{fix}", line, text_field)  # fmt: skip
+        keys = [id_field] if id_field else ["doc_id", "id", "_id"]
+        fallback = f"{Path(source).stem}:{line}" if source else f"doc{i}"
+        doc_id = next((str(row[k]) for k in keys if row.get(k) is not None), fallback)
+        meta = {k: v for k, v in row.items() if k != text_field}
+        docs.append(Document(doc_id, text, f"{source}:{line}" if source else "records", meta))
+    return docs
 
 
 def html_to_text(html: str) -> str:

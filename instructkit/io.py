@@ -56,7 +56,7 @@ def read_records(path: str | os.PathLike, fmt: str | None = None, mapping: Mappi
         raise InputError(p, "no such file or folder")
     fmt = fmt or detect_format(p)
     if fmt == "jsonl":
-        records = _read_jsonl(p)
+        records = read_jsonl(p)
     elif fmt == "json":
         records = _read_json(p)
     elif fmt == "csv":
@@ -94,7 +94,8 @@ def to_dataset(records: list[dict]) -> Any:
     return Dataset.from_list(list(records))
 
 
-def _read_jsonl(p: Path) -> Records:
+def read_jsonl(p: Path) -> Records:
+    """The JSON objects of a JSONL file, each with its line (blank lines skipped); bad lines are InputErrors."""
     items, lines = [], []
     with p.open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
