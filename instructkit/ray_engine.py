@@ -131,7 +131,7 @@ def run_on_ray(
         out.extend(rows)
         _merge_stats(ctx, run, calls)
         for key, value in extras.items():
-            if key not in ctx.extras:
+            if key not in ctx.extras and not key.endswith("_summary"):  # a method's summary counts one batch
                 ctx.extras[key] = value
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,6 +126,10 @@ def test_method_from_a_test_module_and_the_cli(local_ray: None, fake, tmp_path: 
     assert cli_main([*common, "--out", str(tmp_path / "one.jsonl")]) == 0
     ray_rows, one_rows = read_records(tmp_path / "ray.jsonl"), read_records(tmp_path / "one.jsonl")
     assert [r["alpagasus_raw"] for r in ray_rows] == [r["alpagasus_raw"] for r in one_rows]
+    # The judge's own summary counts one batch on an actor: the manifest records it only from one process.
+    one_manifest = json.loads((tmp_path / "one.jsonl.manifest.json").read_text())
+    ray_manifest = json.loads((tmp_path / "ray.jsonl.manifest.json").read_text())
+    assert one_manifest["counts"]["rows"] == 8 and "counts" not in ray_manifest
 
     # A pipeline step with `engine: ray` (the engine is not part of the step's fingerprint).
     (tmp_path / "p.yaml").write_text(
