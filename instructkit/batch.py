@@ -32,7 +32,7 @@ from typing import Any
 from .cache import public_endpoint
 from .models.http_openai import chat_payload, parse_choices
 from .models.llm import LLM, DryRunSkip
-from .models.pricing import BATCH_DISCOUNT, cost_of
+from .models.pricing import cost_of
 from .models.types import Completion, GenParams, ModelCallError
 from .runner import RunContext, RunStats
 
@@ -96,7 +96,7 @@ class Collector:
             params = gen if i == 0 or gen.seed is None else gen.replace(seed=gen.seed + i)
             body = chat_payload(model, msgs, params, 1)
             self.lines[key] = {"custom_id": key, "method": "POST", "url": CHAT_URL, "body": body}
-            self.estimated_cost += llm._estimate(msgs, params, 1)[1] * BATCH_DISCOUNT
+            self.estimated_cost += llm._estimate(msgs, params, 1, batch=True)[1]
         raise BatchPending("request recorded for the batch")
 
 

@@ -870,15 +870,16 @@ class LLM:
         return gen.replace(**{name: 0.0 for name in asked})
 
     # ----- prices and dry-run estimates --------------------------------------------------------
-    def _price(self, prompt_tokens: int, completion_tokens: int) -> float:
+    def _price(self, prompt_tokens: int, completion_tokens: int, batch: bool = False) -> float:
         """What this model charges for these tokens (`pricing.cost_of`; 0 for free models)."""
-        return cost_of(self.cost_model, prompt_tokens, completion_tokens) if self.cost_model else 0.0
+        return cost_of(self.cost_model, prompt_tokens, completion_tokens, batch=batch) if self.cost_model else 0.0
 
-    def _estimate(self, request: list[dict] | str, gen: GenParams, n: int) -> tuple[int, float]:
-        """(tokens, cost) of a call at most: the prompt estimate plus max_tokens per sample. The budget
-        reserves this upper bound, so concurrent calls never pass `max_cost` together."""
+    def _estimate(self, request: list[dict] | str, gen: GenParams, n: int, batch: bool = False) -> tuple[int, float]:
+        """(tokens, cost) of a call at most: the prompt estimate plus max_tokens per sample (`batch`:
+        priced as a batch API request). The budget reserves this upper bound, so concurrent calls never
+        pass `max_cost` together."""
         prompt_tokens = estimate_tokens(_as_messages(request))
-        return prompt_tokens + gen.max_tokens * n, self._price(prompt_tokens, gen.max_tokens * n)
+        return prompt_tokens + gen.max_tokens * n, self._price(prompt_tokens, gen.max_tokens * n, batch)
 
     @property
     def calibration(self) -> Calibration:
