@@ -11,7 +11,6 @@ the run's manifest (`step_figures` puts them there as the pipeline runs), so the
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import re
@@ -21,7 +20,7 @@ from typing import Any
 
 from . import registry
 from .io import read_records
-from .manifest import parse_figure
+from .manifest import json_hash, parse_figure
 
 TASK_CATEGORIES = {  # Bonito task types (and similar) -> Hugging Face task categories
     "exqa": "question-answering", "mcqa": "multiple-choice", "qa": "question-answering",
@@ -267,15 +266,9 @@ def card_metadata(figures: dict[str, Any], records: list[dict], opts: Any, manif
         "splits": figures["splits"], "rows_in": figures["rows_in"], "rows_out": figures["rows_out"],
         "skipped_no_response": figures["skipped_no_response"],
         "pipeline": (manifest or {}).get("name"), "seed": (manifest or {}).get("seed"),
-        "manifest_sha256": _manifest_hash(manifest), "steps": [step_summary(s) for s in steps],
+        "manifest_sha256": json_hash(manifest) if manifest is not None else None, "steps": [step_summary(s) for s in steps],
     }  # fmt: skip
     return meta
-
-
-def _manifest_hash(manifest: dict[str, Any] | None) -> str | None:
-    if manifest is None:
-        return None
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import platform
 import sys
@@ -15,6 +16,12 @@ from typing import Any
 from . import __version__
 
 OK = "ok"  # the parse status of a row that parsed (judge.parsing.OK)
+
+
+def json_hash(obj: Any) -> str:
+    """16 hex digits of the SHA-256 of `obj` as JSON with sorted keys: a pipeline step's fingerprint,
+    the card's hash of its manifest. (Changing the form changes every fingerprint: runs would redo.)"""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def write_manifest(path: str | Path, **fields: Any) -> Path:

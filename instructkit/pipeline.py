@@ -21,7 +21,7 @@ from typing import Any
 from . import registry
 from .execution import Execution
 from .io import read_records, write_records
-from .manifest import write_manifest
+from .manifest import json_hash, write_manifest
 from .models.config import ModelConfig
 from .steps import MethodStep, Models, method_options, run_step
 
@@ -126,7 +126,7 @@ class Pipeline:
                 continue
             model = step.model or self.model
             info = None if step.kind == "concat" else registry.get(step.kind, step.method)
-            fingerprint = _hash({"kind": step.kind, "method": step.method, "options": step.options, "model": model,
+            fingerprint = json_hash({"kind": step.kind, "method": step.method, "options": step.options, "model": model,
                                  "model_options": {**self.model_options, **step.model_options},
                                  "seed": self.seed, "input": in_hash})
             path = out_dir / f"{idx:02d}_{step.name}.jsonl"
@@ -213,7 +213,7 @@ class Pipeline:
             missing = [n for n in names if n not in outputs]
             if missing:
                 raise ValueError(f"step {step.name}: concat names unknown step(s) {missing}")
-            return [r for n in names for r in outputs[n]], _hash([hashes[n] for n in names])
+            return [r for n in names for r in outputs[n]], json_hash([hashes[n] for n in names])
         if isinstance(step.input, str) and step.input in outputs:
             return outputs[step.input], hashes[step.input]
         if step.input is not None:
@@ -224,10 +224,6 @@ class Pipeline:
         if previous is None:
             raise ValueError(f"step {step.name}: no input and no previous step")
         return outputs[previous], hashes[previous]
-
-
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _hash_file(path: Path) -> str:
