@@ -110,3 +110,16 @@ def test_registered_method_trains_saves_and_scores(tmp_path):
     out = iqs(rows, ctx)
     assert out[0]["iqs"] > out[1]["iqs"]
     assert ctx.extras["iqs_validation"]["n"] == 8
+
+
+def test_scores_read_the_embeddings_the_fit_cached():
+    """The encoder is an `LLM` embedder: vectors computed while fitting are cached per text, so
+    scoring the same texts embeds nothing again and gives the same scores."""
+    rows = _rows(5)[:8]
+    texts = [iqs_text(r["instruction"], r["input"], r["output"]) for r in rows]
+    scorer = QualityScorer(kind="ridge", device="cpu").fit(texts, [r["score"] for r in rows])
+    encoder = scorer._encoder
+    calls, hits = encoder.stats.calls, encoder.stats.cache_hits
+    first = scorer.score(texts)
+    assert encoder.stats.calls == calls and encoder.stats.cache_hits == hits + len(texts)
+    assert np.array_equal(first, scorer.score(texts))

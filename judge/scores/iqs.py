@@ -68,14 +68,16 @@ class QualityScorer:
         self.model: Any = None  # the fine-tuned model while training (kind=finetune)
         self.tokenizer: Any = None
         self.head: Any = None  # a saved fine-tuned head as an `LLM` classifier (`load`)
+        self._encoder: Any = None  # the encoder as an `LLM` embedder (vectors cached per text)
         self.max_length = 256
 
     # ----- features ---------------------------------------------------------------------------------
     async def aembed(self, texts: Sequence[str]) -> np.ndarray:
-        from instructkit.models.embeddings import embedder
+        if self._encoder is None:
+            from instructkit.models.embeddings import embedder
 
-        vectors = await embedder(f"hf:{self.encoder}", device=self.device).aembed(list(texts))
-        return vectors.astype(np.float64)
+            self._encoder = embedder(f"hf:{self.encoder}", device=self.device)
+        return (await self._encoder.aembed(list(texts))).astype(np.float64)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         return run_sync(self.aembed(texts))
