@@ -176,3 +176,15 @@ def test_embedding_retries_follow_the_retry_policy(fake_server, tmp_path: Path) 
     patient.close()
     assert patient.stats.retries == 1 and patient.stats.calls == 2 and patient.stats.failures == 0
     assert fake_server.count(path="/v1/embeddings") == 2
+
+
+def test_an_embedding_429_is_throttled_like_chat(fake_server, tmp_path: Path) -> None:
+    """Embeddings pass the provider's gate: a 429 is counted, its Retry-After is waited out."""
+    fake_server.configure(faults=[Fault("429", match="alpha", times=1, retry_after=0.5)])
+    llm = make_llm(fake_server, ResponseCache(tmp_path / "cache"), timeout=5.0)
+    assert np.allclose(llm.embed(["alpha"])[0], embedding_of("alpha"))
+    llm.close()
+    assert llm.stats.throttled == 1 and llm.stats.retries == 1
+    first, second = fake_server.requests(path="/v1/embeddings")
+    assert first["fault"] == "429" and second["fault"] is None
+    assert second["t"] - first["t"] >= 0.5
