@@ -188,3 +188,20 @@ def test_an_embedding_429_is_throttled_like_chat(fake_server, tmp_path: Path) ->
     first, second = fake_server.requests(path="/v1/embeddings")
     assert first["fault"] == "429" and second["fault"] is None
     assert second["t"] - first["t"] >= 0.5
+
+
+def test_an_embedding_dry_run_sends_nothing_and_counts_each_batch(fake_server, tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "cache")
+    texts = [f"text number {i}" for i in range(5)]
+    dry = make_llm(fake_server, cache, dry_run=True)
+    vecs = dry.embed(texts, batch_size=2)
+    dry.close()
+    assert fake_server.count(path="/v1/embeddings") == 0 and dry.stats.estimated_calls == 3
+    assert dry.stats.estimated_tokens == sum(estimate_tokens([{"content": t} for t in texts[s : s + 2]])
+                                             for s in range(0, 5, 2))  # fmt: skip
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-6)  # placeholder unit vectors
+    real = make_llm(fake_server, cache)
+    got = real.embed(texts, batch_size=2)
+    real.close()
+    assert real.stats.cache_hits == 0 and fake_server.count(path="/v1/embeddings") == 3  # nothing was cached
+    assert np.allclose(got, np.array([embedding_of(t) for t in texts], dtype=np.float32))
