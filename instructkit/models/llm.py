@@ -147,6 +147,7 @@ class RunShared:
 
 
 T = TypeVar("T")
+P = TypeVar("P")
 
 
 class Shared(Generic[T]):
@@ -399,6 +400,14 @@ class LLM:
         """The name to price calls by ("": free), as `pricing.priced_name` says."""
         return priced_name(self.ref.family, self.ref.model)
 
+    def _able(self, protocol: type[P], cannot: str) -> P:
+        """The backend as `protocol` (a capability of `models/types.py`), else a final ModelCallError
+        saying what it cannot do."""
+        backend = self.backend
+        if not isinstance(backend, protocol):
+            raise ModelCallError(f"{self.spec} {cannot}", retryable=False)
+        return backend
+
     @property
     def supports_json_schema(self) -> bool:
         backend = self.backend
@@ -511,9 +520,8 @@ class LLM:
     async def _call(self, op: str, request: list[dict] | str, gen: GenParams, n: int) -> list[Completion]:
         """One chat or raw-completion request of `n` samples down the chain."""
         if not self.dry_run:
-            if op == "complete" and not isinstance(self.backend, CompletionBackend):
-                raise ModelCallError(f"{self.spec}: this backend takes chat messages only, not raw prompts",
-                                     retryable=False)  # fmt: skip
+            if op == "complete":
+                self._able(CompletionBackend, "takes chat messages only, not raw prompts")
             gen = self._honoured(gen)
         sent = gen
 
@@ -623,13 +631,10 @@ class LLM:
             return [v / np.linalg.norm(v) for v in vecs]
 
         async def send(backend: Any) -> Any:
-            if not isinstance(backend, EmbeddingBackend):
-                raise ModelCallError(
-                    f"{self.spec} does not embed: use instructkit.models.embeddings.embedder('local') for "
-                    "sentence embeddings, or embedder('causal:SPEC:mean') for a causal LM's hidden states",
-                    retryable=False,
-                )
-            return await backend.embed(texts)
+            embedding = self._able(EmbeddingBackend, "does not embed: use instructkit.models.embeddings."
+                                   "embedder('local') for sentence embeddings, or embedder('causal:SPEC:mean') "
+                                   "for a causal LM's hidden states")  # fmt: skip
+            return await embedding.embed(texts)
 
         prompt = estimate_tokens([{"content": t} for t in texts])
         return _Call(send, prompt, placeholder=placeholder if dry else None)
@@ -657,15 +662,14 @@ class LLM:
             return hit
 
         async def send(backend: Any) -> list[float]:
-            if not isinstance(backend, ScoringBackend):
-                raise ModelCallError(f"{self.spec}: this backend cannot read next-token distributions",
-                                     retryable=False)  # fmt: skip
+            scorer = self._able(ScoringBackend, "cannot read next-token distributions")
             if raw:
-                return await asyncio.to_thread(backend.next_token_logprobs, messages, choices, True)
-            return await asyncio.to_thread(backend.choice_logprobs, request["messages"], choices)
+                return await asyncio.to_thread(scorer.next_token_logprobs, messages, choices, True)
+            return await asyncio.to_thread(scorer.choice_logprobs, request["messages"], choices)
 
         # A forward pass, no tokens counted either way (a dry run counts the call, like the real one).
         call = _Call(send, 0, placeholder=lambda prompt, reply: [0.0] * len(choices))
+
         async def compute(todo: list[int]) -> list[list[float]]:
             return [await self._run(call)]
 
@@ -682,9 +686,8 @@ class LLM:
             return results
 
         async def send(backend: Any) -> list[float]:
-            if not isinstance(backend, ClassifierBackend):
-                raise ModelCallError(f"{self.spec} is not a classifier", retryable=False)
-            return await asyncio.to_thread(backend.classify, [inputs[i] for i in missing])
+            model = self._able(ClassifierBackend, "is not a classifier")
+            return await asyncio.to_thread(model.classify, [inputs[i] for i in missing])
 
         return await self._fill(keys, results, missing, lambda todo: self._run(_Call(send, 0)),
                                 _logit_json, _logit_of, dry=False)  # fmt: skip
@@ -692,11 +695,11 @@ class LLM:
     def span_scores(self, pairs: list[tuple[str, str]], **options: Any) -> list[SpanScore]:
         """Log-probabilities of each answer's tokens given its prompt (local backends only). Synchronous
         and uncached: scorers batch rows through `SpanBatcher` and journal the results per row."""
-        backend = self.backend if self.is_local else None
-        if not isinstance(backend, ScoringBackend):
+        if not self.is_local:
             raise ModelCallError(f"{self.spec}: span log-likelihoods need a local model (local or hf:PATH)")
+        scorer = self._able(ScoringBackend, "cannot score spans")
         self.stats.calls += 1
-        return backend.span_scores(pairs, **options)
+        return scorer.span_scores(pairs, **options)
 
     # ----- the chain: cache -> budget and dry run -> limits -> retry -> backend -------------------
     def _lookup(self, keys: list[str], decode: Callable[[dict], Any]) -> tuple[list[Any], list[int]]:
