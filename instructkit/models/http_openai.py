@@ -187,7 +187,9 @@ class OpenAICompatibleBackend(Backend, CompletionBackend, EmbeddingBackend):
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         url = f"{self.api_base}{path}"
         try:
-            async with self._session().post(url, data=fastjson.dumps(body)) as resp:
+            # A ready payload: aiohttp would otherwise look its type up in its payload registry per request.
+            data = aiohttp.BytesPayload(fastjson.dumps(body), content_type="application/json")
+            async with self._session().post(url, data=data) as resp:
                 raw = await resp.read()
                 report_headers(resp.headers)
                 if resp.status in RETRY_STATUSES:

@@ -34,8 +34,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
-
 from ..aio import run_sync
 from ..cache import ResponseCache, public_endpoint, request_key
 from .config import LOCAL_OPTIONS, ModelConfig
@@ -459,7 +457,7 @@ class LLM:
         `retry_length` > 1 each is asked again once with max_tokens times that factor (a request of
         its own, cached as such)."""
         results = await self._cached_samples(op, request, n, params)
-        limit = GenParams().replace(**params).max_tokens
+        limit = params.get("max_tokens", GenParams.max_tokens)
         if limit <= SHORT_READ_TOKENS:  # a score-token read: reaching the limit is the point
             return results
         cut = [i for i, c in enumerate(results) if c.finish_reason == "length"]
@@ -811,6 +809,12 @@ class LLM:
             first = exc
         self.stats.retries += 1
         await asyncio.sleep(_retry_delay(first, 1))
+        from tenacity import (  # a first failure only
+            AsyncRetrying,
+            retry_if_exception_type,
+            stop_after_attempt,
+        )
+
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(self.max_retries),
             wait=lambda state: _retry_delay(state.outcome.exception(), state.attempt_number + 1),
