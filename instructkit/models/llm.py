@@ -512,6 +512,8 @@ class LLM:
             # A server that ignores `n` (llama.cpp's answers one choice): the rest one at a time.
         # Concurrently, so a local micro-batcher takes all samples in one batch.
         rest = missing[len(got) :]
+        if len(rest) == 1:  # one sample (nearly every call): awaited in this task, no task of its own
+            return got + await self._call(op, request, params_for(rest[0]), 1)
         calls = await asyncio.gather(*(self._call(op, request, params_for(i), 1) for i in rest))
         return got + [comp for call in calls for comp in call]
 
