@@ -17,7 +17,7 @@ from instructkit.models.llm import is_placeholder  # noqa: E402
 from instructkit.models.local_files import generation_gguf, gguf_file_type, smollm2_gguf  # noqa: E402
 
 PROMPTS = ["What is 2+2?", "Name three colors.", "Write a haiku about the sea.", "Hi"]
-LONG = "Summarise these notes in one sentence.\n" + " ".join(  # > 256 tokens: its prompt takes 2 passes
+LONG = "Summarise these notes in one sentence.\n" + " ".join(  # > 256 tokens: its prompt takes several passes
     f"Note {i}: the meeting moved to room {i + 3} and lunch is at {i % 12 + 1}." for i in range(30))
 RAW = "The capital of France is"
 
@@ -103,6 +103,29 @@ def test_greedy_chat_follows_the_model_alone_or_batched(llm, reference):
     assert [c[0].text for c in asyncio.run(together())] == [c.text for c in single]  # batching changes nothing
     again = llm.chat(PROMPTS[0], max_tokens=24, logprobs=True)
     assert again.cached and again.text == single[0].text
+
+
+def test_prompts_that_start_alike_share_cached_chunks_exactly(llm, reference):
+    gen = llm.backend.generator
+    questions = ["Which room is mentioned first?", "When is lunch?", "How many notes are there?", "Say yes."]
+    prompts = [f"{LONG}\n\n{q}" for q in questions]
+    before = gen.shared_prompt_tokens
+
+    async def together():  # all at once: the first computes the notes, the others copy its chunks
+        return await asyncio.gather(*[gen.chat([{"role": "user", "content": p}], GenParams(max_tokens=12, logprobs=True))
+                                      for p in prompts])  # fmt: skip
+
+    done = [c[0] for c in asyncio.run(together())]
+    ids = [gen.prompt_ids([{"role": "user", "content": p}]) for p in prompts]
+    common = min(next(i for i, (a, b) in enumerate(zip(ids[0], other)) if a != b) for other in ids[1:])
+    assert common > 2 * PROMPT_CHUNK
+    assert gen.shared_prompt_tokens - before >= (len(prompts) - 1) * (common // PROMPT_CHUNK * PROMPT_CHUNK)
+    for prompt_ids, comp in zip(ids, done):  # as if each prompt were computed alone, bit for bit
+        answer_ids = gen.tokenize(comp.text)
+        ref = reference_logprobs(reference, prompt_ids, answer_ids)
+        chosen = ref[np.arange(len(answer_ids)), answer_ids]
+        assert np.all(chosen == ref.max(1))
+        np.testing.assert_allclose([t.logprob for t in comp.logprobs], chosen, atol=TOL)
 
 
 def test_top_logprobs_are_sorted_and_start_with_the_greedy_token(llm):

@@ -3,8 +3,11 @@
 Used by `LLM("local")` and `LLM("hf:FILE.gguf")` for generation (scoring stays on transformers, see
 docs/DEVELOPING.md). One worker thread owns the llama.cpp context. Requests queue to it; it keeps up
 to `parallel` sequences in flight, each in its own KV-cache stream, and decodes one token of every
-running sequence in a single `llama_decode` call (new prompts join the same call in chunks), so
-concurrent callers share each pass over the weights. Sampling is done here, on the raw logits:
+running sequence in a single `llama_decode` call (new prompts are read in fixed chunks, a pass each), so
+concurrent callers share each pass over the weights. Prompts that start alike (one template, one
+passage, many task types) share their KV cache: whole prompt chunks another sequence already holds are
+copied, not recomputed (a prompt waits for a running one that will hold them soon), and the copy is
+bit-identical to computing them, since every prompt is cut into chunks at the same positions. Sampling is done here, on the raw logits:
 greedy, temperature/top-p with a per-request seed, OpenAI presence/frequency penalties, stop
 strings, and a GBNF grammar built from `GenParams.json_schema` (llama.cpp's own JSON-schema
 converter and grammar sampler). Log-probabilities are those of the raw model distribution.
@@ -29,7 +32,8 @@ from .types import Backend, Completion, CompletionBackend, GenParams, ModelCallE
 
 _BACKENDS: dict[tuple, LlamaCppBackend] = {}
 _BACKENDS_LOCK = threading.Lock()
-PROMPT_CHUNK = 256  # prompt tokens per pass at most, cut at fixed positions (n_batch leaves room for decodes)
+PROMPT_CHUNK = 64  # prompt tokens per pass at most, cut at fixed positions: the unit of shared KV cache
+PROMPT_BUDGET = 256  # prompt tokens per step at most, so running sequences keep generating meanwhile
 _TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
 
 
@@ -74,7 +78,6 @@ class _Job:
     counts: dict[int, int] = field(default_factory=dict)
     rng: np.random.Generator | None = None
     grammar: Any = None  # llama_sampler pointer, freed when the job ends
-    logit_row: int = -1  # row of this job's logits in the last decode, -1 when it has none
     finish: str = ""
     stop_at: int = -1
     error: ModelCallError | None = None  # set when this job alone failed (its grammar, say)
@@ -135,6 +138,8 @@ class LlamaCppBackend(Backend, CompletionBackend):
             sorted=False,
         )
         self._grammars: dict[str, str] = {}
+        self._held: list[list[int]] = [[] for _ in range(self.parallel)]  # whole prompt chunks each slot's KV holds
+        self.shared_prompt_tokens = 0  # prompt tokens copied from another sequence's KV, not computed
         self._formatter = self._chat_formatter()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._worker: threading.Thread | None = None
@@ -258,10 +263,7 @@ class LlamaCppBackend(Backend, CompletionBackend):
                 if job is None:
                     return
                 waiting.append(job)
-            while waiting and free:
-                job = waiting.pop(0)
-                job.seq = free.pop()
-                running.append(job)
+            self._admit(waiting, running, free)
             try:
                 self._step(running)
             except Exception as exc:  # a failed decode fails the jobs in it, never the worker
@@ -270,54 +272,100 @@ class LlamaCppBackend(Backend, CompletionBackend):
                     self._finish(job, err)
                     free.append(job.seq)
                 running = []
+                self._held = [[] for _ in range(self.parallel)]
+                self._ll.llama_memory_clear(self._memory, True)
                 continue
             for job in [j for j in running if j.finish]:
                 running.remove(job)
                 free.append(job.seq)
                 self._finish(job, job.error or self._completion(job))
 
-    def _step(self, running: list[_Job]) -> None:
-        """One llama_decode: the next token of every generating job, then prompt chunks while room is left."""
-        ll, batch = self._ll, self._batch
-        batch.n_tokens = 0
+    # ----- shared prompt chunks ----------------------------------------------------------------------
+    @staticmethod
+    def _shared(held: list[int], ids: list[int]) -> int:
+        """Leading tokens of `ids` in whole chunks that `held` starts with too."""
+        n, limit = 0, min(len(held), len(ids))
+        while n < limit and held[n] == ids[n]:
+            n += 1
+        return n // PROMPT_CHUNK * PROMPT_CHUNK
 
-        def add(tok: int, pos: int, seq: int, want: bool) -> int:
-            i = batch.n_tokens
+    def _admit(self, waiting: list[_Job], running: list[_Job], free: list[int]) -> None:
+        """Give free slots to waiting jobs in order, each starting after the most whole prompt chunks
+        some slot holds (its own, or copied from another). A job whose prompt a running job will soon
+        hold more of waits for it rather than compute the same chunks again."""
+        for job in list(waiting):
+            if not free:
+                return
+            last = (len(job.ids) - 1) // PROMPT_CHUNK * PROMPT_CHUNK  # the last prompt token is always fed
+            have = {seq: min(self._shared(self._held[seq], job.ids), last) for seq in range(self.parallel)}
+            soon = max((min(self._shared(r.ids, job.ids), last) for r in running if r.fed < len(r.ids)), default=0)
+            donor = max(have, key=lambda seq: (have[seq], seq in free))  # ties: a free slot (no copy)
+            reuse = have[donor]
+            if soon > reuse:
+                continue  # a running prompt is computing these chunks now
+            waiting.remove(job)
+            # in place where the donor is free, else the free slot holding least (the others may serve later)
+            seq = donor if reuse and donor in free else min(free, key=lambda s: len(self._held[s]))
+            free.remove(seq)
+            if reuse and donor != seq:
+                self._copy_sequence(donor, seq)
+            self._ll.llama_memory_seq_rm(self._memory, seq, reuse if reuse else -1, -1)
+            self._held[seq] = job.ids[:reuse]
+            job.seq, job.fed = seq, reuse
+            self.shared_prompt_tokens += reuse
+            running.append(job)
+
+    def _copy_sequence(self, src: int, dst: int) -> None:
+        """Sequence `dst`'s KV cache := `src`'s (llama.cpp's state of one sequence, copied exactly)."""
+        ll = self._ll
+        size = ll.llama_state_seq_get_size(self._ctx, src)
+        buf = (ctypes.c_uint8 * size)()
+        if ll.llama_state_seq_get_data(self._ctx, buf, size, src) != size:
+            raise RuntimeError("llama.cpp could not read a sequence's cache")
+        ll.llama_memory_seq_rm(self._memory, dst, -1, -1)
+        if ll.llama_state_seq_set_data(self._ctx, buf, size, dst) != size:
+            raise RuntimeError("llama.cpp could not copy a sequence's cache")
+
+    def _step(self, running: list[_Job]) -> None:
+        """The next token of every generating job in one pass, then prompt chunks, each in a pass of its
+        own, up to PROMPT_BUDGET tokens. Chunks end at fixed multiples of PROMPT_CHUNK and never share a
+        pass: llama.cpp's numbers for a position depend on which positions share its pass, so a chunk's
+        cache then depends on its tokens alone (whatever else is in flight), and prompts can share it."""
+        decoding = [job for job in running if job.fed == len(job.ids) and job.out]
+        if decoding:
+            self._decode([(job.out[-1], job.pos - 1, job.seq, True) for job in decoding])
+            for row, job in enumerate(decoding):
+                self._advance_row(job, row)
+        budget = PROMPT_BUDGET
+        for job in running:
+            while job.fed < len(job.ids) and budget > 0:
+                start, end = job.fed, min(len(job.ids), (job.fed // PROMPT_CHUNK + 1) * PROMPT_CHUNK)
+                self._decode([(job.ids[pos], pos, job.seq, pos == len(job.ids) - 1) for pos in range(start, end)])
+                job.fed, budget = end, budget - (end - start)
+                if end % PROMPT_CHUNK == 0:  # a whole chunk: other prompts may start from it
+                    self._held[job.seq] = job.ids[:end]
+                if end == len(job.ids):
+                    self._advance_row(job, end - start - 1)
+
+    def _decode(self, tokens: list[tuple[int, int, int, bool]]) -> None:
+        """One llama_decode of (token, position, sequence, wants logits) rows."""
+        batch = self._batch
+        for i, (tok, pos, seq, want) in enumerate(tokens):
             batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = tok, pos, 1, want
             batch.seq_id[i][0] = seq
-            batch.n_tokens = i + 1
-            return i
-
-        for job in running:
-            job.logit_row = -1
-            if job.fed == len(job.ids) and job.out:
-                job.logit_row = add(job.out[-1], job.pos - 1, job.seq, True)
-        for job in running:
-            # Prompt chunks end at fixed multiples of PROMPT_CHUNK, whatever else is in flight: llama.cpp's
-            # numbers for a position depend on which positions share its pass, so fixed cuts keep an
-            # answer independent of the traffic around it.
-            if job.fed < len(job.ids):
-                end = min(len(job.ids), (job.fed // PROMPT_CHUNK + 1) * PROMPT_CHUNK)
-                if end - job.fed > self.n_batch - batch.n_tokens:
-                    continue  # next step
-                for pos in range(job.fed, end):
-                    row = add(job.ids[pos], pos, job.seq, pos == len(job.ids) - 1)
-                job.fed = end
-                if job.fed == len(job.ids):
-                    job.logit_row = row
-        if batch.n_tokens == 0:
-            return
-        rc = ll.llama_decode(self._ctx, batch)
+        batch.n_tokens = len(tokens)
+        rc = self._ll.llama_decode(self._ctx, batch)
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
-        for job in running:
-            if job.logit_row >= 0:
-                logits = np.ctypeslib.as_array(ll.llama_get_logits_ith(self._ctx, job.logit_row), shape=(self.n_vocab,))
-                try:
-                    self._advance(job, logits)
-                except Exception as exc:  # one job's failure ends that job only
-                    job.error = ModelCallError(f"llama.cpp generation failed: {exc}", retryable=False)
-                    job.finish = "error"
+
+    def _advance_row(self, job: _Job, row: int) -> None:
+        """`_advance` on row `row` of the last pass's logits; a failure ends that job only."""
+        logits = np.ctypeslib.as_array(self._ll.llama_get_logits_ith(self._ctx, row), shape=(self.n_vocab,))
+        try:
+            self._advance(job, logits)
+        except Exception as exc:
+            job.error = ModelCallError(f"llama.cpp generation failed: {exc}", retryable=False)
+            job.finish = "error"
 
     def _advance(self, job: _Job, logits: np.ndarray) -> None:
         """Choose the job's next token from `logits` and decide whether it has finished."""
@@ -436,8 +484,9 @@ class LlamaCppBackend(Backend, CompletionBackend):
         )
 
     def _finish(self, job: _Job, result: Completion | BaseException) -> None:
-        if job.seq >= 0:
-            self._ll.llama_memory_seq_rm(self._memory, job.seq, -1, -1)
+        if job.seq >= 0:  # keep the whole prompt chunks for the prompts that start alike
+            held = self._held[job.seq]
+            self._ll.llama_memory_seq_rm(self._memory, job.seq, len(held) if held else -1, -1)
         if job.grammar is not None:
             self._ll.llama_sampler_free(job.grammar)
             job.grammar = None
