@@ -85,7 +85,7 @@ class Completion:
             "finish_reason": self.finish_reason,
             "logprobs": None
             if self.logprobs is None
-            else [[t.token, t.logprob, [list(p) for p in t.top]] for t in self.logprobs],
+            else [[t.token, t.logprob, list(t.top)] for t in self.logprobs],  # (token, logprob) pairs: JSON arrays
             "usage": [self.usage.prompt_tokens, self.usage.completion_tokens],
             "cost": self.cost,
         }
