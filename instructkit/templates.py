@@ -44,11 +44,13 @@ def template_source(name: str, path: str | Path | None = None) -> str:
 def render(name: str, /, path: str | Path | None = None, **variables: object) -> str:
     """Render a packaged template (or a user's template file at `path`) with strict variables."""
     if path is not None:
-        template = _user_template(str(path), Path(path).stat().st_mtime_ns)
+        template, parts = _compiled("", str(path), Path(path).stat().st_mtime_ns)
     else:
-        template = _environment().get_template(name)
+        template, parts = _compiled(name, None, 0)
     if not variables:
         return _fixed_text(template)  # a system prompt: the same text for every row
+    if parts is not None:
+        return _substitute(template, parts, variables).strip()
     return template.render(**variables).strip()
 
 
@@ -59,9 +61,50 @@ def _fixed_text(template: jinja2.Template) -> str:
 
 
 @cache
-def _user_template(path: str, mtime_ns: int) -> jinja2.Template:
-    """A user's template file, compiled once per version of the file (not once per row)."""
-    return _environment().from_string(template_source("", path))
+def _compiled(name: str, path: str | None, mtime_ns: int) -> tuple[jinja2.Template, tuple[str, ...] | None]:
+    """A packaged template, or a user's file (once per version of it: `mtime_ns`), compiled once, with
+    its `plain_parts`."""
+    env = _environment()
+    template = env.get_template(name) if path is None else env.from_string(template_source("", path))
+    return template, plain_parts(env.parse(template_source(name, path)))
+
+
+def plain_parts(tree: jinja2.nodes.Template) -> tuple[str, ...] | None:
+    """A template that only substitutes variables (`{{ name }}`: no filter, test, expression or
+    statement) as its literal texts and variable names, alternating (texts at even positions); None
+    for any other template. Jinja compiles such a template to `str(value)` of each variable between
+    the texts, so joining them gives its output byte for byte, without a render context per row."""
+    from jinja2 import nodes
+
+    parts: list[str] = [""]
+    for node in tree.body:
+        if not isinstance(node, nodes.Output):
+            return None
+        for child in node.nodes:
+            if isinstance(child, nodes.TemplateData):
+                parts[-1] += child.data
+            elif isinstance(child, nodes.Name) and child.ctx == "load":
+                parts += [child.name, ""]
+            else:
+                return None
+    return tuple(parts)
+
+
+def _substitute(template: jinja2.Template, parts: tuple[str, ...], variables: dict[str, object]) -> str:
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            out.append(part)
+            continue
+        value = variables.get(part, _MISSING)
+        if value is _MISSING:
+            value = template.globals.get(part, _MISSING)
+        # A missing variable is Jinja's own StrictUndefined, which raises its own error on str().
+        out.append(str(template.environment.undefined(name=part) if value is _MISSING else value))
+    return "".join(out)
+
+
+_MISSING = object()
 
 
 def template_hash(name: str, path: str | Path | None = None) -> str:
