@@ -12,7 +12,7 @@ import pytest
 llama_cpp = pytest.importorskip("llama_cpp")  # in CI a skip for a missing dependency fails the run
 
 from instructkit.models import LLM, GenParams  # noqa: E402
-from instructkit.models.llamacpp import PROMPT_CHUNK  # noqa: E402
+from instructkit.models.llamacpp import PROMPT_CHUNK, ThreadChoice  # noqa: E402
 from instructkit.models.llm import is_placeholder  # noqa: E402
 from instructkit.models.local_files import generation_gguf, gguf_file_type, smollm2_gguf  # noqa: E402
 
@@ -60,6 +60,24 @@ def test_q4_1_generates_from_a_q8_0_copy_made_once():
     stamp = copy.stat().st_mtime_ns
     assert generation_gguf(source) == copy and copy.stat().st_mtime_ns == stamp  # made once
     assert generation_gguf(copy) == copy  # a Q8_0 file is used as it is
+
+
+def test_thread_choice_follows_what_it_measures():
+    """Seconds per token as a loaded machine gives them (2 threads 7x slower), then a quiet one."""
+    choice = ThreadChoice((1, 2), explore=4)
+    cost = {1: 0.010, 2: 0.070}
+    picks = []
+    for _ in range(200):
+        threads = choice.pick("prompt")
+        picks.append(threads)
+        choice.record("prompt", threads, cost[threads])
+    assert picks[:2] == [1, 2] and picks[2:].count(2) <= 6  # tried again ever more rarely while it loses
+    cost = {1: 0.010, 2: 0.005}  # the other work ends
+    for _ in range(300):
+        threads = choice.pick("prompt")
+        choice.record("prompt", threads, cost[threads])
+    assert [choice.pick("prompt") for _ in range(3)] == [2, 2, 2]
+    assert ThreadChoice((1,)).pick("decode") == 1
 
 
 def reference_logprobs(reference, prompt_ids: list[int], answer_ids: list[int]) -> np.ndarray:

@@ -21,6 +21,7 @@ import json
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,16 +51,53 @@ def load_llamacpp_backend(
 
 
 def default_threads() -> tuple[int, int]:
-    """(threads for one-token decodes, threads for larger passes), llama-cpp-python's defaults: half the
-    cores this process may use for decoding, all of them for prompts and batched decodes. A one-token
-    decode is short, and llama.cpp's threads meet at a barrier after every operation, so one thread
-    descheduled stalls the others (on 2 busy cores 2 threads decoded 3 tok/s where 1 decoded 38); a
-    pass over many tokens is long enough for every core to pay (prompts 1.9x faster on 2 quiet cores)."""
+    """(threads for one-token decodes, the most threads for passes of 2+ tokens): half the cores this
+    process may use, and all of them (llama-cpp-python's defaults). A one-token decode is too short for
+    more threads to pay: llama.cpp's threads meet at a barrier after every operation, so one thread
+    descheduled stalls the others (on 2 busy cores 2 threads decoded 3 tok/s where 1 decoded 38).
+    Longer passes choose between the two by measurement (`ThreadChoice`)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
     return max(1, min(8, cores // 2)), max(1, min(16, cores))
+
+
+@dataclass
+class ThreadChoice:
+    """Threads for passes of 2+ tokens, chosen by what they measure. More threads read prompts 1.9x
+    faster on 2 quiet cores and 7x slower on 2 cores busy with other work (72 vs 10 tok/s: the threads
+    wait for each other after every operation). Each kind of pass keeps a moving average of seconds per
+    token per candidate; the faster one serves, and the other is tried again after `explore` passes,
+    an interval that doubles each time it loses (a try under load costs a slow pass), so a change of
+    load is noticed. Results do not depend on the thread count (tested), only the speed."""
+
+    candidates: tuple[int, ...]
+    explore: int = 16
+    seconds: dict[tuple[str, int], float] = field(default_factory=dict)
+    interval: dict[str, int] = field(default_factory=dict)
+    since: dict[str, int] = field(default_factory=dict)
+    trying: dict[str, int] = field(default_factory=dict)
+
+    def pick(self, kind: str) -> int:
+        untried = [c for c in self.candidates if (kind, c) not in self.seconds]
+        if untried:
+            return untried[0]
+        best = min(self.candidates, key=lambda c: self.seconds[(kind, c)])
+        self.since[kind] = self.since.get(kind, 0) + 1
+        if self.since[kind] >= self.interval.get(kind, self.explore):
+            self.since[kind] = 0
+            self.trying[kind] = next(c for c in self.candidates if c != best)
+            return self.trying[kind]
+        return best
+
+    def record(self, kind: str, threads: int, per_token: float) -> None:
+        old = self.seconds.get((kind, threads))
+        rival = min(self.seconds.get((kind, c), float("inf")) for c in self.candidates if c != threads)
+        tried = self.trying.pop(kind, None) == threads  # its average is old news: the try replaces it
+        self.seconds[(kind, threads)] = per_token if old is None or tried else 0.7 * old + 0.3 * per_token
+        if tried:  # while it loses, wait longer before the next try
+            self.interval[kind] = min(256, 2 * self.interval.get(kind, self.explore)) if per_token > rival else self.explore
 
 
 @dataclass
@@ -121,6 +159,8 @@ class LlamaCppBackend(Backend, CompletionBackend):
         cp.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_DISABLED  # FA on CPU rounds through f16 (FLASH_ATTN note)
         cp.n_batch = cp.n_ubatch = 512
         cp.n_threads, cp.n_threads_batch = self.threads  # llama.cpp takes the second for passes of 2+ tokens
+        self._choice = ThreadChoice(tuple(sorted({self.threads[0], self.threads[1]})))
+        self._batch_threads = self.threads[1]
         self._ctx = ll.llama_init_from_model(self._model, cp)
         if not self._ctx:
             ll.llama_model_free(self._model)
@@ -333,30 +373,41 @@ class LlamaCppBackend(Backend, CompletionBackend):
         cache then depends on its tokens alone (whatever else is in flight), and prompts can share it."""
         decoding = [job for job in running if job.fed == len(job.ids) and job.out]
         if decoding:
-            self._decode([(job.out[-1], job.pos - 1, job.seq, True) for job in decoding])
+            self._decode([(job.out[-1], job.pos - 1, job.seq, True) for job in decoding], "decode")
             for row, job in enumerate(decoding):
                 self._advance_row(job, row)
         budget = PROMPT_BUDGET
         for job in running:
             while job.fed < len(job.ids) and budget > 0:
                 start, end = job.fed, min(len(job.ids), (job.fed // PROMPT_CHUNK + 1) * PROMPT_CHUNK)
-                self._decode([(job.ids[pos], pos, job.seq, pos == len(job.ids) - 1) for pos in range(start, end)])
+                rows = [(job.ids[pos], pos, job.seq, pos == len(job.ids) - 1) for pos in range(start, end)]
+                self._decode(rows, "prompt")
                 job.fed, budget = end, budget - (end - start)
                 if end % PROMPT_CHUNK == 0:  # a whole chunk: other prompts may start from it
                     self._held[job.seq] = job.ids[:end]
                 if end == len(job.ids):
                     self._advance_row(job, end - start - 1)
 
-    def _decode(self, tokens: list[tuple[int, int, int, bool]]) -> None:
-        """One llama_decode of (token, position, sequence, wants logits) rows."""
-        batch = self._batch
+    def _decode(self, tokens: list[tuple[int, int, int, bool]], kind: str) -> None:
+        """One llama_decode of (token, position, sequence, wants logits) rows; a pass of 2+ tokens runs
+        on the thread count `ThreadChoice` picks for its kind, and its time is recorded."""
+        batch, ll = self._batch, self._ll
         for i, (tok, pos, seq, want) in enumerate(tokens):
             batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = tok, pos, 1, want
             batch.seq_id[i][0] = seq
         batch.n_tokens = len(tokens)
-        rc = self._ll.llama_decode(self._ctx, batch)
+        timed = len(tokens) > 1 and len(self._choice.candidates) > 1
+        if timed:
+            threads = self._choice.pick(kind)
+            if threads != self._batch_threads:
+                ll.llama_set_n_threads(self._ctx, self.threads[0], threads)
+                self._batch_threads = threads
+            start = time.perf_counter()
+        rc = ll.llama_decode(self._ctx, batch)
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
+        if timed:
+            self._choice.record(kind, threads, (time.perf_counter() - start) / len(tokens))
 
     def _advance_row(self, job: _Job, row: int) -> None:
         """`_advance` on row `row` of the last pass's logits; a failure ends that job only."""
