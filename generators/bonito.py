@@ -70,6 +70,7 @@ FULL_TO_CODE = {v: k for k, v in TASK_TYPES.items()}
 PIPE = "<|pipe|>"
 TEMPLATES = ("bonito_instruct.jinja", "bonito_task_input.jinja")
 
+OPTION_LETTERS = "ABCDEFGH"  # a multiple-choice task shows at most this many options, lettered
 
 @dataclass
 class BonitoOptions:
@@ -232,6 +233,8 @@ def validate_fields(code: str, fields: Any, passage: str) -> tuple[dict[str, Any
             opts = [str(o).strip() for o in value if str(o).strip()]
             if len(opts) < 2 or len({o.lower() for o in opts}) != len(opts):
                 return None, "options_too_few_or_repeated"
+            if len(opts) > len(OPTION_LETTERS):
+                return None, "options_too_many"
             clean[name] = opts
         else:
             if isinstance(value, bool):

@@ -461,3 +461,13 @@ def test_chunker_keeps_paragraphs_and_budget() -> None:
     passages = passages_from(load_documents(ROOT / "examples" / "documents"), max_tokens=80)
     assert passages and all(p.n_tokens <= 80 for p in passages)
     assert [p.passage_index for p in passages if p.doc_id == passages[0].doc_id][:2] == [0, 1]
+
+
+def test_bonito_refuses_more_options_than_letters() -> None:
+    """Nine options cannot be lettered A-H: the row is invalid, never an error that ends the run."""
+    options = [f"Option {i}" for i in range(len(bo.OPTION_LETTERS) + 1)]
+    reply = json.dumps({"question": "Which one?", "options": options, "answer": options[0]})
+    assert bo.parse_instruct("mcqa", reply, PASSAGE) == (None, "options_too_many")
+    fine = json.dumps({"question": "Which one?", "options": options[:8], "answer": options[7]})
+    row, status = bo.parse_instruct("mcqa", fine, PASSAGE)
+    assert status == "ok" and "H. Option 7" in row["instruction"]
