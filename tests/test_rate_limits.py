@@ -170,3 +170,29 @@ def test_a_token_budget_waits_for_its_reset() -> None:
     went_first, went_second = asyncio.run(go())
     assert went_first < 0.25 and went_second >= 0.3 - 0.01  # the reset was measured from the reply
     assert gate.waited_s >= 0.29
+
+
+def test_the_first_reply_probe_is_not_counted_as_limit_waiting() -> None:
+    """200 requests queue behind the first one until it answers (no headers: nothing to obey after):
+    that is the probe, by design. Only waits a provider's limit causes count, once in wall time."""
+    gate = ProviderLimits(probe_s=2.0)
+
+    async def go() -> float:
+        first = await gate.acquire({"requests": 1})
+
+        async def answer() -> None:
+            await asyncio.sleep(0.2)
+            gate.settle(first)
+
+        done = asyncio.ensure_future(answer())
+        start = time.monotonic()
+        tickets = await asyncio.gather(*[gate.acquire({"requests": 1}) for _ in range(200)])
+        waited = time.monotonic() - start
+        await done
+        for ticket in tickets:
+            gate.settle(ticket)
+        return waited
+
+    waited = asyncio.run(go())
+    assert waited >= 0.15  # they did wait for the first reply
+    assert gate.waited_s == 0.0  # ...which is no provider limit (it was 200 x 0.2 s = 40 s before)

@@ -211,7 +211,7 @@ class ProviderLimits:
     clean: int = 0
     in_flight: dict[str, float] = field(default_factory=dict)
     throttled: int = 0  # 429 replies seen
-    waited_s: float = 0.0  # time requests spent waiting at this gate
+    waited_s: float = 0.0  # wall time the gate held requests back for a provider limit (not the first probe)
 
     def __post_init__(self) -> None:
         self._locks: dict[int, asyncio.Lock] = {}
@@ -226,13 +226,17 @@ class ProviderLimits:
     async def acquire(self, amounts: dict[str, float]) -> Ticket:
         """Wait until the provider's limits allow a request costing `amounts`; mark it in flight."""
         now = time.monotonic()
+        held = 0.0  # seconds this request held everyone back for a limit (one waiter sleeps at a time)
         if not (self.informed and not self.dims and now >= self.blocked_until):  # else: nothing to obey
             async with self._lock():  # one waiter polls; the others queue behind it in order
                 while (wait := self._wait_for(amounts, time.monotonic())) > 0:
-                    await asyncio.sleep(min(wait, 0.05))
+                    limited = self.informed  # until the first reply it is the probe, by design, not a limit
+                    pause = min(wait, 0.05)
+                    await asyncio.sleep(pause)
+                    held += pause if limited else 0.0
         ticket = self._take(amounts)
-        ticket.waited_s = ticket.sent - now
-        self.waited_s += ticket.waited_s
+        ticket.waited_s = held
+        self.waited_s += held
         ticket.token = _current.set(ticket)
         return ticket
 

@@ -119,7 +119,7 @@ class CallStats:
     truncated: int = 0  # replies cut at max_tokens (finish_reason "length") that methods received
     length_retries: int = 0  # cut replies asked again with a larger max_tokens (retry_length)
     throttled: int = 0  # 429 replies
-    limit_wait_s: float = 0.0  # time spent waiting for the provider's rate limits
+    limit_wait_s: float = 0.0  # wall time the provider's rate limits held requests back (not the first-reply probe)
     estimated_calibrated: int = 0  # estimated calls whose reply size came from earlier real calls
 
     def as_dict(self) -> dict[str, Any]:
