@@ -62,6 +62,12 @@ def test_q4_1_generates_from_a_q8_0_copy_made_once():
     assert generation_gguf(copy) == copy  # a Q8_0 file is used as it is
 
 
+def test_answers_do_not_depend_on_the_thread_count(llm):
+    one = llm.chat(LONG, max_tokens=8, logprobs=True)
+    two = LLM("local", cache=False, threads=2).chat(LONG, max_tokens=8, logprobs=True)
+    assert two.text == one.text and [t.logprob for t in two.logprobs] == [t.logprob for t in one.logprobs]
+
+
 def test_thread_choice_follows_what_it_measures():
     """Seconds per token as a loaded machine gives them (2 threads 7x slower), then a quiet one."""
     choice = ThreadChoice((1, 2), explore=4)

@@ -51,11 +51,8 @@ def load_llamacpp_backend(
 
 
 def default_threads() -> tuple[int, int]:
-    """(threads for one-token decodes, the most threads for passes of 2+ tokens): half the cores this
-    process may use, and all of them (llama-cpp-python's defaults). A one-token decode is too short for
-    more threads to pay: llama.cpp's threads meet at a barrier after every operation, so one thread
-    descheduled stalls the others (on 2 busy cores 2 threads decoded 3 tok/s where 1 decoded 38).
-    Longer passes choose between the two by measurement (`ThreadChoice`)."""
+    """The thread counts `ThreadChoice` picks from: half the cores this process may use, and all of
+    them (llama-cpp-python's defaults for decoding and for prompts)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -65,12 +62,13 @@ def default_threads() -> tuple[int, int]:
 
 @dataclass
 class ThreadChoice:
-    """Threads for passes of 2+ tokens, chosen by what they measure. More threads read prompts 1.9x
-    faster on 2 quiet cores and 7x slower on 2 cores busy with other work (72 vs 10 tok/s: the threads
-    wait for each other after every operation). Each kind of pass keeps a moving average of seconds per
-    token per candidate; the faster one serves, and the other is tried again after `explore` passes,
-    an interval that doubles each time it loses (a try under load costs a slow pass), so a change of
-    load is noticed. Results do not depend on the thread count (tested), only the speed."""
+    """Threads for each pass, chosen by what they measure. llama.cpp's threads meet at a barrier after
+    every operation: on 2 quiet cores 2 threads read prompts 1.8x and decode 6 sequences 1.7x faster than
+    one; on 2 cores busy with other work they are 7x slower (prompts 72 vs 10 tok/s; one sequence 38 vs
+    3), as one descheduled thread stalls the other. Each kind and size of pass keeps a moving average of
+    seconds per token per candidate; the faster one serves, and the other is tried again after `explore`
+    passes, an interval that doubles each time it loses (a try under load costs one slow pass), so a
+    change of load is noticed. Results do not depend on the thread count (tested), only the speed."""
 
     candidates: tuple[int, ...]
     explore: int = 16
@@ -158,9 +156,9 @@ class LlamaCppBackend(Backend, CompletionBackend):
         cp.kv_unified = False  # one KV stream per sequence: attention never spans other sequences
         cp.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_DISABLED  # FA on CPU rounds through f16 (FLASH_ATTN note)
         cp.n_batch = cp.n_ubatch = 512
-        cp.n_threads, cp.n_threads_batch = self.threads  # llama.cpp takes the second for passes of 2+ tokens
-        self._choice = ThreadChoice(tuple(sorted({self.threads[0], self.threads[1]})))
-        self._batch_threads = self.threads[1]
+        cp.n_threads, cp.n_threads_batch = self.threads[0], self.threads[0]  # then as ThreadChoice measures
+        self._choice = ThreadChoice(tuple(sorted(set(self.threads))))
+        self._pass_threads = self.threads[0]
         self._ctx = ll.llama_init_from_model(self._model, cp)
         if not self._ctx:
             ll.llama_model_free(self._model)
@@ -389,25 +387,26 @@ class LlamaCppBackend(Backend, CompletionBackend):
                     self._advance_row(job, end - start - 1)
 
     def _decode(self, tokens: list[tuple[int, int, int, bool]], kind: str) -> None:
-        """One llama_decode of (token, position, sequence, wants logits) rows; a pass of 2+ tokens runs
-        on the thread count `ThreadChoice` picks for its kind, and its time is recorded."""
+        """One llama_decode of (token, position, sequence, wants logits) rows, on the thread count
+        `ThreadChoice` picks for passes of its kind and size; its time is recorded."""
         batch, ll = self._batch, self._ll
         for i, (tok, pos, seq, want) in enumerate(tokens):
             batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = tok, pos, 1, want
             batch.seq_id[i][0] = seq
         batch.n_tokens = len(tokens)
-        timed = len(tokens) > 1 and len(self._choice.candidates) > 1
+        timed = len(self._choice.candidates) > 1
         if timed:
-            threads = self._choice.pick(kind)
-            if threads != self._batch_threads:
-                ll.llama_set_n_threads(self._ctx, self.threads[0], threads)
-                self._batch_threads = threads
+            size = f"{kind}:{len(tokens) if kind == 'decode' else (len(tokens) + 15) // 16}"
+            threads = self._choice.pick(size)
+            if threads != self._pass_threads:
+                ll.llama_set_n_threads(self._ctx, threads, threads)
+                self._pass_threads = threads
             start = time.perf_counter()
         rc = ll.llama_decode(self._ctx, batch)
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
         if timed:
-            self._choice.record(kind, threads, (time.perf_counter() - start) / len(tokens))
+            self._choice.record(size, threads, (time.perf_counter() - start) / len(tokens))
 
     def _advance_row(self, job: _Job, row: int) -> None:
         """`_advance` on row `row` of the last pass's logits; a failure ends that job only."""
