@@ -15,7 +15,7 @@ import json
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,25 +172,42 @@ def row_key(stage: str, payload: Any) -> str:
     return request_key({"stage": stage, "payload": payload})
 
 
+class RowKeys(Sequence[str]):
+    """`row_key(stage, {"base": base, "item": item})` of each item, the same strings, each computed when
+    first asked for (a fresh stage sends its first requests without hashing every row first), with the
+    part shared by every row (the stage's options and model) serialised and hashed once: canonical JSON
+    is built key by key in sorted order, so the text is prefix + item + suffix."""
+
+    def __init__(self, stage: str, base: Any, items: list[Any]):
+        self._prefix = hashlib.sha256(('{"payload":{"base":' + canonical_json(base) + ',"item":').encode("utf-8"))
+        self._suffix = '},"stage":' + canonical_json(stage) + "}"
+        self._items = items
+        self._keys: list[str | None] = [None] * len(items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        key = self._keys[i]
+        if key is None:
+            h = self._prefix.copy()
+            h.update((canonical_json(self._items[i]) + self._suffix).encode("utf-8"))
+            key = self._keys[i] = h.hexdigest()
+        return key
+
+
 def row_keys(stage: str, base: Any, items: list[Any]) -> list[str]:
-    """`row_key(stage, {"base": base, "item": item})` for every item, the same strings, with the part
-    shared by every row (the stage's options and model) serialised and hashed once, not once per row:
-    canonical JSON is built key by key in sorted order, so the text is prefix + item + suffix."""
-    prefix = hashlib.sha256(('{"payload":{"base":' + canonical_json(base) + ',"item":').encode("utf-8"))
-    suffix = '},"stage":' + canonical_json(stage) + "}"
-    keys = []
-    for item in items:
-        h = prefix.copy()
-        h.update((canonical_json(item) + suffix).encode("utf-8"))
-        keys.append(h.hexdigest())
-    return keys
+    """Every item's row key at once (`RowKeys` computes them as asked)."""
+    return list(RowKeys(stage, base, items))
 
 
 async def amap_rows(
     items: list[Any],
     fn: Callable[[Any], Awaitable[Any]],
     *,
-    keys: list[str],
+    keys: Sequence[str],
     journal_path: Path | None = None,
     read_only: bool = False,
     concurrency: int = 64,
@@ -204,12 +221,14 @@ async def amap_rows(
     journal = Journal(journal_path, read_only)
     results: list[RowResult | None] = [None] * len(items)
     todo = []
-    for i, key in enumerate(keys):
-        entry = journal.done(key)
+    for i in range(len(items)) if journal.entries else ():  # none done yet: keys come as rows start
+        entry = journal.done(keys[i])
         if entry is not None:
-            results[i] = RowResult(key, True, entry.get("value"), reused=True)
+            results[i] = RowResult(keys[i], True, entry.get("value"), reused=True)
         else:
             todo.append(i)
+    if not journal.entries:
+        todo = list(range(len(items)))
     stats.rows += len(items)
     stats.reused += len(items) - len(todo)
     bar = Progress(label, len(items), llm, enabled=progress)
@@ -297,7 +316,7 @@ class RunContext:
     async def amap(self, items: list[Any], fn: Callable[[Any], Awaitable[Any]], stage: str) -> list[RowResult]:
         """Run `fn` over items as one resumable stage (journal under work_dir/<method>.<stage>.journal.jsonl)."""
         base = self.stage_key(stage)
-        keys = row_keys(stage, base, items)
+        keys = RowKeys(stage, base, items)
         journal = None
         dry_run = self.llm is not None and self.llm.dry_run
         if self.work_dir is not None:  # a dry run reads it (rows done cost nothing) and never writes
