@@ -22,6 +22,8 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -118,33 +120,52 @@ def ideal_tok_s() -> tuple[float, float]:
     return bandwidth / smollm2_gguf().stat().st_size, bandwidth / 1e9
 
 
+PATHS = ("today", "reference-transformers", "ours", "reference-llama-cpp-python")
+
+
+def run_path(path: str, prompts: list[str], max_tokens: int, threads: int) -> list[tuple[str, str, tuple]]:
+    """One path's rows, measured in this process (each path gets a fresh interpreter: torch and
+    llama.cpp share one OpenMP runtime, and torch having run makes llama.cpp's 2-thread passes slower)."""
+    options = {"threads": threads} if threads else {}  # else each engine's own default
+    if path == "today":
+        done = bench_llm("local", prompts, max_tokens, engine="transformers", **options)  # as before
+        return [("today: transformers (LLM local)", k, v) for k, v in done.items()]
+    if path == "reference-transformers":
+        return [("reference: transformers generate", "one at a time", bench_bare_transformers(prompts, max_tokens))]
+    if path == "ours":
+        return [("ours: llama.cpp (LLM local)", k, v) for k, v in bench_llm("local", prompts, max_tokens, **options).items()]
+    return [("reference: llama-cpp-python", "one at a time", bench_bare_llamacpp(prompts, max_tokens, threads))]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=6, help="prompts (from examples/records.jsonl)")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=0, help="llama.cpp and torch threads (default: each one's own)")
+    ap.add_argument("--path", choices=PATHS, help=argparse.SUPPRESS)  # one path, in a fresh interpreter
     args = ap.parse_args()
     import torch
 
-    from instructkit.models.llamacpp import default_threads
-
     if args.threads:
         torch.set_num_threads(args.threads)
-    threads = {"threads": args.threads} if args.threads else {}  # else each engine's own default
     prompts = load_prompts(args.n)
+    if args.path:
+        print(json.dumps(run_path(args.path, prompts, args.max_tokens, args.threads)))
+        return
+    from instructkit.models.llamacpp import default_threads
+
     decode, prompt = (args.threads, args.threads) if args.threads else default_threads()
     print(f"{len(prompts)} prompts, {args.max_tokens} new tokens, greedy, torch threads {torch.get_num_threads()}, "
-          f"llama.cpp threads {decode} decode / {prompt} prompt and batch, {os.cpu_count()} cores",
-          flush=True)  # fmt: skip
-    rows: list[tuple[str, str, tuple | None]] = []
-    today = bench_llm("local", prompts, args.max_tokens, engine="transformers", **threads)  # as before
-    rows += [("today: transformers (LLM local)", k, v) for k, v in today.items()]
-    rows.append(("reference: transformers generate", "one at a time", bench_bare_transformers(prompts, args.max_tokens)))
-    ours = bench_llm("local", prompts, args.max_tokens, **threads)
-    rows += [("ours: llama.cpp (LLM local)", k, v) for k, v in ours.items()]
-    rows.append(("reference: llama-cpp-python", "one at a time", bench_bare_llamacpp(prompts, args.max_tokens, args.threads)))
+          f"llama.cpp threads chosen per pass from {sorted({decode, prompt})}, {os.cpu_count()} cores, "
+          "each path in its own interpreter", flush=True)  # fmt: skip
+    rows: list[tuple[str, str, tuple]] = []
+    for path in PATHS:
+        cmd = [sys.executable, __file__, "--path", path, "--n", str(args.n), "--max-tokens", str(args.max_tokens),
+               "--threads", str(args.threads)]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        rows += [(name, mode, tuple(v)) for name, mode, v in json.loads(out)]
     ideal, gbs = ideal_tok_s()
-    base = today["one at a time"][0] / today["one at a time"][1]
+    base = rows[0][2][0] / rows[0][2][1]
     print(f"\n{'path':<34}{'mode':<15}{'tokens':>7}{'tok/s':>9}{'tok/cpu-s':>11}{'vs today':>10}"
           f"{'vs recorded':>13}")  # fmt: skip
     for name, mode, (tokens, wall, cpu) in rows:
