@@ -199,12 +199,13 @@ def test_json_schema_is_a_grammar_every_sample_validates(llm):
               "required": ["score", "verdict"], "additionalProperties": False}  # fmt: skip
 
     async def many():
-        return await llm.asample("Rate this answer: 'Paris is in France.' Reply in JSON.", n=32,
-                                 temperature=1.0, seed=0, max_tokens=24, json_schema=schema)  # fmt: skip
+        return await llm.asample("Rate this answer: 'Paris is in France.' Reply in JSON.", n=100,
+                                 temperature=1.0, seed=0, max_tokens=64, json_schema=schema)  # fmt: skip
 
     from instructkit.aio import run_sync
 
     comps = run_sync(many())
+    assert len(comps) == 100 and all(c.finish_reason == "stop" for c in comps)  # the grammar closed every one
     for comp in comps:
         jsonschema.validate(comp.json(), schema)
     assert len({c.text for c in comps}) > 1
