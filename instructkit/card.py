@@ -143,10 +143,12 @@ def agreement_figures(records_in: list[dict], result: list[dict]) -> list[dict[s
             n = int(mask.sum())
             if n < 3:
                 continue
-            from scipy.stats import kendalltau, spearmanr
+            rho = tau = float("nan")  # undefined where either column is constant (scipy would warn)
+            if np.ptp(x[mask]) > 0 and np.ptp(y[mask]) > 0:
+                from scipy.stats import kendalltau, spearmanr
 
-            rho = spearmanr(x[mask], y[mask]).statistic
-            tau = kendalltau(x[mask], y[mask]).statistic
+                rho = spearmanr(x[mask], y[mask]).statistic
+                tau = kendalltau(x[mask], y[mask]).statistic
             out.append({"a": a, "b": b, "rows": n, "spearman": _num(rho), "kendall": _num(tau)})
     return out
 

@@ -95,7 +95,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
     from scipy.stats import spearmanr
 
     mask = np.isfinite(a) & np.isfinite(b)
-    if mask.sum() < 3:
+    if mask.sum() < 3 or np.ptp(a[mask]) == 0 or np.ptp(b[mask]) == 0:  # undefined (scipy would warn)
         return float("nan"), int(mask.sum())
     rho = spearmanr(a[mask], b[mask]).statistic
     return float(rho), int(mask.sum())
