@@ -321,11 +321,12 @@ class LlamaCppBackend(Backend, CompletionBackend):
     # ----- shared prompt chunks ----------------------------------------------------------------------
     @staticmethod
     def _shared(held: list[int], ids: list[int]) -> int:
-        """Leading tokens of `ids` in whole chunks that `held` starts with too."""
-        n, limit = 0, min(len(held), len(ids))
-        while n < limit and held[n] == ids[n]:
-            n += 1
-        return n // PROMPT_CHUNK * PROMPT_CHUNK
+        """Leading tokens of `ids` in whole chunks that `held` starts with too (compared a chunk at a
+        time: this runs for every waiting prompt at every step a slot is free)."""
+        n, limit = 0, min(len(held), len(ids)) // PROMPT_CHUNK * PROMPT_CHUNK
+        while n < limit and held[n : n + PROMPT_CHUNK] == ids[n : n + PROMPT_CHUNK]:
+            n += PROMPT_CHUNK
+        return n
 
     def _admit(self, waiting: list[_Job], running: list[_Job], free: list[int]) -> None:
         """Give free slots to waiting jobs in order, each starting after the most whole prompt chunks
