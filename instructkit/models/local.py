@@ -88,7 +88,8 @@ ENGINES = ("auto", "llama.cpp", "transformers")
 
 def generation_engine(spec: str, engine: str = "auto") -> str:
     """What generates for a local spec: llama.cpp for a GGUF source (`local`, `hf:FILE.gguf`) when
-    llama-cpp-python is installed, transformers for a folder or when asked (`engine=transformers`)."""
+    llama-cpp-python is installed and its probe passed on this machine (models/engine_probe.py),
+    transformers for a folder, when asked (`engine=transformers`), or when the probe failed."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if engine == "transformers":
@@ -101,6 +102,14 @@ def generation_engine(spec: str, engine: str = "auto") -> str:
     if importlib.util.find_spec("llama_cpp") is None:
         if engine == "llama.cpp":
             raise ValueError("engine=llama.cpp needs llama-cpp-python (bash scripts/setup.sh installs it)")
+        return "transformers"
+    from .engine_probe import FIX, llamacpp_verdict, warn_fallback
+
+    verdict = llamacpp_verdict(source)  # a child process tries the build first: it cannot take us down
+    if not verdict.ok:
+        if engine == "llama.cpp":
+            raise ValueError(f"engine=llama.cpp cannot run on this machine ({verdict.reason}). Fix: {FIX}")
+        warn_fallback(verdict)
         return "transformers"
     return "llama.cpp"
 
