@@ -142,6 +142,14 @@ def fastchat_prompts(path: str | None = None) -> dict[str, dict[str, str]]:
     return {name: entries[name] for name in FASTCHAT_DIGESTS}
 
 
+def official_digests(fmt: str, fastchat_path: str | None = None) -> dict[str, str]:
+    """sha256 of the official strings a run used (`prometheus` or `mtbench`), for the run's manifest."""
+    if fmt == "prometheus":
+        return {name: _sha(text) for name, text in prometheus_strings().items()}
+    return {f"{name}.{key}": _sha(entry[key]) for name, entry in fastchat_prompts(fastchat_path).items()
+            for key in ("system_prompt", "prompt_template")}  # fmt: skip
+
+
 def fastchat_pair_prompt(
     question: str, answer_a: str, answer_b: str, reference: str | None, path: str | None = None
 ) -> tuple[str, str]:

@@ -43,6 +43,7 @@ from .formats import (
     fastchat_pair_prompt,
     fastchat_prompts,
     mtbench_prompt,
+    official_digests,
     prometheus_relative_prompt,
     prometheus_strings,
     prometheus_system,
@@ -246,6 +247,8 @@ def pairwise(records: list[dict], ctx: RunContext) -> list[dict]:
     judged = [r[f"{PREFIX}_consistent"] for r in out if r.get(f"{PREFIX}_consistent") is not None]
     consistency = sum(judged) / len(judged) if judged else None
     extra = {"position_consistency": consistency, "inconsistent_as": opts.inconsistent, "score": mode,
-             "constrained": constrained, "score_source": source_counts(out, PREFIX)}  # fmt: skip
+             "constrained": constrained, "score_source": source_counts(out, PREFIX), "parse": opts.parse}  # fmt: skip
+    if official_prompts or opts.format == "prometheus":  # which official text was sent, by its digests
+        extra["official_text_sha256"] = official_digests(opts.format, opts.fastchat_prompts)
     report(out, PREFIX, ctx, extra)
     return out

@@ -37,7 +37,7 @@ from instructkit.runner import RunContext
 from instructkit.templates import render
 
 from .common import chat_messages, finish, llm_of, score_schema, triplet, use_constraint, with_json_reply
-from .formats import prometheus_prompt, prometheus_strings, prometheus_system
+from .formats import official_digests, prometheus_prompt, prometheus_strings, prometheus_system
 from .parsing import (
     OK,
     check_score_mode,
@@ -258,6 +258,9 @@ def rubric(records: list[dict], ctx: RunContext) -> list[dict]:
         "n_samples": opts.n_samples,
         "score": mode,
         "constrained": constrained,
+        "parse": opts.parse,
     }
+    if opts.format == "prometheus":  # which official text was sent, by its digests
+        extra["official_text_sha256"] = official_digests("prometheus")
     report(out, PREFIX, ctx, {**extra, "score_source": source_counts(out, PREFIX)})
     return out

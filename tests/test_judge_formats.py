@@ -102,11 +102,16 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> LLM:
     return LLM("local", cache=ResponseCache(tmp_path_factory.mktemp("formats_cache")))
 
 
+SUMMARIES: dict[str, dict] = {}  # each method's last run summary
+
+
 def _run(kind_name: str, records: list[dict], llm: LLM, **options) -> tuple[list[dict], object]:
     info = get("judge", kind_name)
     opts = info.make_options(options)
     ctx = RunContext(llm=llm, options=opts, method=kind_name, progress=False, random_state=3)
-    return info.func(records, ctx), opts
+    rows = info.func(records, ctx)
+    SUMMARIES[kind_name] = ctx.extras["judge_summary"][kind_name]
+    return rows, opts
 
 
 def test_rubric_prometheus_format_end_to_end(local: LLM) -> None:
@@ -122,6 +127,8 @@ def test_rubric_prometheus_format_end_to_end(local: LLM) -> None:
     assert again.cached and again.text == row["rubric_raw"]
     parsed, _ = parse_prometheus_score(row["rubric_raw"], 1, 5)  # the preset reads as prometheus-eval does
     assert row["rubric_parse"] == parsed.status
+    sent = SUMMARIES["rubric"]["official_text_sha256"]  # the manifest names the official text by its digests
+    assert all(sent[name] in digests for name, digests in formats.PROMETHEUS_DIGESTS.items())
     with pytest.raises(ValueError, match="1-5"):
         _run("rubric", [rec], local, format="prometheus", hi="10")
 

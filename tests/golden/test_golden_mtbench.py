@@ -87,7 +87,10 @@ def test_official_preset_end_to_end(tmp_path: Path) -> None:
     opts = info.make_options({"preset": "official", "max_tokens": "12", "fastchat_prompts": PROMPTS_FILE})
     recs = [{"instruction": "What is 2 + 2?", "response_a": "4", "response_b": "5", "reference": "4"},
             {"instruction": "Name a color.", "response_a": "Blue", "response_b": "A dog"}]  # fmt: skip
-    out = info.func(recs, RunContext(llm=llm, options=opts, method="pairwise", progress=False))
+    ctx = RunContext(llm=llm, options=opts, method="pairwise", progress=False)
+    out = info.func(recs, ctx)
+    sent = ctx.extras["judge_summary"]["pairwise"]["official_text_sha256"]  # the manifest names the text sent
+    assert sent == {f"{n}.{k}": d for n, e in formats.FASTCHAT_DIGESTS.items() for k, d in e.items()}
     for rec, row in zip(recs, out):
         for (a, b), raw, col in (((rec["response_a"], rec["response_b"]), row["pairwise_raw"][0], "first"),
                                  ((rec["response_b"], rec["response_a"]), row["pairwise_raw"][1], None)):
