@@ -4,7 +4,8 @@ Paper: Xu et al., "Rethinking the Instruction Quality: LIFT is What You Need" (a
 variety step of its curation: embed every row, project the embeddings onto their principal components
 and keep the rows with the largest variance across the projected coordinates. No code is released;
 the number of components (16) and the kept share (half) are ours, each an option. Ties in variance
-go to the lower original index (stable); PCA is sklearn's exact SVD on centred float64 vectors.
+go to the lower original index (stable); PCA is sklearn's exact SVD on centred float64 vectors. The
+variance depends on each component's sign, which sklearn fixes (the largest loading positive).
 """
 
 from __future__ import annotations
