@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_generators_local
 from instructkit.generators import lift as lg
 from instructkit.generators import tegit as tg
 from instructkit.generators import wavecoder as wc
@@ -24,6 +25,7 @@ from instructkit.numerics import gamma
 from instructkit.runner import RunContext
 
 ROOT = Path(__file__).resolve().parents[1]
+llm = test_generators_local.llm  # the real local model, the fixture the other generator tests share
 CODES = {
     "fib.py": 'def fib(n):\n    """Return the n-th Fibonacci number."""\n    a, b = 0, 1\n    for _ in range(n):\n'
               "        a, b = b, a + b\n    return a\n",
@@ -282,22 +284,8 @@ steps:
 
 
 # ----- on the real local model --------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def llm(tmp_path_factory: pytest.TempPathFactory):
-    pytest.importorskip("transformers")
-    from instructkit.cache import ResponseCache
-    from instructkit.models import LLM
-
-    try:
-        model = LLM("local", cache=ResponseCache(tmp_path_factory.mktemp("gendis_cache")))
-        model.backend  # noqa: B018 - load now, skip cleanly when the local model is not installed
-    except (ImportError, FileNotFoundError) as exc:
-        pytest.skip(f"local model unavailable: {exc}")
-    return model
-
-
-def _ctx(llm, options, name: str, work: Path, **extras) -> RunContext:
-    return RunContext(llm=llm, options=options, method=name, work_dir=work, random_state=7, progress=False,
+def _ctx(model, options, name: str, work: Path, **extras) -> RunContext:
+    return RunContext(llm=model, options=options, method=name, work_dir=work, random_state=7, progress=False,
                       extras=extras)  # fmt: skip
 
 
