@@ -190,6 +190,16 @@ def test_tegit_drops_and_verdicts() -> None:
     assert tg.parse_verdict("accept.")[0] == "accept" and tg.parse_verdict("Looks good")[0] is None
 
 
+def test_presets_are_the_released_settings() -> None:
+    from instructkit.registry import get
+
+    t = get("generate", "tegit").make_options({"preset": "official"})
+    assert (t.mode, t.temperature, t.top_p, t.max_tokens) == ("native", 0.0, 0.95, 2048)  # inference.sh
+    w = get("generate", "wavecoder").make_options({"preset": "official", "round_size": "4"})
+    assert (w.tasks, w.n_good, w.n_bad, w.temperature, w.max_tokens) == (["generation"], 1, 1, 1.0, 512)
+    assert (w.discriminator_max_tokens, w.random_state, w.round_size) == (512, 42, 4)  # explicit options win
+
+
 # ----- LIFT -----------------------------------------------------------------------------------------
 def test_lift_variety_is_the_variance_of_the_pca_coordinates() -> None:
     rng = np.random.default_rng(0)
@@ -309,3 +319,7 @@ def test_wavecoder_and_tegit_on_the_local_model_count_every_pair_and_resume(llm,
     assert sum(counts["statuses"].values()) == 1 and counts["kept"] == len(kept)
     dropped = _jsonl(tmp_path / "t" / "tegit.dropped.jsonl") if not kept else []
     assert all(d["raw"] is not None for d in dropped)
+    # the released wrapper's format as a raw completion (SmolLM2 is not the wrapper: usually unparsed)
+    native = _ctx(llm, tg.TegitOptions(mode="native", max_tokens=16, discriminator_max_tokens=8), "tegit", tmp_path / "n")
+    tg.tegit(docs, native)
+    assert sum(native.extras["generate_summary"]["tegit"]["statuses"].values()) == 1
