@@ -100,8 +100,8 @@ def lift(records: list[dict], ctx: RunContext) -> list[dict]:
 
     expanded, log, statuses = [], [], {}
     for seed, res in zip(seeds, ctx.map(seeds, expand, stage="expand")):
-        value = res.value if res.ok and not res.estimated else {}
-        status = value.get("status") or ("pending" if res.pending or res.estimated else "call_failed")
+        value = res.value if res.ok else {}  # a dry run's placeholder expansion enters the pool: an upper bound
+        status = value.get("status") or ("pending" if res.pending else "call_failed")
         statuses[status] = statuses.get(status, 0) + 1
         log.append({"seed_index": seed["index"], "copy": seed["copy"], **value, "status": status, "error": res.error})
         if status == "ok":

@@ -363,7 +363,7 @@ def _task_title(task: str, target: str | None) -> tuple[str, str]:
     return title, definition.format(target=target or "another language")
 
 
-@method("generate", "wavecoder", options=WaveCoderOptions)
+@method("generate", "wavecoder", options=WaveCoderOptions, reads=("{code_field}",))
 def wavecoder(records: list[dict], ctx: RunContext) -> list[dict]:
     """WaveCoder: raw code -> rule filter -> k-center subset -> LLM generator + discriminator with feedback."""
     opts = ctx.options or WaveCoderOptions()

@@ -157,6 +157,15 @@ def test_wavecoder_through_the_cli_feeds_earlier_verdicts_into_later_prompts(fak
     assert counts["pools"] == {"generation": {"good": 4, "bad": 1}} and counts["coreset"] == 3
 
 
+def test_wavecoder_refuses_a_row_without_code_before_any_call(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"code": "def f():\\n    return 1\\n"}\n{"text": "no code"}\n', encoding="utf-8")
+    run = subprocess.run([sys.executable, "-m", "instructkit.cli", "generate", "wavecoder", str(bad), "--out",
+                          str(tmp_path / "o.jsonl"), "-m", "nothing@http://127.0.0.1:9/v1"], capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 2 and f"{bad}:2" in run.stderr and "field 'code'" in run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "o.jsonl").exists()
+
+
 # ----- TEGIT ----------------------------------------------------------------------------------------
 def test_tegit_native_prompt_is_the_released_wrapper_input_byte_for_byte() -> None:
     # sha256 of inference.py's `template.format(instruction_for_wrapping.format(text))` (Bahuia/Dog-Instruct
