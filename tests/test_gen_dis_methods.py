@@ -266,6 +266,26 @@ def _records(tmp_path: Path) -> Path:
     return path
 
 
+def test_tegit_and_lift_from_the_cli(fake_server, tmp_path: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        run = subprocess.run([sys.executable, "-m", "instructkit.cli", "generate", *args, "-m", f"fake-model@{fake_server}",
+                              "--quiet", "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+        assert run.returncode == 0 and "Traceback" not in run.stderr and "Unclosed" not in run.stderr, run.stderr
+        return run
+
+    cli("tegit", str(ROOT / "examples" / "documents"), "--out", str(tmp_path / "t.jsonl"), "-o", "max_passages", "2")
+    counts = json.loads((tmp_path / "t.jsonl.work" / "tegit.manifest.json").read_text())["counts"]
+    assert counts == {"passages": 2, "statuses": {"unparsed": 2}, "kept": 0}  # the fake's text has no labels
+    assert fake_server.count() == 2  # no discriminator call for an unparsed task
+    cli("lift", str(_records(tmp_path)), "--out", str(tmp_path / "l.jsonl"), "-o", "expand_seeds", "1",
+        "-o", "pca_components", "2", "-o", "constrained", "auto", "-o", "quality_k", "1")  # fmt: skip
+    (row,) = _jsonl(tmp_path / "l.jsonl")
+    assert row["lift_parse"] == "ok" and row["lift_score"] == 1.0  # the schema's first value on each aspect
+    log = _jsonl(tmp_path / "l.jsonl.work" / "lift.expanded.jsonl")
+    assert len(log) == 1 and log[0]["status"] == "ok" and log[0]["seed_index"] in range(6)
+
+
 def test_the_three_run_as_pipeline_steps(fake_server, tmp_path: Path) -> None:
     from instructkit.pipeline import Pipeline
 
