@@ -166,6 +166,19 @@ def test_wavecoder_refuses_a_row_without_code_before_any_call(tmp_path: Path) ->
     assert "Traceback" not in run.stderr and not (tmp_path / "o.jsonl").exists()
 
 
+def test_wavecoder_dry_run_walks_both_roles_and_sends_nothing(fake_server, tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "instructkit.cli", "generate", "wavecoder", str(_code_folder(tmp_path)), "--out",
+         str(tmp_path / "o.jsonl"), "-m", f"fake-model@{fake_server}", "--dry-run", "--quiet", "--cache-dir",
+         str(tmp_path / "cache"), "-o", "coreset_size", "0", "-o", "min_chars", "40",
+         "-o", "discriminator_model", f"judge-model@{fake_server}"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    # three codes pass the filter: each walked through the generator and (as if it parsed) the discriminator
+    assert "dry run: 6 calls" in run.stderr and fake_server.count() == 0
+
+
 # ----- TEGIT ----------------------------------------------------------------------------------------
 def test_tegit_native_prompt_is_the_released_wrapper_input_byte_for_byte() -> None:
     # sha256 of inference.py's `template.format(instruction_for_wrapping.format(text))` (Bahuia/Dog-Instruct
