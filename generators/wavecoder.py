@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from instructkit.judge.common import with_json_reply
+
 from instructkit.io import read_records
 from instructkit.manifest import write_method_summary
 from instructkit.models import extract_json
@@ -397,6 +399,7 @@ def wavecoder(records: list[dict], ctx: RunContext) -> list[dict]:
                                   "seed": call_seed(ctx, "wavecoder-gen", job["id"])}  # fmt: skip
         if gen_json:
             params["json_schema"] = generation_schema(opts.constrained_max_chars)
+            msgs = with_json_reply(msgs, params["json_schema"])
         comp = await llm.achat(msgs, **params)
         out: dict[str, Any] = {"gen_raw": comp.text, "gen_finish": comp.finish_reason}
         if is_placeholder(comp):  # dry run: walk the discriminator as if the reply parsed
@@ -412,11 +415,12 @@ def wavecoder(records: list[dict], ctx: RunContext) -> list[dict]:
         dparams: dict[str, Any] = {"temperature": opts.discriminator_temperature,
                                    "max_tokens": opts.discriminator_max_tokens,
                                    "seed": call_seed(ctx, "wavecoder-dis", job["id"])}  # fmt: skip
+        dmsgs = [{"role": "system", "content": opts.system}, {"role": "user", "content": ask}]
         if dis_json:
             dparams["json_schema"] = verdict_schema(len(INSTRUCTION_RULES) + len(SOLUTION_RULES[job["task"]]),
                                                     opts.constrained_max_chars)
-        dcomp = await judge.achat([{"role": "system", "content": opts.system}, {"role": "user", "content": ask}],
-                                  **dparams)  # fmt: skip
+            dmsgs = with_json_reply(dmsgs, dparams["json_schema"])
+        dcomp = await judge.achat(dmsgs, **dparams)
         verdict = parse_verdict(dcomp.text, dis_json)
         status = {"yes": "kept", "no": "rejected"}.get(verdict["overall"] or "", "verdict_unparsed")
         return {**out, "status": status, "fields": fields, "dis_raw": dcomp.text, **verdict}
