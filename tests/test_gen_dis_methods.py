@@ -179,6 +179,27 @@ def test_wavecoder_dry_run_walks_both_roles_and_sends_nothing(fake_server, tmp_p
     assert "dry run: 6 calls" in run.stderr and fake_server.count() == 0
 
 
+def test_wavecoder_a_failed_call_loses_one_pair_and_the_rerun_pays_only_for_it(fake_server, tmp_path: Path) -> None:
+    from fakes import Fault
+
+    folder, out = _code_folder(tmp_path), tmp_path / "o.jsonl"
+    args = [sys.executable, "-m", "instructkit.cli", "generate", "wavecoder", str(folder), "--out", str(out), "-m",
+            f"fake-model@{fake_server}", "--quiet", "--cache-dir", str(tmp_path / "cache"), "--max-retries", "0",
+            "-o", "constrained", "auto", "-o", "min_chars", "40", "-o", "coreset_size", "0"]  # fmt: skip
+    fake_server.configure(faults=[Fault("500", match="def gcd")])
+    first = subprocess.run(args, capture_output=True, text=True)
+    assert first.returncode == 1 and "Traceback" not in first.stderr, first.stderr[-2000:]
+    assert sorted(r["code_id"] for r in _jsonl(out)) == ["fib.py", "total.js"]
+    statuses = {v["id"]: v["status"] for v in _jsonl(tmp_path / "o.jsonl.work" / "wavecoder.verdicts.jsonl")}
+    assert statuses == {"fib.py": "kept", "gcd.py": "call_failed", "total.js": "kept"}
+    fake_server.configure(faults=[], reset=True)
+    second = subprocess.run(args, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert sorted(r["code_id"] for r in _jsonl(out)) == ["fib.py", "gcd.py", "total.js"]
+    assert fake_server.count() == 2  # only gcd's generator and discriminator are asked again
+    assert "ok 3 failed 0 reused 2" in second.stderr  # the other pairs come back from the journal
+
+
 # ----- TEGIT ----------------------------------------------------------------------------------------
 def test_tegit_native_prompt_is_the_released_wrapper_input_byte_for_byte() -> None:
     # sha256 of inference.py's `template.format(instruction_for_wrapping.format(text))` (Bahuia/Dog-Instruct
