@@ -386,3 +386,13 @@ def test_wavecoder_and_tegit_on_the_local_model_count_every_pair_and_resume(llm,
     native = _ctx(llm, tg.TegitOptions(mode="native", max_tokens=16, discriminator_max_tokens=8), "tegit", tmp_path / "n")
     tg.tegit(docs, native)
     assert sum(native.extras["generate_summary"]["tegit"]["statuses"].values()) == 1
+
+
+def test_lift_scores_on_the_local_model_parse_or_say_why(llm, tmp_path: Path) -> None:
+    rows = [{"instruction": "What is 2 + 2?", "input": "", "output": "4"},
+            {"instruction": "Name a red fruit.", "input": "", "output": "An apple."}]  # fmt: skip
+    ctx = _ctx(llm, lj.LiftScoreOptions(max_tokens=40, constrained="auto"), "lift", tmp_path)
+    out = lj.lift(rows, ctx)
+    for r in out:  # the grammar holds every aspect to 1..10: all five parse, the score is their mean
+        assert r["lift_parse"] == "ok" and r["lift_score"] == sum(r["lift_scores"].values()) / 5, r["lift_raw"]
+    assert ctx.extras["judge_summary"]["lift"]["parse"] == {"ok": 2}
