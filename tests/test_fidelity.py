@@ -219,7 +219,8 @@ def test_car_official_preset_clusters_the_iqs_string(tmp_path):
     opts = info.make_options({"preset": "official", "n1": "5"})
     out = info.func(rows, RunContext(options=opts, work_dir=tmp_path))
     strings = ["Instruction: " + r["instruction"] + " Input: " + r["input"] + " Response: " + r["output"] for r in rows]
-    want, labels = car_select(embed_texts(strings, "local"), np.array([r["score"] for r in rows], float), 5, 1)
+    want, labels = car_select(embed_texts(strings, "local"), np.array([r["score"] for r in rows], float), 5, 1,
+                              n_init=10, legacy_sklearn=True)
     assert [r["_select_index"] for r in out] == want.tolist()
     assert [r["car_cluster"] for r in out] == labels[want].tolist()
 
