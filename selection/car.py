@@ -51,7 +51,7 @@ def car_clusters(
         if minibatch or n_init == "auto":
             raise ValueError("legacy_sklearn restates KMeans with an integer n_init, without minibatch")
         x = sklearn_legacy.pca_full(x, pca_variance) if pca_variance else x
-        return sklearn_legacy.kmeans_labels(x, min(k, len(x)), int(random_state or 0), int(n_init)).astype(np.int64)
+        return sklearn_legacy.kmeans(x, min(k, len(x)), int(random_state or 0), int(n_init))[0].astype(np.int64)
     if pca_variance:
         x = PCA(n_components=pca_variance, random_state=random_state).fit_transform(x)
     km_cls = MiniBatchKMeans if minibatch else KMeans

@@ -7,8 +7,8 @@ with `choice(p=weights)` instead of `randint` (1.3) and accumulates its potentia
 initialisation, and with it the labels, differ. This module restates the old arithmetic (full SVD with
 U-based signs and `U * S` as the projection; k-means++ with `randint`, float64 cumulative sums and float32
 potentials; the best of `n_init` runs by strictly lower inertia unless the labelling is the same) and
-leaves the Lloyd iterations to today's `KMeans` started from those centres: tests/golden/car holds the
-labels equal to scikit-learn 1.1.3 running the official script.
+leaves each Lloyd run to scikit-learn's own: tests/golden/car and tests/golden/nuggets hold labels and
+anchors equal to scikit-learn 1.1.3 running the official scripts.
 """
 
 from __future__ import annotations
@@ -58,17 +58,29 @@ def _same_labelling(a: np.ndarray, b: np.ndarray) -> bool:
     return all(mapping.setdefault(i, j) == j for i, j in zip(a.tolist(), b.tolist()))
 
 
-def kmeans_labels(x: np.ndarray, k: int, random_state: int, n_init: int = 10) -> np.ndarray:
-    """`KMeans(n_clusters=k, random_state=random_state, n_init=n_init).fit_predict(x)` as sklearn < 1.3."""
-    from sklearn.cluster import KMeans
+def kmeans(x: np.ndarray, k: int, random_state: int, n_init: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, centres) of `KMeans(n_clusters=k, random_state=random_state, n_init=n_init).fit(x)` as
+    sklearn < 1.3 computed them: the data centred, the old seeding, sklearn's own single Lloyd run (its
+    private `_kmeans_single_lloyd`, unchanged since: public `KMeans` started from given centres would
+    centre the data a second time and move the centres in their last bits, which decides ties between
+    rows equidistant from a centre), the mean added back to the centres."""
+    from sklearn.cluster import _kmeans
+    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
     from sklearn.utils.extmath import row_norms
 
+    tol = float(np.mean(np.var(x, axis=0))) * 1e-4  # KMeans' tol=1e-4 scaled by the data's variance
     rng = np.random.RandomState(random_state)
-    xc = x - x.mean(axis=0)  # KMeans centres the data before seeding
+    mean = x.mean(axis=0)
+    xc = np.ascontiguousarray(x - mean)
     sq_norms = row_norms(xc, squared=True)
+    weights = np.ones(len(x), dtype=x.dtype)
+    threads = _openmp_effective_n_threads()
     best = None
     for _ in range(int(n_init)):
-        km = KMeans(n_clusters=k, init=_kmeans_plusplus(xc, k, rng, sq_norms), n_init=1).fit(xc)
-        if best is None or (km.inertia_ < best.inertia_ and not _same_labelling(km.labels_, best.labels_)):
-            best = km
-    return best.labels_
+        init = _kmeans_plusplus(xc, k, rng, sq_norms)
+        labels, inertia, centres, _ = _kmeans._kmeans_single_lloyd(xc, weights, init, tol=tol, n_threads=threads)
+        if best is None or (inertia < best[1] and not _same_labelling(labels, best[0])):
+            best = (labels, inertia, centres)
+    centres = best[2]
+    centres += mean
+    return best[0], centres
