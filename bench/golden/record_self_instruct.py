@@ -3,8 +3,9 @@
 Not run by CI: it needs the official code (yizhongw/self-instruct, outside this repo); its module
 imports numpy, pandas, tqdm, rouge_score and openai (tests/golden/self_instruct/README.md has the
 command). `post_process_gpt3_response` reads each reply below (real-looking GPT-3
-continuations of the "9." prompt and adversarial ones) and `encode_prompt` builds prompts from
-demonstrations with odd whitespace and trailing colons.
+continuations of the "9." prompt and adversarial ones), `encode_prompt` builds prompts from
+demonstrations with odd whitespace and trailing colons, and `prepare_for_finetuning.py`'s instance
+parsers read instance replies (examples, class labels, truncation, invalid and conflicting instances).
 """
 
 from __future__ import annotations
@@ -45,6 +46,32 @@ REPLIES: list[tuple[str, str]] = [
     (" 1. Add two numbers and report the sum.\n10. Multiply seven by eight and explain.", "stop"),
 ]
 
+INSTANCE_REPLIES: list[tuple[str, bool, str]] = [
+    # (raw instance reply, is classification, finish_reason)
+    ("Example 1\nInput: 2 + 2\nOutput: 4\nExample 2\nInput: 3 + 5\nOutput: 8", False, "stop"),
+    ("Example 1\nInput: 2 + 2\nOutput: 4\nExample 2\nInput: 3 + 5\nOutput:", False, "length"),
+    ("Output: A poem about the sea.", False, "stop"),
+    ("Input: hello\nOutput: HELLO\nInput: world\nOutput: WORLD", False, "stop"),
+    ("Example 1\nInput: cat\nOutput: animal\nExample 2\nInput: cat\nOutput: pet", False, "stop"),
+    ("Example 1\nInput: x\nOutput: y\nExample 2\nInput: x\nOutput: y", False, "stop"),
+    ("Example 1\nOutput: same\nExample 2\nOutput: same", False, "stop"),
+    ("Example 1\nInput: same\nOutput: same", False, "stop"),
+    ("Example 1\nInput: Give a list:\nOutput: a, b", False, "stop"),
+    ("Just some text without markers.", False, "stop"),
+    ("Example1.\nInput 1: 10\nOutput 1: ten\nExample 2.\nInput 2: 20\nOutput 2 : twenty", False, "stop"),
+    ("  \n Example 3 \n Input:  spaced  \n Output:   out  \n", False, "stop"),
+    ("Example 1\nInput: a\nOutput: b\nExample 2\nInput: c\nOutput: d", False, "length"),
+    ("Output: first\nOutput: second", False, "stop"),
+    ("Class label: Positive\nSentence: I loved it.\nClass label: Negative\nSentence: Awful.", True, "stop"),
+    ("Class label: Yes\nClass label: No\nInput: maybe", True, "stop"),
+    ("Class label: A\nText one\nClass label: B\nText two", True, "length"),
+    ("No labels here at all.", True, "stop"),
+    ("Class label: Spam\nBuy now\nClass label: Ham\nBuy now", True, "stop"),
+    ("Class label: X\nsame\nClass label: X\nsame", True, "stop"),
+    ("Class label:\nnothing after the label", True, "stop"),
+    ("Class label: Label:\nInput: a colon label", True, "stop"),
+]
+
 DEMOS: list[list[str]] = [
     ["Give three tips for staying healthy.", "  Translate to German:\n  Good morning:", "What is 2+2?::"],
     ["Classify the following animal:", "Is this email spam?\t", "Rewrite\n\nthe sentence."],
@@ -58,13 +85,23 @@ def main() -> None:
     sys.path.insert(0, str(args.official / "self_instruct"))
     sys.argv = sys.argv[:1]
     import bootstrap_instructions as official
+    import prepare_for_finetuning as finetuning
 
     parsed = [{"text": t, "finish_reason": f,
                "instructions": official.post_process_gpt3_response({"choices": [{"text": t, "finish_reason": f}]})}
               for t, f in REPLIES]  # fmt: skip
     prompts = [{"demos": d, "classification": c, "prompt": official.encode_prompt(d, classification=c)}
                for d in DEMOS for c in (False, True)]  # fmt: skip
+    instances = []
+    for text, is_clf, finish in INSTANCE_REPLIES:
+        parse = (finetuning.parse_instances_for_classification_task if is_clf
+                 else finetuning.parse_instances_for_generation_task)  # fmt: skip
+        got = parse(text, "An instruction.", {"response": {"choices": [{"finish_reason": finish}]}})
+        # the official de-duplication is `list(set(...))`, whose order depends on PYTHONHASHSEED: sorted here
+        instances.append({"text": text, "classification": is_clf, "finish_reason": finish,
+                          "instances": sorted([inp, out] for _, inp, out in got)})  # fmt: skip
     OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "parse_instances.json").write_text(json.dumps(instances, indent=1, ensure_ascii=False) + "\n")
     (OUT / "post_process.json").write_text(json.dumps(parsed, indent=1, ensure_ascii=False) + "\n")
     (OUT / "encode_prompt.json").write_text(json.dumps(prompts, indent=1, ensure_ascii=False) + "\n")
     print(f"{len(parsed)} replies, {sum(len(p['instructions']) for p in parsed)} instructions; {len(prompts)} prompts")

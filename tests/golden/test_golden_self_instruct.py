@@ -36,3 +36,14 @@ def test_continuation_prompt_lists_the_demonstrations_as_upstream(case):
     """The numbered demonstrations and the open number byte for byte; the header line is our own wording."""
     ours = si.encode_prompt(case["demos"], classification=case["classification"])
     assert ours.split("\n", 1)[1] == case["prompt"].split("\n", 1)[1]
+
+
+INSTANCES = json.loads((GOLDEN / "parse_instances.json").read_text())
+
+
+@pytest.mark.parametrize("case", INSTANCES, ids=[str(i) for i in range(len(INSTANCES))])
+def test_instance_parser_keeps_the_instances_upstream_keeps(case):
+    """prepare_for_finetuning.py's parsers; compared as sets: upstream de-duplicates with `list(set(...))`,
+    whose order depends on PYTHONHASHSEED (we keep first occurrences)."""
+    pairs, _ = si.parse_instances(case["text"], case["classification"], case["finish_reason"])
+    assert sorted([inp, out] for inp, out in pairs) == case["instances"]
