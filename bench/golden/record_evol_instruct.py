@@ -29,6 +29,20 @@ ROWS = [
     {"instruction": "Is 7 prime?", "input": ""},
     {"instruction": "Write a haiku.", "input": ""},
     {"instruction": "Sort the list.", "input": "3, 1, 2"},
+    {"instruction": "\tTabbed instruction\t", "input": "\t"},
+    {"instruction": "Explain recursion.", "input": "   "},
+    {"instruction": "Fix the code.", "input": "def f(x):\n    return x +"},
+    {"instruction": "Classify the sentiment.", "input": "I love it!\r\n"},
+    {"instruction": "Write a limerick about a cat named Bob.", "input": ""},
+    {"instruction": "Ünïcode — translate “this”.", "input": "“ceci”"},
+    {"instruction": "Answer briefly.\n", "input": "\nWhat is 2+2?\n"},
+    {"instruction": "Rewrite #The Given Prompt# style text.", "input": ""},
+    {"instruction": "List five prime numbers.", "input": ""},
+    {"instruction": "Describe the image.", "input": "<image>"},
+    {"instruction": "Continue the story.", "input": "Once upon a time"},
+    {"instruction": "Compute the sum.", "input": "1 2 3"},
+    {"instruction": "Name a color.", "input": ""},
+    {"instruction": "Give advice.", "input": "I am tired."},
 ]
 # (evolution reply, answer reply) per row, in the driver's call order
 REPLIES = [
@@ -38,6 +52,20 @@ REPLIES = [
     ("Is 7 a prime number? Explain your reasoning step by step.", "Sorry, I cannot answer that."),
     ("Write a haiku about autumn rain in a city.", "Yes, it is."),
     ("  Sort the list 3, 1, 2 in descending order.  \n", "\n3, 2, 1\n"),
+    ("Rewritten prompt: something", "Fine."),
+    ("Explain recursion with a Python example of computing factorials.", "Recursion is when..."),
+    ("Fix the code and explain the syntax error.", ""),  # empty answer: still kept
+    ("Classify the sentiment and give a confidence score.", "Positive, 0.9."),
+    ("Write a limerick about a cat named Bob who loves to fish.", "the and of"),
+    ("Translate the quoted word and explain its origin.", "sorry"),
+    ("\nWhat is 2+2? Show each step.\n", "4"),
+    ("Given prompt: rewrite it", "OK"),
+    ("List five prime numbers greater than 100.", "101, 103, 107, 109, 113"),
+    ("Describe the image in detail.", "I'm sorry, I cannot see images."),
+    ("Continue the story in the style of a fairy tale.", "...there lived a king."),
+    ("Compute the sum and the product.", "6 and 6"),
+    ("Name a color", "Blue."),
+    ("Give three pieces of advice.", "Sleep, eat, rest."),
 ]
 
 
