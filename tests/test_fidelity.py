@@ -165,8 +165,8 @@ def test_nuggets_anchors_are_the_official_kmeans(tiny_gpt2, tmp_path):
     texts = [nuggets_text(r["instruction"], r["input"], r["output"]) for r in rows]
     emb = tiny_gpt2.hidden_states(texts, "mean", special_tokens=True, max_length=512)
     assert emb.dtype == np.float32
-    km = KMeans(4, random_state=0, n_init=10).fit(emb)  # kmeans_sample.py under sklearn < 1.4
-    official = [int(((emb - c) ** 2).sum(1).argmin()) for c in km.cluster_centers_]
+    km = KMeans(4, random_state=0, n_init=10).fit(list(emb))  # kmeans_sample.py: a list, so float64
+    official = [int(((list(emb) - c) ** 2).sum(1).argmin()) for c in km.cluster_centers_]
     assert kmeans_anchors(tiny_gpt2, rows, 4) == list(dict.fromkeys(official))
     (tmp_path / "anchors.json").write_text(json.dumps([rows[i] for i in dict.fromkeys(official)]))
     opts = NuggetsOptions(model=f"hf:{tiny_gpt2.path}", n_anchors=4)
@@ -219,7 +219,8 @@ def test_car_official_preset_clusters_the_iqs_string(tmp_path):
     opts = info.make_options({"preset": "official", "n1": "5"})
     out = info.func(rows, RunContext(options=opts, work_dir=tmp_path))
     strings = ["Instruction: " + r["instruction"] + " Input: " + r["input"] + " Response: " + r["output"] for r in rows]
-    want, labels = car_select(embed_texts(strings, "local"), np.array([r["score"] for r in rows], float), 5, 1)
+    want, labels = car_select(embed_texts(strings, "local"), np.array([r["score"] for r in rows], float), 5, 1,
+                              n_init=10, legacy_sklearn=True)
     assert [r["_select_index"] for r in out] == want.tolist()
     assert [r["car_cluster"] for r in out] == labels[want].tolist()
 
