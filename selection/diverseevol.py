@@ -15,12 +15,9 @@ skipped unless `train_last` (it changes no pick); rows come out by round, each r
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import sys
-import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,7 +25,7 @@ import numpy as np
 
 from instructkit.registry import method
 
-from .common import as_indices, check_random_state, seed_of, take
+from .common import as_indices, check_random_state, seed_of, state_dir, take, trained_model
 from .kcenter import kcenter_greedy
 
 
@@ -126,18 +123,11 @@ def train_options(o: DiverseEvolOptions, seed: int) -> Any:
     return make_train_options({"max_length": o.max_length, "seed": seed, **(o.train or {})})
 
 
-def _fingerprint(records: list[dict], o: DiverseEvolOptions, seed: int) -> str:
-    h = hashlib.sha256(json.dumps([asdict(o), seed], sort_keys=True, default=str).encode())
-    for rec in records:
-        h.update(hashlib.sha256(json.dumps(rec, sort_keys=True, default=str).encode()).digest())
-    return h.hexdigest()[:16]
-
-
-def diverseevol_loop(records: list[dict], o: DiverseEvolOptions, seed: int, state_dir: Path,
+def diverseevol_loop(records: list[dict], o: DiverseEvolOptions, seed: int, folder: Path,
                      progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """(rows in pick order, their rounds, per-round log). Each round's state (`state.json`: labelled rows
-    and rounds) and model are kept in `state_dir/rd_N`; a finished round is read back, not recomputed."""
-    from instructkit.training import SETTINGS_FILE, chat_of, train_sft
+    and rounds) and model are kept in `folder/rd_N`; a finished round is read back, not recomputed."""
+    from instructkit.training import chat_of
 
     topts = train_options(o, seed)
     if o.order not in ("round", "index"):
@@ -149,13 +139,13 @@ def diverseevol_loop(records: list[dict], o: DiverseEvolOptions, seed: int, stat
     rounds = [0] * len(picks)
     log: list[dict] = []
     for rd in range(0, o.n_rounds + 1):
-        rd_dir = state_dir / f"rd_{rd}"
+        rd_dir = folder / f"rd_{rd}"
         state = rd_dir / "state.json"
         if state.is_file():
             saved = json.loads(state.read_text())
             picks, rounds = saved["picks"], saved["rounds"]
         elif rd > 0:
-            emb = embed_pool(state_dir / f"rd_{rd - 1}" / "out" / "model", records, o.max_length, o.device)
+            emb = embed_pool(folder / f"rd_{rd - 1}" / "out" / "model", records, o.max_length, o.device)
             new = query(emb, as_indices(picks), o.n_query, o.whiten_n_components, o.device or "auto")
             picks += new.tolist()
             rounds += [rd] * len(new)
@@ -163,10 +153,9 @@ def diverseevol_loop(records: list[dict], o: DiverseEvolOptions, seed: int, stat
         state.write_text(json.dumps({"picks": [int(i) for i in picks], "rounds": rounds}))
         entry: dict[str, Any] = {"round": rd, "labelled": len(picks)}
         last = rd == o.n_rounds or len(picks) == len(records)
-        if not last or o.train_last:
-            model = rd_dir / "out" / "model"
-            if not (model / SETTINGS_FILE).is_file():  # trained from scratch on every labelled row
-                result = train_sft([records[i] for i in sorted(picks)], o.base, rd_dir / "out", topts)
+        if not last or o.train_last:  # the base trained from scratch on every labelled row
+            _, result = trained_model([records[i] for i in sorted(picks)], o.base, rd_dir / "out", topts)
+            if result is not None:
                 entry.update(steps=result.steps, loss=result.losses[-1] if result.losses else None)
         log.append(entry)
         if progress:
@@ -184,16 +173,8 @@ def diverseevol(records: list[dict], ctx) -> list[dict]:
 
     o = ctx.options or DiverseEvolOptions()
     seed = seed_of(ctx, o)
-    temp = None
-    if getattr(ctx, "work_dir", None):
-        state_dir = Path(ctx.work_dir) / "diverseevol" / _fingerprint(records, o, seed)
-    else:
-        temp = state_dir = Path(tempfile.mkdtemp(prefix="diverseevol-"))
-    try:
-        idx, rounds, log = diverseevol_loop(records, o, seed, state_dir, bool(getattr(ctx, "progress", True)))
-    finally:
-        if temp is not None:
-            shutil.rmtree(temp, ignore_errors=True)
+    with state_dir(ctx, "diverseevol", records, o, seed) as folder:
+        idx, rounds, log = diverseevol_loop(records, o, seed, folder, bool(getattr(ctx, "progress", True)))
     if o.order == "index":
         keep = np.argsort(idx, kind="stable")
         idx, rounds = idx[keep], rounds[keep]

@@ -6,8 +6,9 @@ trainable selector (the paper's self-attention network, or a per-row MLP) fit to
 pool is scored, spectrally clustered on the image features, and each cluster gives its quota of best
 rows (`selector/eval_clus.py`). Constants and the official code: docs/methods.md.
 Deviations: CLIP runs through transformers' `CLIPModel` (any folder; open_clip's ViT-bigG-14 upstream);
-the labels come from the user (a `label` column per row, or per subset with `group`): the paper's
-clustered subsets fine-tuned one MiniGPT-4 each, which is outside a selector; the attention is over the
+labels come from the user (a `label` column per row, or per subset with `group`) or from our loop
+(`labels=loop`: the paper's K-means++ subsets, each fine-tuned with `instructkit.training` and labelled by
+minus its held-out answer loss, where the paper fine-tuned MiniGPT-4 and averaged four benchmarks); the attention is over the
 rows of a subset (upstream's modules lack `batch_first`, so training attends across subsets); one PCA is
 fit on the pool (upstream fits one per training subset); inputs and labels are standardised unless
 `standardize=false` (the official preset); NaN indicators get the pool's mean, counted in the summary.
@@ -15,6 +16,7 @@ fit on the pool (upstream fits one per training subset); inputs and labels are s
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ import numpy as np
 
 from instructkit.registry import method
 
-from .common import EmbeddingOptions, as_indices, score_column, seed_of, take
+from .common import EmbeddingOptions, as_indices, score_column, seed_of, state_dir, take, trained_model
 from .embed import load_embeddings
 
 INDICATORS = ("clip", "reward", "length", "instruction_length", "gpt")
@@ -276,14 +278,78 @@ def quota_select(
     return pool[np.argsort(key[pool], kind="stable")][: max(0, int(k))]
 
 
+# ----- labels from the train / evaluate loop --------------------------------------------------
+
+
+def balanced_subsets(labels: np.ndarray, size: int) -> list[np.ndarray]:
+    """`cluster/kmeans++/average.py`: clusters (in order of first appearance, rows in data order) larger
+    than `size` hand their first rows to smaller clusters, visited in the same order, until they fit;
+    anything still over is cut. Returns each subset's rows."""
+    labels = np.asarray(labels)
+    _, first = np.unique(labels, return_index=True)
+    groups = [np.flatnonzero(labels == lab).tolist() for lab in labels[np.sort(first)]]
+    for g in groups:
+        if len(g) <= size:
+            continue
+        for t in groups:
+            if len(t) < size:
+                move = min(size - len(t), len(g) - size)
+                if move > 0:
+                    t.extend(g[:move])
+                    del g[:move]
+                if len(g) <= size:
+                    break
+    return [np.asarray(g[:size], dtype=np.int64) for g in groups]
+
+
+def label_subsets(x: np.ndarray, n_subsets: int = 30, size: int | None = None, random_state: int | None = 0
+                  ) -> list[np.ndarray]:
+    """`kmeans_pp.py` + `average.py`: KMeans(n_subsets, k-means++, n_init 10) on the features, then
+    subsets of `size` rows (default N // n_subsets: 114 of 3,439 for 30)."""
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=min(n_subsets, len(x)), init="k-means++", n_init=10, random_state=random_state)
+    labels = km.fit_predict(np.asarray(x, dtype=np.float64))
+    return [s for s in balanced_subsets(labels, size or len(x) // n_subsets) if len(s)]
+
+
+def loop_labels(records: list[dict], sets: list[np.ndarray], o: InstructionGPT4Options, folder: Path,
+                train_options: Any, eval_rows: list[dict], progress: bool = True) -> np.ndarray:
+    """Each subset's label: minus the held-out answer loss (`training.heldout_loss` on `eval_rows`) of the
+    base fine-tuned on that subset alone (the paper: one MiniGPT-4 per subset, its benchmark mean). Each
+    subset's model and loss are kept in `folder/subset_J`, so a rerun resumes."""
+    from instructkit.training import heldout_loss
+
+    out = []
+    for j, rows in enumerate(sets):
+        done = folder / f"subset_{j}" / "heldout.json"
+        if done.is_file():
+            loss = json.loads(done.read_text())["loss"]
+        else:
+            model, _ = trained_model([records[i] for i in rows], o.base, done.parent, train_options)
+            loss = heldout_loss(model, eval_rows).loss
+            done.write_text(json.dumps({"loss": loss, "rows": rows.tolist()}))
+        out.append(-float(loss))
+        if progress:
+            print(f"[instructiongpt4] subset {j + 1}/{len(sets)}: {len(rows)} rows, held-out loss {loss:.4f}",
+                  file=sys.stderr)
+    return np.asarray(out)
+
+
 # ----- the method -----------------------------------------------------------------------------
 
 
 @dataclass
 class InstructionGPT4Options(EmbeddingOptions):
     k: int = 200
+    labels: str = "column"  # column: the `label` column; loop: train on each subset, label = -held-out loss
     label: str = "label"  # quality label column (per row, or per subset with `group`)
     group: str | None = None  # column naming each labelled row's subset; its label is the subset's
+    n_subsets: int = 30  # loop: K-means++ subsets (upstream 30)
+    subset_size: int | None = None  # loop: rows per subset; None: N // n_subsets (upstream 114)
+    base: str = "local"  # loop: the model fine-tuned on each subset
+    eval_data: str | None = None  # loop: held-out rows (a records file) for the held-out loss
+    train: dict[str, Any] = field(default_factory=dict)  # loop: instructkit.training.TrainOptions fields
     clip_model: str | None = None  # CLIP folder (transformers); None: read the `clip_score` column
     clip_column: str = "clip_score"
     image_field: str = "image"
@@ -306,7 +372,8 @@ class InstructionGPT4Options(EmbeddingOptions):
     order: str = "score"  # score (best first) | index (upstream writes image-id order)
     fields: list[str] = field(default_factory=lambda: ["output"])  # the caption is the embedded text
     device: str = "cpu"
-    random_state: int | None = None  # None: the run's seed
+    random_state: int | None = None  # the selector's seed; None: the run's
+    cluster_seed: int | None = None  # K-means (loop) and spectral clustering; None: random_state (upstream 0)
 
     # `selector/train.sh` + `eval_clus.sh`: 6 PCA dims, 4 heads, 2 layers, lr 0.01, 20 epochs, seed 42,
     # raw inputs; 10 spectral clusters, quota 204, int() scores, top 200 in image-id order; the text
@@ -331,6 +398,7 @@ class InstructionGPT4Options(EmbeddingOptions):
             "fields": ["output"],
             "encoder_pooling": "last",
             "random_state": 42,
+            "cluster_seed": 0,
         }
     }
 
@@ -355,6 +423,10 @@ def labelled_sets(records: list[dict], label: str, group: str | None) -> tuple[l
             raise ValueError(f"group {name!r}: its rows carry different labels {sorted(distinct)}")
         labels.append(distinct.pop())
     return [np.asarray(m) for m in sets.values()], np.asarray(labels)
+
+
+def _cluster_seed(ctx: Any, o: InstructionGPT4Options) -> int:
+    return int(o.cluster_seed) if o.cluster_seed is not None else seed_of(ctx, o)
 
 
 def _standardized(x: np.ndarray) -> np.ndarray:
@@ -383,10 +455,12 @@ def instructiongpt4_features(records: list[dict], ctx: Any, o: InstructionGPT4Op
     elif "clip" in o.indicators:
         clip = score_column(records, o.clip_column)
     ind, missing = indicator_matrix(records, o.indicators, clip, o.reward, o.gpt)
-    text = reduce_dims(np.asarray(load_embeddings(records, ctx, o)), o.pca_components, rs)
+    text_raw = np.asarray(load_embeddings(records, ctx, o))
+    text = reduce_dims(text_raw, o.pca_components, rs)
     parts = ([reduce_dims(image, o.pca_components, rs)] if image is not None else []) + [text, ind]
     x = np.concatenate(parts, axis=1)
-    return {"x": _standardized(x) if o.standardize else x, "image": image, "clip": clip, "missing": missing}
+    return {"x": _standardized(x) if o.standardize else x, "image": image, "clip": clip, "missing": missing,
+            "cluster_on": image if image is not None else text_raw}
 
 
 @method("select", "instructiongpt4", options=InstructionGPT4Options, needs_model=False)
@@ -397,16 +471,30 @@ def instructiongpt4(records: list[dict], ctx) -> list[dict]:
     o = ctx.options or InstructionGPT4Options()
     if o.score_sets not in ("auto", "pool", "row") or o.order not in ("score", "index"):
         raise ValueError(f"score_sets must be auto|pool|row and order score|index (got {o.score_sets}, {o.order})")
-    sets, labels = labelled_sets(records, o.label, o.group)
+    if o.labels not in ("column", "loop"):
+        raise ValueError(f"labels must be column or loop, not {o.labels!r}")
+    if o.labels == "loop":  # everything the loop needs is checked before any model loads
+        from instructkit.training import load_rows, make_train_options
+
+        if not o.eval_data:
+            raise ValueError("labels=loop needs -o eval_data: held-out rows (a records file) to measure each subset")
+        train_options = make_train_options({"seed": seed_of(ctx, o), **(o.train or {})})
+        eval_rows = load_rows(o.eval_data)
+    else:
+        sets, labels = labelled_sets(records, o.label, o.group)
     f = instructiongpt4_features(records, ctx, o)
+    if o.labels == "loop":
+        sets = label_subsets(f["cluster_on"], o.n_subsets, o.subset_size, _cluster_seed(ctx, o))
+        with state_dir(ctx, "instructiongpt4", records, o, seed_of(ctx, o)) as folder:
+            labels = loop_labels(records, sets, o, folder, train_options, eval_rows, bool(ctx.progress))
     mean, sd = (labels.mean(), labels.std() or 1.0) if o.standardize else (0.0, 1.0)
     model = train_selector(
         f["x"], sets, (labels - mean) / sd, o.selector, o.epochs, o.lr, o.batch_size, o.heads, o.layers, o.hidden,
         seed_of(ctx, o),
     )
-    per_row = o.score_sets == "row" or (o.score_sets == "auto" and o.group is None)
+    per_row = o.score_sets == "row" or (o.score_sets == "auto" and o.group is None and o.labels == "column")
     scores = score_rows(model, f["x"], per_row) * sd + mean
-    clusters = diversity_clusters(f["image"] if f["image"] is not None else f["x"], o.n_clusters, seed_of(ctx, o))
+    clusters = diversity_clusters(f["image"] if f["image"] is not None else f["x"], o.n_clusters, _cluster_seed(ctx, o))
     idx = quota_select(scores, clusters, o.k, o.quota, o.truncate_scores)
     if o.order == "index":
         idx = np.sort(idx)

@@ -220,3 +220,66 @@ steps:
     piped = [json.loads(line) for line in (tmp_path / "out" / "selected.jsonl").read_text().splitlines()]
     assert [r["_select_index"] for r in piped] == [r["_select_index"] for r in got]  # same seed, same picks
 
+
+def ref_average_py(labels, size):
+    """`cluster/kmeans++/average.py` restated on a dict of lists keyed by cluster, in first-appearance order."""
+    data: dict[int, list[int]] = {}
+    for i, lab in enumerate(labels):
+        data.setdefault(int(lab), []).append(i)
+    counts = {k: len(v) for k, v in data.items()}
+    for folder in data:
+        if counts[folder] > size:
+            for target in data:
+                if counts[target] < size:
+                    move = min(size - counts[target], counts[folder] - size)
+                    if move > 0:
+                        data[target].extend(data[folder][:move])
+                        data[folder] = data[folder][move:]
+                        counts[folder] -= move
+                        counts[target] += move
+                    if counts[folder] <= size:
+                        break
+    return [v[:size] for v in data.values()]
+
+
+def test_balanced_subsets_are_average_py():
+    from instructkit.selection.instructiongpt4 import balanced_subsets
+
+    rng = np.random.default_rng(0)
+    labels = rng.choice(30, 3439, p=rng.dirichlet(np.ones(30) * 0.7))  # uneven clusters, as K-means gives
+    got = balanced_subsets(labels, 114)
+    assert [s.tolist() for s in got] == ref_average_py(labels, 114)
+    assert max(len(s) for s in got) == 114 and sum(len(s) for s in got) <= 3420
+
+
+def test_loop_labels_train_each_subset_and_measure_heldout_loss(tiny_llama, tmp_path):
+    pytest.importorskip("trl")
+    from instructkit.selection.instructiongpt4 import label_subsets
+
+    from instructkit.training import heldout_loss
+
+    rows, _ = synthetic(12)
+    held = tmp_path / "held.jsonl"
+    held.write_text("".join(json.dumps({"instruction": "Describe this image in detail.", "output": f"A picture {i}."})
+                            + "\n" for i in range(3)))
+    emb = np.random.default_rng(2).normal(size=(12, 8)).astype(np.float32)
+    np.save(tmp_path / "emb.npy", emb)
+    info = get("select", "instructiongpt4")
+    opts = info.make_options({"labels": "loop", "eval_data": str(held), "base": f"hf:{tiny_llama}", "n_subsets": "3",
+                              "subset_size": "4", "train": '{"max_steps": 1, "batch_size": 2, "lr": 0.01}',
+                              "embeddings": str(tmp_path / "emb.npy"), "k": "4", "n_clusters": "1",
+                              "selector": "mlp", "epochs": "5", "random_state": "0"})
+    out = info.func(rows, RunContext(options=opts, work_dir=tmp_path))
+    assert len(out) == 4
+    folder = next((tmp_path / "instructiongpt4").iterdir())
+    saved = [json.loads((folder / f"subset_{j}" / "heldout.json").read_text()) for j in range(3)]
+    assert [s["rows"] for s in saved] == [s.tolist() for s in label_subsets(emb, 3, 4, 0)]  # the text vectors
+    again = heldout_loss(folder / "subset_1" / "model", str(held)).loss
+    assert again == pytest.approx(saved[1]["loss"], rel=1e-6)  # the label is that model's held-out loss
+    assert len({round(s["loss"], 6) for s in saved}) == 3  # each subset trained its own model
+
+
+def test_loop_needs_eval_data_before_any_work(tmp_path):
+    info = get("select", "instructiongpt4")
+    with pytest.raises(ValueError, match="eval_data"):
+        info.func(synthetic(4)[0], RunContext(options=info.make_options({"labels": "loop"}), work_dir=tmp_path))
