@@ -82,21 +82,21 @@ def reference_embeddings(model_dir: Path, rows: list[dict], max_length: int) -> 
 
 def test_loop_on_smollm2_embeds_with_the_latest_model_and_resumes(tmp_path):
     pytest.importorskip("trl")
-    rows = alpaca_rows(12)
+    rows = alpaca_rows(8)
     info = get("select", "diverseevol")
-    opts = info.make_options({"base": "local", "init_size": "4", "n_query": "3", "n_rounds": "2", "max_length": "64",
+    opts = info.make_options({"base": "local", "init_size": "3", "n_query": "2", "n_rounds": "2", "max_length": "48",
                               "train": '{"max_steps": 1, "batch_size": 2, "lr": 0.001}', "random_state": "5"})
     out = info.func(rows, RunContext(options=opts, work_dir=tmp_path, random_state=5))
-    assert [r["diverseevol_round"] for r in out] == [0] * 4 + [1] * 3 + [2] * 3
+    assert [r["diverseevol_round"] for r in out] == [0] * 3 + [1] * 2 + [2] * 2
     picks = [r["_select_index"] for r in out]
-    assert picks[:4] == initial_rows(12, 4, 5).tolist() and len(set(picks)) == 10
+    assert picks[:3] == initial_rows(8, 3, 5).tolist() and len(set(picks)) == 7
 
     state = next((tmp_path / "diverseevol").iterdir())
     assert not (state / "rd_2" / "out").exists()  # the last round trains nothing by default
-    emb = reference_embeddings(state / "rd_0" / "out" / "model", rows, 64)
-    assert query(emb, np.array(picks[:4]), 3).tolist() == picks[4:7]  # round 1: round 0's model
+    emb = reference_embeddings(state / "rd_0" / "out" / "model", rows, 48)
+    assert query(emb, np.array(picks[:3]), 2).tolist() == picks[3:5]  # round 1: round 0's model
     base = reference_embeddings(Path(json.loads((state / "rd_0" / "out" / "model" / "instructkit_train.json")
-                                                .read_text())["base_path"]), rows, 64)
+                                                .read_text())["base_path"]), rows, 48)
     assert np.abs(base - emb).max() > 1e-3  # the trained model, not the base, embedded round 1
 
     stamp = (state / "rd_0" / "out" / "model" / "instructkit_train.json").stat().st_mtime_ns
