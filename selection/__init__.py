@@ -1,11 +1,27 @@
 """Selectors: plain functions on arrays returning np.int64 indices, and registered `select` methods.
 
 Importing the package registers: threshold, topk, ratio, random, deita, car, kcenter, instag, cherry,
-mods, dq, dedup, lift_variety. `embed.embed_records` writes the vectors; `report` computes diversity metrics. Both lend the
-core what it shows of a selection (`registry.extension`: select.report, embed.texts, ...).
+mods, dq, dedup, lift_variety, instructiongpt4, diverseevol. `embed.embed_records` writes the vectors; `report`
+computes diversity metrics. Both lend the core what it shows of a selection (`registry.extension`: select.report,
+embed.texts, ...).
 """
 
-from . import basic, car, cherry, dedup, deita, dq, embed, instag, kcenter, lift_variety, mods, report  # noqa: F401 (registration)
+from . import (  # noqa: F401 (registration)
+    basic,
+    car,
+    cherry,
+    dedup,
+    deita,
+    diverseevol,
+    dq,
+    embed,
+    instag,
+    instructiongpt4,
+    kcenter,
+    lift_variety,
+    mods,
+    report,
+)
 from .basic import random_select, ratio_select, threshold_select, topk_select
 from .car import car_clusters, car_combine, car_select
 from .cherry import cherry_pre_select, middle_confidence_sample

@@ -6,6 +6,7 @@ np.int64 indices, and a registered `(records, ctx) -> records` wrapper built fro
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Iterator, Sequence
@@ -260,3 +261,40 @@ def take(records: list[dict], idx: np.ndarray, extra: dict[str, Sequence[Any]] |
             rec[name] = v.item() if hasattr(v, "item") else v
         out.append(rec)
     return out
+
+
+def trained_model(rows: list[dict], base: str, out_dir: Path, train_options: Any) -> tuple[Path, Any]:
+    """(model folder, TrainResult or None): `training.train_sft` on `rows` into `out_dir`, unless a model
+    trained there already (its settings file is written last), which is reused: selectors that train
+    (DiverseEvol's rounds, InstructionGPT-4's label subsets) resume after the last finished model."""
+    from instructkit.training import SETTINGS_FILE, train_sft
+
+    model = Path(out_dir) / "model"
+    if (model / SETTINGS_FILE).is_file():
+        return model, None
+    result = train_sft(rows, base, out_dir, train_options)
+    return result.model_path, result
+
+
+@contextlib.contextmanager
+def state_dir(ctx: Any, name: str, records: Sequence[dict], options: Any, seed: int) -> Iterator[Path]:
+    """Where a training selector keeps its per-round or per-subset models: `work_dir/<name>/<key>`, the key
+    a hash of the rows, the options and the seed (so a rerun of the same run resumes, any change starts
+    afresh); without a work dir, a temporary folder removed afterwards."""
+    import dataclasses
+    import hashlib
+    import json
+    import shutil
+    import tempfile
+
+    if getattr(ctx, "work_dir", None) is None:
+        temp = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+        try:
+            yield temp
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
+        return
+    h = hashlib.sha256(json.dumps([dataclasses.asdict(options), seed], sort_keys=True, default=str).encode())
+    for rec in records:
+        h.update(hashlib.sha256(json.dumps(rec, sort_keys=True, default=str).encode()).digest())
+    yield Path(ctx.work_dir) / name / h.hexdigest()[:16]

@@ -173,3 +173,27 @@ def fake_hub() -> Iterator:
 
     with serve_fake_hub() as log:
         yield log
+
+
+# ================================================================================================
+# Selectors that train (owner: select diverseevol / instructiongpt4 tests)
+# ================================================================================================
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random LLaMA folder with SmolLM2's tokenizer and chat template."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from instructkit.models.local import load_local_backend
+
+    tok = load_local_backend("local", dtype="float32").tokenizer
+    path = tmp_path_factory.mktemp("llama")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    return path
