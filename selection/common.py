@@ -179,7 +179,7 @@ def row_texts(
     for i, rec in enumerate(records):
         try:
             out.append(tpl.render({**_ROW_DEFAULTS, **rec, "turns": to_turns(rec), "row": rec}))
-        except jinja2.UndefinedError as exc:
+        except (jinja2.UndefinedError, jinja2.exceptions.SecurityError) as exc:
             raise ValueError(f"row {i}: text_template {template!r}: {exc}") from None
     return out
 
