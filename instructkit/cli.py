@@ -22,6 +22,7 @@ from .guard import RunLock, describe_os_error, refuse_overwrite
 from .io import InputError, read_records
 from .models.llm import BudgetExceeded
 from .models.types import ModelCallError
+from .secrets import redact
 
 RECORD_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".parquet"}
 
@@ -306,7 +307,7 @@ def write_selection_report(records: list[dict], selected: list[dict], ctx: Any, 
     reports = registry.extension_of("select.report")(records, idx, ctx, options, score=score)
     print(registry.extension_of("select.report_table")(reports))
     path = out.with_name(out.name + ".report.json")
-    path.write_text(json.dumps(reports, indent=1, default=str))
+    path.write_text(redact(json.dumps(reports, indent=1, default=str)))
     print(f"diversity report: {path}", file=sys.stderr)
 
 
@@ -479,8 +480,6 @@ def main(argv: list[str] | None = None) -> int:
 def fail(message: str, code: int) -> int:
     """Print the message (no traceback, no key inside a URL) and return the exit status: 1 rows failed or the run could
     not finish, 2 bad input or options (nothing called), 3 budget."""
-    from .secrets import redact
-
     print(redact(message), file=sys.stderr)
     return code
 

@@ -53,6 +53,9 @@ def execute(info: MethodInfo, records: list[dict], ctx: RunContext, how: Executi
     scorers get chat rows as turn views (`ctx.turns`, instructkit.turns) and their results folded back."""
     how = how or Execution()
     how.check(info, ctx.options)
+    from .templates import check_user_templates
+
+    check_user_templates(ctx.options)  # a user's template that reaches for Python internals: refused now
     info.check_input(records, ctx.options)  # a record without a field the method reads: refused before any call
     if ctx.llm is not None and sends_rows_whole(info):  # a row too long: refused before any call, not paid for
         from .io import check_prompt_size

@@ -313,15 +313,15 @@ def check_prompt_size(records: list[dict], needs: list[list[str]], max_tokens: i
     """Refuse (InputError: file, line, field) the first record whose text the method reads is longer
     than `max_tokens` (estimated at 4 characters a token, as dry runs estimate prompts)."""
     names = list(dict.fromkeys([a for alts in needs for a in alts] + ["input"]))
-    limit = max_tokens * 4
     for i, rec in enumerate(records):
         sizes = {n: _text_size(rec.get(n)) for n in names}
-        if sum(sizes.values()) <= limit:
+        tokens = -(-sum(sizes.values()) // 4)  # rounded up
+        if tokens <= max_tokens:
             continue
         field = max(sizes, key=sizes.__getitem__)
         line = records.line_of(i) if isinstance(records, Records) else i + 1
         raise InputError(getattr(records, "source", "<memory>"),
-                         f"{'' if line is not None else f'record {i + 1}: '}about {sum(sizes.values()) // 4:,} tokens "
+                         f"{'' if line is not None else f'record {i + 1}: '}about {tokens:,} tokens "
                          f"of text, over the {max_tokens:,} the model takes (--max-prompt-tokens); shorten or drop "
                          "the row, or raise the limit", line, field)
 

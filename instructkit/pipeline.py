@@ -23,6 +23,7 @@ from .execution import Execution
 from .io import InputError, read_records, write_records
 from .manifest import json_hash, write_manifest
 from .models.config import ModelConfig
+from .secrets import redact
 from .steps import MethodStep, Models, method_options, run_step
 
 STEP_KINDS = registry.KINDS
@@ -77,7 +78,10 @@ class Pipeline:
 
                     make_options({**(raw.get("options") or {}), "format": raw[kind]})
                 elif kind != "concat":
-                    method_options(registry.get(kind, str(raw[kind])), dict(raw.get("options") or {}))
+                    from .templates import check_user_templates
+
+                    options, _ = method_options(registry.get(kind, str(raw[kind])), dict(raw.get("options") or {}))
+                    check_user_templates(options)  # a template in a shared file that reaches for internals
             except (TypeError, ValueError, KeyError) as exc:
                 message = str(exc).strip("'\"") if isinstance(exc, KeyError) else str(exc)
                 line = option_line(p, i - 1, "options" if not isinstance(exc, KeyError) else kind)
@@ -193,10 +197,10 @@ class Pipeline:
                     break
                 # A step with failed or unrun rows is saved but not marked finished, so a re-run retries them.
                 if ran.complete:
-                    meta_path.write_text(json.dumps(entry, indent=1, default=str))
+                    meta_path.write_text(redact(json.dumps(entry, indent=1, default=str)))
             if step.kind == "concat" and not dry_run:
                 write_records(path, result)
-                meta_path.write_text(json.dumps(entry, indent=1, default=str))
+                meta_path.write_text(redact(json.dumps(entry, indent=1, default=str)))
             cut = (entry.get("calls") or {}).get("truncated", 0)
             print(f"[{step.name}] {entry.get('rows_in', 0)} -> {entry.get('rows_out', len(result))} rows  {path}"
                   + (f"  ({cut} replies cut at max_tokens)" if cut else ""), file=sys.stderr)

@@ -122,6 +122,40 @@ def _substitute(template: jinja2.Template, parts: tuple[str, ...], variables: di
 _MISSING = object()
 
 
+def unsafe_access(source: str) -> tuple[int, str] | None:
+    """(line, name) of the first attribute or item a template reads that the sandbox refuses (a name
+    starting with "_": `__globals__`, `__init__`, ...), found without rendering; None when there is none."""
+    from jinja2 import nodes
+
+    tree = _exact_environment().parse(source)
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        name = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+        if isinstance(name, str) and name.startswith("_"):
+            return node.lineno, name
+    return None
+
+
+def check_user_templates(options: object) -> None:
+    """Refuse, before any call, a user's template (an option whose name says template and whose value is a
+    file or a Jinja string) that reaches for Python internals: a ValueError naming the option and line."""
+    for name, value in vars(options).items() if hasattr(options, "__dict__") else ():
+        if "template" not in name or not isinstance(value, str) or not value:
+            continue
+        if "{{" in value or "{%" in value:
+            source, where = value, f"option {name}"
+        elif len(value) < 4096 and Path(value).is_file():
+            source, where = Path(value).read_text(encoding="utf-8"), f"option {name} ({value})"
+        else:
+            continue
+        try:
+            found = unsafe_access(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise ValueError(f"{where}: line {exc.lineno}: not a valid Jinja template ({exc.message})") from None
+        if found:
+            raise ValueError(f"{where}: line {found[0]}: reads {found[1]!r}, which the template sandbox refuses; "
+                             "templates may read their variables, not Python internals")
+
+
 def template_hash(name: str, path: str | Path | None = None) -> str:
     """Short SHA-256 of the template text, recorded in manifests so a prompt change is visible."""
     return hashlib.sha256(template_source(name, path).encode("utf-8")).hexdigest()[:16]

@@ -20,7 +20,7 @@ from hypothesis import strategies as st  # noqa: E402
 from instructkit.cli import main  # noqa: E402
 from instructkit.io import InputError, read_records  # noqa: E402
 
-FAST = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+FAST = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 WORDS = st.text(alphabet=string.ascii_letters + "_", min_size=1, max_size=8)

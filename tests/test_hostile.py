@@ -241,7 +241,7 @@ def test_a_jury_members_url_key_stays_out_of_columns_card_and_export(fake_server
     path.write_text(f"model: {MODEL}@{fake_server.url}\nsteps:\n"
                     "  - {name: rated, judge: jury, input: data.jsonl, options: "
                     f"{{models: ['{MODEL}@{base}', '{MODEL}@{fake_server.url}'], judge: alpagasus}}}}\n"
-                    "  - {name: picked, select: topk, options: {k: 2, score: jury_score}}\n"
+                    "  - {name: picked, select: random, options: {k: 2}}\n"
                     "  - {name: sft, export: hf}\n")
     run = cli("run", str(path), "--out", str(tmp_path / "out"))
     assert run.returncode == 0, run.stderr[-3000:]
@@ -476,7 +476,7 @@ def test_the_card_counts_every_session_of_a_resumed_run(fake_server, tmp_path):
     second = judge(fake_server, src, out)
     assert second.returncode == 0
     manifest = json.loads((tmp_path / "o.jsonl.manifest.json").read_text())
-    assert manifest["calls"]["calls"] == 1 and manifest["calls_total"]["calls"] == 6
+    assert manifest["calls"]["calls"] == 1 and manifest["calls_total"]["calls"] == 7  # 6 (one refused) + 1
     x = cli("export", str(out), "--out", str(tmp_path / "sft"))
     assert x.returncode == 0, x.stderr
     card = (tmp_path / "sft" / "README.md").read_text()
