@@ -54,7 +54,8 @@ def load_pipeline_yaml(path: Path) -> dict[str, Any]:
         if not isinstance(raw, dict):
             raise InputError(path, f"step {i + 1}: expected a mapping such as {{name: rated, judge: alpagasus}}, "
                                    f"got {_kind(raw)}", line=_line(item))
-        checker.mapping(raw, item, STEP_KEYS, f"step {i + 1}")
+        label = f"step {raw['name']}" if isinstance(raw.get("name"), str) else f"step {i + 1}"
+        checker.mapping(raw, item, STEP_KEYS, label)
         kinds = [k for k in (*KINDS, *OTHER_KINDS) if k in raw]
         if len(kinds) != 1:
             raise InputError(path, f"step {i + 1}: give exactly one of {', '.join((*KINDS, *OTHER_KINDS))}",
