@@ -103,6 +103,12 @@ model options, budget and exit status:
   with those flags would get; a misspelt name is refused before the first step. A run stopped by
   max_cost exits 3 with everything done so far saved; run it again to go on.
 
+checks before the first step (exit 2, with the file, line and key):
+  every key at every level is known (the nearest valid name is suggested), step names are unique,
+  each `input` is an earlier step or an existing file, each method and option exists, and templates
+  stay in Jinja's sandbox. A step that gets 0 rows is an error unless it says `allow_empty: true`.
+  One run at a time per OUT folder (a lock); a step never writes over a file it reads.
+
 example:
   name: small
   model: openai/gpt-4o-mini

@@ -30,7 +30,9 @@ class ModelConfig:
     model: str = option("local", "--model", "model spec: local, hf:PATH, provider/model, or MODEL@URL", short="-m")
     api_base: str | None = option(None, "--api-base", "OpenAI-compatible server base URL (e.g. http://127.0.0.1:8000/v1)")
     api_key: str | None = field(default=None, repr=False, metadata={
-        "flag": "--key", "help": "API key (read from the provider's environment variable when omitted; never written)",
+        "flag": "--key", "help": "API key (never written). Omitted: a provider's variable (OPENAI_API_KEY) goes only to that "
+                "provider's own host; a custom --api-base gets a key from its URL (user:KEY@host) or "
+                "INSTRUCTKIT_API_KEY",
         "group": "model", "metavar": "KEY"})
     via: str | None = option(None, "--via", "path for OpenAI-compatible servers (default http)", choices=("http", "litellm"))
     concurrency: int = option(32, "--concurrency", "requests in flight (default 32)")
