@@ -439,6 +439,17 @@ def test_a_row_longer_than_the_model_takes_is_refused_before_any_call(fake_serve
     assert fake_server.count() == 2
 
 
+def test_the_prompt_limit_defaults_to_the_models_context_length_where_known(fake_server, tmp_path):
+    src = tmp_path / "s.jsonl"
+    src.write_text(json.dumps({"instruction": "x" * 515_999, "output": "y"}) + "\n")  # 129,000 tokens
+    out = tmp_path / "o.jsonl"
+    known = cli("judge", "alpagasus", str(src), "--out", str(out), "-m", f"gpt-4o-mini@{fake_server.url}", "--quiet",
+                "--cache-dir", str(tmp_path / "cache"))
+    no_traceback(known)
+    assert known.returncode == 2 and "over the 128,000 the model takes" in known.stderr and fake_server.count() == 0
+    assert judge(fake_server, src, out).returncode == 0 and fake_server.count() == 1  # unknown: 131,072
+
+
 def test_a_second_run_on_the_same_work_folder_stops_instead_of_paying_again(fake_server, tmp_path):
     from instructkit.guard import RunLock
 
@@ -450,6 +461,31 @@ def test_a_second_run_on_the_same_work_folder_stops_instead_of_paying_again(fake
     assert run.returncode == 2 and "another instructkit run" in run.stderr and f"pid {os.getpid()}" in run.stderr
     assert fake_server.count() == 0
     assert judge(fake_server, src, out).returncode == 0 and fake_server.count() == 4  # the lock went with it
+
+
+def test_two_identical_commands_at_once_pay_once(fake_server, tmp_path):
+    import time
+
+    fake_server.configure(latency=1.0)  # the first run takes about 6 s
+    src = rows(tmp_path / "s.jsonl", n=6)
+    out = tmp_path / "o.jsonl"
+    argv = [sys.executable, "-m", "instructkit.cli", "judge", "alpagasus", str(src), "--out", str(out), "-m",
+            f"{MODEL}@{fake_server.url}", "--quiet", "--cache-dir", str(tmp_path / "cache"), "--concurrency", "1"]
+    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while fake_server.count() == 0:  # the first run is paying
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        second = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert first.wait(timeout=60) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert fake_server.count() == 6  # every row paid once
+    no_traceback(second)
+    assert second.returncode == 2 and "another instructkit run" in second.stderr
 
 
 def test_outputs_have_the_manifests_permissions(tmp_path):
