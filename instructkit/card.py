@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from . import registry
+from .credentials import redact
 from .io import read_records
 from .manifest import json_hash, parse_figure
-from .secrets import redact
 
 TASK_CATEGORIES = {  # Bonito task types (and similar) -> Hugging Face task categories
     "exqa": "question-answering", "mcqa": "multiple-choice", "qa": "question-answering",

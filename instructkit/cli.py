@@ -18,11 +18,11 @@ from typing import Any
 from jinja2 import TemplateError
 
 from . import registry
+from .credentials import redact
 from .guard import RunLock, describe_os_error, refuse_overwrite
 from .io import InputError, read_records
 from .models.llm import BudgetExceeded
 from .models.types import ModelCallError
-from .secrets import redact
 
 RECORD_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".parquet"}
 

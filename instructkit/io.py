@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import fastjson
-from .secrets import redact, redact_value
+from .credentials import redact, redact_value
 
 
 class InputError(ValueError):
@@ -375,7 +375,7 @@ def response_of(record: Mapping[str, Any]) -> str:
 
 def write_records(path: str | os.PathLike, records: Iterable[Mapping[str, Any]], fmt: str | None = None) -> Path:
     """Write atomically (temp file + rename), so a crash never leaves a half-written output; with the
-    permissions of any file the user creates (umask), and no credential inside a URL (`secrets.redact`)."""
+    permissions of any file the user creates (umask), and no credential inside a URL (`credentials.redact`)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fmt = fmt or (detect_format(p) if p.suffix else "jsonl")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .secrets import redact
+from .credentials import redact
 
 OK = "ok"  # the parse status of a row that parsed (judge.parsing.OK)
 

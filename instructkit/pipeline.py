@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from . import registry
+from .credentials import redact
 from .execution import Execution
 from .io import InputError, read_records, write_records
 from .manifest import json_hash, write_manifest
 from .models.config import ModelConfig
-from .secrets import redact
 from .steps import MethodStep, Models, method_options, run_step
 
 STEP_KINDS = registry.KINDS

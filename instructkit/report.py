@@ -18,8 +18,8 @@ import numpy as np
 
 from . import registry
 from .card import score_columns
+from .credentials import redact
 from .io import read_records, to_turns
-from .secrets import redact
 
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
            "#9c755f", "#bab0ac"]

@@ -16,10 +16,10 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 
+from instructkit.credentials import redact
 from instructkit.models import LLM
 from instructkit.registry import get, method
 from instructkit.runner import RunContext
-from instructkit.secrets import redact
 
 from .parsing import OK, report
 

@@ -86,7 +86,7 @@ class ModelConfig:
 
     def public(self) -> dict[str, Any]:
         """Every option but the key (nor one inside a URL), as plain JSON values (manifests, other processes)."""
-        from ..secrets import redact_value
+        from ..credentials import redact_value
 
         return redact_value({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "api_key"})
 

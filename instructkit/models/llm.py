@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from ..aio import run_sync
 from ..cache import ResponseCache, public_endpoint, request_key
-from ..secrets import environment_key, split_credentials
+from ..credentials import environment_key, split_credentials
 from .config import LOCAL_OPTIONS, ModelConfig
 from .limits import ProviderLimits, TokenBucket, estimate_tokens
 from .pricing import cost_of, priced_name
