@@ -16,8 +16,10 @@ Two modes:
 
 Deviations, and why: upstream drops unparseable generations silently; here every invalid generation is
 dropped AND counted per type and reason, with its raw text in `bonito.invalid.jsonl`. Native mode adds
-the validators Bonito lacks (passage placeholder present, extractive answer in the passage, yes/no
-answer, multiple-choice answer among the input's text). Sampling defaults are the README triple
+by default the validators Bonito lacks (non-empty sides, passage placeholder present, extractive answer
+in the passage, yes/no answer, multiple-choice answer among the input's text: they drop tasks a model
+got wrong); `-o preset official` turns them off (`native_checks=false`), keeping exactly the replies
+upstream keeps (tests/golden/bonito). Sampling defaults are the README triple
 (max_tokens 256, T 0.5, top_p 0.95) with an explicit per-call seed. Output rows are Alpaca-shaped:
 `instruction` holds Bonito's task input (passage included), `output` its answer, plus provenance
 (doc_id, passage_index, task_type).
@@ -76,7 +78,8 @@ OPTION_LETTERS = "ABCDEFGH"  # a multiple-choice task shows at most this many op
 class BonitoOptions:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # Upstream's input format over raw completion and the README's sampling triple (the defaults).
-        "official": {"mode": "native", "temperature": 0.5, "top_p": 0.95, "max_tokens": 256},
+        # Upstream keeps every reply with one `<|pipe|>`, so our extra checks are off.
+        "official": {"mode": "native", "temperature": 0.5, "top_p": 0.95, "max_tokens": 256, "native_checks": False},
     }
 
     mode: str = "instruct"  # "instruct" (any instruct model, JSON fields) or "native" (Bonito weights)
@@ -90,7 +93,8 @@ class BonitoOptions:
     temperature: float = 0.5
     top_p: float = 0.95
     max_tokens: int = 256
-    require_context: bool = True  # native: the task input must contain the passage ({{context}})
+    native_checks: bool = True  # native: our validators (validate_native); false keeps what upstream keeps
+    require_context: bool = True  # native checks: the task input must contain the passage ({{context}})
     reply_format: str = "lines"  # instruct: "lines" (labelled lines) or "json"; either is parsed
     constrained: bool = True  # instruct + json: send the JSON schema where the backend can enforce it
 
@@ -361,6 +365,16 @@ _CHECKS: dict[str, Callable[[dict, str], str | None]] = {
 }
 
 
+def native_task(
+    code: str, prediction: str, passage: str, checks: bool = True, require_context: bool = True
+) -> tuple[tuple[str, str] | None, str]:
+    """A native reply's (input, output) and status: upstream's `<|pipe|>` filter, then our checks if asked."""
+    pair = parse_native(prediction, passage)
+    if pair is None:
+        return None, "pipe_count"
+    return pair, validate_native(code, *pair, passage, require_context) if checks else "ok"
+
+
 def validate_native(
     code: str, task_input: str, output: str, passage: str, require_context: bool = True
 ) -> str:
@@ -500,12 +514,7 @@ def bonito(records: list[dict], ctx: RunContext) -> list[dict]:
         elif res.estimated:  # dry run: a placeholder row, so a pipeline's later steps are estimated on it
             row, status = {"instruction": res.value["text"], "output": res.value["text"]}, "ok"
         elif opts.mode == "native":
-            pair = parse_native(res.value["text"], item["passage"])
-            status = (
-                "pipe_count"
-                if pair is None
-                else validate_native(code, *pair, item["passage"], opts.require_context)
-            )
+            pair, status = native_task(code, res.value["text"], item["passage"], opts.native_checks, opts.require_context)
             if status == "ok" and pair is not None:
                 row = {"instruction": pair[0], "output": pair[1]}
         else:

@@ -96,3 +96,18 @@ def require_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     """A clear error for an option outside its allowed values."""
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+def run_registered(kind: str, name: str, records: list[dict], ctx: RunContext, options: dict[str, Any],
+                   llm: Any = None) -> list[dict]:
+    """Run another family's registered method (e.g. `select kcenter`) on `records` inside this run: a
+    generator reuses selection or judging through the registry, never through a family's internals.
+    The method journals under `<this method>.<name>` in the same work dir, with the run's seed and stats."""
+    from instructkit.registry import get
+
+    info = get(kind, name)
+    sub = RunContext(llm=llm if llm is not None else ctx.llm, options=info.make_options(options),
+                     method=f"{ctx.method or 'generate'}.{name}", work_dir=ctx.work_dir,
+                     concurrency=ctx.concurrency, random_state=ctx.random_state, progress=ctx.progress,
+                     stats=ctx.stats, extras=ctx.extras)  # fmt: skip
+    return info.func(records, sub)

@@ -16,13 +16,14 @@ stays in place and is evolved again next round. All rounds are pooled, with line
 root_id, operation, round). Decoding as the official driver: T=1.0, top_p=0.95, max_tokens=2048; the
 instruction text is instruction + newline + input.
 
-Preset `official`: the official driver's four in-depth operations plus in-breadth (0.2 each) and its
-system prompt ("You are a helpful assistant.") on evolution and answer calls; rounds and eliminator stay
-as the paper (the released data went through them; the driver is a one-round sketch).
-Deviations, and why: prompts are our own wording (same markers, same 10-20 word limit); the official
-code has only 4 in-depth operations and no rounds or eliminator (we follow the paper); the official
-driver joins instruction and input with "\\r\\n" even when the input is empty (we join with "\\n" and
-only a non-empty input); the operation
+Preset `official` is what the official driver (`Evol_Instruct/main.py`) does: its four in-depth operations
+plus in-breadth (0.2 each), its system prompt ("You are a helpful assistant.") on evolution and answer
+calls, one round, no eliminator (every answered evolution is kept), only the evolved pairs written (no
+originals), instruction and input joined with "\\r\\n" even when the input is empty, replies kept verbatim
+(tests/golden/evol_instruct).
+Deviations, and why: prompts are our own wording (same markers, same 10-20 word limit); by default we
+follow the paper, not the driver: M rounds with the eliminator, five in-depth operations, the inputs
+pooled, and instruction and input joined with "\\n" only when there is an input; the operation
 draw and sampling seeds come from the run's explicit seed; an evolution failing rule 4 (or empty) gets
 no answer call, since it is eliminated whatever the answer; an equality reply that says neither
 "Equal" nor "Not Equal" keeps the evolution and is counted (`equality_unparsed`); stop words are our
@@ -44,7 +45,7 @@ from instructkit.runner import RunContext
 from instructkit.templates import render
 from instructkit.turns import chat_with, last_question
 
-from .common import call_seed, complete, llm_of, seeded, write_side
+from .common import call_seed, complete, llm_of, require_choice, seeded, write_side
 
 DEPTH_OPS = ("constraints", "deepen", "concretizing", "reasoning", "complicate_input")
 OPERATIONS = (*DEPTH_OPS, "breadth")
@@ -69,9 +70,11 @@ BREADTH_SHARE = 0.2  # the official driver: in-breadth is 1 of its 5 evolving pr
 @dataclass
 class EvolInstructOptions:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # Evol_Instruct/main.py: one evolution per input, answered, every pair kept, originals not written
         "official": {"operations": ["constraints", "deepen", "concretizing", "reasoning", "breadth"],
                      "system": OFFICIAL_SYSTEM, "temperature": 1.0, "top_p": 0.95, "max_tokens": 2048,
-                     "answer_max_tokens": 2048},
+                     "answer_max_tokens": 2048, "rounds": 1, "eliminate": False, "include_original": False,
+                     "input_join": "crlf", "strip_replies": False},
     }  # fmt: skip
 
     rounds: int = 4  # M
@@ -86,6 +89,9 @@ class EvolInstructOptions:
     equality_max_tokens: int = 8
     sorry_max_words: int = 80  # rule 2: "sorry" in an answer shorter than this
     include_original: bool = True  # pool round 0 (the inputs) with the evolved rounds
+    eliminate: bool = True  # the paper's eliminator (rules 1-4); false keeps every answered evolution
+    input_join: str = "newline"  # instruction and input: "newline" (only a non-empty input) | "crlf" (always)
+    strip_replies: bool = True  # strip evolutions and answers (the official driver keeps them verbatim)
 
 
 def copies_prompt_wording(instruction: str) -> bool:
@@ -116,9 +122,12 @@ def parse_equality(text: str) -> str:
 
 
 def elimination_reason(
-    evolved: str, answer: str | None, equality: str | None, sorry_max_words: int = 80
+    evolved: str, answer: str | None, equality: str | None, sorry_max_words: int = 80, eliminate: bool = True
 ) -> str | None:
-    """The first eliminator rule that fails this evolution, or None when it survives."""
+    """The first eliminator rule that fails this evolution, or None when it survives (always, without
+    `eliminate`: the official driver keeps every pair)."""
+    if not eliminate:
+        return None
     if not evolved.strip():
         return "empty"
     if copies_prompt_wording(evolved):
@@ -168,7 +177,13 @@ def draw_operation(rng: Any, weights: dict[str, float]) -> str:
     return rng.choices(list(weights), weights=list(weights.values()))[0]
 
 
-def _text_of(rec: dict) -> str:
+def _reply(text: str, strip: bool) -> str:
+    return text.strip() if strip else text
+
+
+def text_of(rec: dict, input_join: str = "newline") -> str:
+    """The text that evolves: a chat row's last question, else instruction and input joined ("crlf": always
+    with "\\r\\n", as the official driver; "newline": with "\\n", only when there is an input)."""
     chat = last_question(rec)
     if chat is not None:  # a chat row: its last question evolves; the earlier turns stay as they are
         return chat[1]
@@ -176,6 +191,8 @@ def _text_of(rec: dict) -> str:
     inp = str(rec.get("input") or "").strip()
     if not inst:
         raise ValueError(f"record has no instruction (fields: {sorted(rec)})")
+    if input_join == "crlf":
+        return f"{inst}\r\n{inp}"
     return f"{inst}\n{inp}" if inp else inst
 
 
@@ -186,6 +203,7 @@ def evol_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
     for op in opts.operations:
         if op not in OPERATIONS:
             raise ValueError(f"unknown operation {op!r}; known: {OPERATIONS}")
+    require_choice("input_join", opts.input_join, ("newline", "crlf"))
     weights = operation_weights(opts)
     llm = llm_of(ctx)
     current = []
@@ -193,7 +211,7 @@ def evol_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
     for i, rec in enumerate(records):
         rid = str(rec.get("id", i))
         chat = last_question(rec)
-        node = {"id": rid, "instruction": _text_of(rec), "output": chat[2] if chat else rec.get("output"),
+        node = {"id": rid, "instruction": text_of(rec, opts.input_join), "output": chat[2] if chat else rec.get("output"),
                 "root_id": rid, "parent_id": None, "operation": None, "round": 0, "row": i,
                 "history": chat[0] if chat else None}  # fmt: skip
         current.append(node)
@@ -217,9 +235,11 @@ def evol_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
                                   max_tokens=opts.max_tokens, seed=call_seed(ctx, "evolve", item["round"], item["id"]))  # fmt: skip
 
         evolved = [
-            r.value["text"].strip() if r.ok else None for r in ctx.map(items, evolve, stage=f"evolve-r{rnd}")
+            _reply(r.value["text"], opts.strip_replies) if r.ok else None
+            for r in ctx.map(items, evolve, stage=f"evolve-r{rnd}")
         ]
-        live = [k for k, e in enumerate(evolved) if e and not copies_prompt_wording(e)]
+        live = [k for k, e in enumerate(evolved)
+                if e is not None and (not opts.eliminate or (e and not copies_prompt_wording(e)))]  # fmt: skip
         answers: dict[int, str | None] = {}
         equal: dict[int, str | None] = {}
         if live:
@@ -232,8 +252,8 @@ def evol_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
                                       seed=call_seed(ctx, "answer", ask["round"], ask["id"]))  # fmt: skip
 
             for k, res in zip(live, ctx.map(asks, answer, stage=f"answer-r{rnd}")):
-                answers[k] = res.value["text"].strip() if res.ok else None
-            if opts.equality_check:
+                answers[k] = _reply(res.value["text"], opts.strip_replies) if res.ok else None
+            if opts.equality_check and opts.eliminate:
                 pairs = [{"first": items[k]["instruction"], "second": evolved[k]} for k in live]
 
                 async def same(pair: dict) -> dict:
@@ -251,7 +271,7 @@ def evol_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
             elif k in live and answers.get(k) is None:
                 reason = "answer_failed"
             else:
-                reason = elimination_reason(text, answers.get(k), equal.get(k), opts.sorry_max_words)
+                reason = elimination_reason(text, answers.get(k), equal.get(k), opts.sorry_max_words, opts.eliminate)
             if reason is not None:
                 reasons[reason] = reasons.get(reason, 0) + 1
                 eliminated.append({"parent_id": node["id"], "round": rnd, "operation": item["operation"],
@@ -275,7 +295,7 @@ def evol_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
            for n in pool]  # fmt: skip
     write_side(ctx, "eliminated.jsonl", eliminated)
     templates = [TEMPLATES["depth"], TEMPLATES["breadth"]] + (
-        [TEMPLATES["equal"]] if opts.equality_check else []
+        [TEMPLATES["equal"]] if opts.equality_check and opts.eliminate else []
     )
     counts = {"inputs": len(records), "evolved_kept": len(pool) - len(records) * opts.include_original,
               "eliminated": reasons, "equality_unparsed": unparsed, "rounds": per_round}

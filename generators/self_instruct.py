@@ -24,8 +24,10 @@ Deviations, and why:
   classification step, 5 per instance template), so no text is copied; formats and markers are the same.
 - By default the continuation prompt is sent as one user turn (`mode=continuation`), so chat models can
   continue it; `raw=true` (preset `official`) sends every prompt as a raw completion with no chat
-  template, as the official GPT-3 calls did; `mode=chat` asks explicitly for the numbered lines. A leading echo of the open
-  number ("9. ...") is removed before splitting; in chat mode list lines are read by their numbers.
+  template, as the official GPT-3 calls did; `mode=chat` asks explicitly for the numbered lines. By default a
+  leading echo of the open number ("9. ...") is removed before splitting (chat models often restate it; the
+  official code keeps it as the start of the first task, and so does `-o preset official`, `strip_echo=false`);
+  in chat mode list lines are read by their numbers.
 - Duplicate instances are removed keeping first occurrences (the official `list(set(...))` order depends
   on PYTHONHASHSEED); the 5-instance sample and every other draw use the run's explicit seed.
 - `avg_similarity_score` (a full scan of the pool per kept task) is only computed with
@@ -87,7 +89,8 @@ class SelfInstructOptions:
         # The official calls (GPT-3 completions): raw continuation prompts and their decoding settings.
         "official": {"mode": "continuation", "raw": True, "num_prompt_instructions": 8, "request_batch_size": 5,
                      "temperature": 0.7, "top_p": 0.5, "max_tokens": 1024, "presence_penalty": 2.0,
-                     "frequency_penalty": 0.0, "instance_presence_penalty": 1.5, "rouge_threshold": 0.7},
+                     "frequency_penalty": 0.0, "instance_presence_penalty": 1.5, "rouge_threshold": 0.7,
+                     "strip_echo": False},
     }  # fmt: skip
 
     num_instructions: int = 100  # machine tasks to keep (official argparse default; the script used 50000)
@@ -96,6 +99,7 @@ class SelfInstructOptions:
     request_batch_size: int = 5
     mode: str = "continuation"  # "continuation" (numbered list left open) or "chat"
     raw: bool = False  # continuation prompts as raw completions, no chat template (the official GPT-3 calls)
+    strip_echo: bool = True  # continuation: drop a reply's leading echo of the open number (official keeps it)
     classification_only: bool = False  # the official --use_clf_seed_tasks_only
     temperature: float = 0.7
     top_p: float = 0.5
@@ -291,15 +295,17 @@ def instruction_filter(inst: str) -> str | None:
     return None
 
 
-def split_response(text: str, n_demos: int = 8, mode: str = "continuation") -> list[str]:
+def split_response(text: str, n_demos: int = 8, mode: str = "continuation", strip_echo: bool = True) -> list[str]:
     """Raw instruction pieces of one response (before normalization and filters).
 
-    Continuation: a leading echo of the open number is removed, then the text is split on
+    Continuation: a leading echo of the open number is removed (unless `strip_echo` is false: the
+    official code keeps it, so the echo starts the first task), then the text is split on
     "\\n<number>. " (official). Chat: only lines numbered after the demonstrations count (a task that
     runs over several lines is joined); preambles and closing remarks are ignored.
     """
     if mode != "chat":
-        text = re.sub(rf"^\s*{n_demos + 1}\s?\.\s*", "", text)
+        if strip_echo:
+            text = re.sub(rf"^\s*{n_demos + 1}\s?\.\s*", "", text)
         return _SPLIT_RE.split(text)
     pieces: list[str] = []
     open_item = False
@@ -317,7 +323,7 @@ def split_response(text: str, n_demos: int = 8, mode: str = "continuation") -> l
 
 
 def post_process(
-    text: str | None, finish_reason: str, n_demos: int = 8, mode: str = "continuation"
+    text: str | None, finish_reason: str, n_demos: int = 8, mode: str = "continuation", strip_echo: bool = True
 ) -> list[dict]:
     """Every candidate of one response with its decision: {"instruction", "reason"} (reason None = kept)."""
     if text is None:
@@ -325,7 +331,7 @@ def post_process(
     if finish_reason == "length":
         return [{"instruction": "", "raw": text, "reason": "truncated_response"}]
     out = []
-    for piece in split_response(text, n_demos, mode):
+    for piece in split_response(text, n_demos, mode, strip_echo):
         inst = normalize_instruction(piece)
         out.append({"instruction": inst, "raw": piece, "reason": instruction_filter(inst)})
     return out
@@ -348,6 +354,7 @@ def screen_batch(
     n_demos: int = 8,
     mode: str = "continuation",
     similarity_stats: bool = False,
+    strip_echo: bool = True,
 ) -> tuple[list[dict], list[dict]]:
     """Filter one batch of (prompt, text, finish_reason) responses in order, as the official loop does:
     every candidate through the filters, then ROUGE-L against the pool, which grows with each kept task
@@ -358,7 +365,7 @@ def screen_batch(
         if text is None:
             rejected.append({"reason": "call_failed", "instruction": "", "error": finish})
             continue
-        for cand in post_process(text, finish or "stop", n_demos, mode):
+        for cand in post_process(text, finish or "stop", n_demos, mode, strip_echo):
             reason, hit = cand["reason"], None
             if reason is None:
                 hit = index.any_above(cand["instruction"], threshold)
@@ -520,7 +527,7 @@ def self_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
         responses = [(it["prompt"], r.value["text"] if r.ok else None, r.value["finish_reason"] if r.ok else r.error)
                      for it, r in zip(items, results)]  # fmt: skip
         kept, dropped = screen_batch(responses, index, opts.rouge_threshold, opts.num_prompt_instructions, opts.mode,
-                                     opts.similarity_stats)  # fmt: skip
+                                     opts.similarity_stats, opts.strip_echo)  # fmt: skip
         if any(r.estimated for r in results):  # dry run: each request keeps its n_new tasks (the fewest requests)
             kept = [{"instruction": f"Dry run task {batch_no}.{k}.{j}", "most_similar": {}, "prompt": it["prompt"]}
                     for k, it in enumerate(items) for j in range(n_new)]  # fmt: skip

@@ -12,7 +12,10 @@ again with `n_nodes=4` on the 6-node output); rewriter max_tokens 400 and
 temperature 1.0 (the API default the code relied on); leading/trailing quotes are stripped; an empty or
 "NONE" reply fails; then one response call per new instruction (max_tokens 1500).
 
-Deviations, and why: the prompts are our own wording (with our own one-shot example). A rewrite fails,
+`-o preset official` (`rules=official`) prepares the old instruction and keeps replies as the official
+script does (one quote cut from each end, then whitespace; every reply but "NONE" and the API's error
+text kept as returned: tests/golden/tree_instruct).
+Deviations, and why: the prompts are our own wording (with our own one-shot example). By default a rewrite fails,
 is dropped and counted (with its raw text in `tree_instruct.failed.jsonl`) when it is empty, unchanged,
 not longer than the old instruction, or leaks procedure words; `strict_length=True` also enforces the
 prompt's +12 / <= 100 word limits, which the official code only asks for. The responder sees the input
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from instructkit.manifest import write_method_summary
 from instructkit.provenance import provenance
@@ -34,7 +37,7 @@ from instructkit.runner import RunContext
 from instructkit.templates import render
 from instructkit.turns import chat_with, last_question
 
-from .common import call_seed, complete, llm_of, word_count, write_side
+from .common import call_seed, complete, llm_of, require_choice, word_count, write_side
 
 TEMPLATES = ("tree_instruct_rewrite.jinja", "tree_instruct_respond.jinja")
 NUMBER_WORDS = {1: "One", 2: "Two", 3: "Three", 4: "Four", 5: "Five", 6: "Six", 7: "Seven", 8: "Eight",
@@ -55,6 +58,11 @@ class TreeInstructOptions:
     respond: bool = True
     response_max_tokens: int = 1500
     response_temperature: float = 1.0
+    rules: str = "ours"  # "ours" (cleaning and filters) | "official" (generate_tree_instructions.py's)
+
+    # generate_tree_instructions.py: one quote cut from each end of the old instruction, then whitespace; a
+    # reply kept as returned unless it is "NONE" or the API's error text
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"official": {"rules": "official"}}
 
 
 def rewrite_failure(old: str, new: str, opts: TreeInstructOptions) -> str | None:
@@ -77,28 +85,47 @@ def rewrite_failure(old: str, new: str, opts: TreeInstructOptions) -> str | None
     return None
 
 
+OFFICIAL_ERROR_TEXT = "undefinedsome thing error, try again later"  # a reply the official loop discards
+
+
+def prepare_instruction(text: str, rules: str = "ours") -> str:
+    """The old instruction as the rewriter sees it: "official" cuts one double quote from each end, then
+    whitespace (`worker` in generate_tree_instructions.py); "ours" cuts whitespace, then every quote."""
+    if rules == "official":
+        if text[:1] == '"':
+            text = text[1:]
+        if text[-1:] == '"':
+            text = text[:-1]
+        return text.strip()
+    return text.strip().strip('"')
+
+
+def official_rewrite_failure(new: str) -> str | None:
+    """The official loop writes every reply but "NONE" and the API's error text."""
+    if not new or new == "NONE":
+        return "empty"
+    return "api_error_text" if OFFICIAL_ERROR_TEXT in new else None
+
+
 def clean_rewrite(text: str) -> str:
     """The reply without surrounding whitespace, quotes, or a repeated "New instruction:" label."""
     text = re.sub(r"^\s*(?:\*\*)?new instruction(?:\*\*)?\s*:\s*", "", text.strip(), flags=re.IGNORECASE)
     return text.strip().strip('"').strip()
 
 
-def _seed_row(i: int, rec: dict) -> dict:
+def _seed_row(i: int, rec: dict, rules: str = "ours") -> dict:
     """The row a record starts as; a chat row's last question is rewritten, its earlier turns kept."""
     chat = last_question(rec)
     if chat is not None:
-        text = chat[1].strip().strip('"')
+        text = prepare_instruction(chat[1], rules)
         return {"id": str(rec.get("id", i)), "old": text, "current": text, "input": "", "old_output": chat[2],
                 "history": chat[0]}  # fmt: skip
-    return {"id": str(rec.get("id", i)), "old": _instruction_of(rec), "current": _instruction_of(rec),
-            "input": str(rec.get("input") or ""), "old_output": rec.get("output")}  # fmt: skip
-
-
-def _instruction_of(rec: dict) -> str:
     text = rec.get("new", rec.get("instruction"))
     if not isinstance(text, str):
         raise ValueError(f"record has no instruction (fields: {sorted(rec)})")
-    return text.strip().strip('"')
+    text = prepare_instruction(text, rules)
+    return {"id": str(rec.get("id", i)), "old": text, "current": text,
+            "input": str(rec.get("input") or ""), "old_output": rec.get("output")}  # fmt: skip
 
 
 @method("generate", "tree_instruct", options=TreeInstructOptions, reads=("instruction|new",))
@@ -107,7 +134,8 @@ def tree_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
     opts = ctx.options or TreeInstructOptions()
     llm = llm_of(ctx)
     word = NUMBER_WORDS.get(opts.n_nodes, str(opts.n_nodes))
-    rows = [_seed_row(i, r) for i, r in enumerate(records)]
+    require_choice("rules", opts.rules, ("ours", "official"))
+    rows = [_seed_row(i, r, opts.rules) for i, r in enumerate(records)]
     parents = {row["id"]: rec for row, rec in reversed(list(zip(rows, records)))}  # first row of an id wins
     failed: list[dict] = []
     reasons: dict[str, int] = {}
@@ -127,8 +155,11 @@ def tree_instruct(records: list[dict], ctx: RunContext) -> list[dict]:
                 reason, raw, new = ("pending" if res.pending else "call_failed"), None, ""
             else:
                 raw = res.value["text"]
-                new = clean_rewrite(raw)
-                reason = rewrite_failure(row["current"], new, opts)
+                if opts.rules == "official":
+                    new, reason = raw, official_rewrite_failure(raw)
+                else:
+                    new = clean_rewrite(raw)
+                    reason = rewrite_failure(row["current"], new, opts)
             if reason is not None:
                 reasons[reason] = reasons.get(reason, 0) + 1
                 failed.append({"id": row["id"], "step": step, "reason": reason, "instruction": row["current"],

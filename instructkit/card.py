@@ -15,6 +15,7 @@ import json
 import math
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ FEATURES: dict[str, dict[str, Any]] = {  # export column -> its `datasets` featu
     "messages": {"list": [{"name": "role", "dtype": "string"}, {"name": "content", "dtype": "string"}]},
     "conversations": {"list": [{"name": "from", "dtype": "string"}, {"name": "value", "dtype": "string"}]},
 }  # fmt: skip
-FIGURES = ("templates", "parse", "counts", "input_licenses", "agreement", "selection")  # what step_figures records
+FIGURES = ("templates", "parse", "counts", "input_licenses", "agreement", "separation", "selection")  # what step_figures records
 REPORT_MAX_POOL = 20_000  # above this a selection step's diversity report is left to `select --report`
 
 
@@ -125,6 +126,38 @@ def score_columns(records: list[dict]) -> list[str]:
     return names
 
 
+def separation_figures(records_in: list[dict], result: list[dict]) -> dict[str, dict[str, Any]]:
+    """For each score column the step added: how its values spread over the scored rows (manifest.separation
+    reads it to flag a judge that scored every row yet separated nothing), and beside `<judge>_score`, the
+    same for `<judge>_expected`, the expected-value scores, where the judge computed them."""
+    before = {k for r in records_in for k in r}
+    out: dict[str, dict[str, Any]] = {}
+    for col in score_columns(result):
+        if col in before:
+            continue
+        out[col] = spread_figure(result, col)
+        expected = col.removesuffix("_score") + "_expected"
+        if col.endswith("_score") and expected not in before and any(_is_number(r.get(expected)) for r in result):
+            out[col]["expected"] = {"column": expected, **spread_figure(result, expected)}
+    return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def spread_figure(records: list[dict], column: str) -> dict[str, Any]:
+    """Scored rows of `column`, its most common value and that value's share of them, min, max and std."""
+    values = [float(r[column]) for r in records if _is_number(r.get(column))]
+    if not values:
+        return {"rows": 0}
+    top, count = Counter(round(v, 9) for v in values).most_common(1)[0]
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    return {"rows": len(values), "top_value": _num(top), "top_rows": count, "top_share": round(count / len(values), 6),
+            "min": _num(min(values)), "max": _num(max(values)), "mean": _num(mean), "std": _num(std)}
+
+
 def agreement_figures(records_in: list[dict], result: list[dict]) -> list[dict[str, Any]]:
     """Spearman and Kendall between each score column the step added and each one earlier judges wrote,
     over the rows where both are numbers (at least 3). scipy (seconds to import) only when there is a pair."""
@@ -184,6 +217,7 @@ def step_figures(kind: str, func: Any, records_in: list[dict], result: list[dict
             "input_licenses": lambda: declared_licenses(input_path, records_in)}  # fmt: skip
     if kind in ("judge", "score"):
         jobs["agreement"] = lambda: agreement_figures(records_in, result)
+        jobs["separation"] = lambda: separation_figures(records_in, result)
     if kind == "select":
         jobs["selection"] = lambda: selection_figures(records_in, result, options, ctx)
     out: dict[str, Any] = {}
@@ -236,6 +270,10 @@ def step_summary(entry: dict[str, Any]) -> dict[str, Any]:
         from .provenance import model_label
 
         out["model"] = model_label(entry["model_identity"])
+    from .manifest import little_output
+
+    if flags := little_output(entry):  # the same flags as the CLI's last line and the report's top
+        out["flags"] = flags
     return out
 
 
@@ -310,6 +348,9 @@ def card_body(meta: dict[str, Any], figures: dict[str, Any], steps: list[dict[st
                          "completion tokens", "cost $"],
                         [[s["step"], s["kind"], s["method"], s.get("model", ""), s["rows_in"], s["rows_out"],
                           s["prompt_tokens"], s["completion_tokens"], s["cost"]] for s in ik["steps"]]))  # fmt: skip
+    flagged = [f"- `{s['step']}`: {'; '.join(s['flags'])}" for s in ik["steps"] if s.get("flags")]
+    if flagged:
+        parts += ["", "**Flagged steps** (little output, or scores that separate nothing):", "", *flagged]
     total_tokens = sum(s["prompt_tokens"] + s["completion_tokens"] for s in ik["steps"])
     parts += ["", f"Total: {total_tokens:,} tokens, ${sum(s['cost'] for s in ik['steps']):.4f}."]
     models = {json.dumps(s["model_identity"], sort_keys=True): s["model_identity"] for s in steps

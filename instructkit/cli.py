@@ -212,6 +212,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     add_model_args(mp, only=("api_base", "api_key", "via"))
 
+    dp = sub.add_parser("doctor", help="Which local engines this machine can run, which one `local` uses, and why")
+    dp.add_argument("--short", action="store_true", help="one line (the demo prints it first)")
+    dp.add_argument("--probe-again", action="store_true", help="run the llama.cpp probe anew (not the stored verdict)")
+
     rep = sub.add_parser("report", help="Write a self-contained HTML report for a pipeline output folder")
     rep.add_argument("out_dir")
     rep.add_argument("--html", help="report path (default OUT_DIR/report.html)")
@@ -454,6 +458,10 @@ def main(argv: list[str] | None = None) -> int:
             return export_command(args)
         if args.command == "models":
             return models_command(args)
+        if args.command == "doctor":
+            from .doctor import doctor_command
+
+            return doctor_command(args)
         if args.command == "methods":
             return methods_command(args)
         if args.command == "plugins":

@@ -96,9 +96,35 @@ def parse_figure(records: Iterable[dict], column: str, missing: str | None = Non
 LITTLE_PARSE_RATE = 0.10  # a step whose parse failures exceed this share of its rows is flagged
 
 
+NO_SEPARATION_SHARE = 0.90  # a score column whose most common value holds this share of its rows or more
+NO_SPREAD = 0.01  # ... or whose standard deviation is at most this fraction of its mean's magnitude
+SEPARATION_MIN_ROWS = 10  # fewer scored rows than this say nothing either way
+
+
+def no_separation(col: str, fig: dict[str, Any]) -> str:
+    """Why a score column (card.spread_figure's figures) separated nothing, or "" when it did."""
+    rows = int(fig.get("rows") or 0)
+    if rows < SEPARATION_MIN_ROWS:
+        return ""
+    std, mean = float(fig.get("std") or 0.0), abs(float(fig.get("mean") or 0.0))
+    if float(fig.get("top_share") or 0.0) >= NO_SEPARATION_SHARE:
+        why = f"{fig['top_rows']}/{rows} rows score {fig['top_value']:g}"
+    elif std <= NO_SPREAD * mean:
+        why = f"{rows} rows within {fig['min']:g}-{fig['max']:g} (std {std:.3g})"
+    else:
+        return ""
+    note = f"{col} separates nothing ({why})"
+    expected = fig.get("expected") or {}
+    if expected.get("rows") and not no_separation(expected["column"], {k: v for k, v in expected.items() if k != "column"}):
+        note += (f"; its expected-value scores {expected['column']} span {expected['min']:g}-{expected['max']:g}"
+                 " (-o score expected)")
+    return note
+
+
 def little_output(step: dict[str, Any]) -> list[str]:
-    """Why a finished step produced little, from its manifest entry: no rows out, or a parse column
-    (`parse` figures: `<col>: {rows, failed, rate}`) failing on more than 10% of its rows. A judge's
+    """Why a finished step produced little, from its manifest entry: no rows out, a parse column
+    (`parse` figures: `<col>: {rows, failed, rate}`) failing on more than 10% of its rows, or a score
+    column that separates nothing (`separation` figures; see no_separation). A judge's
     `<judge>_text_parse` is left to its `<judge>_parse`: a row scored from the expected value is scored."""
     if step.get("kind") == "export":
         return []
@@ -109,6 +135,9 @@ def little_output(step: dict[str, Any]) -> list[str]:
             continue  # the reply text's own parse: whether a row got a score is `<judge>_parse`
         if isinstance(fig, dict) and fig.get("rows") and float(fig.get("rate") or 0.0) > LITTLE_PARSE_RATE:
             notes.append(f"{col} failed on {fig['failed']}/{fig['rows']} rows ({float(fig['rate']):.0%})")
+    for col, fig in sorted((step.get("separation") or {}).items()):
+        if isinstance(fig, dict) and (note := no_separation(col, fig)):
+            notes.append(note)
     return notes
 
 

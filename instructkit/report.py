@@ -142,7 +142,7 @@ def build_report(out_dir: str | Path, encoder: str = "local") -> str:
 
     flagged = [(s.get("step"), notes) for s in steps if (notes := little_output(s))]
     if flagged:  # first thing on the page: a step that produced little
-        parts.append("<div class=warn><b>Little output</b><ul>" + "".join(
+        parts.append("<div class=warn><b>Little output or no separation</b><ul>" + "".join(
             f"<li>{esc(name)}: {esc('; '.join(notes))}</li>" for name, notes in flagged) + "</ul></div>")
     # Counts, tokens and cost per step.
     rows, tot_tokens, tot_cost = [], 0, 0.0

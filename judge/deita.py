@@ -7,8 +7,12 @@ as trained (hkust-nlp/deita, selection/scorer): their raw input format byte for 
 no chat template, the BOS their tokenizer adds), read at the first generated position over the tokens
 of "1".."6", softmax over those six, Σ s·p(s). Local models: the full next-token distribution after
 the raw prompt; servers: `/v1/completions` with top_logprobs (variants of a digit such as " 4" are
-summed, since a server returns text, not ids). A prompt the scorer cannot read is null with a status,
-never the released code's silent 3.0.
+summed, since a server returns text, not ids; a digit outside the top k is left out). A prompt the
+scorer cannot read is null with a status, never the released code's silent 3.0. The preset's
+`scorer_logprobs official` is the released code on vLLM instead (`Scorer.infer_score`, held to its golden
+outputs in tests/golden/deita): the top 1000 log-probs (`top_logprobs 1000`; a vLLM server must be
+started with `--max-logprobs 1000`), the tokens "1".."6" exactly, softmax over the six, and 3.0 when
+any of them is missing.
 `mode=direct` lets any chat model act as the scorer: the prompts are our own wording of the
 trained scorers' layout (query / question-response, then the score slot) sent through the chat
 template. The score is Σ s·p(s)
@@ -22,11 +26,13 @@ the row. The sample's own score is that of the original (variant 0). Selection l
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD, to_turns
+from instructkit.models.llm import is_placeholder
 from instructkit.registry import method
 from instructkit.runner import RunContext
 from instructkit.templates import render
@@ -89,7 +95,9 @@ QUALITY_OPERATIONS = [
 
 @dataclass
 class DeitaOptions:
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"official": {"mode": "scorer"}}
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "official": {"mode": "scorer", "scorer_logprobs": "official", "top_logprobs": 1000}
+    }
 
     mode: str = "direct"  # direct (1-6 prompt, any chat model) | scorer (released scorers) | evol (rank M evolutions)
     aspects: list[str] = field(default_factory=lambda: list(ASPECTS))
@@ -97,6 +105,7 @@ class DeitaOptions:
     shuffle: bool = True  # shuffle the variants before ranking (order bias; DEITA authors do this)
     logprobs: bool = True
     top_logprobs: int = 10
+    scorer_logprobs: str = "renormalise"  # scorer mode on a server: renormalise (over the digits returned) | official (3.0 if one is missing)
     max_tokens: int = 4  # direct mode: the score is the first token
     score: str = "expected"  # direct mode: expected (Σ s·p(s), the scorers' formula) | text (the digit written) | auto (text, else expected)
     constrained: str = "off"  # direct mode: off (free text) | auto: JSON {"score": 1..6} where the backend constrains output
@@ -105,6 +114,24 @@ class DeitaOptions:
     rank_max_tokens: int = 160
     complexity_template: str | None = None
     quality_template: str | None = None
+
+
+def official_server_score(logprobs: list[Any]) -> float:
+    """The released scorer's value on vLLM (`Scorer.infer_score`): the log-probs of the tokens "1".."6"
+    at the first position, softmax over those six, Σ s·p(s); 3.0 when any is missing (or none came back)."""
+    if not logprobs:
+        return 3.0
+    first = logprobs[0]
+    found: dict[str, float] = {}
+    for token, lp in [(first.token, first.logprob), *first.top]:
+        found.setdefault(token, lp)
+    if any(d not in found for d in DIGITS):
+        return 3.0
+    values = [found[d] for d in DIGITS]
+    peak = max(values)
+    weights = [math.exp(v - peak) for v in values]
+    total = sum(weights)
+    return sum(score * (w / total) for score, w in zip(range(SCORES[0], SCORES[1] + 1), weights))
 
 
 def combined(complexity: list[float | None] | None, quality: list[float | None] | None) -> float | None:
@@ -142,6 +169,8 @@ def deita(records: list[dict], ctx: RunContext) -> list[dict]:
         raise ValueError(
             f"deita: mode must be one of {'|'.join(MODES)} and aspects among {ASPECTS} (got {opts.mode}, {unknown})"
         )
+    if opts.scorer_logprobs not in ("renormalise", "official"):
+        raise ValueError(f"deita: scorer_logprobs must be renormalise or official, not {opts.scorer_logprobs!r}")
     lp: dict[str, Any] = {"logprobs": True, "top_logprobs": opts.top_logprobs} if opts.logprobs else {}
     mode = check_score_mode(opts.score, PREFIX)
     constrained = use_constraint(llm, opts.constrained, PREFIX) if opts.mode == "direct" else False
@@ -182,6 +211,9 @@ def deita(records: list[dict], ctx: RunContext) -> list[dict]:
         comp = await llm.acomplete(
             prompt, temperature=0.0, max_tokens=1, logprobs=True, top_logprobs=opts.top_logprobs
         )
+        if opts.scorer_logprobs == "official" and not is_placeholder(comp):  # a dry run's placeholder scores nothing
+            value = official_server_score(comp.logprobs or [])
+            return {"value": value, "status": OK, "raw": comp.text, "source": "logprobs"}
         exp = expectation_from_logprobs(comp.logprobs, range(SCORES[0], SCORES[1] + 1), position=0)
         return {"value": exp.value, "status": exp.status, "raw": comp.text,
                 "source": "logprobs" if exp.status == OK else None}  # fmt: skip

@@ -1,97 +1,164 @@
 """Judge input formats of released judges: `format=prometheus` (rubric and pairwise), `format=mtbench` (pairwise).
 
-Prometheus 2's absolute and relative grading formats are what its weights were trained on, so their
-strings are reproduced exactly (prometheus-eval/prometheus-eval @ dcfb442, libs/prometheus-eval/
-prometheus_eval/prompts.py: ABS_SYSTEM_PROMPT, ABSOLUTE_PROMPT(_WO_REF), SCORE_RUBRIC_TEMPLATE,
-REL_SYSTEM_PROMPT, RELATIVE_PROMPT(_WO_REF)); they are filled with `str.format`, as there. MT-Bench's pairwise judge (lm-sys/FastChat llm_judge, pair-v2) is a prompt
-to GPT-4, not a trained format: its layout markers and the verdict format ("[[A]]", "[[B]]", "[[C]]"
-after the explanation) carry over, its prose is our own (pass your own file with `system_template`
-to use another wording).
+No official text lives in this project. Where a preset needs a released prompt byte for byte, it is read
+at run time from the official package and checked against the sha256 digests recorded here:
+- Prometheus 2's absolute and relative grading strings (what its weights were trained on) come from the
+  `prometheus-eval` package (`pip install 'instructkit[prometheus]'`): its `prometheus_eval/prompts.py` is
+  read as text and its string constants taken without importing the package (which would import litellm).
+  PyPI's 0.1.20 and the repository at dcfb442 differ in the relative-grading prompt; both are known.
+- MT-Bench's pair-v2 and pair-math-v1 (FastChat llm_judge) are in FastChat's `judge_prompts.jsonl`, which
+  no package ships (the `fschat` wheel and sdist leave `llm_judge/data` out): it is read from a FastChat
+  checkout, `-o fastchat_prompts PATH`, or found beside an installed `fastchat` package when that is an
+  editable install of a checkout (`pip install -e .`, as FastChat's llm_judge README installs it).
+Our own MT-Bench wording (below) is the default: the layout markers and the verdict format ("[[A]]",
+"[[B]]", "[[C]]" after the explanation) are the format's facts, the prose is ours.
 """
 
 from __future__ import annotations
 
-PROMETHEUS_SYSTEM = (
-    "You are a fair judge assistant tasked with providing clear, objective feedback based on specific criteria, "
-    "ensuring each assessment reflects the absolute standards set for performance."
+import ast
+import hashlib
+import importlib.util
+import json
+from functools import cache
+from pathlib import Path
+
+# sha256 of each string, per known release (recorded by bench/golden/record_judges.py: tests/golden/prometheus).
+PROMETHEUS_DIGESTS = {
+    "ABS_SYSTEM_PROMPT": {"526b5b77a2d7eeaf33b21720197b6be536710d867d22cb468b0fb8f6022b62ab"},
+    "REL_SYSTEM_PROMPT": {"2d7f53af02b6a37c5701ed6a821289874a82615c0a6af9d181dc465b2fb5df20"},
+    "ABSOLUTE_PROMPT": {"edf9508ea2ca3c4f624938634990e8df0e89dba337b3e15311166ff2e3c6c67a"},
+    "ABSOLUTE_PROMPT_WO_REF": {"f4358c8f7953f324df3d70c86bc483d29eb8016567f1b1571cfbe6dee6722656"},
+    "SCORE_RUBRIC_TEMPLATE": {"a4c75273d26b02112e2149674ba34ed103da82fa8a5c39c477f76f0292099352"},
+    "RELATIVE_PROMPT": {"16909d49a4da133a8aa80076b4dc4b9ca3ab402146fff41081c4b56b0e72ee29",  # PyPI 0.1.20
+                        "b63ae34a2bac0ce12ea5270c2f6adefcf631832c89d6f284d25f7707ba445d45"},  # dcfb442
+    "RELATIVE_PROMPT_WO_REF": {"2b992796d7579dc5af8241134830d116c57fb7c8687788443191c357ed826815",
+                               "ca920719db01d48a23abefa2fde5f1810e50f7bd551dfcddcf87b53dd68941a9"},
+}
+# sha256 of FastChat's judge_prompts.jsonl entries (lm-sys/FastChat @ 0e6d3e4; tests/golden/mtbench).
+FASTCHAT_DIGESTS = {
+    "pair-v2": {"system_prompt": "8d6df8feee26e1c9994a4fae884fc839bfcb1787a3a9522d1be611db68c93338",
+                "prompt_template": "22f93e573bf9343e52c3dd0a36b1a033a47a6dc0045ab3d40357da8d3c613d57"},
+    "pair-math-v1": {"system_prompt": "0f6f71b71c14a4914b95d9272901c265d73dbc772319416e3180820c9962b2c0",
+                     "prompt_template": "16f835dc77def64b208c62cfa9ac5992cb965d769f138362741c139d1fc7281b"},
+}
+PROMETHEUS_INSTALL = "pip install 'instructkit[prometheus]' (the prometheus-eval package)"
+FASTCHAT_INSTALL = (
+    "FastChat's judge_prompts.jsonl is in no package (the fschat wheel leaves it out): git clone lm-sys/FastChat "
+    "and pass -o fastchat_prompts FastChat/fastchat/llm_judge/data/judge_prompts.jsonl (or pip install -e the clone)"
 )
-_TASK = (
-    "1. Write a detailed feedback that assess the quality of the response strictly based on the given score rubric, "
-    "not evaluating in general.\n"
-    "2. After writing a feedback, write a score that is an integer between 1 and 5. You should refer to the score "
-    "rubric.\n"
-    '3. The output format should look as follows: "(write a feedback for criteria) [RESULT] (an integer number '
-    'between 1 and 5)"\n'
-    "4. Please do not generate any other opening, closing, and explanations.\n\n"
-    "###The instruction to evaluate:\n{instruction}\n\n###Response to evaluate:\n{response}\n\n"
-)
-PROMETHEUS_ABSOLUTE = (
-    "###Task Description:\nAn instruction (might include an Input inside it), a response to evaluate, a reference "
-    "answer that gets a score of 5, and a score rubric representing a evaluation criteria are given.\n"
-    + _TASK
-    + "###Reference Answer (Score 5):\n{reference_answer}\n\n###Score Rubrics:\n{rubric}\n\n###Feedback: "
-)
-PROMETHEUS_ABSOLUTE_WO_REF = (
-    "###Task Description:\nAn instruction (might include an Input inside it), a response to evaluate, and a score "
-    "rubric representing a evaluation criteria are given.\n"
-    + _TASK
-    + "###Score Rubrics:\n{rubric}\n\n###Feedback: "
-)
-PROMETHEUS_RUBRIC = (
-    "[{criteria}]\nScore 1: {score1_description}\nScore 2: {score2_description}\nScore 3: {score3_description}\n"
-    "Score 4: {score4_description}\nScore 5: {score5_description}"
-)
+
+
+class OfficialTextMissing(ValueError):
+    """The official package (or file) that holds a released prompt is not installed; the message says what to do."""
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _string_literal(node: ast.expr) -> str | None:
+    """A string constant, or one with `.strip()` (how prompts.py writes SCORE_RUBRIC_TEMPLATE); else None."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if (isinstance(node, ast.Call) and not node.args and not node.keywords and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("strip", "lstrip", "rstrip")):  # fmt: skip
+        inner = _string_literal(node.func.value)
+        return None if inner is None else getattr(inner, node.func.attr)()
+    return None
+
+
+@cache
+def prometheus_strings() -> dict[str, str]:
+    """Prometheus 2's grading strings, read from the installed prometheus-eval's prompts.py (string
+    constants only: nothing of the package runs) and checked against the known digests."""
+    spec = importlib.util.find_spec("prometheus_eval")
+    folder = list(spec.submodule_search_locations or []) if spec is not None else []
+    path = Path(folder[0]) / "prompts.py" if folder else None
+    if path is None or not path.is_file():
+        raise OfficialTextMissing(f"format=prometheus reads Prometheus 2's prompts from prometheus-eval: {PROMETHEUS_INSTALL}")
+    found = {}
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        value = _string_literal(node.value) if isinstance(node, ast.Assign) else None
+        for target in node.targets if value is not None else []:
+            if isinstance(target, ast.Name) and target.id in PROMETHEUS_DIGESTS:
+                found[target.id] = value
+    for name, digests in PROMETHEUS_DIGESTS.items():
+        if name not in found or _sha(found[name]) not in digests:
+            raise OfficialTextMissing(f"{path}: {name} is not a known Prometheus 2 prompt (sha256 differs); {PROMETHEUS_INSTALL}")
+    return found
 
 
 def prometheus_prompt(instruction: str, response: str, criteria: str, descriptions: list[str], reference: str = "") -> str:
     """The Prometheus 2 absolute-grading user turn (with the reference answer when there is one)."""
     if len(descriptions) != 5:
         raise ValueError(f"format=prometheus grades on 1-5: it needs 5 score descriptions, not {len(descriptions)}")
-    rubric = PROMETHEUS_RUBRIC.format(
+    text = prometheus_strings()
+    rubric = text["SCORE_RUBRIC_TEMPLATE"].format(
         criteria=criteria, **{f"score{i + 1}_description": d for i, d in enumerate(descriptions)}
     )
-    if reference:
-        return PROMETHEUS_ABSOLUTE.format(
-            instruction=instruction, response=response, reference_answer=reference, rubric=rubric
-        )
-    return PROMETHEUS_ABSOLUTE_WO_REF.format(instruction=instruction, response=response, rubric=rubric)
-
-
-PROMETHEUS_REL_SYSTEM = (
-    "You are a fair judge assistant assigned to deliver insightful feedback that compares individual performances, "
-    "highlighting how each stands relative to others within the same cohort."
-)
-_REL_TASK = (
-    "1. Write a detailed feedback that assess the quality of the two responses strictly based on the given "
-    "evaluation criteria, not evaluating in general.\n"
-    "2. Make comparisons between Response A, Response B, and the Reference Answer. Instead of examining Response A "
-    "and Response B separately, go straight to the point and mention about the commonalities and differences "
-    "between them.\n"
-    '3. After writing the feedback, indicate the better response, either "A" or "B".\n'
-    '4. The output format should look as follows: "Feedback: (write a feedback for criteria) [RESULT] (Either "A" '
-    'or "B")"\n'
-    "5. Please do not generate any other opening, closing, and explanations.\n\n"
-    "###Instruction:\n{instruction}\n\n###Response A:\n{response_A}\n\n###Response B:\n{response_B}\n\n"
-)
-_REL_HEAD = (
-    "###Task Description:\nAn instruction (might include an Input inside it), two responses to evaluate (denoted as "
-    "Response A and Response B), "
-)
-PROMETHEUS_RELATIVE = (
-    _REL_HEAD + "a reference answer, and an evaluation criteria are given.\n" + _REL_TASK
-    + "###Reference Answer:\n{reference_answer}\n\n###Score Rubric:\n{rubric}\n\n###Feedback: "
-)
-PROMETHEUS_RELATIVE_WO_REF = (
-    _REL_HEAD + "and an evaluation criteria are given.\n" + _REL_TASK + "###Score Rubric:\n{rubric}\n\n###Feedback: "
-)
+    fields = {"instruction": instruction, "response": response, "rubric": rubric, "reference_answer": reference}
+    return text["ABSOLUTE_PROMPT" if reference else "ABSOLUTE_PROMPT_WO_REF"].format(**fields)
 
 
 def prometheus_relative_prompt(instruction: str, response_a: str, response_b: str, rubric: str, reference: str = "") -> str:
     """The Prometheus 2 relative-grading user turn (with the reference answer when there is one)."""
-    fields = {"instruction": instruction, "response_A": response_a, "response_B": response_b, "rubric": rubric}
-    if reference:
-        return PROMETHEUS_RELATIVE.format(reference_answer=reference, **fields)
-    return PROMETHEUS_RELATIVE_WO_REF.format(**fields)
+    fields = {"instruction": instruction, "response_A": response_a, "response_B": response_b, "rubric": rubric,
+              "reference_answer": reference}  # fmt: skip
+    return prometheus_strings()["RELATIVE_PROMPT" if reference else "RELATIVE_PROMPT_WO_REF"].format(**fields)
+
+
+def prometheus_system(relative: bool = False) -> str:
+    return prometheus_strings()["REL_SYSTEM_PROMPT" if relative else "ABS_SYSTEM_PROMPT"]
+
+
+def fastchat_prompts_path(path: str | None = None) -> Path:
+    """FastChat's judge_prompts.jsonl: `path`, else beside an installed `fastchat` that is a checkout."""
+    if path:
+        return Path(path)
+    spec = importlib.util.find_spec("fastchat")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        candidate = Path(folder) / "llm_judge" / "data" / "judge_prompts.jsonl"
+        if candidate.is_file():
+            return candidate
+    raise OfficialTextMissing(f"prompts=official uses MT-Bench's pair-v2 / pair-math-v1: {FASTCHAT_INSTALL}")
+
+
+@cache
+def fastchat_prompts(path: str | None = None) -> dict[str, dict[str, str]]:
+    """pair-v2 and pair-math-v1 from FastChat's judge_prompts.jsonl, checked against the known digests."""
+    file = fastchat_prompts_path(path)
+    if not file.is_file():
+        raise OfficialTextMissing(f"{file}: no such file; {FASTCHAT_INSTALL}")
+    entries = {}
+    for line in file.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            entries[entry.get("name")] = entry
+    for name, digests in FASTCHAT_DIGESTS.items():
+        entry = entries.get(name) or {}
+        if any(_sha(str(entry.get(key, ""))) != digest for key, digest in digests.items()):
+            raise OfficialTextMissing(f"{file}: {name} is not FastChat's released prompt (sha256 differs); {FASTCHAT_INSTALL}")
+    return {name: entries[name] for name in FASTCHAT_DIGESTS}
+
+
+def official_digests(fmt: str, fastchat_path: str | None = None) -> dict[str, str]:
+    """sha256 of the official strings a run used (`prometheus` or `mtbench`), for the run's manifest."""
+    if fmt == "prometheus":
+        return {name: _sha(text) for name, text in prometheus_strings().items()}
+    return {f"{name}.{key}": _sha(entry[key]) for name, entry in fastchat_prompts(fastchat_path).items()
+            for key in ("system_prompt", "prompt_template")}  # fmt: skip
+
+
+def fastchat_pair_prompt(
+    question: str, answer_a: str, answer_b: str, reference: str | None, path: str | None = None
+) -> tuple[str, str]:
+    """(system, user) of FastChat's pairwise judge: pair-math-v1 with the reference answer when the row has
+    one (FastChat's math, reasoning and coding questions), else pair-v2; filled with `str.format` as there."""
+    entry = fastchat_prompts(path)["pair-math-v1" if reference is not None else "pair-v2"]
+    extra = {"ref_answer_1": reference} if reference is not None else {}
+    user = entry["prompt_template"].format(question=question, answer_a=answer_a, answer_b=answer_b, **extra)
+    return entry["system_prompt"], user
 
 
 MTBENCH_SYSTEM = (

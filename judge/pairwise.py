@@ -3,14 +3,19 @@
 Paper: Zheng et al., "Judging LLM-as-a-Judge with MT-Bench and Chatbot Arena" (NeurIPS 2023, arXiv
 2306.05685), the swap-and-compare protocol.
 `format=prometheus` (preset `prometheus`) is Prometheus 2's trained relative-grading format byte for
-byte (judge/formats.py; the rubric is the `criteria` text): feedback, then "[RESULT] A" or "B" (no tie),
-parsed end-anchored; decoding T 1.0, 1024 tokens (prometheus-eval's; its top_p 0.9 and repetition
-penalty 1.03 are not sent).
-`format=mtbench` (preset `official`) is MT-Bench's judge format (FastChat llm_judge, pair-v2): the
-question and both answers between its "[The Start of Assistant A's Answer]" markers, an explanation,
-then "[[A]]", "[[B]]" or "[[C]]" (tie), parsed end-anchored, at T 0 with 2048 tokens; a row with a
-reference answer shows it before the answers (pair-math-v1's layout); its system
-prompt's prose is our own wording (judge/formats.py). `pairwise_pref` is not read in either format.
+byte, read from the installed prometheus-eval package (judge/formats.py; the rubric is the `criteria`
+text): feedback, then "[RESULT] A" or "B" (no tie); decoding T 1.0, top_p 0.9, 1024 tokens
+(prometheus-eval's defaults; its repetition penalty 1.03 has no OpenAI parameter and is not sent).
+`format=mtbench` is MT-Bench's judge format (FastChat llm_judge): the question and both answers between
+its "[The Start of Assistant A's Answer]" markers, an explanation, then "[[A]]", "[[B]]" or "[[C]]" (tie),
+at T 0 with 2048 tokens under the preset `official`; `-o prompts official` (in the preset) sends FastChat's
+pair-v2 byte for byte, or pair-math-v1 with the reference answer when the row has a reference field
+(FastChat's math/reasoning/coding questions), read from FastChat's judge_prompts.jsonl (formats.py says
+where); `prompts ours` is our own wording of the same layout. `-o parse official` (both presets) reads
+verdicts as the official code does: FastChat's first of `[[A]]`, `[[B]]`, `[[C]]` anywhere in the reply,
+checked in that order (a quoted format line decides), prometheus-eval's "[RESULT] A|B" ending any line;
+`parse strict` (the default) takes only a verdict that ends the reply. Held to golden outputs of the
+official code (tests/golden/mtbench, tests/golden/prometheus). `pairwise_pref` is not read in either format.
 Deviations of the default `format=ours`: the prompt asks for the verdict alone on the first line (the
 parser also accepts MT-Bench's [[A]]/[[B]]/[[C]] and "[RESULT] A"); an inconsistent pair is a tie by default, as in the
 paper's adjusted win rate, or `inconsistent=first` (keep the A-B order's verdict) or `null`; a pair
@@ -33,13 +38,24 @@ from instructkit.runner import RunContext
 from instructkit.templates import render
 
 from .common import chat_messages, finish, llm_of, triplet, use_constraint, with_json_reply
-from .formats import MTBENCH_SYSTEM, PROMETHEUS_REL_SYSTEM, mtbench_prompt, prometheus_relative_prompt
+from .formats import (
+    MTBENCH_SYSTEM,
+    fastchat_pair_prompt,
+    fastchat_prompts,
+    mtbench_prompt,
+    official_digests,
+    prometheus_relative_prompt,
+    prometheus_strings,
+    prometheus_system,
+)
 from .parsing import (
     OK,
     check_score_mode,
     first_position,
     parse_json_verdict,
+    parse_prometheus_verdict,
     parse_verdict,
+    parse_verdict_fastchat,
     parse_verdict_tail,
     report,
     source_counts,
@@ -75,8 +91,10 @@ VALUE = {"A": 0.0, "tie": 0.5, "B": 1.0}  # pairwise_score: how strongly B is pr
 @dataclass
 class PairwiseOptions:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "official": {"format": "mtbench", "temperature": 0.0, "max_tokens": 2048},
-        "prometheus": {"format": "prometheus", "temperature": 1.0, "max_tokens": 1024},
+        "official": {"format": "mtbench", "prompts": "official", "parse": "official", "temperature": 0.0,
+                     "max_tokens": 2048},
+        "prometheus": {"format": "prometheus", "parse": "official", "temperature": 1.0, "top_p": 0.9,
+                       "max_tokens": 1024},
     }
 
     format: str = "ours"  # ours (verdict first) | mtbench (why, then [[A]]/[[B]]/[[C]]) | prometheus ([RESULT] A|B)
@@ -84,8 +102,12 @@ class PairwiseOptions:
     response_b_field: str = "response_b"
     reference_field: str = "reference"  # mtbench/prometheus: a reference answer shown when the row has one
     criteria: str | None = None
+    prompts: str = "ours"  # mtbench: ours (our wording) | official (FastChat's pair-v2 / pair-math-v1, read at run time)
+    fastchat_prompts: str | None = None  # path to FastChat's llm_judge/data/judge_prompts.jsonl (prompts official)
+    parse: str = "strict"  # mtbench/prometheus: strict (the verdict ends the reply) | official (the official parser)
     inconsistent: str = "tie"  # tie | first | null
     temperature: float = 0.0
+    top_p: float = 1.0
     max_tokens: int = 128
     logprobs: bool = True  # also report pairwise_pref, P(B better) from the verdict token's top_logprobs
     top_logprobs: int = 10
@@ -93,6 +115,14 @@ class PairwiseOptions:
     constrained: str = "off"  # off: the format's free text | auto: JSON {verdict: A|B|tie, explanation} where supported
     template: str | None = None
     system_template: str | None = None
+
+
+def read_verdict(text: str | None, fmt: str, parse: str = "strict"):
+    """A released format's verdict: `strict` only where it ends the reply; `official` as the official
+    code reads it (FastChat's `[[A]]`/`[[B]]`/`[[C]]` anywhere, prometheus-eval's line-end "[RESULT] X")."""
+    if parse == "official":
+        return parse_verdict_fastchat(text) if fmt == "mtbench" else parse_prometheus_verdict(text)
+    return parse_verdict_tail(text, fmt)
 
 
 def _label(value: float) -> str:
@@ -119,11 +149,20 @@ def pairwise(records: list[dict], ctx: RunContext) -> list[dict]:
     llm = llm_of(ctx)
     if opts.format not in FORMATS:
         raise ValueError(f"pairwise: format must be one of {', '.join(FORMATS)}, not {opts.format!r}")
+    if opts.prompts not in ("ours", "official") or opts.parse not in ("strict", "official"):
+        raise ValueError(f"pairwise: prompts must be ours|official and parse strict|official (got {opts.prompts}, {opts.parse})")
     trained = opts.format != "ours"  # a released judge's format: verdict at the end, read end-anchored
+    official_prompts = opts.format == "mtbench" and opts.prompts == "official"
+    if official_prompts:
+        if opts.criteria:
+            raise ValueError("pairwise: FastChat's prompts (prompts=official) have no criteria; leave -o criteria out")
+        fastchat_prompts(opts.fastchat_prompts)  # read and checked now: a missing file stops before any call
+    if opts.format == "prometheus":
+        prometheus_strings()  # read and checked now: without prometheus-eval the run stops before any call
     if opts.system_template is not None or not trained:
         system = render("pairwise_system.jinja", path=opts.system_template)
     else:
-        system = MTBENCH_SYSTEM if opts.format == "mtbench" else PROMETHEUS_REL_SYSTEM
+        system = MTBENCH_SYSTEM if opts.format == "mtbench" else prometheus_system(relative=True)
     mode = check_score_mode(opts.score, PREFIX)
     constrained = use_constraint(llm, opts.constrained, PREFIX)
     fields = [("verdict", {"enum": ["A", "B", "tie"]}), ("explanation", {"type": "string"})]
@@ -132,25 +171,31 @@ def pairwise(records: list[dict], ctx: RunContext) -> list[dict]:
     schema = {"type": "object", "properties": dict(fields), "required": [k for k, _ in fields],
               "additionalProperties": False}  # fmt: skip
 
-    async def judge_order(instruction: str, a: str, b: str, reference: str = "") -> tuple[Any, Any]:
-        if opts.format == "mtbench":
-            user = mtbench_prompt(instruction, a, b, opts.criteria, reference)
+    async def judge_order(instruction: str, a: str, b: str, reference: str | None) -> tuple[Any, Any, Any]:
+        sys_text = system
+        if official_prompts:
+            fc_system, user = fastchat_pair_prompt(instruction, a, b, reference, opts.fastchat_prompts)
+            sys_text = fc_system if opts.system_template is None else system
+        elif opts.format == "mtbench":
+            user = mtbench_prompt(instruction, a, b, opts.criteria, reference or "")
         elif opts.format == "prometheus":
-            user = prometheus_relative_prompt(instruction, a, b, opts.criteria or PROMETHEUS_CRITERIA, reference)
+            user = prometheus_relative_prompt(instruction, a, b, opts.criteria or PROMETHEUS_CRITERIA, reference or "")
         else:
             user = render("pairwise.jinja", path=opts.template, instruction=instruction, response_a=a, response_b=b,
                           criteria=opts.criteria)  # fmt: skip
-        msgs = chat_messages(system, user)
+        msgs = chat_messages(sys_text, user)
         lp = {"logprobs": True, "top_logprobs": opts.top_logprobs} if opts.logprobs and not trained else {}
-        seed = {"seed": ctx.random_state} if opts.temperature > 0 else {}
+        sampling = {"seed": ctx.random_state} if opts.temperature > 0 else {}
+        if opts.top_p != 1.0:
+            sampling["top_p"] = opts.top_p
         if constrained:
             msgs, lp = with_json_reply(msgs, schema), {**lp, "json_schema": schema}
-        comp = await llm.achat(msgs, temperature=opts.temperature, max_tokens=opts.max_tokens, **seed, **lp)
+        comp = await llm.achat(msgs, temperature=opts.temperature, max_tokens=opts.max_tokens, **sampling, **lp)
         if constrained:
             parsed = parse_json_verdict(comp.text)
             pos = verdict_position(comp.logprobs, last=trained)
         else:
-            parsed = parse_verdict_tail(comp.text, opts.format) if trained else parse_verdict(comp.text, prompt=user)
+            parsed = read_verdict(comp.text, opts.format, opts.parse) if trained else parse_verdict(comp.text, prompt=user)
             pos = None if parsed.ok or trained else first_position(comp.logprobs)  # the verdict-first slot
         pref = verdict_preference(comp.logprobs, pos) if comp.logprobs and (pos is not None or parsed.ok) else None
         return comp, parsed, pref
@@ -160,7 +205,10 @@ def pairwise(records: list[dict], ctx: RunContext) -> list[dict]:
         if inp:
             instruction = f"{instruction}\n\n{inp}"
         a, b = str(rec.get(opts.response_a_field) or ""), str(rec.get(opts.response_b_field) or "")
-        reference = str(rec.get(opts.reference_field) or "")
+        ref = rec.get(opts.reference_field)
+        # FastChat picks the reference-based judge by question category; here a row that has the field
+        # (even empty) is such a question. Our wording shows a reference only when it is not empty.
+        reference = (str(ref) if ref is not None else None) if official_prompts else str(ref or "")
         c1, p1, pref1 = await judge_order(instruction, a, b, reference)
         c2, p2, pref2 = await judge_order(instruction, b, a, reference)
         expected = (pref1 + (1.0 - pref2)) / 2 if pref1 is not None and pref2 is not None else None
@@ -199,6 +247,8 @@ def pairwise(records: list[dict], ctx: RunContext) -> list[dict]:
     judged = [r[f"{PREFIX}_consistent"] for r in out if r.get(f"{PREFIX}_consistent") is not None]
     consistency = sum(judged) / len(judged) if judged else None
     extra = {"position_consistency": consistency, "inconsistent_as": opts.inconsistent, "score": mode,
-             "constrained": constrained, "score_source": source_counts(out, PREFIX)}  # fmt: skip
+             "constrained": constrained, "score_source": source_counts(out, PREFIX), "parse": opts.parse}  # fmt: skip
+    if official_prompts or opts.format == "prometheus":  # which official text was sent, by its digests
+        extra["official_text_sha256"] = official_digests(opts.format, opts.fastchat_prompts)
     report(out, PREFIX, ctx, extra)
     return out

@@ -228,6 +228,61 @@ def parse_verdict_tail(text: str | None, style: str = "mtbench") -> Parsed:
     return Parsed({"A": 0.0, "B": 1.0, "C": 0.5}[label], OK, label if label != "C" else "TIE")
 
 
+# ----- the official parsers of released judges (`-o parse official`) ---------------------------------
+# Held to golden outputs recorded by running the official code (tests/golden/mtbench, tests/golden/prometheus).
+# FastChat llm_judge (run_judge_pair): the first of "[[A]]", "[[B]]", "[[C]]" found anywhere, checked in that
+# order, exact case. prometheus-eval (parser.py): a score or verdict marker whose value ends the reply (the
+# relative form: ends any line), a score outside 1-5 is no score. Statuses are ours (the official code
+# returns "error" or None and retries).
+
+
+def parse_verdict_fastchat(text: str | None) -> Parsed:
+    """MT-Bench's verdict as FastChat reads it: `[[A]]` anywhere, else `[[B]]`, else `[[C]]` (tie)."""
+    if text is None or not text.strip():
+        return Parsed(None, EMPTY)
+    for label, value in (("A", 0.0), ("B", 1.0), ("C", 0.5)):
+        if f"[[{label}]]" in text:
+            return Parsed(value, OK, label if label != "C" else "TIE")
+    return Parsed(None, NO_SCORE)
+
+
+_PROMETHEUS_SCORE = re.compile(
+    r"(?:\[result\]:?|\[score\]|score:?|result:?|score\s+of)\s*[(\[\s]*(\d+)(?:[)\]\s]|/\s*5|\s*out\s*of\s*5)?\s*$",
+    re.IGNORECASE,
+)
+_PROMETHEUS_VERDICT = re.compile(
+    r"(?:\[result\](?:\s+response)?|\[result:|\[response\s|^result:?)\s*(a|b)\]?\s*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def parse_prometheus_score(text: str | None, lo: int = 1, hi: int = 5) -> tuple[Parsed, str]:
+    """(score, feedback) as prometheus-eval's absolute parser reads a reply: the first score marker
+    ("[RESULT]", "[SCORE]", "Score", "Result", "score of") whose integer ends the reply (brackets, "/5" or
+    "out of 5" allowed around it); that integer outside 1-5 is no score (it does not look further)."""
+    if text is None or not text.strip():
+        return Parsed(None, EMPTY), ""
+    m = _PROMETHEUS_SCORE.search(text)
+    if not m:
+        return Parsed(None, NO_SCORE), text.strip()
+    value = int(m.group(1))
+    if not lo <= value <= hi:
+        return Parsed(None, OUT_OF_RANGE, m.group(0).strip()), text.strip()
+    return Parsed(float(value), OK, m.group(0).strip()), text[: m.start()].strip()
+
+
+def parse_prometheus_verdict(text: str | None) -> Parsed:
+    """Prometheus 2's relative verdict as prometheus-eval reads it: the first "[RESULT] A|B" (or "[RESULT:",
+    "[Response", "Result:" at a line start) whose letter ends a line, any line."""
+    if text is None or not text.strip():
+        return Parsed(None, EMPTY)
+    m = _PROMETHEUS_VERDICT.search(text)
+    if not m:
+        return Parsed(None, NO_SCORE)
+    label = m.group(1).upper()
+    return Parsed({"A": 0.0, "B": 1.0}[label], OK, label)
+
+
 _RANK_LINE = re.compile(
     r"\[\s*(\d+)\s*\]\s*\**\s*score\s*\**\s*[:=]\s*\**\s*([+-]?\d+(?:\.\d+)?)", re.IGNORECASE
 )
@@ -480,18 +535,20 @@ def score_completion(
 
 
 def score_result_completion(
-    comp: Completion, lo: int, hi: int, *, mode: str = "auto", json_key: str | None = None
+    comp: Completion, lo: int, hi: int, *, mode: str = "auto", json_key: str | None = None, official: bool = False
 ) -> dict[str, Any]:
     """`score_completion` for replies in the feedback-then-"[RESULT] n" format (or a constrained JSON
     object with the feedback first and `json_key` last): the end-anchored score, the logprob
     expectation at its token when logprobs came back, the feedback. A reply with no result has no
-    score position, so no expectation either."""
+    score position, so no expectation either. `official`: read as prometheus-eval's parser reads it."""
     if json_key is not None:
         parsed = parse_json_score(comp.text, lo, hi, json_key)
         feedback = ""
         if parsed.ok:
             obj = json.loads(comp.text)
             feedback = next((str(v) for k, v in obj.items() if k != json_key), "")
+    elif official:
+        parsed, feedback = parse_prometheus_score(comp.text, lo, hi)
     else:
         parsed, feedback = parse_result_score(comp.text, lo, hi)
     return {**score_at_end(comp, parsed, lo, hi, mode), "feedback": feedback}

@@ -4,9 +4,13 @@ Papers: Kim et al., "Prometheus 2" (arXiv 2405.01535) for the rubric format; Liu
 (arXiv 2303.16634) for the probability-weighted score.
 `format=prometheus` (preset `official`) is Prometheus 2's trained absolute-grading format byte for
 byte (its system prompt, task description, "[criteria]" + "Score n:" rubric, reference answer when the
-record has one; judge/formats.py): feedback, then "[RESULT] n", parsed end-anchored, on 1-5; the
-preset's decoding is prometheus-eval's (T 1.0, top_p 0.9, 1024 tokens) except its repetition penalty
-1.03, which the OpenAI API lacks.
+record has one), read at run time from the installed prometheus-eval package (judge/formats.py):
+feedback, then "[RESULT] n" on 1-5. `-o parse official` (in the preset) reads the score as
+prometheus-eval's parser does (held to its golden outputs, tests/golden/prometheus); `parse strict` (the
+default) takes only "[RESULT] n" (or "Score: n") ending the reply and also reads "[RESULT] 4." and
+"**[RESULT] 4**", which prometheus-eval rejects and retries. The preset's decoding is prometheus-eval's
+(T 1.0, top_p 0.9, 1024 tokens) except its repetition penalty 1.03, which the OpenAI API lacks; its up to
+10 retries of an unparsed reply are not made (the row is null with its status).
 Deviations of the default `format=ours`: the score comes first (alone on the first line) and the
 justification after, not feedback then "[RESULT] n": that puts the score at a known token so its
 top_logprobs give the expected value Σ s·p(s) (with argmax and entropy); without logprobs the parsed
@@ -33,7 +37,7 @@ from instructkit.runner import RunContext
 from instructkit.templates import render
 
 from .common import chat_messages, finish, llm_of, score_schema, triplet, use_constraint, with_json_reply
-from .formats import PROMETHEUS_SYSTEM, prometheus_prompt
+from .formats import official_digests, prometheus_prompt, prometheus_strings, prometheus_system
 from .parsing import (
     OK,
     check_score_mode,
@@ -80,12 +84,13 @@ DEFAULT_DESCRIPTIONS_1_5 = [
 @dataclass
 class RubricOptions:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "official": {"format": "prometheus", "temperature": 1.0, "top_p": 0.9, "max_tokens": 1024},
+        "official": {"format": "prometheus", "parse": "official", "temperature": 1.0, "top_p": 0.9, "max_tokens": 1024},
     }
 
     format: str = (
         "ours"  # ours (score first, then why) | prometheus (Prometheus 2: feedback, then "[RESULT] n")
     )
+    parse: str = "strict"  # prometheus: strict (the result ends the reply) | official (prometheus-eval's parser)
     criteria: str = DEFAULT_CRITERIA
     descriptions: list[str] | None = None  # one per score lo..hi (default: built-in 1-5 rubric)
     rubric_file: str | None = None  # JSON/YAML {"criteria": ..., "descriptions": {"1": ..., ...}}
@@ -150,7 +155,7 @@ def rubric_messages(rec: dict, opts: RubricOptions, rubric: tuple[str, list[tupl
     reference = str(rec.get(opts.reference_field) or "")
     if opts.format == "prometheus":
         user = prometheus_prompt(instruction, output, rubric[0], [d for _, d in rubric[1]], reference)
-        system = PROMETHEUS_SYSTEM if opts.system_template is None else render("", path=opts.system_template)
+        system = prometheus_system() if opts.system_template is None else render("", path=opts.system_template)
         return chat_messages(system, user)
     user = render(
         "rubric.jinja",
@@ -207,6 +212,10 @@ def rubric(records: list[dict], ctx: RunContext) -> list[dict]:
         raise ValueError(f"rubric: format must be one of {', '.join(FORMATS)}, not {opts.format!r}")
     if opts.format == "prometheus" and (opts.lo, opts.hi) != (1, 5):
         raise ValueError(f"rubric: format=prometheus grades on 1-5, not {opts.lo}-{opts.hi}")
+    if opts.parse not in ("strict", "official"):
+        raise ValueError(f"rubric: parse must be strict or official, not {opts.parse!r}")
+    if opts.format == "prometheus":
+        prometheus_strings()  # read and checked now: without prometheus-eval the run stops before any call
     rubric_spec = load_rubric(opts)
     mode = check_score_mode(opts.score, PREFIX)
     feedback_first = opts.format == "prometheus"
@@ -236,7 +245,9 @@ def rubric(records: list[dict], ctx: RunContext) -> list[dict]:
             comps = [await llm.achat(msgs, temperature=opts.temperature, **seed, **params)]
         key = "score" if constrained else None
         if feedback_first:
-            samples = [score_result_completion(c, opts.lo, opts.hi, mode=mode, json_key=key) for c in comps]
+            official = opts.parse == "official"
+            samples = [score_result_completion(c, opts.lo, opts.hi, mode=mode, json_key=key, official=official)
+                       for c in comps]  # fmt: skip
         else:
             samples = [score_completion(c, opts.lo, opts.hi, prompt, mode=mode, json_key=key) for c in comps]
         return summarise(PREFIX, comps, samples)
@@ -247,6 +258,9 @@ def rubric(records: list[dict], ctx: RunContext) -> list[dict]:
         "n_samples": opts.n_samples,
         "score": mode,
         "constrained": constrained,
+        "parse": opts.parse,
     }
+    if opts.format == "prometheus":  # which official text was sent, by its digests
+        extra["official_text_sha256"] = official_digests("prometheus")
     report(out, PREFIX, ctx, {**extra, "score_source": source_counts(out, PREFIX)})
     return out

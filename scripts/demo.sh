@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh "local,data"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+.venv/bin/instructkit doctor --short  # which engine runs the local model here, and why
 .venv/bin/instructkit run examples/pipeline.yaml --out out
 .venv/bin/instructkit report out
 echo

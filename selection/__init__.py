@@ -1,11 +1,11 @@
 """Selectors: plain functions on arrays returning np.int64 indices, and registered `select` methods.
 
 Importing the package registers: threshold, topk, ratio, random, deita, car, kcenter, instag, cherry,
-mods, dq, dedup. `embed.embed_records` writes the vectors; `report` computes diversity metrics. Both lend the
+mods, dq, dedup, lift_variety. `embed.embed_records` writes the vectors; `report` computes diversity metrics. Both lend the
 core what it shows of a selection (`registry.extension`: select.report, embed.texts, ...).
 """
 
-from . import basic, car, cherry, dedup, deita, dq, embed, instag, kcenter, mods, report  # noqa: F401 (registration)
+from . import basic, car, cherry, dedup, deita, dq, embed, instag, kcenter, lift_variety, mods, report  # noqa: F401 (registration)
 from .basic import random_select, ratio_select, threshold_select, topk_select
 from .car import car_clusters, car_combine, car_select
 from .cherry import cherry_pre_select, middle_confidence_sample
@@ -14,6 +14,7 @@ from .deita import deita_select, greedy_similarity_filter
 from .dq import dq_bins, dq_select, graphcut_greedy
 from .instag import instag_select
 from .kcenter import kcenter_greedy
+from .lift_variety import pca_row_variance, variety_select
 from .mods import mods_necessity, mods_seeds, mods_select
 
 __all__ = [
@@ -35,9 +36,11 @@ __all__ = [
     "mods_necessity",
     "mods_seeds",
     "mods_select",
+    "pca_row_variance",
     "random_select",
     "ratio_select",
     "rouge_dedup",
     "threshold_select",
     "topk_select",
+    "variety_select",
 ]

@@ -6,8 +6,11 @@ not already in, as `Clustering/cluster.py` combines them: PCA keeping 95% of the
 appended in the official order (labels compared as strings, descending). Deviations: ties in
 score are broken by original index (the official sort is stable on an already score-sorted list,
 so it agrees); membership is by row index, so content-identical duplicate rows are not merged as
-the official dict-equality test would; `n_init` is explicit (default "auto", what the official
-code gets with sklearn >= 1.4; which version produced the paper's clusters is unknown, 10 for < 1.4). For N beyond ~200k,
+the official dict-equality test would; `n_init` is explicit: the default "auto" (one initialisation,
+sklearn >= 1.4's default) is cheaper; `-o preset official` sets 10, the default of the scikit-learn 0.24
+that the official poetry.lock pins, and `legacy_sklearn` (today's PCA signs and k-means++ draws give
+other clusters for the same call; `sklearn_legacy` restates the old ones; tests/golden/car holds labels
+and selections identical to the official script run under scikit-learn 1.1.3). For N beyond ~200k,
 `minibatch=True` switches to MiniBatchKMeans (an approximation; reported as such). The official
 code embeds "Instruction: ... Input: ... Response: ..." (`text_template=car_iqs`, set by
 `-o preset official`); the default embeds the fields joined by newlines (chat rows: every turn).
@@ -23,6 +26,7 @@ import numpy as np
 
 from instructkit.registry import method
 
+from . import sklearn_legacy
 from .common import EmbeddingOptions, as_indices, parse_n_init, score_column, seed_of, stable_order, take
 from .embed import load_embeddings
 
@@ -34,13 +38,20 @@ def car_clusters(
     random_state: int | None = 42,
     n_init: int | str = "auto",
     minibatch: bool = False,
+    legacy_sklearn: bool = False,
 ) -> np.ndarray:
-    """Cluster labels as CaR computes them: PCA(variance) then KMeans(k = int(sqrt(N/2)))."""
+    """Cluster labels as CaR computes them: PCA(variance) then KMeans(k = int(sqrt(N/2))); with
+    `legacy_sklearn`, both as the scikit-learn of the official lock (`sklearn_legacy`)."""
     from sklearn.cluster import KMeans, MiniBatchKMeans
     from sklearn.decomposition import PCA
 
     x = np.asarray(emb, dtype=np.float32)
     k = n_clusters or max(1, int(math.sqrt(len(x) / 2)))
+    if legacy_sklearn:
+        if minibatch or n_init == "auto":
+            raise ValueError("legacy_sklearn restates KMeans with an integer n_init, without minibatch")
+        x = sklearn_legacy.pca_full(x, pca_variance) if pca_variance else x
+        return sklearn_legacy.kmeans(x, min(k, len(x)), int(random_state or 0), int(n_init))[0].astype(np.int64)
     if pca_variance:
         x = PCA(n_components=pca_variance, random_state=random_state).fit_transform(x)
     km_cls = MiniBatchKMeans if minibatch else KMeans
@@ -91,9 +102,10 @@ def car_select(
     n_init: int | str = "auto",
     label_order: str = "string",
     minibatch: bool = False,
+    legacy_sklearn: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(selected indices, cluster labels of all rows)."""
-    labels = car_clusters(emb, n_clusters, pca_variance, random_state, n_init, minibatch)
+    labels = car_clusters(emb, n_clusters, pca_variance, random_state, n_init, minibatch, legacy_sklearn)
     return car_combine(scores, labels, n1, n2, label_order), labels
 
 
@@ -104,10 +116,11 @@ class CaROptions(EmbeddingOptions):
     n2: int = 1
     n_clusters: int | None = None  # default int(sqrt(N/2))
     pca_variance: float = 0.95
-    n_init: str = "auto"  # "auto" (sklearn >= 1.4) or an int (10 before 1.4)
+    n_init: str = "auto"  # "auto" (sklearn >= 1.4) or an int (10 before 1.4, the official lock's 0.24)
     label_order: str = "string"
     minibatch: bool = False
     random_state: int | None = 42
+    legacy_sklearn: bool = False  # PCA and k-means++ as sklearn < 1.3 (the official lock's 0.24) computed them
 
     # `Clustering/cluster.py`: the IQS input string through a 384-d sentence-BERT (all-MiniLM-L6-v2 is
     # our `local`), PCA 95% and KMeans(k = int(sqrt(N/2)), random_state 42), top 1000 + 1 per cluster
@@ -120,6 +133,8 @@ class CaROptions(EmbeddingOptions):
             "n1": 1000,
             "n2": 1,
             "label_order": "string",
+            "n_init": "10",  # the official lock pins scikit-learn 0.24, whose KMeans default is n_init=10
+            "legacy_sklearn": True,
         }
     }
 
@@ -139,5 +154,6 @@ def car(records: list[dict], ctx) -> list[dict]:
         parse_n_init(o.n_init),
         o.label_order,
         o.minibatch,
+        o.legacy_sklearn,
     )
     return take(records, idx, {"car_cluster": labels[idx]})

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from instructkit.io import to_turns
+from instructkit.io import SHAREGPT_ROLES, to_turns
 
 DEFAULT_FIELDS = ["instruction", "input", "output"]
 
@@ -138,12 +138,14 @@ EMBED_TEMPLATES = {
     # CaR `Clustering/cluster.py` (the IQS input string; an empty input leaves two spaces)
     "car_iqs": "Instruction: {{ instruction }} Input: {{ input }} Response: {{ output }}",
     # DEITA `embed_datasets.py`: FastChat's vicuna_v1.1 conversation (system, USER/ASSISTANT, sep " ", sep2 "</s>")
+    # over the row's messages as DEITA's `preprocess` appends them: a leading assistant turn dropped, an
+    # empty message as "ROLE:", nothing after a final user turn (tests/golden/deita/embed_text.jsonl)
     "vicuna_v1.1": (
         "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
         "detailed, and polite answers to the user's questions. "
-        "{% for q, a in turns %}"
-        "{% if q %}USER: {{ q }} {% else %}USER:{% endif %}"
-        "{% if a %}ASSISTANT: {{ a }}</s>{% else %}ASSISTANT:{% endif %}"
+        "{% for m in dialogue %}"
+        "{{ 'USER' if m.role == 'user' else 'ASSISTANT' }}"
+        "{% if m.content %}: {{ m.content }}{{ ' ' if loop.index0 % 2 == 0 else '</s>' }}{% else %}:{% endif %}"
         "{% endfor %}"
     ),
 }
@@ -168,7 +170,7 @@ def row_texts(
     records: Sequence[dict], fields: Sequence[str] | None = None, template: str | None = None
 ) -> list[str]:
     """The embedded text of every row: `template` rendered over the row (its fields, with instruction,
-    input and output "" when absent; `turns`, the (instruction, response) pairs; `row`, the record),
+    input and output "" when absent; `turns`, the (instruction, response) pairs; `dialogue`, the messages; `row`, the record),
     else `record_text(row, fields)`. A missing field is an error naming the row, before any model call."""
     if not template:
         return [record_text(r, fields) for r in records]
@@ -178,13 +180,28 @@ def row_texts(
     out = []
     for i, rec in enumerate(records):
         try:
-            out.append(tpl.render({**_ROW_DEFAULTS, **rec, "turns": to_turns(rec), "row": rec}))
+            context = {**_ROW_DEFAULTS, **rec, "turns": to_turns(rec), "dialogue": dialogue(rec), "row": rec}
+            out.append(tpl.render(context))
         except (jinja2.UndefinedError, jinja2.exceptions.SecurityError) as exc:
             raise ValueError(f"row {i}: text_template {template!r}: {exc}") from None
     return out
 
 
 _ROW_DEFAULTS = {"instruction": "", "input": "", "output": ""}
+
+
+def dialogue(rec: dict) -> list[dict[str, str]]:
+    """The row's messages in order as {"role": "user"|"assistant", "content"} (system messages and a leading
+    assistant message dropped, as DEITA's embedder does); an Alpaca row is its instruction (+ input) and output."""
+    if "messages" in rec or "conversations" in rec:
+        msgs = [(SHAREGPT_ROLES.get(m.get("role") or m.get("from"), "user"), m.get("content", m.get("value", "")))
+                for m in rec.get("messages") or rec.get("conversations") or []]  # fmt: skip
+        msgs = [(role, str(content or "")) for role, content in msgs if role != "system"]
+        if msgs and msgs[0][0] != "user":
+            msgs = msgs[1:]
+        return [{"role": role, "content": content} for role, content in msgs]
+    (question, answer), = to_turns(rec)
+    return [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
 
 
 def score_column(records: list[dict], column: str) -> np.ndarray:
@@ -215,6 +232,8 @@ class EmbeddingOptions:
     text_template: str | None = None  # Jinja over the row's fields (or a name: car_iqs, vicuna_v1.1); None: fields
     encoder_pooling: str | None = None  # hf: mean (L2-normalised) | cls (raw); causal: mean | last; None: the spec's
     encoder_max_length: int | None = None  # tokens the encoder reads; None: its own limit
+    encoder_dtype: str | None = None  # causal: float32 (default) | bfloat16 (DEITA's embedder); other specs ignore it
+    encoder_slow_tokenizer: bool = False  # causal: the tokenizer loaded with use_fast=False (DEITA's embedder)
 
 
 def seed_of(ctx: Any, opts: Any) -> int:

@@ -118,9 +118,11 @@ class DeitaOptions(EmbeddingOptions):
     device: str = "auto"
 
     # `examples/pipelines/embed_datasets.py` + `combined_filter.py`: the last-token state of the vicuna_v1.1
-    # conversation from a causal LM (Mistral-7B-v0.1: -o encoder causal:FOLDER), 2048 tokens, tau 0.9
+    # conversation from a causal LM (Mistral-7B-v0.1: -o encoder causal:FOLDER) in bf16 with the slow
+    # tokenizer (`Embedder`: torch_dtype bfloat16 with --bfloat16, use_fast=False), 2048 tokens, tau 0.9
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "official": {"text_template": "vicuna_v1.1", "encoder_pooling": "last", "encoder_max_length": 2048, "tau": 0.9}
+        "official": {"text_template": "vicuna_v1.1", "encoder_pooling": "last", "encoder_max_length": 2048,
+                     "encoder_dtype": "bfloat16", "encoder_slow_tokenizer": True, "tau": 0.9}
     }
 
 

@@ -59,15 +59,19 @@ def embed_records(
     template: str | None = None,
     pooling: str | None = None,
     max_length: int | None = None,
+    dtype: str | None = None,
+    slow_tokenizer: bool = False,
 ) -> np.ndarray:
     """Embed each row's text (`template` rendered over the row, else the named fields joined by
-    newlines; chat rows: every turn) with `spec` (pooling / max_length: the encoder's, when given).
+    newlines; chat rows: every turn) with `spec` (pooling / max_length / dtype: the encoder's, when given;
+    `slow_tokenizer`: a causal LM's tokenizer loaded with use_fast=False).
 
     The array is cached as `<cache_dir>/<content-hash>.npy` (hash of spec, encoder options and texts)
     and, when `out_path` is given, also written there (atomically). Returns the float32 [N, d] array.
     """
     texts = texts_of(records, fields, template)
-    encoder_options = {k: v for k, v in (("pooling", pooling), ("max_length", max_length)) if v is not None}
+    options = (("pooling", pooling), ("max_length", max_length), ("dtype", dtype), ("slow_tokenizer", slow_tokenizer or None))
+    encoder_options = {k: v for k, v in options if v is not None}
     key = content_key(texts, spec, encoder_options)
     cached = Path(cache_dir) / f"{key}.npy" if cache_dir else None
     if cached is not None and cached.is_file():
@@ -113,4 +117,6 @@ def load_embeddings(records: list[dict], ctx: Any, opts: Any) -> np.ndarray:
         template=getattr(opts, "text_template", None),
         pooling=getattr(opts, "encoder_pooling", None),
         max_length=getattr(opts, "encoder_max_length", None),
+        dtype=getattr(opts, "encoder_dtype", None),
+        slow_tokenizer=getattr(opts, "encoder_slow_tokenizer", False),
     )

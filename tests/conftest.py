@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from llamacpp_guard import require_llamacpp
+
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Every test session answers from the models themselves: a fresh response cache, never a warm one
@@ -54,6 +56,7 @@ def smollm2_gguf_path() -> Path:
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """llama.cpp's OpenAI-compatible server with SmolLM2 on loopback; yields `http://127.0.0.1:PORT/v1`."""
     pytest.importorskip("llama_cpp.server")
+    require_llamacpp()  # the server runs the same build: the same probe guards it
     try:
         gguf = smollm2_gguf_path()
     except FileNotFoundError as exc:

@@ -116,12 +116,30 @@ def test_server_scorer_goes_through_the_completions_endpoint(llama_server: str, 
     prompt = RELEASED_COMPLEXITY.format(instruction=REC["instruction"])
     comp = llm.complete(prompt, temperature=0.0, max_tokens=1, logprobs=True, top_logprobs=20)
     assert comp.cached  # the judge made exactly this raw request
+    # The preset reads as the released code on vLLM: the tokens "1".."6" exactly, softmax over the six
+    # (3.0 when one is missing: tests/golden/deita); SmolLM2 puts all six among its top 20 here.
     probs = {}
-    for text, lp in comp.logprobs[0].top:
-        if text.strip() in DIGITS:
-            probs[int(text.strip())] = probs.get(int(text.strip()), 0.0) + math.exp(lp)
-    assert len(probs) >= 3  # SmolLM2 puts most digits among its top 20 after "##Complexity: "
+    for text, lp in [(comp.logprobs[0].token, comp.logprobs[0].logprob), *comp.logprobs[0].top]:
+        if text in DIGITS:
+            probs.setdefault(int(text), math.exp(lp))
+    assert len(probs) == 6
     want = sum(s * p for s, p in probs.items()) / sum(probs.values())
     assert row["deita_complexity_parse"] == OK and row["deita_complexity"] == pytest.approx(want, abs=1e-9)
     assert row["deita_complexity_source"] == ["logprobs"]
+    llm.close()
+
+
+def test_server_scorer_official_preset_scores_3_when_a_digit_is_missing(llama_server: str, tmp_cache) -> None:
+    """The preset asks for the released code's 1000 log-probs (the server returns what it has); with fewer
+    alternatives than the six digits, a digit is missing and the row scores the released code's 3.0."""
+    from instructkit.judge.deita import official_server_score
+
+    llm = LLM("smollm2", api_base=llama_server, cache=tmp_cache, max_retries=1, timeout=120)
+    (row,) = run_deita(llm, [REC], preset="official", aspects=["complexity"])
+    prompt = RELEASED_COMPLEXITY.format(instruction=REC["instruction"])
+    full = llm.complete(prompt, temperature=0.0, max_tokens=1, logprobs=True, top_logprobs=1000)
+    assert full.cached and row["deita_complexity"] == official_server_score(full.logprobs)
+    assert row["deita_complexity"] != 3.0  # all six digits came back: a softmax, not the fallback
+    (few,) = run_deita(llm, [REC], preset="official", aspects=["complexity"], top_logprobs=2)
+    assert (few["deita_complexity"], few["deita_complexity_parse"]) == (3.0, OK)
     llm.close()

@@ -165,8 +165,8 @@ def test_nuggets_anchors_are_the_official_kmeans(tiny_gpt2, tmp_path):
     texts = [nuggets_text(r["instruction"], r["input"], r["output"]) for r in rows]
     emb = tiny_gpt2.hidden_states(texts, "mean", special_tokens=True, max_length=512)
     assert emb.dtype == np.float32
-    km = KMeans(4, random_state=0, n_init=10).fit(emb)  # kmeans_sample.py under sklearn < 1.4
-    official = [int(((emb - c) ** 2).sum(1).argmin()) for c in km.cluster_centers_]
+    km = KMeans(4, random_state=0, n_init=10).fit(list(emb))  # kmeans_sample.py: a list, so float64
+    official = [int(((list(emb) - c) ** 2).sum(1).argmin()) for c in km.cluster_centers_]
     assert kmeans_anchors(tiny_gpt2, rows, 4) == list(dict.fromkeys(official))
     (tmp_path / "anchors.json").write_text(json.dumps([rows[i] for i in dict.fromkeys(official)]))
     opts = NuggetsOptions(model=f"hf:{tiny_gpt2.path}", n_anchors=4)
@@ -219,7 +219,8 @@ def test_car_official_preset_clusters_the_iqs_string(tmp_path):
     opts = info.make_options({"preset": "official", "n1": "5"})
     out = info.func(rows, RunContext(options=opts, work_dir=tmp_path))
     strings = ["Instruction: " + r["instruction"] + " Input: " + r["input"] + " Response: " + r["output"] for r in rows]
-    want, labels = car_select(embed_texts(strings, "local"), np.array([r["score"] for r in rows], float), 5, 1)
+    want, labels = car_select(embed_texts(strings, "local"), np.array([r["score"] for r in rows], float), 5, 1,
+                              n_init=10, legacy_sklearn=True)
     assert [r["_select_index"] for r in out] == want.tolist()
     assert [r["car_cluster"] for r in out] == labels[want].tolist()
 
@@ -269,12 +270,16 @@ def test_deita_official_preset_embeds_the_vicuna_conversation_last_token(tiny_gp
         for i in range(6)
     ]
     texts = row_texts(rows, template="vicuna_v1.1")
-    tok, model = tiny_gpt2.tokenizer, tiny_gpt2.model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # DEITA's Embedder: torch_dtype bfloat16 (embed_datasets.py passes bfloat16=True), use_fast=False
+    tok = AutoTokenizer.from_pretrained(str(tiny_gpt2.path), use_fast=False)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_gpt2.path), dtype=torch.bfloat16).eval()
     ref = []
     for t in texts:  # embed_datasets.py: tokenizer(max_length=..., truncation=True), last non-pad state
         ids = tok(t, max_length=64, truncation=True, return_tensors="pt").input_ids
         with torch.no_grad():
-            ref.append(model.base_model(input_ids=ids).last_hidden_state[0, -1].numpy())
+            ref.append(model.base_model(input_ids=ids).last_hidden_state[0, -1].float().numpy())
     assert max(len(tok(t).input_ids) for t in texts) > 64  # the cut matters (the preset's 2048 > tiny GPT-2's 1024)
     info = get("select", "deita")
     opts = info.make_options(
@@ -284,6 +289,12 @@ def test_deita_official_preset_embeds_the_vicuna_conversation_last_token(tiny_gp
     out = info.func(rows, RunContext(options=opts, work_dir=tmp_path))
     want = deita_select(np.stack(ref), np.array([r["deita_score"] for r in rows]), 4, 0.999)
     assert [r["_select_index"] for r in out] == want.tolist()
+    from pathlib import Path
+
+    from instructkit.models import local
+
+    # the preset embedded with the bf16 weights and the slow tokenizer, as DEITA's Embedder loads them
+    assert (str(Path(tiny_gpt2.path).resolve()), "bfloat16", "cpu", "slow") in local._BACKENDS
     assert "warning" not in capsys.readouterr().err
     # tau with another embedder than the one it was tuned on: said once, on stderr
     plain = info.make_options({"budget": "2", "encoder": f"causal:hf:{tiny_gpt2.path}:mean"})

@@ -6,27 +6,17 @@ real local model."""
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 from instructkit.judge import formats
-from instructkit.judge.parsing import OK, parse_result_score, parse_verdict_tail
+from instructkit.judge.parsing import OK, parse_prometheus_score, parse_result_score, parse_verdict_tail
 from instructkit.judge.rubric import DEFAULT_CRITERIA, DEFAULT_DESCRIPTIONS_1_5
 
 from instructkit.cache import ResponseCache
 from instructkit.models import LLM
 from instructkit.registry import get
 from instructkit.runner import RunContext
-
-# sha256 of prometheus-eval/prometheus-eval @ dcfb442, libs/prometheus-eval/prometheus_eval/prompts.py:
-OFFICIAL_DIGESTS = {
-    "PROMETHEUS_SYSTEM": "526b5b77a2d7eeaf33b21720197b6be536710d867d22cb468b0fb8f6022b62ab",  # ABS_SYSTEM_PROMPT
-    "PROMETHEUS_ABSOLUTE": "edf9508ea2ca3c4f624938634990e8df0e89dba337b3e15311166ff2e3c6c67a",  # ABSOLUTE_PROMPT
-    "PROMETHEUS_ABSOLUTE_WO_REF": "f4358c8f7953f324df3d70c86bc483d29eb8016567f1b1571cfbe6dee6722656",
-    "PROMETHEUS_RUBRIC": "a4c75273d26b02112e2149674ba34ed103da82fa8a5c39c477f76f0292099352",  # SCORE_RUBRIC_TEMPLATE
-    "PROMETHEUS_REL_SYSTEM": "2d7f53af02b6a37c5701ed6a821289874a82615c0a6af9d181dc465b2fb5df20",  # REL_SYSTEM_PROMPT
-    "PROMETHEUS_RELATIVE": "b63ae34a2bac0ce12ea5270c2f6adefcf631832c89d6f284d25f7707ba445d45",  # RELATIVE_PROMPT
-    "PROMETHEUS_RELATIVE_WO_REF": "ca920719db01d48a23abefa2fde5f1810e50f7bd551dfcddcf87b53dd68941a9",
-}
 
 PROMETHEUS_REPLIES = [
     ("The response names the capital correctly and explains the river's role in one clear sentence. It misses "
@@ -66,9 +56,13 @@ PROMETHEUS_RELATIVE_REPLIES = [
 ]
 
 
-def test_prometheus_strings_are_the_trained_ones() -> None:
-    for name, digest in OFFICIAL_DIGESTS.items():
-        assert hashlib.sha256(getattr(formats, name).encode()).hexdigest() == digest, name
+def test_prometheus_strings_are_read_from_the_package_and_checked() -> None:
+    """No Prometheus text in the project: every string comes from the installed prometheus-eval and its
+    sha256 is one of a known release's (tests/golden/prometheus holds the prompts built from them)."""
+    for name, text in formats.prometheus_strings().items():
+        assert hashlib.sha256(text.encode()).hexdigest() in formats.PROMETHEUS_DIGESTS[name], name
+    source = "".join(Path(formats.__file__).read_text(encoding="utf-8").split())
+    assert all("".join(t.split())[:200] not in source for t in formats.prometheus_strings().values())
     user = formats.prometheus_prompt("Add 2 and 2.", "4", "Correct?", [f"d{i}" for i in range(1, 6)], "4")
     assert user.endswith("###Reference Answer (Score 5):\n4\n\n###Score Rubrics:\n[Correct?]\nScore 1: d1\n"
                          "Score 2: d2\nScore 3: d3\nScore 4: d4\nScore 5: d5\n\n###Feedback: ")  # fmt: skip
@@ -108,11 +102,16 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> LLM:
     return LLM("local", cache=ResponseCache(tmp_path_factory.mktemp("formats_cache")))
 
 
+SUMMARIES: dict[str, dict] = {}  # each method's last run summary
+
+
 def _run(kind_name: str, records: list[dict], llm: LLM, **options) -> tuple[list[dict], object]:
     info = get("judge", kind_name)
     opts = info.make_options(options)
     ctx = RunContext(llm=llm, options=opts, method=kind_name, progress=False, random_state=3)
-    return info.func(records, ctx), opts
+    rows = info.func(records, ctx)
+    SUMMARIES[kind_name] = ctx.extras["judge_summary"][kind_name]
+    return rows, opts
 
 
 def test_rubric_prometheus_format_end_to_end(local: LLM) -> None:
@@ -123,19 +122,21 @@ def test_rubric_prometheus_format_end_to_end(local: LLM) -> None:
     assert (row["rubric_score"] is not None) == (row["rubric_parse"] == OK)
     # The request was Prometheus 2's trained format, byte for byte (cached under exactly these messages).
     user = formats.prometheus_prompt("Add 2 and 2.", "4", DEFAULT_CRITERIA, DEFAULT_DESCRIPTIONS_1_5, "2 + 2 = 4")
-    msgs = [{"role": "system", "content": formats.PROMETHEUS_SYSTEM}, {"role": "user", "content": user}]
+    msgs = [{"role": "system", "content": formats.prometheus_system()}, {"role": "user", "content": user}]
     again = local.chat(msgs, temperature=1.0, top_p=0.9, seed=3, max_tokens=24, logprobs=True, top_logprobs=10)
     assert again.cached and again.text == row["rubric_raw"]
-    parsed, _ = parse_result_score(row["rubric_raw"], 1, 5)
+    parsed, _ = parse_prometheus_score(row["rubric_raw"], 1, 5)  # the preset reads as prometheus-eval does
     assert row["rubric_parse"] == parsed.status
+    sent = SUMMARIES["rubric"]["official_text_sha256"]  # the manifest names the official text by its digests
+    assert all(sent[name] in digests for name, digests in formats.PROMETHEUS_DIGESTS.items())
     with pytest.raises(ValueError, match="1-5"):
         _run("rubric", [rec], local, format="prometheus", hi="10")
 
 
 def test_pairwise_mtbench_format_end_to_end(local: LLM) -> None:
     rec = {"instruction": "Name a color.", "response_a": "Blue", "response_b": "A dog"}
-    rows, opts = _run("pairwise", [rec], local, preset="official", max_tokens="16")
-    assert (opts.format, opts.temperature, opts.max_tokens) == ("mtbench", 0.0, 16)
+    rows, opts = _run("pairwise", [rec], local, format="mtbench", max_tokens="16")  # our wording, strict reading
+    assert (opts.format, opts.prompts, opts.parse, opts.temperature) == ("mtbench", "ours", "strict", 0.0)
     row = rows[0]
     first = parse_verdict_tail(row["pairwise_raw"][0])
     assert row["pairwise_parse"] in (OK, first.status, parse_verdict_tail(row["pairwise_raw"][1]).status)
@@ -147,11 +148,11 @@ def test_pairwise_mtbench_format_end_to_end(local: LLM) -> None:
 def test_pairwise_prometheus_format_end_to_end(local: LLM) -> None:
     rec = {"instruction": "Name a color.", "response_a": "Blue", "response_b": "A dog", "reference": "Red"}
     rows, opts = _run("pairwise", [rec], local, preset="prometheus", max_tokens="8")
-    assert (opts.format, opts.temperature) == ("prometheus", 1.0)
+    assert (opts.format, opts.temperature, opts.top_p) == ("prometheus", 1.0, 0.9)
     assert rows[0]["pairwise_parse"] in (OK, "no_score", "empty", "inconsistent")
     from instructkit.judge.pairwise import PROMETHEUS_CRITERIA
 
     user = formats.prometheus_relative_prompt("Name a color.", "A dog", "Blue", PROMETHEUS_CRITERIA, "Red")
-    assert user.startswith(formats.PROMETHEUS_RELATIVE[:60]) and "###Reference Answer:\nRed\n" in user
-    msgs = [{"role": "system", "content": formats.PROMETHEUS_REL_SYSTEM}, {"role": "user", "content": user}]
-    assert local.chat(msgs, temperature=1.0, seed=3, max_tokens=8).cached  # the swapped order, byte for byte
+    assert user.startswith(formats.prometheus_strings()["RELATIVE_PROMPT"][:60]) and "###Reference Answer:\nRed\n" in user
+    msgs = [{"role": "system", "content": formats.prometheus_system(relative=True)}, {"role": "user", "content": user}]
+    assert local.chat(msgs, temperature=1.0, top_p=0.9, seed=3, max_tokens=8).cached  # the swapped order, byte for byte

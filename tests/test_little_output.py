@@ -88,3 +88,43 @@ def test_a_judge_summary_reaches_its_side_manifest_and_the_run_manifest(fake_ser
     assert counts["rows"] == 3 and counts["parse_failures"] == 3 and sum(counts["parse"].values()) == 3
     assert manifest["parse"]["alpagasus_parse"]["statuses"] == counts["parse"]  # one figure, two places
     assert side["params"]["threshold"] == 4.5 and side["calls"]["calls"] == 3
+
+
+def spread_step(values: list[float], expected: list[float] | None = None) -> dict:
+    """A judge step's manifest entry whose `alpagasus_score` column holds `values` (card.separation_figures)."""
+    from instructkit.card import separation_figures
+
+    rows = [{"alpagasus_score": v, **({"alpagasus_expected": expected[i]} if expected else {})}
+            for i, v in enumerate(values)]  # fmt: skip
+    return {"step": "alpagasus", "kind": "judge", "rows_out": len(rows), "separation": separation_figures([], rows)}
+
+
+def test_a_judge_that_gives_most_rows_one_score_is_flagged_at_ninety_percent_exactly():
+    assert little_output(spread_step([4.0] * 9 + [3.0])) == ["alpagasus_score separates nothing (9/10 rows score 4)"]
+    assert little_output(spread_step([4.0] * 8 + [3.0, 2.0])) == []  # 80%: it separates something
+    assert little_output(spread_step([4.0] * 9)) == []  # under 10 scored rows say nothing either way
+    many = spread_step([4.0] * 45 + [0.0], expected=[2.06 + 1.22 * i / 45 for i in range(46)])
+    assert little_output_line([many]) == (
+        "little output: alpagasus (alpagasus_score separates nothing (45/46 rows score 4); its expected-value "
+        "scores alpagasus_expected span 2.06-3.28 (-o score expected))")
+
+
+def test_values_with_almost_no_spread_are_flagged_at_one_percent_of_the_mean():
+    def step(half_width: float) -> dict:  # half the rows each side of 100: mean 100, population std = half_width
+        return spread_step([100 - half_width] * 5 + [100 + half_width] * 5)
+
+    assert little_output(step(1.0)) == ["alpagasus_score separates nothing (10 rows within 99-101 (std 1))"]
+    assert little_output(step(1.01)) == []
+
+
+def test_the_card_and_the_report_record_the_flag(tmp_path):
+    from instructkit.card import step_summary
+
+    flagged = spread_step([4.0] * 10)
+    assert step_summary(flagged)["flags"] == ["alpagasus_score separates nothing (10/10 rows score 4)"]
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "01_alpagasus.jsonl").write_text("".join(json.dumps({"instruction": f"Question {i} about {w}?", "alpagasus_score": 4.0}) + "\n" for i, w in enumerate("ab cd ef gh ij kl mn op qr st".split())))
+    write_manifest(out / "manifest.json", name="t", steps=[{**flagged, "output": str(out / "01_alpagasus.jsonl")}])
+    page = build_report(out)
+    assert page.index("alpagasus_score separates nothing") < page.index("<h2>Steps</h2>")

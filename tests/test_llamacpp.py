@@ -9,7 +9,10 @@ import sys
 import numpy as np
 import pytest
 
+from llamacpp_guard import require_llamacpp  # noqa: E402
+
 llama_cpp = pytest.importorskip("llama_cpp")  # in CI a skip for a missing dependency fails the run
+require_llamacpp()  # a build that faults on this machine: every test here skips with the probe's reason
 
 from instructkit.models import LLM, GenParams  # noqa: E402
 from instructkit.models.llamacpp import PROMPT_CHUNK, ThreadChoice  # noqa: E402

@@ -157,8 +157,10 @@ def embedder(spec: str = "local", pooling: str | None = None, max_length: int | 
     state, as MoDS), `causal:SPEC_OR_PATH[:mean|last]` (hidden states of a causal LM, e.g.
     `causal:local:last`), anything else a hosted embedding model. `pooling` (same names) and
     `max_length` (tokens read) set the local encoders' options. Local specs are passed to `LLM` under a
-    `local:` name so their cache identity is the weights' id (with the pooling and limit)."""
+    `local:` name so their cache identity is the weights' id (with the pooling and limit). `dtype` and
+    `slow_tokenizer` (a DEITA-style causal embedding: bf16, use_fast=False) apply to `causal:` specs only."""
     llm_kw = {k: kw.pop(k) for k in list(kw) if k in _LLM_OPTIONS}
+    causal_kw = {k: kw.pop(k) for k in ("dtype", "slow_tokenizer") if k in kw}
     if spec in LOCAL_ENCODER_SPECS:
         backend = load_encoder(None, pooling=pooling or "mean", max_length=max_length, **kw)
         return LLM("local:minilm", backend=backend, **llm_kw)
@@ -170,7 +172,8 @@ def embedder(spec: str = "local", pooling: str | None = None, max_length: int | 
         target, pool = split_pooling(spec[len("causal:") :], CAUSAL_POOLINGS, pooling)
         if not target.startswith(("local", "hf:")):
             target = f"hf:{target}"
-        return LLM(f"local:{spec}", backend=CausalEmbedBackend(target, pool, max_length, **kw), **llm_kw)
+        backend = CausalEmbedBackend(target, pool, max_length, **kw, **causal_kw)
+        return LLM(f"local:{spec}", backend=backend, **llm_kw)
     if pooling is not None or max_length is not None:
         raise ValueError(f"{spec}: pooling and max_length apply to local encoders (local, hf:, causal:) only")
     return LLM(spec, **llm_kw, **kw)

@@ -88,7 +88,8 @@ ENGINES = ("auto", "llama.cpp", "transformers")
 
 def generation_engine(spec: str, engine: str = "auto") -> str:
     """What generates for a local spec: llama.cpp for a GGUF source (`local`, `hf:FILE.gguf`) when
-    llama-cpp-python is installed, transformers for a folder or when asked (`engine=transformers`)."""
+    llama-cpp-python is installed and its probe passed on this machine (models/engine_probe.py),
+    transformers for a folder, when asked (`engine=transformers`), or when the probe failed."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if engine == "transformers":
@@ -101,6 +102,14 @@ def generation_engine(spec: str, engine: str = "auto") -> str:
     if importlib.util.find_spec("llama_cpp") is None:
         if engine == "llama.cpp":
             raise ValueError("engine=llama.cpp needs llama-cpp-python (bash scripts/setup.sh installs it)")
+        return "transformers"
+    from .engine_probe import FIX, llamacpp_verdict, warn_fallback
+
+    verdict = llamacpp_verdict(source)  # a child process tries the build first: it cannot take us down
+    if not verdict.ok:
+        if engine == "llama.cpp":
+            raise ValueError(f"engine=llama.cpp cannot run on this machine ({verdict.reason}). Fix: {FIX}")
+        warn_fallback(verdict)
         return "transformers"
     return "llama.cpp"
 
@@ -141,18 +150,20 @@ def load_local_backend(
     device: str | None = None,
     batch_size: int = 16,
     threads: int | None = None,
+    slow_tokenizer: bool = False,
 ) -> LocalBackend:
-    """The shared transformers backend for `spec` (loaded once per process per path, dtype and device)."""
+    """The shared transformers backend for `spec` (loaded once per process per path, dtype, device and
+    tokenizer kind; `slow_tokenizer`: transformers' `use_fast=False`, as DEITA's embedder loads it)."""
     path, dtype = resolve_local(spec, dtype)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    key = (str(path.resolve()), dtype, device or "cpu")
+    key = (str(path.resolve()), dtype, device or "cpu") + (("slow",) if slow_tokenizer else ())
     with _BACKENDS_LOCK:
         backend = _BACKENDS.get(key)
         if backend is None:
-            backend = _BACKENDS[key] = LocalBackend(path, dtype, device or "cpu", batch_size)
+            backend = _BACKENDS[key] = LocalBackend(path, dtype, device or "cpu", batch_size, slow_tokenizer)
         return backend
 
 
@@ -246,7 +257,9 @@ class LocalBackend(Backend, CompletionBackend, ScoringBackend, TokenCountingBack
     supports_n = False
     supports_penalties = True  # applied to the logits as OpenAI defines them (`apply_penalties`)
 
-    def __init__(self, path: Path, dtype: str = "float32", device: str = "cpu", batch_size: int = 16):
+    def __init__(
+        self, path: Path, dtype: str = "float32", device: str = "cpu", batch_size: int = 16, slow_tokenizer: bool = False
+    ):
         set_offline()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -255,8 +268,9 @@ class LocalBackend(Backend, CompletionBackend, ScoringBackend, TokenCountingBack
         self.dtype = dtype
         self.device = device
         self.batch_size = batch_size
-        self.model_id = f"{model_id(self.path)}:{dtype}"
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+        self.slow_tokenizer = slow_tokenizer
+        self.model_id = f"{model_id(self.path)}:{dtype}" + (":slow-tokenizer" if slow_tokenizer else "")
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), use_fast=not slow_tokenizer)
         self.model = AutoModelForCausalLM.from_pretrained(str(self.path), dtype=getattr(torch, dtype))
         self.model.to(device).eval()
         gen_cfg = getattr(self.model, "generation_config", None)

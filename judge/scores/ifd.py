@@ -10,8 +10,9 @@ Superfiltering: template "plain", raw output as the direct text (first token uns
 labels=input_ids loss), perplexity ratio, `ifd < 1` kept, any small causal LM via `hf:PATH`; the
 selection by descending IFD with equal IFDs at the cut going to the lower index (`select_data.py`).
 Deviations: two forward passes per row in length-sorted padded batches with the LM head at answer
-positions only (IFD equals the per-row HF-loss reference within 1e-5 in fp32, tested); a row the
-official code scores as 0 after an error (Superfiltering) gets null and a status instead; the WizardLM
+positions only (IFD equals the per-row HF-loss reference within 1e-5 in fp32, tested); a row whose
+scoring failed gets null and a status by default (it is retried on the next run), where Superfiltering's
+official code scores it 0 and keeps it last (`-o preset official` does: `error_score=0`); the WizardLM
 analysis text keeps the input (the official selection script drops it, which breaks its own span
 boundaries); `ratio` applies to the surviving candidates as in Cherry (Superfiltering's script multiplies
 a hard-coded 52002: `-o preset official` sets its `top_k` of 5200).
@@ -239,10 +240,12 @@ class SuperfilteringOptions(IFDOptions):
     column: str = "sf"
     order: str = "score"  # `select_data.py` writes the selection by descending IFD
     tie_break: str = "low_index"  # its stable descending sort keeps the lower index among equal IFDs
+    error_score: float | None = None  # a row whose scoring failed: None (null, dropped) or this score, kept
 
     # `step3_select_data.sh`: `--sample_rate 0.1` of a hard-coded 52002 rows (the Alpaca size), the
-    # model `gpt2` (give it with --model / -o model; nothing is downloaded)
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"official": {"top_k": int(52002 * 0.1)}}
+    # model `gpt2` (give it with --model / -o model; nothing is downloaded); `data_analysis.py` scores a
+    # row whose scoring raised 0, and `select_data.py` keeps it (last)
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"official": {"top_k": int(52002 * 0.1), "error_score": 0.0}}
 
 
 def score_ifd(
@@ -303,9 +306,16 @@ def score_ifd(
 
 
 def finish_selection(scored: list[dict], opts: IFDOptions) -> list[dict]:
-    """Apply the IFD > 1 drop and the optional top-k / ratio selection to scored rows."""
+    """Apply the IFD > 1 drop and the optional top-k / ratio selection to scored rows.
+
+    With `error_score` set (Superfiltering's preset: 0), a row whose scoring failed takes that score and
+    competes as a scored row, as the official try/except's 0 does (it sorts last among kept rows)."""
     c = opts.column
     statuses = [r.get(f"{c}_status") or "error" for r in scored]
+    error_score = getattr(opts, "error_score", None)
+    if error_score is not None:
+        scored = [{**r, c: float(error_score)} if s == "error" else r for r, s in zip(scored, statuses)]
+        statuses = ["ok" if s == "error" else s for s in statuses]
     if opts.top_k > 0 or opts.ratio > 0:
         idx = select_by_ifd(
             [r.get(c) for r in scored], statuses, opts.top_k, opts.ratio, opts.order, opts.tie_break

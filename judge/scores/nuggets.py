@@ -5,7 +5,9 @@ them as a one-shot example: s1_j(c) = sum log p(a_j | c_full + q_j) > s0_j = sum
 As the official code: text "Instruction:\\n..\\n[Input:\\n..\\n]Response:\\n" + output (fields stripped),
 anchors without BOS truncated to 200 tokens, the candidate (with special tokens) prepended with no
 separator, strict ">", 100 k-means anchors nearest to their centroids (float32 vectors, KMeans with
-random_state 0 and n_init 10, sklearn < 1.4's default that the 2023 script ran with; both options).
+random_state 0 and n_init 10 in float64, sklearn < 1.4's default that the 2023 script ran with; both options;
+`-o preset official` also restates sklearn < 1.3's k-means++ draws, `legacy_sklearn`, which today's
+sklearn changed: tests/golden/nuggets).
 Deviations: the anchor embedding is the masked mean of the scoring model's last hidden states (the
 official mean includes padding to 512); two centroids sharing a nearest row give one anchor (the
 official list repeats it); the candidate is re-run per anchor in length-sorted batches
@@ -45,23 +47,38 @@ def anchor_pair(tokenizer: Any, rec: dict, max_tokens: int = 200) -> tuple[list[
     return ids[: len(q_ids)], ids[len(q_ids) :]
 
 
-def kmeans_anchors(
-    backend: Any, records: list[dict], n: int = 100, random_state: int = 0, n_init: int | str = 10
+def nearest_to_centroids(
+    emb: np.ndarray, n: int = 100, random_state: int = 0, n_init: int | str = 10, legacy_sklearn: bool = False
 ) -> list[int]:
-    """Indices of the rows nearest to each of n k-means centroids of the model's mean hidden states
-    (texts with special tokens, cut at 512 tokens, as `embedding_of_ins.py`), as `kmeans_sample.py`:
-    float32 vectors, KMeans(random_state=0) with sklearn < 1.4's n_init=10."""
+    """`kmeans_sample.py`: KMeans(n, random_state), then the row nearest each centroid (first on ties), in
+    centroid order, each row once; in float64, as there (it hands sklearn a list of the float32 vectors,
+    which sklearn converts to float64); `legacy_sklearn` runs k-means as the sklearn < 1.3 of the paper's
+    time (`selection.sklearn_legacy`)."""
+    from instructkit.selection import sklearn_legacy
     from sklearn.cluster import KMeans
 
+    emb = np.asarray(emb, dtype=np.float64)
+    k = min(n, len(emb))
+    if legacy_sklearn:
+        centers = sklearn_legacy.kmeans(emb, k, random_state, int(n_init))[1]
+    else:
+        centers = KMeans(n_clusters=k, random_state=random_state, n_init=n_init).fit(emb).cluster_centers_
+    return list(dict.fromkeys(int(np.argmin(((emb - c) ** 2).sum(1))) for c in centers))
+
+
+def kmeans_anchors(
+    backend: Any,
+    records: list[dict],
+    n: int = 100,
+    random_state: int = 0,
+    n_init: int | str = 10,
+    legacy_sklearn: bool = False,
+) -> list[int]:
+    """Indices of the rows nearest to each of n k-means centroids of the model's mean hidden states
+    (texts with special tokens, cut at 512 tokens, as `embedding_of_ins.py`), as `kmeans_sample.py`."""
     texts = [nuggets_text(*triplet(r)) for r in records]
     emb = backend.hidden_states(texts, pooling="mean", special_tokens=True, max_length=512)
-    km = KMeans(n_clusters=min(n, len(records)), random_state=random_state, n_init=n_init).fit(emb)
-    picked: list[int] = []
-    for center in km.cluster_centers_:
-        i = int(np.argmin(((emb - center) ** 2).sum(1)))
-        if i not in picked:
-            picked.append(i)
-    return picked
+    return nearest_to_centroids(emb, n, random_state, n_init, legacy_sklearn)
 
 
 def golden_score(zero_shot: list[float], one_shot: list[float]) -> float:
@@ -75,13 +92,15 @@ class NuggetsOptions(LocalModelOptions):
     n_anchors: int = 100
     kmeans_n_init: str = "10"  # the official sklearn default (< 1.4); "auto": one k-means++ run
     kmeans_random_state: int = 0  # `kmeans_sample.py`: KMeans(n_clusters=100, random_state=0)
+    legacy_sklearn: bool = False  # k-means as sklearn < 1.3 (the official run's); today's draws differ
     anchor_max_tokens: int = 200
     max_length: int = 512  # candidate tokens kept
     column: str = "nuggets"
 
     # `kmeans_sample.py` and `instruction_main.py` as released (100 anchors of 200 tokens)
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "official": {"n_anchors": 100, "anchor_max_tokens": 200, "kmeans_n_init": "10", "kmeans_random_state": 0}
+        "official": {"n_anchors": 100, "anchor_max_tokens": 200, "kmeans_n_init": "10", "kmeans_random_state": 0,
+                     "legacy_sklearn": True}
     }
 
 
@@ -97,7 +116,12 @@ def score_nuggets(
         anchors = list(read_records(opts.anchors_path))
     else:
         picked = kmeans_anchors(
-            backend, records, opts.n_anchors, opts.kmeans_random_state, parse_n_init(opts.kmeans_n_init)
+            backend,
+            records,
+            opts.n_anchors,
+            opts.kmeans_random_state,
+            parse_n_init(opts.kmeans_n_init),
+            opts.legacy_sklearn,
         )
         anchors = [records[i] for i in picked]
     pairs = [anchor_pair(tok, a, opts.anchor_max_tokens) for a in anchors]
