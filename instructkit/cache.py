@@ -11,6 +11,7 @@ import atexit
 import hashlib
 import json
 import os
+import sys
 import time
 import weakref
 from pathlib import Path
@@ -64,6 +65,7 @@ class ResponseCache:
         self.enabled = enabled
         self._store: diskcache.Cache | None = None
         self._pending: dict[str, str] = {}  # written in this event-loop turn, committed at its end
+        self.write_error: str | None = None  # why answers stopped being stored (a full or read-only disk)
         self._end_of_turn = EndOfTurn(self.flush)
         _LIVE.add(self)
 
@@ -91,7 +93,7 @@ class ResponseCache:
     def set(self, key: str, value: dict[str, Any]) -> None:
         """Store an answer. Inside an event loop, the writes of one loop turn are committed together
         by a callback that runs right after it (one SQLite transaction for a burst of answers)."""
-        if not self.enabled:
+        if not self.enabled or self.write_error is not None:
             return
         self._pending[key] = fastjson.dumps_text({"t": time.time(), "v": value})
         if not self._end_of_turn.schedule():
@@ -102,11 +104,21 @@ class ResponseCache:
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
-        store = self.store
         try:
+            store = self.store
             with store.transact():
                 for key, raw in pending.items():
                     store.set(key, raw)
+        except Exception as exc:
+            from .guard import describe_os_error, is_disk_error
+
+            if not is_disk_error(exc):
+                self._pending = {**pending, **self._pending}
+                raise
+            # A full or read-only disk: the run goes on (its journals keep every answer), storing no more.
+            self.write_error = describe_os_error(exc)
+            print(f"warning: the response cache {self.directory} cannot store answers ({self.write_error}); "
+                  "the run goes on, its journals keep every answer", file=sys.stderr)
         except BaseException:
             self._pending = {**pending, **self._pending}
             raise

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import registry
+from .credentials import redact
 from .io import read_records
 from .manifest import json_hash, parse_figure
 
@@ -254,12 +255,13 @@ def manifest_steps(manifest: dict[str, Any] | None) -> list[dict[str, Any]]:
     figures = {k: manifest[k] for k in FIGURES if k in manifest}
     return [{"step": name or kind, "kind": kind, "method": name, "rows_in": manifest.get("rows_in"),
              "rows_out": manifest.get("rows_out"), "calls": manifest.get("calls") or {},
+             "calls_total": manifest.get("calls_total") or manifest.get("calls") or {},
              "model_identity": manifest.get("model"), "options": manifest.get("options"), **figures}]  # fmt: skip
 
 
 def step_summary(entry: dict[str, Any]) -> dict[str, Any]:
     """The figures of one manifest step that the card's YAML carries (copied, never recomputed)."""
-    calls = entry.get("calls") or {}
+    calls = entry.get("calls_total") or entry.get("calls") or {}  # every session of a resumed run
     out = {"step": entry.get("step"), "kind": entry.get("kind"), "method": entry.get("method"),
            "rows_in": entry.get("rows_in"), "rows_out": entry.get("rows_out"),
            "prompt_tokens": calls.get("prompt_tokens", 0), "completion_tokens": calls.get("completion_tokens", 0),
@@ -410,7 +412,7 @@ def render_card(figures: dict[str, Any], records: list[dict], opts: Any, manifes
 def write_card(out_dir: Path, figures: dict[str, Any], records: list[dict], opts: Any,
                manifest: dict[str, Any] | None) -> Path:
     path = Path(out_dir) / "README.md"
-    path.write_text(render_card(figures, records, opts, manifest), encoding="utf-8")
+    path.write_text(redact(render_card(figures, records, opts, manifest)), encoding="utf-8")
     return path
 
 

@@ -7,13 +7,19 @@ API key (never written anywhere), `--system` where a method takes one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sqlite3
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from jinja2 import TemplateError
+
 from . import registry
+from .credentials import redact
+from .guard import RunLock, describe_os_error, refuse_overwrite
 from .io import InputError, read_records
 from .models.llm import BudgetExceeded
 from .models.types import ModelCallError
@@ -59,6 +65,8 @@ def _add_run_args(p: argparse.ArgumentParser, needs_input: bool = True) -> None:
     p.add_argument("--map", action="append", default=[], metavar="OURS=THEIRS", help="column mapping")
     p.add_argument("--seed", type=int, default=0, help="random_state for every sampling step (recorded)")
     p.add_argument("--work-dir", help="journals and side files (default OUT.work)")
+    p.add_argument("--in-place", action="store_true",
+                   help="allow --out to be the input file: it is replaced (atomically) once the run is done")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -94,6 +102,12 @@ model options, budget and exit status:
   cache: false for --no-cache, engine for --local-engine): a step runs with the model a CLI call
   with those flags would get; a misspelt name is refused before the first step. A run stopped by
   max_cost exits 3 with everything done so far saved; run it again to go on.
+
+checks before the first step (exit 2, with the file, line and key):
+  every key at every level is known (the nearest valid name is suggested), step names are unique,
+  each `input` is an earlier step or an existing file, each method and option exists, and templates
+  stay in Jinja's sandbox. A step that gets 0 rows is an error unless it says `allow_empty: true`.
+  One run at a time per OUT folder (a lock); a step never writes over a file it reads.
 
 example:
   name: small
@@ -231,11 +245,18 @@ def run_method_command(args: argparse.Namespace) -> int:
     options, turns = method_options(info, dict(args.option))
     info.check_input(records, options)  # before a model exists, let alone a call
     out = Path(args.out)
+    if not args.in_place:
+        refuse_overwrite(out, [args.input])
     work_dir = Path(args.work_dir) if args.work_dir else out.with_name(out.name + ".work")
-    step = MethodStep(info, records, options, model_config(args), work_dir, seed=args.seed, turns=turns,
+    refuse_overwrite(work_dir, [args.input], flag="")
+    config = model_config(args)
+    step = MethodStep(info, records, options, config, work_dir, seed=args.seed, turns=turns,
                 how=_execution(args) if info.kind != "select" else None, input_path=args.input,
                 progress=not args.quiet, extras={"report": getattr(args, "report", False)})
-    with Models() as models:
+    with contextlib.ExitStack() as stack:
+        if not config.dry_run:  # one writer per work folder: a second identical command stops, it does not pay again
+            stack.enter_context(RunLock(work_dir))
+        models = stack.enter_context(Models())
         result = run_step(step, models, out)
         return _finish_method(args, step, result, out)
 
@@ -255,6 +276,7 @@ def _finish_method(args: argparse.Namespace, step: Any, result: Any, out: Path) 
         return 0
     entry = result.entry(len(step.records))
     write_manifest(out.with_name(out.name + ".manifest.json"), **summary, **result.figures,
+                   calls_total=entry["calls_total"],
                    model_config=entry["model_config"],
                    options=step.options.__dict__ if step.options is not None else None, seed=args.seed)
     print_summary(summary, out)
@@ -295,7 +317,7 @@ def write_selection_report(records: list[dict], selected: list[dict], ctx: Any, 
     reports = registry.extension_of("select.report")(records, idx, ctx, options, score=score)
     print(registry.extension_of("select.report_table")(reports))
     path = out.with_name(out.name + ".report.json")
-    path.write_text(json.dumps(reports, indent=1, default=str))
+    path.write_text(redact(json.dumps(reports, indent=1, default=str)))
     print(f"diversity report: {path}", file=sys.stderr)
 
 
@@ -455,15 +477,25 @@ def main(argv: list[str] | None = None) -> int:
             return run_pipeline_command(args)
         parser.print_help()
         return 0
-    except (InputError, ValueError, KeyError) as exc:  # bad input or options: nothing was called
-        print(f"error: {str(exc).strip(chr(39)) if isinstance(exc, KeyError) else exc}", file=sys.stderr)
-        return 2
+    except (InputError, ValueError, KeyError, TemplateError) as exc:  # bad input or options: nothing was called
+        return fail(f"error: {str(exc).strip(chr(39)) if isinstance(exc, KeyError) else exc}", 2)
     except BudgetExceeded as exc:
-        print(f"stopped: {exc}. Run the same command again to continue.", file=sys.stderr)
-        return 3
+        return fail(f"stopped: {exc}. Run the same command again to continue.", 3)
     except ModelCallError as exc:  # a call outside the row runner (an embedding step, a check) failed for good
-        print(f"error: model call failed: {exc}", file=sys.stderr)
-        return 1
+        return fail(f"error: model call failed: {exc}", 1)
+    except (OSError, sqlite3.Error) as exc:  # a full or read-only disk mid-run: the journals keep what was paid
+        return fail(f"error: cannot write ({describe_os_error(exc)}); every answer so far is kept in the run's "
+                    "journals and the response cache: free the space or fix the permission, then run the same "
+                    "command again", 1)
+    except KeyboardInterrupt:
+        return fail("interrupted: every answer so far is kept; run the same command again to continue", 130)
+
+
+def fail(message: str, code: int) -> int:
+    """Print the message (no traceback, no key inside a URL) and return the exit status: 1 rows failed or the run could
+    not finish, 2 bad input or options (nothing called), 3 budget."""
+    print(redact(message), file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

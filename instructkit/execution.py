@@ -53,12 +53,40 @@ def execute(info: MethodInfo, records: list[dict], ctx: RunContext, how: Executi
     scorers get chat rows as turn views (`ctx.turns`, instructkit.turns) and their results folded back."""
     how = how or Execution()
     how.check(info, ctx.options)
+    from .templates import check_user_templates
+
+    check_user_templates(ctx.options)  # a user's template that reaches for Python internals: refused now
     info.check_input(records, ctx.options)  # a record without a field the method reads: refused before any call
+    if ctx.llm is not None and sends_rows_whole(info):  # a row too long: refused before any call, not paid for
+        from .io import check_prompt_size
+
+        check_prompt_size(records, info.fields_read(ctx.options), max_prompt_tokens(ctx.llm))
     if info.takes_turn_options:
         from .turns import run_per_turn
 
         return run_per_turn(lambda rows: _dispatch(info, rows, ctx, how), records, ctx.turns)
     return _dispatch(info, records, ctx, how)
+
+
+def sends_rows_whole(info: MethodInfo) -> bool:
+    """Whether the method puts each row's text into one prompt (judges, scorers, generators from
+    instructions), unlike generators that chunk documents (`{text_field}`) or selectors."""
+    reads = () if callable(info.reads) else info.reads
+    return info.kind in ("judge", "score") or (info.kind == "generate" and not any("{text_field}" in r for r in reads))
+
+
+DEFAULT_MAX_PROMPT_TOKENS = 131072  # where the model's context length is not known
+
+
+def max_prompt_tokens(llm: Any) -> int:
+    """`--max-prompt-tokens`, else the model's context length where the price map knows it, else 131072."""
+    from .models.pricing import context_length
+
+    config = llm.config
+    if config.max_prompt_tokens:
+        return config.max_prompt_tokens
+    known = context_length(llm.ref.model) if llm.ref.family != "local" else None
+    return known or DEFAULT_MAX_PROMPT_TOKENS
 
 
 def _dispatch(info: MethodInfo, records: list[dict], ctx: RunContext, how: Execution) -> list[dict]:

@@ -247,6 +247,12 @@ def export_command(args: Any) -> int:
                          **({"pretty_name": args.name} if args.name else {})})  # fmt: skip
     source = Path(args.input)
     records = read_records(source)
+    from .guard import refuse_overwrite
+
+    splits = [s.split("=", 1)[0].strip() for s in str(args.split).split(",") if s.strip()]
+    written = [*data_files(opts.format, splits).values(), *(f"{s}.meta.jsonl" for s in splits), "README.md"]
+    for name in written:  # the export never writes over the rows it reads
+        refuse_overwrite(Path(args.out) / name, [source], flag="")
     manifest_path = Path(args.manifest) if args.manifest else find_manifest(source)
     manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path else None
     figures = export_records(records, args.out, opts, manifest, source=str(source))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import fastjson
+from .credentials import redact, redact_value
 
 
 class InputError(ValueError):
@@ -60,20 +61,21 @@ def read_records(path: str | os.PathLike, fmt: str | None = None, mapping: Mappi
     elif fmt == "json":
         records = _read_json(p)
     elif fmt == "csv":
-        with p.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
+        try:
+            rows = list(csv.DictReader(decoded_text(p).splitlines(keepends=True)))
+        except csv.Error as exc:
+            raise InputError(p, f"malformed CSV ({exc})") from None
         records = Records(rows, str(p), list(range(2, len(rows) + 2)))
     elif fmt == "parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        records = Records(pq.read_table(p).to_pylist(), str(p))
+        try:
+            records = Records(pq.read_table(p).to_pylist(), str(p))
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(p, f"not a readable Parquet file ({str(exc).splitlines()[0] if str(exc) else exc})") from None
     elif fmt == "hf":
-        from datasets import load_from_disk
-
-        ds = load_from_disk(str(p))
-        if hasattr(ds, "keys") and not hasattr(ds, "column_names"):
-            raise InputError(p, f"is a DatasetDict with splits {list(ds.keys())}; point at one split's folder")
-        records = Records(ds.to_list(), str(p))
+        records = _read_dataset_folder(p)
     else:
         raise InputError(p, f"unknown format {fmt!r}")
     if not records:
@@ -81,6 +83,38 @@ def read_records(path: str | os.PathLike, fmt: str | None = None, mapping: Mappi
     if mapping:
         records = apply_mapping(records, mapping)
     return records
+
+
+def _read_dataset_folder(p: Path) -> Records:
+    """A `datasets` folder saved with `save_to_disk` (one split)."""
+    from datasets import DatasetDict, load_from_disk
+
+    if not any(p.iterdir()):
+        raise InputError(p, "is an empty folder: no records")
+    try:
+        ds = load_from_disk(str(p))
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        raise InputError(p, f"is not a dataset folder saved by `datasets` ({str(exc).splitlines()[0][:200]})") from None
+    if isinstance(ds, DatasetDict):
+        raise InputError(p, f"is a DatasetDict with splits {list(ds.keys())}; point at one split's folder "
+                            f"(e.g. {p / next(iter(ds.keys()), 'train')})")
+    return Records(ds.to_list(), str(p))
+
+
+def decoded_text(p: Path) -> str:
+    """The file's text as UTF-8; a byte that is not UTF-8 is an InputError naming its line and column."""
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _decode_error(p, data, exc) from None
+
+
+def _decode_error(p: Path, data: bytes, exc: UnicodeDecodeError, first_line: int = 1) -> InputError:
+    line_start = data.rfind(b"\n", 0, exc.start) + 1
+    line = first_line + data.count(b"\n", 0, exc.start)
+    return InputError(p, f"not UTF-8 text: byte 0x{data[exc.start]:02x} at column {exc.start - line_start + 1} "
+                         "(save the file as UTF-8)", line=line)
 
 
 def from_dataset(ds: Any) -> Records:
@@ -97,13 +131,19 @@ def to_dataset(records: list[dict]) -> Any:
 def read_jsonl(p: Path) -> Records:
     """The JSON objects of a JSONL file, each with its line (blank lines skipped); bad lines are InputErrors."""
     items, lines = [], []
-    with p.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
+    with p.open("rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _decode_error(p, raw, exc, first_line=n) from None
             if not line.strip():
                 continue
             try:
                 obj = fastjson.loads(line)
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, RecursionError) as exc:
+                if isinstance(exc, RecursionError):
+                    raise InputError(p, "malformed JSON (nested too deeply)", line=n) from None
                 raise InputError(p, f"malformed JSON ({exc.msg} at column {exc.colno})", line=n) from None
             if not isinstance(obj, dict):
                 raise InputError(p, f"expected a JSON object per line, got {type(obj).__name__}", line=n)
@@ -113,13 +153,15 @@ def read_jsonl(p: Path) -> Records:
 
 
 def _read_json(p: Path) -> Records:
-    text = p.read_text(encoding="utf-8")
+    text = decoded_text(p)
     if not text.strip():
         raise InputError(p, "is empty: no records")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(p, f"malformed JSON ({exc.msg} at column {exc.colno})", line=exc.lineno) from None
+    except RecursionError:
+        raise InputError(p, "malformed JSON (nested too deeply)") from None
     if isinstance(data, dict):
         for key in ("data", "records", "rows", "train"):
             if isinstance(data.get(key), list):
@@ -211,6 +253,7 @@ def check_fields(records: list[dict], needs: list[list[str]], what: str = "this 
     for i, rec in enumerate(records):
         for alts in needs:
             if any(not _is_empty(rec.get(a)) for a in alts):
+                _check_type(records, i, rec, alts)
                 continue
             bad += 1
             if first is None:
@@ -232,6 +275,66 @@ def check_fields(records: list[dict], needs: list[list[str]], what: str = "this 
     raise InputError(source, message, line, field)
 
 
+# Fields a method reads as text: a number, a list or an object there is refused, never sent.
+TEXT_FIELDS = frozenset({"instruction", "input", "output", "response", "text", "new", "response_a", "response_b"})
+CONVERSATION_FIELDS = ("messages", "conversations")
+
+
+def _check_type(records: list[dict], i: int, rec: dict, alts: list[str]) -> None:
+    """The first non-empty alternative must be text (a string), or for a conversation a list of
+    role/content objects with string contents: an InputError with the file, line and field otherwise."""
+    name = next(a for a in alts if not _is_empty(rec.get(a)))
+    problem = conversation_problem(rec[name]) if name in CONVERSATION_FIELDS else (
+        None if isinstance(rec[name], str) or (name not in TEXT_FIELDS and not isinstance(rec[name], (list, dict)))
+        else f"expected text (a string), got {type(rec[name]).__name__}")
+    if problem:
+        line = records.line_of(i) if isinstance(records, Records) else i + 1
+        which = "" if line is not None else f"record {i + 1}: "
+        raise InputError(getattr(records, "source", "<memory>"), which + problem, line, name)
+
+
+def conversation_problem(value: Any) -> str | None:
+    """Why `value` is not a conversation (a list of {role, content} or ShareGPT {from, value} objects
+    with string contents), or None."""
+    if not isinstance(value, list):
+        return f"expected a list of role/content objects, got {type(value).__name__}"
+    for j, m in enumerate(value):
+        if not isinstance(m, dict):
+            return f"turn {j}: expected an object with role and content, got {type(m).__name__}"
+        role, content = m.get("role", m.get("from")), m.get("content", m.get("value"))
+        if not isinstance(role, str):
+            return f"turn {j}: role (or from) must be a string, got {type(role).__name__}"
+        if not isinstance(content, str):
+            return f"turn {j}: content (or value) must be text, got {type(content).__name__}"
+    return None
+
+
+def check_prompt_size(records: list[dict], needs: list[list[str]], max_tokens: int) -> None:
+    """Refuse (InputError: file, line, field) the first record whose text the method reads is longer
+    than `max_tokens` (estimated at 4 characters a token, as dry runs estimate prompts)."""
+    names = list(dict.fromkeys([a for alts in needs for a in alts] + ["input"]))
+    for i, rec in enumerate(records):
+        sizes = {n: _text_size(rec.get(n)) for n in names}
+        tokens = -(-sum(sizes.values()) // 4)  # rounded up
+        if tokens <= max_tokens:
+            continue
+        field = max(sizes, key=sizes.__getitem__)
+        line = records.line_of(i) if isinstance(records, Records) else i + 1
+        raise InputError(getattr(records, "source", "<memory>"),
+                         f"{'' if line is not None else f'record {i + 1}: '}about {tokens:,} tokens "
+                         f"of text, over the {max_tokens:,} the model takes (--max-prompt-tokens); shorten or drop "
+                         "the row, or raise the limit", line, field)
+
+
+def _text_size(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(len(m.get("content") or m.get("value") or "") for m in value
+                   if isinstance(m, dict) and isinstance(m.get("content", m.get("value")), str))
+    return 0
+
+
 # ----- conversation formats ------------------------------------------------------------------
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -241,6 +344,8 @@ def to_turns(record: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(instruction, response) turns from an Alpaca, `messages` or ShareGPT `conversations` record."""
     if "messages" in record or "conversations" in record:
         msgs = record.get("messages") or record.get("conversations") or []
+        if problem := conversation_problem(msgs):
+            raise ValueError(f"{'messages' if record.get('messages') else 'conversations'}: {problem}")
         turns, pending = [], None
         for m in msgs:
             role = SHAREGPT_ROLES.get(m.get("role") or m.get("from"), "user")
@@ -269,21 +374,23 @@ def response_of(record: Mapping[str, Any]) -> str:
 
 
 def write_records(path: str | os.PathLike, records: Iterable[Mapping[str, Any]], fmt: str | None = None) -> Path:
-    """Write atomically (temp file + rename), so a crash never leaves a half-written output."""
+    """Write atomically (temp file + rename), so a crash never leaves a half-written output; with the
+    permissions of any file the user creates (umask), and no credential inside a URL (`credentials.redact`)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fmt = fmt or (detect_format(p) if p.suffix else "jsonl")
-    records = list(records)
+    records = list(records) if fmt == "jsonl" else [redact_value(dict(r)) for r in records]
     if fmt == "hf":
         to_dataset(records).save_to_disk(str(p))
         return p
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        os.chmod(tmp, file_mode())  # mkstemp's 0600 would make the output private, unlike the manifest
         if fmt == "jsonl":
             with open(tmp, "w", encoding="utf-8") as fh:
                 for rec in records:
-                    fh.write(json.dumps(rec, ensure_ascii=False, default=_json_default) + "\n")
+                    fh.write(redact(json.dumps(rec, ensure_ascii=False, default=_json_default)) + "\n")
         elif fmt == "json":
             with open(tmp, "w", encoding="utf-8") as fh:
                 json.dump(records, fh, ensure_ascii=False, indent=1, default=_json_default)
@@ -310,6 +417,13 @@ def write_records(path: str | os.PathLike, records: Iterable[Mapping[str, Any]],
         if os.path.exists(tmp):
             os.unlink(tmp)
     return p
+
+
+def file_mode() -> int:
+    """The mode `open(path, "w")` gives a new file: 0o666 less the process's umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _json_default(obj: Any) -> Any:

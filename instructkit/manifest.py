@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .credentials import redact
 
 OK = "ok"  # the parse status of a row that parsed (judge.parsing.OK)
 
@@ -29,7 +30,7 @@ def write_manifest(path: str | Path, **fields: Any) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     data = {"instructkit": __version__, "python": platform.python_version(), "written": time.time(), **fields}
-    p.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False), encoding="utf-8")
+    p.write_text(redact(json.dumps(data, indent=2, default=str, ensure_ascii=False)), encoding="utf-8")
     return p
 
 

@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from . import registry
+from .credentials import redact
 from .execution import Execution
-from .io import read_records, write_records
+from .io import InputError, read_records, write_records
 from .manifest import json_hash, write_manifest
 from .models.config import ModelConfig
 from .steps import MethodStep, Models, method_options, run_step
 
 STEP_KINDS = registry.KINDS
 OTHER_KINDS = ("concat", "export")
+RECORD_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Step:
     batch_poll: float = 30.0
     engine: str = "local"
     ray: dict[str, Any] = field(default_factory=dict)
+    allow_empty: bool = False  # 0 input rows is an error unless the step allows it
 
 
 @dataclass
@@ -58,51 +61,81 @@ class Pipeline:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Pipeline:
-        import yaml
+        """The pipeline a YAML file describes, checked whole before anything runs (pipeline_schema:
+        unknown keys, types, step names and inputs; then each method, its options and its model options)."""
+        from .pipeline_schema import load_pipeline_yaml, option_line
 
         p = Path(path)
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        if not p.is_file():
+            raise InputError(p, "no such pipeline file")
+        data = load_pipeline_yaml(p)
         steps = []
         for i, raw in enumerate(data.get("steps") or [], 1):
-            kinds = [k for k in (*STEP_KINDS, *OTHER_KINDS) if k in raw]
-            if len(kinds) != 1:
-                raise ValueError(f"{p}: step {i}: give exactly one of {', '.join((*STEP_KINDS, *OTHER_KINDS))}")
-            kind = kinds[0]
-            if kind == "export":
-                from .export import make_options
+            kind = next(k for k in (*STEP_KINDS, *OTHER_KINDS) if k in raw)
+            try:
+                if kind == "export":
+                    from .export import make_options
 
-                try:
                     make_options({**(raw.get("options") or {}), "format": raw[kind]})
-                except (TypeError, ValueError) as exc:
-                    raise ValueError(f"{p}: step {i}: {exc}") from None
+                elif kind != "concat":
+                    from .templates import check_user_templates
+
+                    options, _ = method_options(registry.get(kind, str(raw[kind])), dict(raw.get("options") or {}))
+                    check_user_templates(options)  # a template in a shared file that reaches for internals
+            except (TypeError, ValueError, KeyError) as exc:
+                message = str(exc).strip("'\"") if isinstance(exc, KeyError) else str(exc)
+                line = option_line(p, i - 1, "options" if not isinstance(exc, KeyError) else kind)
+                raise InputError(p, f"step {i}: {message}", line=line,
+                                 field="options" if not isinstance(exc, KeyError) else kind) from None
             steps.append(Step(
                 name=str(raw.get("name") or (raw[kind] if kind != "concat" else f"concat{i}")),
                 kind=kind, method="" if kind == "concat" else str(raw[kind]),
                 input=raw[kind] if kind == "concat" else raw.get("input"),
                 model=raw.get("model"), options=dict(raw.get("options") or {}),
                 model_options=dict(raw.get("model_options") or {}),
-                batch=bool(raw.get("batch", False)), batch_poll=float(raw.get("batch_poll", 30.0)),
-                engine=str(raw.get("engine", "local")),
-                ray=dict(raw.get("ray") or {}),
+                batch=bool(raw.get("batch", False)), batch_poll=float(raw.get("batch_poll") or 30.0),
+                engine=str(raw.get("engine") or "local"),
+                ray=dict(raw.get("ray") or {}), allow_empty=bool(raw.get("allow_empty", False)),
             ))
-        if not steps:
-            raise ValueError(f"{p}: no steps")
-        pipeline = cls(steps=steps, out=Path(data.get("out", "out")), model=str(data.get("model", "local")),
-                       model_options=dict(data.get("model_options") or {}), seed=int(data.get("seed", 0)),
-                       name=str(data.get("name", p.stem)), base_dir=p.parent)
-        for step in steps:  # a misspelt model option is refused before the first step runs
+        pipeline = cls(steps=steps, out=Path(str(data.get("out") or "out")), model=str(data.get("model") or "local"),
+                       model_options=dict(data.get("model_options") or {}), seed=int(data.get("seed") or 0),
+                       name=str(data.get("name") or p.stem), base_dir=p.parent)
+        for i, step in enumerate(steps):  # a misspelt model option is refused before the first step runs
             if step.kind in STEP_KINDS:
                 try:
                     pipeline.model_config(step)
+                    Execution(batch=step.batch, engine=step.engine).check(registry.get(step.kind, step.method))
                 except ValueError as exc:
-                    raise ValueError(f"{p}: {exc}") from None
+                    raise InputError(p, str(exc), line=option_line(p, i, "model_options")) from None
         return pipeline
 
     def run(self, out: str | Path | None = None, dry_run: bool = False, progress: bool = True) -> dict[str, Any]:
         """Run every step in order; returns the manifest. Every model's HTTP sessions are closed on every
         exit path (a finished run, a stopped one, an error)."""
-        with Models() as models:
-            return self._run(out, dry_run, progress, models)
+        import contextlib
+
+        from .guard import RunLock
+
+        out_dir = Path(out) if out else self.out
+        with contextlib.ExitStack() as stack:
+            if not dry_run:  # one writer per output folder; nothing it writes is one of its inputs
+                self._refuse_overwrite(out_dir)
+                stack.enter_context(RunLock(out_dir))
+            models = stack.enter_context(Models())
+            return self._run(out_dir, dry_run, progress, models)
+
+    def _refuse_overwrite(self, out_dir: Path) -> None:
+        """InputError when a step's input file is one the run writes (a step's rows, selected.jsonl, the
+        manifest): the run would replace the rows it reads."""
+        from .guard import refuse_overwrite
+
+        written = [out_dir / f"{i:02d}_{s.name}.jsonl" for i, s in enumerate(self.steps, 1)]
+        written += [out_dir / "selected.jsonl", out_dir / "manifest.json"]
+        for step in self.steps:
+            source = self._resolve_path(step.input) if isinstance(step.input, str) else None
+            if source is not None and Path(source).is_file():
+                for path in written:
+                    refuse_overwrite(path, [source], flag="")
 
     def model_config(self, step: Step, dry_run: bool = False) -> ModelConfig:
         """The step's model: its `model` (else the pipeline's) with the pipeline's `model_options`
@@ -111,8 +144,7 @@ class Pipeline:
         config = ModelConfig.from_options(step.model or self.model, {**self.model_options, **step.model_options}, where)
         return config.replace(dry_run=True) if dry_run else config
 
-    def _run(self, out: str | Path | None, dry_run: bool, progress: bool, models: Models) -> dict[str, Any]:
-        out_dir = Path(out) if out else self.out
+    def _run(self, out_dir: Path, dry_run: bool, progress: bool, models: Models) -> dict[str, Any]:
         out_dir.mkdir(parents=True, exist_ok=True)
         outputs: dict[str, list[dict]] = {}
         hashes: dict[str, str] = {}
@@ -121,6 +153,10 @@ class Pipeline:
         exports: list[tuple[dict, list[dict], Any]] = []
         for idx, step in enumerate(self.steps, 1):
             records, in_hash = self._step_input(step, previous, outputs, hashes)
+            if not records and not dry_run and not step.allow_empty and not self._reads_documents(step, outputs):
+                source = step.input or previous
+                raise ValueError(f"step {step.name}: 0 input rows (from {source}); steps so far are saved in {out_dir}. "
+                                 "Add `allow_empty: true` to the step to run it on none")
             if step.kind == "export":
                 manifest["steps"].append(self._export(step, records, out_dir, previous, dry_run, exports))
                 continue
@@ -161,10 +197,10 @@ class Pipeline:
                     break
                 # A step with failed or unrun rows is saved but not marked finished, so a re-run retries them.
                 if ran.complete:
-                    meta_path.write_text(json.dumps(entry, indent=1, default=str))
+                    meta_path.write_text(redact(json.dumps(entry, indent=1, default=str)))
             if step.kind == "concat" and not dry_run:
                 write_records(path, result)
-                meta_path.write_text(json.dumps(entry, indent=1, default=str))
+                meta_path.write_text(redact(json.dumps(entry, indent=1, default=str)))
             cut = (entry.get("calls") or {}).get("truncated", 0)
             print(f"[{step.name}] {entry.get('rows_in', 0)} -> {entry.get('rows_out', len(result))} rows  {path}"
                   + (f"  ({cut} replies cut at max_tokens)" if cut else ""), file=sys.stderr)
@@ -201,6 +237,12 @@ class Pipeline:
         print(f"[{step.name}] {len(records)} -> {figures['rows_out']} rows ({splits})  {folder}", file=sys.stderr)
         return entry
 
+    def _reads_documents(self, step: Step, outputs: dict) -> bool:
+        """Whether the step's input is a documents folder or file (the generator reads it itself), not rows."""
+        if step.kind == "concat" or not isinstance(step.input, str) or step.input in outputs:
+            return False
+        return Path(self._resolve_path(step.input) or "").suffix.lower() not in RECORD_SUFFIXES
+
     def _resolve_path(self, value: Any) -> str | None:
         if not isinstance(value, str):
             return None
@@ -218,7 +260,7 @@ class Pipeline:
             return outputs[step.input], hashes[step.input]
         if step.input is not None:
             path = Path(self._resolve_path(step.input))
-            if path.is_file() and path.suffix.lower() in (".jsonl", ".json", ".csv", ".parquet"):
+            if path.is_file() and path.suffix.lower() in RECORD_SUFFIXES:
                 return read_records(path), _hash_file(path)
             return [], _hash_tree(path)  # documents: the generator reads them from input_path
         if previous is None:

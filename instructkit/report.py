@@ -18,6 +18,7 @@ import numpy as np
 
 from . import registry
 from .card import score_columns
+from .credentials import redact
 from .io import read_records, to_turns
 
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
@@ -230,5 +231,5 @@ def build_report(out_dir: str | Path, encoder: str = "local") -> str:
 def write_report(out_dir: str | Path, path: str | Path | None = None, encoder: str = "local") -> Path:
     out_dir = Path(out_dir)
     target = Path(path) if path else out_dir / "report.html"
-    target.write_text(build_report(out_dir, encoder), encoding="utf-8")
+    target.write_text(redact(build_report(out_dir, encoder)), encoding="utf-8")
     return target

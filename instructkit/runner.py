@@ -64,6 +64,7 @@ class Journal:
         self.path = path
         self.read_only = read_only  # a dry run reads what is done and writes nothing
         self.entries: dict[str, dict] = {}
+        self.error: OSError | None = None  # a write failed (full or read-only disk): the stage stops
         self._fh = None
         self._lines: list[str] = []  # appended in this event-loop turn, written at its end
         self._end_of_turn = EndOfTurn(self.flush)
@@ -91,21 +92,28 @@ class Journal:
 
     def flush(self) -> None:
         """Write the buffered lines and hand them to the OS (what SIGKILL cannot take back)."""
-        if not self._lines:
+        if not self._lines or self.error is not None:
             return
-        if self._fh is None:
-            assert self.path is not None
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = self.path.open("a", encoding="utf-8")
-        lines, self._lines = self._lines, []
-        self._fh.write("".join(lines))
-        self._fh.flush()
+        try:
+            if self._fh is None:
+                assert self.path is not None
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = self.path.open("a", encoding="utf-8")
+            self._fh.write("".join(self._lines))
+            self._fh.flush()
+        except OSError as exc:  # the stage stops; amap_rows raises it once its rows in flight are done
+            self.error = exc
+            return
+        self._lines = []
 
     def close(self) -> None:
         self.flush()
         self._end_of_turn.cancel()
         if self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError as exc:
+                self.error = self.error or exc
             self._fh = None
 
 
@@ -242,7 +250,7 @@ async def amap_rows(
         while not queue.empty():
             i = queue.get_nowait()
             key = keys[i]
-            if stop.is_set():
+            if stop.is_set() or journal.error is not None:
                 results[i] = RowResult(key, False, pending=True)
                 continue
             walked = [False]  # set by a dry run's placeholder answer anywhere in this row
@@ -282,6 +290,8 @@ async def amap_rows(
     finally:
         bar.close()
         journal.close()
+    if journal.error is not None:  # answers not journaled cannot be resumed: stop the run, in one line
+        raise journal.error
     final = [r if r is not None else RowResult(keys[i], False, pending=True) for i, r in enumerate(results)]
     stats.ok += sum(r.ok and not r.estimated for r in final)
     stats.failed += sum((not r.ok) and not r.pending for r in final)

@@ -85,6 +85,7 @@ class StepResult:
     figures: dict[str, Any]  # the dataset card's figures (none in a dry run)
     model_identity: Any
     note: str | None = None  # why the step passed its rows through unchanged (a dry run's selector)
+    calls_total: dict[str, Any] | None = None  # the calls of every session of this step (a resumed run's too)
 
     @property
     def stopped(self) -> str | None:
@@ -99,6 +100,7 @@ class StepResult:
         """What both manifests record of the step."""
         entry = {"rows_in": rows_in, "rows_out": len(self.rows), "wall_s": round(self.wall_s, 2),
                  "run": self.ctx.stats.as_dict(), "calls": self.calls, "model_identity": self.model_identity,
+                 "calls_total": self.calls_total if self.calls_total is not None else self.calls,
                  "model_config": self.ctx.llm.config.public() if self.ctx.llm is not None else None,
                  **self.figures}  # fmt: skip
         if self.note:
@@ -111,6 +113,14 @@ def run_step(step: MethodStep, models: Models, out: Path | None = None) -> StepR
     method as `step.how` says; its rows written to `out` unless this is a dry run."""
     info, config = step.info, step.model
     llm = models.get(config) if info.needs_model else None
+    if not config.dry_run:  # every place the step writes, checked before its first call
+        from .guard import check_writable
+
+        if out is not None:
+            check_writable(Path(out).parent)
+        check_writable(step.work_dir, "work folder")
+        if llm is not None and llm.cache.enabled:
+            check_writable(llm.cache.directory, "response cache folder (--cache-dir)")
     ctx = RunContext(llm=llm, options=step.options, method=info.name, work_dir=step.work_dir,
                      concurrency=config.concurrency, random_state=step.seed, progress=step.progress,
                      turns=step.turns, extras={"input_path": step.input_path, **step.extras})  # fmt: skip
@@ -119,8 +129,10 @@ def run_step(step: MethodStep, models: Models, out: Path | None = None) -> StepR
     start = time.monotonic()
     try:
         rows = execute(info, step.records, ctx, step.how)
-    except ValueError as exc:
-        if not (config.dry_run and not info.needs_model):
+    except BaseException as exc:
+        if llm is not None and not config.dry_run:  # an interrupted session paid too: the card counts it
+            add_session(step.work_dir, calls_since(before, llm))
+        if not (isinstance(exc, ValueError) and config.dry_run and not info.needs_model):
             raise
         # A selector over a dry run's rows finds no scores (no model answered): the later steps are
         # estimated on every row, an upper bound, and the run says so.
@@ -128,14 +140,52 @@ def run_step(step: MethodStep, models: Models, out: Path | None = None) -> StepR
         note = f"not run on dry-run rows ({exc}); later steps estimated on all rows"
         print(f"[{step.name or info.name}] dry run: {note}", file=sys.stderr)
     ctx.stats.wall_s = time.monotonic() - start
-    after = llm.stats.as_dict() if llm else {}
-    calls = {k: after[k] - before.get(k, 0) for k in after if isinstance(after[k], (int, float))}
+    calls = calls_since(before, llm)
     figures: dict[str, Any] = {}
+    total = None
     if not config.dry_run:
+        total = add_session(step.work_dir, calls)
         from .card import step_figures  # what a dataset card made from this output reports
 
         figures = step_figures(info.kind, info.func, step.records, rows, step.options, ctx, step.input_path)
         if out is not None:
             write_records(out, rows)
     identity = llm.identity if llm is not None and not config.dry_run else config.model
-    return StepResult(rows, ctx, llm, ctx.stats.wall_s, calls, figures, identity, note)
+    return StepResult(rows, ctx, llm, ctx.stats.wall_s, calls, figures, identity, note, total)
+
+
+SESSIONS = "calls.sessions.jsonl"
+
+
+def calls_since(before: dict[str, Any], llm: Any) -> dict[str, Any]:
+    """The calls the run's models counted since `before` (this step's)."""
+    after = llm.stats.as_dict() if llm else {}
+    return {k: after[k] - before.get(k, 0) for k in after if isinstance(after[k], (int, float))}
+
+
+def add_session(work_dir: Path, calls: dict[str, Any]) -> dict[str, Any]:
+    """Record this session's calls in the step's work folder and return the sum over every session
+    (an interrupted run resumed twice paid three times: the card reports all of it)."""
+    import json
+
+    path = Path(work_dir) / SESSIONS
+    total: dict[str, Any] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                earlier = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a crash
+            for k, v in earlier.items() if isinstance(earlier, dict) else ():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    total[k] = total.get(k, 0) + v
+    if any(calls.values()):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(calls) + "\n")
+        except OSError:  # a full disk: the figure is lost, never the run's answers
+            pass
+    for k, v in calls.items():
+        total[k] = total.get(k, 0) + v
+    return {k: round(v, 10) if isinstance(v, float) else v for k, v in total.items()}

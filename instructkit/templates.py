@@ -1,4 +1,9 @@
-"""Jinja2 prompt templates shipped in `instructkit.prompts`, with a content hash for manifests."""
+"""Jinja2 prompt templates shipped in `instructkit.prompts`, with a content hash for manifests.
+
+Every environment is Jinja's `SandboxedEnvironment`: a template (a user's file, a pipeline's
+`text_template`, one a colleague shared) reads its variables but cannot reach Python's internals
+(`cycler.__init__.__globals__.os...` raises `SecurityError`, refused as a ValueError). Templates that
+only read variables render byte for byte as in a plain environment."""
 
 from __future__ import annotations
 
@@ -8,11 +13,12 @@ from importlib import resources
 from pathlib import Path
 
 import jinja2
+from jinja2.sandbox import SandboxedEnvironment
 
 
 @cache
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    return SandboxedEnvironment(
         loader=jinja2.PackageLoader("instructkit.prompts", "."),
         auto_reload=False,  # packaged templates do not change under a run: no stat per render
         undefined=jinja2.StrictUndefined,
@@ -25,7 +31,7 @@ def _environment() -> jinja2.Environment:
 
 @cache
 def _exact_environment() -> jinja2.Environment:
-    return jinja2.Environment(keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False)
+    return SandboxedEnvironment(keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False)
 
 
 @cache
@@ -51,13 +57,22 @@ def render(name: str, /, path: str | Path | None = None, **variables: object) ->
         return _fixed_text(template)  # a system prompt: the same text for every row
     if parts is not None:
         return _substitute(template, parts, variables).strip()
-    return template.render(**variables).strip()
+    return safe_render(template, variables, name or str(path)).strip()
+
+
+def safe_render(template: jinja2.Template, variables: dict[str, object], name: str = "template") -> str:
+    """`template.render(**variables)`; what the sandbox refuses is a ValueError naming the template."""
+    try:
+        return template.render(**variables)
+    except jinja2.exceptions.SecurityError as exc:
+        raise ValueError(f"{name}: refused by the template sandbox ({exc}); templates may read their "
+                         "variables, not Python internals") from None
 
 
 @cache
 def _fixed_text(template: jinja2.Template) -> str:
     """A template rendered without variables, once (templates are cached, so this is per version)."""
-    return template.render().strip()
+    return safe_render(template, {}).strip()
 
 
 @cache
@@ -105,6 +120,40 @@ def _substitute(template: jinja2.Template, parts: tuple[str, ...], variables: di
 
 
 _MISSING = object()
+
+
+def unsafe_access(source: str) -> tuple[int, str] | None:
+    """(line, name) of the first attribute or item a template reads that the sandbox refuses (a name
+    starting with "_": `__globals__`, `__init__`, ...), found without rendering; None when there is none."""
+    from jinja2 import nodes
+
+    tree = _exact_environment().parse(source)
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        name = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+        if isinstance(name, str) and name.startswith("_"):
+            return node.lineno, name
+    return None
+
+
+def check_user_templates(options: object) -> None:
+    """Refuse, before any call, a user's template (an option whose name says template and whose value is a
+    file or a Jinja string) that reaches for Python internals: a ValueError naming the option and line."""
+    for name, value in vars(options).items() if hasattr(options, "__dict__") else ():
+        if "template" not in name or not isinstance(value, str) or not value:
+            continue
+        if "{{" in value or "{%" in value:
+            source, where = value, f"option {name}"
+        elif len(value) < 4096 and Path(value).is_file():
+            source, where = Path(value).read_text(encoding="utf-8"), f"option {name} ({value})"
+        else:
+            continue
+        try:
+            found = unsafe_access(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise ValueError(f"{where}: line {exc.lineno}: not a valid Jinja template ({exc.message})") from None
+        if found:
+            raise ValueError(f"{where}: line {found[0]}: reads {found[1]!r}, which the template sandbox refuses; "
+                             "templates may read their variables, not Python internals")
 
 
 def template_hash(name: str, path: str | Path | None = None) -> str:

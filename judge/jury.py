@@ -16,6 +16,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 
+from instructkit.credentials import redact
 from instructkit.models import LLM
 from instructkit.registry import get, method
 from instructkit.runner import RunContext
@@ -101,7 +102,8 @@ def jury(records: list[dict], ctx: RunContext) -> list[dict]:
             progress=ctx.progress,
             stats=ctx.stats,
         )
-        label = spec if spec not in [s for s, _ in members] else f"{spec}#{i}"
+        shown = redact(spec)  # a key inside a member's URL never becomes a column name
+        label = shown if shown not in [s for s, _ in members] else f"{shown}#{i}"
         members.append((label, info.func(records, sub)))
     out = []
     for r, rec in enumerate(records):

@@ -183,7 +183,7 @@ def row_texts(
         try:
             context = {**_ROW_DEFAULTS, **rec, "turns": to_turns(rec), "dialogue": dialogue(rec), "row": rec}
             out.append(tpl.render(context))
-        except jinja2.UndefinedError as exc:
+        except (jinja2.UndefinedError, jinja2.exceptions.SecurityError) as exc:
             raise ValueError(f"row {i}: text_template {template!r}: {exc}") from None
     return out
 

@@ -118,6 +118,7 @@ def test_run_help_documents_resume_manifest_engines_and_batch(tmp_path: Path) ->
     # The example the help shows is a valid pipeline whose steps all pass their execution checks.
     example = "\n".join(line[2:] for line in text.split("\nexample:\n", 1)[1].splitlines())
     (tmp_path / "p.yaml").write_text(example)
+    (tmp_path / "data.jsonl").write_text('{"instruction": "a", "output": "b"}\n')  # inputs must exist
     pipeline = Pipeline.from_yaml(tmp_path / "p.yaml")
     assert [s.name for s in pipeline.steps] == ["rated", "ifd", "picked", "sft"]
     for step in pipeline.steps:

@@ -231,9 +231,10 @@ def test_a_bad_export_step_fails_when_the_pipeline_is_read(tmp_path: Path) -> No
     from instructkit.pipeline import Pipeline
 
     path = tmp_path / "p.yaml"
+    (tmp_path / "in.jsonl").write_text('{"instruction": "a", "output": "b"}\n')
     path.write_text("steps:\n  - {name: rated, judge: alpagasus, input: in.jsonl}\n"
                     "  - {name: sft, export: alpaca, options: {meta: elsewhere}}\n")  # fmt: skip
-    with pytest.raises(ValueError, match=r"p.yaml: step 2: export: meta must be one of field, side, none"):
+    with pytest.raises(ValueError, match=r"p.yaml:3: field 'options': step 2: export: meta must be one of field, side, none"):
         Pipeline.from_yaml(path)
 
 

@@ -22,7 +22,7 @@ def other_value(f: dataclasses.Field) -> object:
         return choices[-1] if choices[-1] != f.default else choices[0]
     if isinstance(f.default, bool):
         return not f.default
-    if f.name in ("concurrency", "max_retries", "threads", "parallel", "n_ctx", "batch_size"):
+    if f.name in ("concurrency", "max_retries", "threads", "parallel", "n_ctx", "batch_size", "max_prompt_tokens"):
         return 3
     if f.name in ("rpm", "tpm", "retry_length", "timeout", "max_cost"):
         return 2.5
@@ -92,10 +92,12 @@ def test_pipeline_step_and_cli_call_run_the_same_model(fake_server: str, tmp_pat
 
 def test_a_misspelt_model_option_is_refused_before_any_call(fake_server: str, tmp_path: Path, capsys) -> None:
     spec = tmp_path / "p.yaml"
+    (tmp_path / "rows.jsonl").write_text('{"instruction": "a", "output": "b"}\n')
     spec.write_text(yaml.safe_dump({"model": f"m@{fake_server}", "out": str(tmp_path / "out"), "steps": [
         {"judge": "alpagasus", "input": str(tmp_path / "rows.jsonl")},
         {"name": "second", "judge": "alpagasus", "model_options": {"concurency": 4}}]}))
     assert main(["run", str(spec)]) == 2
     err = capsys.readouterr().err
-    assert "p.yaml: step second: model_options: unknown model option 'concurency'" in err
+    assert "p.yaml:8: field 'concurency': step second: model_options: unknown model option 'concurency'; " \
+        "did you mean 'concurrency'?" in err
     assert fake_server.count() == 0

@@ -30,7 +30,9 @@ class ModelConfig:
     model: str = option("local", "--model", "model spec: local, hf:PATH, provider/model, or MODEL@URL", short="-m")
     api_base: str | None = option(None, "--api-base", "OpenAI-compatible server base URL (e.g. http://127.0.0.1:8000/v1)")
     api_key: str | None = field(default=None, repr=False, metadata={
-        "flag": "--key", "help": "API key (read from the provider's environment variable when omitted; never written)",
+        "flag": "--key", "help": "API key (never written). Omitted: a provider's variable (OPENAI_API_KEY) goes only to that "
+                "provider's own host; a custom --api-base gets a key from its URL (user:KEY@host) or "
+                "INSTRUCTKIT_API_KEY",
         "group": "model", "metavar": "KEY"})
     via: str | None = option(None, "--via", "path for OpenAI-compatible servers (default http)", choices=("http", "litellm"))
     concurrency: int = option(32, "--concurrency", "requests in flight (default 32)")
@@ -41,6 +43,9 @@ class ModelConfig:
                                  "max_tokens x FACTOR (e.g. 2)", metavar="FACTOR")
     timeout: float = option(600.0, "--timeout", "seconds per request (default 600)")
     max_cost: float | None = option(None, "--max-cost", "stop cleanly before spending more than this many dollars")
+    max_prompt_tokens: int | None = option(None, "--max-prompt-tokens", "refuse a row whose text is longer than "
+                                           "this many tokens (about 4 characters each) before any call (default: "
+                                           "the model's context length where known, else 131072)", metavar="N")
     dry_run: bool = option(False, "--dry-run", "estimate calls, tokens and cost without calling")
     cache: bool = option(True, "--no-cache", "do not read or write the response cache")
     cache_dir: str | None = option(None, "--cache-dir", "response cache directory (default ~/.cache/instructkit/responses)")
@@ -80,8 +85,10 @@ class ModelConfig:
             raise ValueError(f"{where}: {exc}") from None
 
     def public(self) -> dict[str, Any]:
-        """Every option but the key, as plain JSON values (manifests, other processes)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "api_key"}
+        """Every option but the key (nor one inside a URL), as plain JSON values (manifests, other processes)."""
+        from ..credentials import redact_value
+
+        return redact_value({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "api_key"})
 
     def local_options(self) -> dict[str, Any]:
         """The local-model options that were set, for the local backend's loader."""

@@ -27,7 +27,6 @@ import contextvars
 import hashlib
 import json
 import math
-import os
 import random
 import sys
 from collections.abc import Awaitable, Callable
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from ..aio import run_sync
 from ..cache import ResponseCache, public_endpoint, request_key
+from ..credentials import environment_key, split_credentials
 from .config import LOCAL_OPTIONS, ModelConfig
 from .limits import ProviderLimits, TokenBucket, estimate_tokens
 from .pricing import cost_of, priced_name
@@ -280,6 +280,8 @@ class LLM:
             self.cache = ResponseCache(config.cache_dir, enabled=config.cache)
         self._config = config
         self.ref = parse_spec(config.model, config.api_base, config.via)
+        # A key inside the URL goes into the Authorization header, never into a log or a file.
+        self.ref.api_base, url_key = split_credentials(self.ref.api_base)
         self.spec = config.model
         self.concurrency = config.concurrency
         if shared is None:
@@ -291,7 +293,7 @@ class LLM:
         # The provider's own limits, read from its response headers (hosted and served models).
         self._provider_limits = ProviderLimits() if self.ref.family != "local" else None
         self._inflight: dict[str, asyncio.Future] = {}
-        self._api_key = config.api_key
+        self._api_key = config.api_key or url_key
         self._timeout = config.timeout
         self._via = config.via
         self._backend_options = config.local_options()
@@ -371,7 +373,7 @@ class LLM:
         return self._backend
 
     def _server_key(self) -> str | None:
-        return self._api_key or os.environ.get("INSTRUCTKIT_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        return self._api_key or environment_key(self.ref.api_base)  # a provider's key only to its own host
 
     @property
     def identity(self) -> dict[str, Any]:

@@ -47,6 +47,13 @@ def price_map() -> dict[str, dict[str, Any]]:
     return {name: entry for name, entry in prices.items() if isinstance(entry, dict)}
 
 
+def context_length(model: str) -> int | None:
+    """The most prompt tokens the price map says `model` takes (`max_input_tokens`), else None."""
+    entry = price_map().get(model) or price_map().get(model.split("/", 1)[-1])
+    value = (entry or {}).get("max_input_tokens") or (entry or {}).get("max_tokens")
+    return int(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
 def is_priced(model: str) -> bool:
     """True when the price map charges for `model` by the token (local and self-hosted names are free)."""
     entry = price_map().get(model)
