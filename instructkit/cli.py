@@ -242,7 +242,8 @@ def _finish_method(args: argparse.Namespace, step: Any, result: Any, out: Path) 
 
     info, ctx = step.info, result.ctx
     summary = {"method": f"{info.kind} {info.name}", "rows_in": len(step.records), "rows_out": len(result.rows),
-               **ctx.stats.as_dict(), "model": result.model_identity, "calls": result.calls}
+               **ctx.stats.as_dict(), "model": result.model_identity, "calls": result.calls,
+               "path": model_path(step.model)}
     if step.model.dry_run:
         if ctx.stats.reused:
             print(f"dry run: {done_rows(ctx.stats.as_dict())} (journals in {step.work_dir}); the estimate is for the "
@@ -295,13 +296,23 @@ def write_selection_report(records: list[dict], selected: list[dict], ctx: Any, 
     print(f"diversity report: {path}", file=sys.stderr)
 
 
+def model_path(config: Any) -> str:
+    """What sends a hosted model's requests and why ("fast HTTP (groq: OpenAI-compatible API, ...)",
+    "litellm (--via litellm)"); "" for a local model."""
+    from .models.llm import parse_spec
+
+    ref = parse_spec(config.model, config.api_base, config.via)
+    return "" if ref.path == "local" else f"{ref.path} ({ref.why})"
+
+
 def print_summary(summary: dict[str, Any], out: Path) -> None:
     calls = summary.get("calls") or {}
     print(
         f"{summary['method']}: {summary['rows_out']} rows -> {out} | ok {summary['ok']} failed {summary['failed']} "
         f"reused {summary['reused']} | calls {calls.get('calls', 0)} cache hits {calls.get('cache_hits', 0)} "
         f"retries {calls.get('retries', 0)} | tokens {calls.get('prompt_tokens', 0) + calls.get('completion_tokens', 0):,} "
-        f"cost ${calls.get('cost', 0.0):.4f} | {summary['wall_s']:.1f}s",
+        f"cost ${calls.get('cost', 0.0):.4f} | {summary['wall_s']:.1f}s"
+        + (f" | {summary['path']}" if summary.get("path") else ""),
         file=sys.stderr,
     )
     if calls.get("throttled") or calls.get("limit_wait_s", 0) >= 1:
@@ -335,7 +346,9 @@ def models_command(args: argparse.Namespace) -> int:
         print("local            embedded SmolLM2-135M-Instruct (transformers, offline)\n"
               "hf:PATH          any transformers causal LM folder or .gguf file\n"
               "MODEL@URL        any OpenAI-compatible server (vLLM, llama.cpp, Ollama, SGLang)\n"
-              "provider/model   any litellm provider (openai/gpt-4o-mini, anthropic/..., gemini/...)")
+              "provider/model   a hosted provider: fast HTTP for openai, azure, together_ai, groq, fireworks_ai,\n"
+              "                 deepseek, openrouter, mistral (OpenAI-compatible) and anthropic (Messages API);\n"
+              "                 litellm for the rest (gemini/..., bedrock/...) and with --via litellm")
         return 0
     from .models import LLM
 
@@ -347,7 +360,7 @@ def models_command(args: argparse.Namespace) -> int:
 
 
 def _check_model(llm: Any) -> int:
-    report: dict[str, Any] = {"model": llm.identity}
+    report: dict[str, Any] = {"model": llm.identity, "path": llm.ref.path, "why": llm.ref.why}
     start = time.monotonic()
     try:
         c = llm.chat("Reply with the single word: ready", max_tokens=8, logprobs=True, top_logprobs=3)

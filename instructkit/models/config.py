@@ -32,7 +32,8 @@ class ModelConfig:
     api_key: str | None = field(default=None, repr=False, metadata={
         "flag": "--key", "help": "API key (read from the provider's environment variable when omitted; never written)",
         "group": "model", "metavar": "KEY"})
-    via: str | None = option(None, "--via", "path for OpenAI-compatible servers (default http)", choices=("http", "litellm"))
+    via: str | None = option(None, "--via", "what sends hosted requests: http (default: the fast client, for servers and "
+                             "the providers it knows) or litellm", choices=("http", "litellm"))
     concurrency: int = option(32, "--concurrency", "requests in flight (default 32)")
     rpm: float | None = option(None, "--rpm", "requests-per-minute limit")
     tpm: float | None = option(None, "--tpm", "tokens-per-minute limit")

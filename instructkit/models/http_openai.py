@@ -168,9 +168,7 @@ class OpenAICompatibleBackend(Backend, CompletionBackend, EmbeddingBackend):
         loop = asyncio.get_running_loop()
         session = self._sessions.get(id(loop))
         if session is None or session.closed:
-            headers = {"Content-Type": "application/json"}
-            if self._api_key:
-                headers["Authorization"] = f"Bearer {self._api_key}"
+            headers = {"Content-Type": "application/json", **self._auth_headers()}
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
             session = aiohttp.ClientSession(
                 headers=headers,
@@ -180,6 +178,10 @@ class OpenAICompatibleBackend(Backend, CompletionBackend, EmbeddingBackend):
             )
             self._sessions[id(loop)] = session
         return session
+
+    def _auth_headers(self) -> dict[str, str]:
+        """How the key is sent (OpenAI's bearer token; Azure's `api-key` header)."""
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text

@@ -56,17 +56,22 @@ class LiteLLMBackend(Backend, CompletionBackend, EmbeddingBackend):
     kind = "litellm"
     supports_n = True
 
-    def __init__(self, model: str, api_base: str | None = None, api_key: str | None = None, timeout: float = 600.0):
+    def __init__(self, model: str, api_base: str | None = None, api_key: str | None = None, timeout: float = 600.0,
+                 *, extra: dict[str, Any] | None = None, json_schema: bool | None = None,
+                 penalties: bool | None = None):
+        """`extra`: more litellm arguments (Azure's api_version); `json_schema` / `penalties`: what the
+        provider takes when the caller knows it (named providers, `providers.py`), else decided here."""
         self.model = model
         self.model_id = model
         self.api_base = api_base
-        # A self-hosted OpenAI-compatible server (an api_base) takes response_format; hosted providers
-        # are asked by parse, validate and repair.
-        self.supports_json_schema = api_base is not None
+        # A self-hosted OpenAI-compatible server (an api_base) takes response_format; other hosted
+        # providers are asked by parse, validate and repair.
+        self.supports_json_schema = api_base is not None if json_schema is None else json_schema
         self._api_key = api_key
         self.timeout = timeout
+        self._extra = dict(extra or {})
         import_litellm()  # slow: paid before the first request leaves, not during it
-        self._penalties: bool | None = None
+        self._penalties: bool | None = penalties
 
     @property
     def supports_penalties(self) -> bool:
@@ -83,7 +88,7 @@ class LiteLLMBackend(Backend, CompletionBackend, EmbeddingBackend):
         return self._penalties
 
     def _kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"timeout": self.timeout, "num_retries": 0}
+        kwargs: dict[str, Any] = {"timeout": self.timeout, "num_retries": 0, **self._extra}
         if self.api_base:
             kwargs["api_base"] = self.api_base
         if self._api_key:
