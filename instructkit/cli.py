@@ -242,8 +242,7 @@ def _finish_method(args: argparse.Namespace, step: Any, result: Any, out: Path) 
 
     info, ctx = step.info, result.ctx
     summary = {"method": f"{info.kind} {info.name}", "rows_in": len(step.records), "rows_out": len(result.rows),
-               **ctx.stats.as_dict(), "model": result.model_identity, "calls": result.calls,
-               "path": model_path(step.model)}
+               **ctx.stats.as_dict(), "model": result.model_identity, "calls": result.calls}
     if step.model.dry_run:
         if ctx.stats.reused:
             print(f"dry run: {done_rows(ctx.stats.as_dict())} (journals in {step.work_dir}); the estimate is for the "
@@ -254,7 +253,7 @@ def _finish_method(args: argparse.Namespace, step: Any, result: Any, out: Path) 
     write_manifest(out.with_name(out.name + ".manifest.json"), **summary, **result.figures,
                    model_config=entry["model_config"],
                    options=step.options.__dict__ if step.options is not None else None, seed=args.seed)
-    print_summary(summary, out)
+    print_summary(summary, out, model_path(step.model))
     if info.kind == "select" and getattr(args, "report", False):
         write_selection_report(step.records, result.rows, ctx, step.options, out)
     if ctx.stats.stopped_reason:
@@ -305,14 +304,16 @@ def model_path(config: Any) -> str:
     return "" if ref.path == "local" else f"{ref.path} ({ref.why})"
 
 
-def print_summary(summary: dict[str, Any], out: Path) -> None:
+def print_summary(summary: dict[str, Any], out: Path, path: str = "") -> None:
+    """The run's one summary line (and the warnings that mean something); `path`: what sent the
+    model's requests and why (`model_path`)."""
     calls = summary.get("calls") or {}
     print(
         f"{summary['method']}: {summary['rows_out']} rows -> {out} | ok {summary['ok']} failed {summary['failed']} "
         f"reused {summary['reused']} | calls {calls.get('calls', 0)} cache hits {calls.get('cache_hits', 0)} "
         f"retries {calls.get('retries', 0)} | tokens {calls.get('prompt_tokens', 0) + calls.get('completion_tokens', 0):,} "
         f"cost ${calls.get('cost', 0.0):.4f} | {summary['wall_s']:.1f}s"
-        + (f" | {summary['path']}" if summary.get("path") else ""),
+        + (f" | {path}" if path else ""),
         file=sys.stderr,
     )
     if calls.get("throttled") or calls.get("limit_wait_s", 0) >= 1:

@@ -162,6 +162,8 @@ def chat_body(req: dict, model_default: str, cut: bool = False) -> dict:
         "object": "chat.completion",
         "created": 0,
         "model": req.get("model") or model_default,
+        "service_tier": "default",  # as OpenAI's replies carry it (litellm's Groq path reads it)
+        "system_fingerprint": "fp_fake",
         "choices": choices,
         "usage": {
             "prompt_tokens": prompt_tokens,

@@ -36,7 +36,9 @@ def named_backend(spec: str, route: Route, api_key: str | None, timeout: float) 
     if route.path == LITELLM:
         from .litellm_backend import LiteLLMBackend
 
-        extra = {"api_version": route.api_version} if route.api_version else {}
+        extra: dict[str, Any] = {"api_version": route.api_version} if route.api_version else {}
+        if provider.api == "anthropic":  # no logprobs there: a reply without them, as on the fast path
+            extra["drop_params"] = True
         return LiteLLMBackend(spec, route.api_base or None, key, timeout, extra=extra,
                               json_schema=provider.json_schema, penalties=provider.penalties)
     elif provider.api == "anthropic":

@@ -28,6 +28,7 @@ from .types import (
 )
 
 RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524}
+FINAL_STATUSES = (400, 401, 403, 404, 422)  # the request itself is wrong: a later run would fail alike
 
 
 def chat_payload(model: str, messages: list[dict], params: GenParams, n: int) -> dict[str, Any]:
@@ -203,7 +204,7 @@ class OpenAICompatibleBackend(Backend, CompletionBackend, EmbeddingBackend):
                 if resp.status >= 400:
                     raise ModelCallError(
                         f"HTTP {resp.status}: {self._scrub(raw[:500].decode('utf-8', 'replace'))}",
-                        retryable=resp.status not in (400, 401, 403, 404, 422),
+                        retryable=resp.status not in FINAL_STATUSES,
                         status=resp.status,
                     )
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:

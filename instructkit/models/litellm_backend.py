@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from .http_openai import (
+    FINAL_STATUSES,
     chat_payload,
     completion_payload,
     json_object_fallback,
@@ -31,22 +32,37 @@ from .types import (
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
+PROVIDER_PREFIX = "llm_provider-"
+
+
+def provider_headers(headers: Any) -> dict[str, Any]:
+    """The provider's own headers where litellm passes them on (`llm_provider-` prefixed), else the
+    headers as given. Where the provider sent `anthropic-ratelimit-*`, litellm's `x-ratelimit-*`
+    copies of them are left out: they drop the reset time, which would then read as a minute."""
+    try:
+        items = {str(k).lower(): v for k, v in headers.items()}
+    except (AttributeError, TypeError):
+        return {}
+    own = {k[len(PROVIDER_PREFIX) :]: v for k, v in items.items() if k.startswith(PROVIDER_PREFIX)} or items
+    if any(k.startswith("anthropic-ratelimit-") for k in own):
+        own = {k: v for k, v in own.items() if not k.startswith("x-ratelimit-")}
+    return own
+
+
 def error_headers(exc: Exception) -> dict[str, Any]:
     """The provider's response headers carried by a litellm exception (rate limits, retry-after)."""
     for headers in (getattr(exc, "litellm_response_headers", None),
                     getattr(getattr(exc, "response", None), "headers", None)):  # fmt: skip
-        if headers:
-            try:
-                return dict(headers.items())
-            except (AttributeError, TypeError):
-                continue
+        if headers and (found := provider_headers(headers)):
+            return found
     return {}
 
 
 def report_response_headers(response: Any) -> None:
     """Hand the provider's headers of a litellm response to the rate-limit gate."""
     hidden = getattr(response, "_hidden_params", None) or {}
-    report_headers(hidden.get("additional_headers") if isinstance(hidden, dict) else None)
+    headers = hidden.get("additional_headers") if isinstance(hidden, dict) else None
+    report_headers(provider_headers(headers) if headers else None)
 
 
 class LiteLLMBackend(Backend, CompletionBackend, EmbeddingBackend):
@@ -113,7 +129,8 @@ class LiteLLMBackend(Backend, CompletionBackend, EmbeddingBackend):
         report_headers(headers)
         if isinstance(exc, transient) or (isinstance(status, int) and (status == 429 or status >= 500)):
             return TransientError(msg, status=status, retry_after=retry_after_of(headers))
-        return ModelCallError(msg, retryable=not isinstance(exc, litellm.AuthenticationError), status=status)
+        final = isinstance(exc, litellm.AuthenticationError) or status in FINAL_STATUSES  # as on the HTTP path
+        return ModelCallError(msg, retryable=not final, status=status)
 
     async def chat(self, messages: list[dict], params: GenParams, n: int = 1) -> list[Completion]:
         litellm = import_litellm()
