@@ -305,3 +305,19 @@ def test_models_check_and_the_run_summary_name_the_path(env, tmp_path: Path) -> 
               "--cache-dir", str(tmp_path / "cache"))  # fmt: skip
     summary = next(line for line in run.stderr.splitlines() if line.startswith("judge alpagasus:"))
     assert summary.endswith("| fast HTTP (groq: OpenAI-compatible API, GROQ_BASE_URL base URL)"), summary
+
+
+def test_the_fast_path_imports_no_litellm(env) -> None:
+    """Named providers' requests, priced or not, are sent and priced without importing litellm."""
+    code = (
+        "import sys\n"
+        "from instructkit.models import LLM\n"
+        "for spec in ('openai/gpt-4o-mini', 'groq/some-new-model', 'anthropic/claude-sonnet-4-5'):\n"
+        "    llm = LLM(spec, cache=False)\n"
+        "    assert llm.chat('hi', max_tokens=4).text.startswith('ok'), spec\n"
+        "    llm.close()\n"
+        "print(sorted(m for m in sys.modules if 'litellm' in m))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ), timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]
+    assert LLM("groq/some-new-model").cost_model == "" and LLM("gemini/gemini-2.0-flash").cost_model

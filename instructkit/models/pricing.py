@@ -16,6 +16,8 @@ import json
 import os
 from typing import Any
 
+from .providers import provider_of
+
 _FLAT_MODES = frozenset({"chat", "completion", "responses", "embedding"})
 _TIERED = ("input_cost_per_token_above", "output_cost_per_token_above")  # prices that change with the prompt's size
 BATCH_DISCOUNT = 0.5  # OpenAI bills batch requests at half the synchronous price
@@ -63,7 +65,10 @@ def priced_name(family: str, model: str) -> str:
     server's model name when the price map knows it (a proxy serving `gpt-4o-mini`), else "" (free:
     local models, self-hosted names)."""
     if family == "litellm":
-        return price_key(model)
+        key = price_key(model)
+        # a named provider's model the map does not price (a new or self-served name): free, and no
+        # litellm lookup per call; litellm's other providers may still price it by their own rules
+        return key if is_priced(key) or provider_of(model) is None else ""
     if family == "openai-compatible" and is_priced(model):
         return model
     return ""
