@@ -12,6 +12,10 @@ Paths, each in its own fresh interpreter (the fake server runs in a third proces
 - instructkit http: LLM + RunContext.map over the fast aiohttp path, with cache writes (fresh temp
   cache dir), retries (max_retries=6) and progress on, journaling to a temp work dir.
 - instructkit litellm: the same through litellm (`via="litellm"`), for comparison.
+- named providers: the same CLI command with `-m openai/bench-model` (OPENAI_BASE_URL pointed at the
+  server), `-m groq/bench-model` (GROQ_BASE_URL) and `-m anthropic/bench-model` (ANTHROPIC_BASE_URL:
+  the server's Messages API, which has no logprobs), each on its fast path and with `--via litellm`
+  (the path these specs took before they had one).
 - distilabel 1.5.3, when a side venv with it is given: OpenAILLM.agenerate driven directly at the
   same concurrency (its best case, the "vs distilabel" baseline), and its usual way, a Pipeline
   (LoadDataFromDicts >> TextGeneration) with batches of `concurrency` rows.
@@ -56,12 +60,16 @@ def cli_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "instructkit.cli"]
 
 
-def run_cli(url: str, rows: Path, out: Path, cache_dir: Path, concurrency: int) -> dict:
+def run_cli(url: str, rows: Path, out: Path, cache_dir: Path, concurrency: int,
+            model: list[str] | None = None, env: dict[str, str] | None = None) -> dict:
     """`instructkit judge alpagasus` as a user runs it, timed from outside: wall seconds, the wall
-    clock at launch (to compare with the server's request times) and the summary line."""
-    cmd = cli_command() + ["judge", "alpagasus", str(rows), "--out", str(out), "-m", "bench-model",
-                           "--api-base", url, "--concurrency", str(concurrency), "--cache-dir", str(cache_dir)]  # fmt: skip
-    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True")
+    clock at launch (to compare with the server's request times) and the summary line. `model`: the
+    model flags (default `-m bench-model --api-base URL`); `env`: more environment (a provider's
+    base-URL variable)."""
+    model = model or ["-m", "bench-model", "--api-base", url]
+    cmd = cli_command() + ["judge", "alpagasus", str(rows), "--out", str(out), *model,
+                           "--concurrency", str(concurrency), "--cache-dir", str(cache_dir)]  # fmt: skip
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", **(env or {}))
     launched, start = time.time(), time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     wall = time.perf_counter() - start
@@ -214,6 +222,7 @@ def main() -> None:
     ap.add_argument("--cached-rows", type=int, default=10000)
     ap.add_argument("--distilabel-python", default="/tmp/distilabel-venv/bin/python")
     ap.add_argument("--skip-litellm", action="store_true")
+    ap.add_argument("--skip-named", action="store_true", help="no rows for named providers (openai/, groq/, anthropic/)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per path; the best is reported")
     # worker mode
     ap.add_argument("--worker", choices=sorted(WORKERS))
@@ -277,7 +286,39 @@ def main() -> None:
                     best, cpu_ms, load = rate, 1000 * res["cpu_s"] / args.requests, os.getloadavg()[0]
             rows.append((label, best, cpu_ms, load))
 
+        def named_row(label: str, model: list[str], env: dict[str, str]) -> None:
+            """The CLI with a named provider's spec, its SDK's base-URL variable pointed at the server."""
+            data = root / "rows.jsonl"
+            best = None
+            for k in range(args.repeat):
+                url.configure(record=True, reset=True)
+                d = root / f"named-{len(rows)}-{k}"
+                cpu0 = children_cpu()
+                res = run_cli(url, data, d / "out.jsonl", d / "cache", args.concurrency, model, env)
+                cpu = children_cpu() - cpu0
+                sent = len(url.requests(path=None))
+                url.configure(record=False, reset=True)
+                assert res["rows"] == args.requests and sent == args.requests, (res, sent)
+                rate = args.requests / res["wall_s"]
+                print(f"  {label} run {k + 1}: {rate:.0f} req/s, {res['wall_s']:.2f} s\n    {res['summary']}",
+                      file=sys.stderr)  # fmt: skip
+                if best is None or rate > best[0]:
+                    best = (rate, 1000 * cpu / args.requests, os.getloadavg()[0])
+            assert best is not None
+            rows.append((label, *best))
+
         cli_row()
+        if not args.skip_named:
+            keys = {"OPENAI_API_KEY": "bench", "GROQ_API_KEY": "bench", "ANTHROPIC_API_KEY": "bench"}
+            named = [("openai/bench-model", {"OPENAI_BASE_URL": url}),
+                     ("groq/bench-model", {"GROQ_BASE_URL": url}),
+                     ("anthropic/bench-model", {"ANTHROPIC_BASE_URL": url.root})]  # fmt: skip
+            for spec, base in named:
+                for via in ("http", "litellm"):
+                    what = "fast HTTP" if via == "http" else "--via litellm, as before"
+                    var = next(iter(base))
+                    named_row(f"instructkit CLI: `-m {spec}` ({var}; {what})", ["-m", spec, "--via", via],
+                              {**keys, **base})  # fmt: skip
         ours("http", "instructkit in process (LLM + RunContext.map, http fast path)")
         if not args.skip_litellm:
             ours("litellm", "instructkit in process (via litellm)")

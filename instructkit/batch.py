@@ -33,6 +33,7 @@ from .cache import public_endpoint
 from .models.http_openai import chat_payload, parse_choices
 from .models.llm import LLM, DryRunSkip
 from .models.pricing import cost_of
+from .models.providers import provider_key
 from .models.types import Completion, GenParams, ModelCallError
 from .runner import RunContext, RunStats
 
@@ -105,9 +106,8 @@ def batch_target(llm: LLM) -> tuple[str, str, str | None]:
     ref = llm.ref
     if ref.family == "openai-compatible" and ref.api_base:
         return ref.model, ref.api_base, llm._server_key()
-    if ref.family == "litellm" and ref.model.startswith("openai/"):
-        base = os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE") or "https://api.openai.com/v1"
-        return ref.model.removeprefix("openai/"), base, llm._api_key or os.environ.get("OPENAI_API_KEY")
+    if ref.route is not None and ref.route.provider.prefix == "openai":  # OPENAI_BASE_URL honoured (providers.py)
+        return ref.route.wire_model, ref.route.api_base, provider_key(ref.route.provider, llm._api_key)
     raise ValueError(
         f"--batch needs an OpenAI-compatible model with the Batch API (MODEL@URL, --api-base, or openai/...); "
         f"got {llm.spec!r}"

@@ -279,7 +279,7 @@ def _finish_method(args: argparse.Namespace, step: Any, result: Any, out: Path) 
                    calls_total=entry["calls_total"],
                    model_config=entry["model_config"],
                    options=step.options.__dict__ if step.options is not None else None, seed=args.seed)
-    print_summary(summary, out)
+    print_summary(summary, out, model_path(step.model))
     if info.kind == "select" and getattr(args, "report", False):
         write_selection_report(step.records, result.rows, ctx, step.options, out)
     if ctx.stats.stopped_reason:
@@ -321,13 +321,25 @@ def write_selection_report(records: list[dict], selected: list[dict], ctx: Any, 
     print(f"diversity report: {path}", file=sys.stderr)
 
 
-def print_summary(summary: dict[str, Any], out: Path) -> None:
+def model_path(config: Any) -> str:
+    """What sends a hosted model's requests and why ("fast HTTP (groq: OpenAI-compatible API, ...)",
+    "litellm (--via litellm)"); "" for a local model."""
+    from .models.llm import parse_spec
+
+    ref = parse_spec(config.model, config.api_base, config.via)
+    return "" if ref.path == "local" else f"{ref.path} ({ref.why})"
+
+
+def print_summary(summary: dict[str, Any], out: Path, path: str = "") -> None:
+    """The run's one summary line (and the warnings that mean something); `path`: what sent the
+    model's requests and why (`model_path`)."""
     calls = summary.get("calls") or {}
     print(
         f"{summary['method']}: {summary['rows_out']} rows -> {out} | ok {summary['ok']} failed {summary['failed']} "
         f"reused {summary['reused']} | calls {calls.get('calls', 0)} cache hits {calls.get('cache_hits', 0)} "
         f"retries {calls.get('retries', 0)} | tokens {calls.get('prompt_tokens', 0) + calls.get('completion_tokens', 0):,} "
-        f"cost ${calls.get('cost', 0.0):.4f} | {summary['wall_s']:.1f}s",
+        f"cost ${calls.get('cost', 0.0):.4f} | {summary['wall_s']:.1f}s"
+        + (f" | {path}" if path else ""),
         file=sys.stderr,
     )
     if calls.get("throttled") or calls.get("limit_wait_s", 0) >= 1:
@@ -361,7 +373,9 @@ def models_command(args: argparse.Namespace) -> int:
         print("local            embedded SmolLM2-135M-Instruct (transformers, offline)\n"
               "hf:PATH          any transformers causal LM folder or .gguf file\n"
               "MODEL@URL        any OpenAI-compatible server (vLLM, llama.cpp, Ollama, SGLang)\n"
-              "provider/model   any litellm provider (openai/gpt-4o-mini, anthropic/..., gemini/...)")
+              "provider/model   a hosted provider: fast HTTP for openai, azure, together_ai, groq, fireworks_ai,\n"
+              "                 deepseek, openrouter, mistral (OpenAI-compatible) and anthropic (Messages API);\n"
+              "                 litellm for the rest (gemini/..., bedrock/...) and with --via litellm")
         return 0
     from .models import LLM
 
@@ -373,7 +387,7 @@ def models_command(args: argparse.Namespace) -> int:
 
 
 def _check_model(llm: Any) -> int:
-    report: dict[str, Any] = {"model": llm.identity}
+    report: dict[str, Any] = {"model": llm.identity, "path": llm.ref.path, "why": llm.ref.why}
     start = time.monotonic()
     try:
         c = llm.chat("Reply with the single word: ready", max_tokens=8, logprobs=True, top_logprobs=3)

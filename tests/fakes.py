@@ -2,8 +2,10 @@
 (tests/ is not installed: pytest puts this folder on sys.path, the benches add it themselves).
 
 It never stands in for a model in behaviour tests (those use the real local model or llama.cpp's
-server). It answers `/v1/chat/completions` (n, logprobs/top_logprobs, usage, JSON-schema replies)
-and `/v1/embeddings` with deterministic replies derived from the request, after a fixed latency,
+server). It answers `/v1/chat/completions` (n, logprobs/top_logprobs, usage, JSON-schema replies),
+`/v1/embeddings`, and Anthropic's `/v1/messages` (its headers, shapes, errors and
+anthropic-ratelimit-* headers; the same chat gets the same reply text on both APIs) with
+deterministic replies derived from the request, after a fixed latency,
 and injects faults by rule: 429 with Retry-After, 5xx, timeouts, broken JSON bodies and
 connections dropped mid-response. Every request is recorded (time, headers, body, fault).
 With `rate_limit={"requests": N, "window": S, "style": "openai"|"anthropic"}` it also enforces a
@@ -160,6 +162,8 @@ def chat_body(req: dict, model_default: str, cut: bool = False) -> dict:
         "object": "chat.completion",
         "created": 0,
         "model": req.get("model") or model_default,
+        "service_tier": "default",  # as OpenAI's replies carry it (litellm's Groq path reads it)
+        "system_fingerprint": "fp_fake",
         "choices": choices,
         "usage": {
             "prompt_tokens": prompt_tokens,
@@ -167,6 +171,45 @@ def chat_body(req: dict, model_default: str, cut: bool = False) -> dict:
             "total_tokens": prompt_tokens + completion_tokens,
         },
     }
+
+
+def messages_prompt(req: dict) -> str:
+    """An Anthropic Messages request's prompt text: its `system` (a string or text blocks) first, then
+    the messages, joined as `prompt_text` joins chat messages (the same chat gets the same reply)."""
+    system = req.get("system")
+    head = [{"role": "system", "content": system}] if system else []
+    return prompt_text(head + list(req.get("messages") or []))
+
+
+def messages_body(req: dict, model_default: str) -> dict:
+    """An Anthropic Messages API reply: text blocks, stop_reason (max_tokens where the reply is cut at
+    the request's `max_tokens` words) and usage in input/output tokens."""
+    text = reply_text(messages_prompt(req), 0, None)
+    words = text.split(" ")
+    stop = "end_turn"
+    if len(words) > int(req["max_tokens"]):
+        words, stop = words[: int(req["max_tokens"])], "max_tokens"
+    return {"id": "msg_fake", "type": "message", "role": "assistant", "model": req.get("model") or model_default,
+            "content": [{"type": "text", "text": " ".join(words)}], "stop_reason": stop, "stop_sequence": None,
+            "usage": {"input_tokens": max(1, len(messages_prompt(req)) // 4), "output_tokens": len(words)}}
+
+
+def messages_refusal(req: dict, headers: dict[str, str]) -> tuple[int, dict] | None:
+    """The Messages API's own refusals, checked before anything else: no key (401), no
+    anthropic-version, no max_tokens or no messages (400); None for a well-formed request."""
+    def error(kind: str, message: str) -> dict:
+        return {"type": "error", "error": {"type": kind, "message": message}}
+
+    if not headers.get("x-api-key"):
+        return 401, error("authentication_error", "x-api-key header is required")
+    if not headers.get("anthropic-version"):
+        return 400, error("invalid_request_error", "anthropic-version: header is required")
+    if not isinstance(req.get("max_tokens"), int) or not req.get("messages"):
+        return 400, error("invalid_request_error", "max_tokens: Field required" if "max_tokens" not in req
+                          else "messages: at least one message is required")
+    if any(m.get("role") not in ("user", "assistant") for m in req["messages"]):
+        return 400, error("invalid_request_error", "messages: roles must be user or assistant (system goes in `system`)")
+    return None
 
 
 def embedding_of(text: str, dim: int = 8) -> list[float]:
@@ -206,7 +249,8 @@ def rate_limit_headers(style: str, limit: int, remaining: int, reset_s: float) -
             "x-ratelimit-reset-requests": reset}
 
 
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
+           500: "Internal Server Error", 529: "Overloaded"}
 
 
 def http_response(status: int, body: bytes, headers: dict[str, str] | None = None, close: bool = False) -> bytes:
@@ -233,8 +277,9 @@ class ServerState:
         self.window_used = 0
         self.configure(config)
 
-    def rate_check(self) -> tuple[bool, dict[str, str], float]:
-        """Count one chat request against `rate_limit`: (allowed, headers to send, seconds to reset)."""
+    def rate_check(self, style: str | None = None) -> tuple[bool, dict[str, str], float]:
+        """Count one chat request against `rate_limit`: (allowed, headers to send, seconds to reset);
+        `style` overrides the rule's (the Messages API always answers in Anthropic's headers)."""
         rule = self.config.get("rate_limit")
         if not rule:
             return True, {}, 0.0
@@ -246,7 +291,8 @@ class ServerState:
         limit = int(rule["requests"])
         allowed = self.window_used < limit
         self.window_used += int(allowed)
-        return allowed, rate_limit_headers(rule.get("style", "openai"), limit, limit - self.window_used, reset), reset
+        style = style or rule.get("style", "openai")
+        return allowed, rate_limit_headers(style, limit, limit - self.window_used, reset), reset
 
     def configure(self, config: dict[str, Any]) -> None:
         config = dict(config)
@@ -344,7 +390,14 @@ class Connection(asyncio.Protocol):
             self.send(http_response(400, b'{"error": {"message": "request body is not JSON"}}', close=close))
             return
         is_chat = path.endswith("/chat/completions")
-        if is_chat:
+        is_messages = path.endswith("/v1/messages")  # Anthropic's Messages API
+        if is_messages:
+            refused = messages_refusal(req, headers)
+            if refused is not None:
+                self.send(http_response(refused[0], json.dumps(refused[1]).encode(), close=close))
+                return
+            prompt = messages_prompt(req)
+        elif is_chat:
             prompt = prompt_text(req.get("messages") or [])
         elif path.endswith("/embeddings"):
             inputs = req.get("input")
@@ -353,7 +406,8 @@ class Connection(asyncio.Protocol):
             self.send(http_response(404, b'{"error": {"message": "not found"}}', close=close))
             return
         index, attempt, rule = state.admit(prompt)
-        allowed, rate_headers, reset = state.rate_check() if is_chat else (True, {}, 0.0)
+        allowed, rate_headers, reset = (state.rate_check("anthropic" if is_messages else None)
+                                        if is_chat or is_messages else (True, {}, 0.0))
         if not allowed:
             rule = Fault("429", retry_after=round(reset, 3))
         if state.config["record"]:
@@ -362,6 +416,7 @@ class Connection(asyncio.Protocol):
                     "i": index,
                     "t": time.time(),
                     "path": path,
+                    "query": target.partition("?")[2],
                     "headers": headers,
                     "body": req,
                     "prompt": prompt,
@@ -372,18 +427,24 @@ class Connection(asyncio.Protocol):
         latency = float(state.config["latency"])
         if rule is None or rule.kind == "timeout":
             cut = bool(state.config["max_tokens_cut"])
-            out = chat_body(req, state.config["model"], cut) if is_chat else embed_body(req, int(state.config["embed_dim"]))
+            if is_messages:
+                out = messages_body(req, state.config["model"])
+            else:
+                out = chat_body(req, state.config["model"], cut) if is_chat else embed_body(req, int(state.config["embed_dim"]))
             delay = latency + (rule.delay if rule else 0.0)
             self.send_later(delay, http_response(200, json.dumps(out).encode(), rate_headers, close=close), abort=close)
         elif rule.kind == "429":
             extra = {"Retry-After": f"{rule.retry_after:g}"} if rule.retry_after is not None else {}
             extra.update(rate_headers)
             err = b'{"error": {"message": "rate limited (fake)", "type": "rate_limit_error"}}'
+            if is_messages:
+                err = b'{"type": "error", "error": {"type": "rate_limit_error", "message": "rate limited (fake)"}}'
             self.send_later(latency, http_response(429, err, extra, close=close), abort=close)
         elif rule.kind in ("500", "status"):
             status = 500 if rule.kind == "500" else rule.status
             text = rule.body if rule.body is not None else '{"error": {"message": "server error (fake)"}}'
-            text = text.replace("{authorization}", headers.get("authorization", ""))
+            text = text.replace("{authorization}", headers.get("authorization", "") or headers.get("x-api-key", "")
+                                or headers.get("api-key", ""))
             self.send_later(latency, http_response(status, text.encode(), close=close), abort=close)
         elif rule.kind == "broken_json":
             full = json.dumps(chat_body(req, state.config["model"]) if is_chat else embed_body(req, 8)).encode()

@@ -15,9 +15,15 @@ def test_flat_prices_agree_with_litellm_cost_per_token() -> None:
     litellm = import_litellm()
     flat = [name for name in price_map() if flat_prices(name) is not None]
     assert "gpt-4o-mini" in flat and len(flat) > 50
+    # every named provider with a fast path (providers.py) is priced without litellm, as litellm prices it
+    assert {"anthropic", "groq", "together_ai", "fireworks_ai", "mistral", "azure"} <= {
+        price_map()[name]["litellm_provider"] for name in flat}
     for name in flat:
+        provider = price_map()[name]["litellm_provider"]
+        how = {} if provider.endswith("openai") else {"custom_llm_provider": provider}
         for prompt_tokens, completion_tokens in [(1000, 1000), (123457, 4321), (1, 0)]:
-            p, c = litellm.cost_per_token(model=name, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+            p, c = litellm.cost_per_token(model=name, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                          **how)  # fmt: skip
             ours = cost_of(name, prompt_tokens, completion_tokens)
             # two products and a sum in float64, possibly in another order: a few ulps apart at most
             assert abs(ours - (p + c)) <= 1e-12 * (p + c), (name, prompt_tokens, completion_tokens, ours, p + c)

@@ -34,7 +34,8 @@ class ModelConfig:
                 "provider's own host; a custom --api-base gets a key from its URL (user:KEY@host) or "
                 "INSTRUCTKIT_API_KEY",
         "group": "model", "metavar": "KEY"})
-    via: str | None = option(None, "--via", "path for OpenAI-compatible servers (default http)", choices=("http", "litellm"))
+    via: str | None = option(None, "--via", "what sends hosted requests: http (default: the fast client, for servers and "
+                             "the providers it knows) or litellm", choices=("http", "litellm"))
     concurrency: int = option(32, "--concurrency", "requests in flight (default 32)")
     rpm: float | None = option(None, "--rpm", "requests-per-minute limit")
     tpm: float | None = option(None, "--tpm", "tokens-per-minute limit")

@@ -28,6 +28,7 @@ from .types import (
 )
 
 RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524}
+FINAL_STATUSES = (400, 401, 403, 404, 422)  # the request itself is wrong: a later run would fail alike
 
 
 def chat_payload(model: str, messages: list[dict], params: GenParams, n: int) -> dict[str, Any]:
@@ -168,9 +169,7 @@ class OpenAICompatibleBackend(Backend, CompletionBackend, EmbeddingBackend):
         loop = asyncio.get_running_loop()
         session = self._sessions.get(id(loop))
         if session is None or session.closed:
-            headers = {"Content-Type": "application/json"}
-            if self._api_key:
-                headers["Authorization"] = f"Bearer {self._api_key}"
+            headers = {"Content-Type": "application/json", **self._auth_headers()}
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
             session = aiohttp.ClientSession(
                 headers=headers,
@@ -180,6 +179,10 @@ class OpenAICompatibleBackend(Backend, CompletionBackend, EmbeddingBackend):
             )
             self._sessions[id(loop)] = session
         return session
+
+    def _auth_headers(self) -> dict[str, str]:
+        """How the key is sent (OpenAI's bearer token; Azure's `api-key` header)."""
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
@@ -201,7 +204,7 @@ class OpenAICompatibleBackend(Backend, CompletionBackend, EmbeddingBackend):
                 if resp.status >= 400:
                     raise ModelCallError(
                         f"HTTP {resp.status}: {self._scrub(raw[:500].decode('utf-8', 'replace'))}",
-                        retryable=resp.status not in (400, 401, 403, 404, 422),
+                        retryable=resp.status not in FINAL_STATUSES,
                         status=resp.status,
                     )
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:

@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from .http_openai import (
+    FINAL_STATUSES,
     chat_payload,
     completion_payload,
     json_object_fallback,
@@ -31,22 +32,37 @@ from .types import (
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
+PROVIDER_PREFIX = "llm_provider-"
+
+
+def provider_headers(headers: Any) -> dict[str, Any]:
+    """The provider's own headers where litellm passes them on (`llm_provider-` prefixed), else the
+    headers as given. Where the provider sent `anthropic-ratelimit-*`, litellm's `x-ratelimit-*`
+    copies of them are left out: they drop the reset time, which would then read as a minute."""
+    try:
+        items = {str(k).lower(): v for k, v in headers.items()}
+    except (AttributeError, TypeError):
+        return {}
+    own = {k[len(PROVIDER_PREFIX) :]: v for k, v in items.items() if k.startswith(PROVIDER_PREFIX)} or items
+    if any(k.startswith("anthropic-ratelimit-") for k in own):
+        own = {k: v for k, v in own.items() if not k.startswith("x-ratelimit-")}
+    return own
+
+
 def error_headers(exc: Exception) -> dict[str, Any]:
     """The provider's response headers carried by a litellm exception (rate limits, retry-after)."""
     for headers in (getattr(exc, "litellm_response_headers", None),
                     getattr(getattr(exc, "response", None), "headers", None)):  # fmt: skip
-        if headers:
-            try:
-                return dict(headers.items())
-            except (AttributeError, TypeError):
-                continue
+        if headers and (found := provider_headers(headers)):
+            return found
     return {}
 
 
 def report_response_headers(response: Any) -> None:
     """Hand the provider's headers of a litellm response to the rate-limit gate."""
     hidden = getattr(response, "_hidden_params", None) or {}
-    report_headers(hidden.get("additional_headers") if isinstance(hidden, dict) else None)
+    headers = hidden.get("additional_headers") if isinstance(hidden, dict) else None
+    report_headers(provider_headers(headers) if headers else None)
 
 
 class LiteLLMBackend(Backend, CompletionBackend, EmbeddingBackend):
@@ -56,17 +72,22 @@ class LiteLLMBackend(Backend, CompletionBackend, EmbeddingBackend):
     kind = "litellm"
     supports_n = True
 
-    def __init__(self, model: str, api_base: str | None = None, api_key: str | None = None, timeout: float = 600.0):
+    def __init__(self, model: str, api_base: str | None = None, api_key: str | None = None, timeout: float = 600.0,
+                 *, extra: dict[str, Any] | None = None, json_schema: bool | None = None,
+                 penalties: bool | None = None):
+        """`extra`: more litellm arguments (Azure's api_version); `json_schema` / `penalties`: what the
+        provider takes when the caller knows it (named providers, `providers.py`), else decided here."""
         self.model = model
         self.model_id = model
         self.api_base = api_base
-        # A self-hosted OpenAI-compatible server (an api_base) takes response_format; hosted providers
-        # are asked by parse, validate and repair.
-        self.supports_json_schema = api_base is not None
+        # A self-hosted OpenAI-compatible server (an api_base) takes response_format; other hosted
+        # providers are asked by parse, validate and repair.
+        self.supports_json_schema = api_base is not None if json_schema is None else json_schema
         self._api_key = api_key
         self.timeout = timeout
+        self._extra = dict(extra or {})
         import_litellm()  # slow: paid before the first request leaves, not during it
-        self._penalties: bool | None = None
+        self._penalties: bool | None = penalties
 
     @property
     def supports_penalties(self) -> bool:
@@ -83,7 +104,7 @@ class LiteLLMBackend(Backend, CompletionBackend, EmbeddingBackend):
         return self._penalties
 
     def _kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"timeout": self.timeout, "num_retries": 0}
+        kwargs: dict[str, Any] = {"timeout": self.timeout, "num_retries": 0, **self._extra}
         if self.api_base:
             kwargs["api_base"] = self.api_base
         if self._api_key:
@@ -108,7 +129,8 @@ class LiteLLMBackend(Backend, CompletionBackend, EmbeddingBackend):
         report_headers(headers)
         if isinstance(exc, transient) or (isinstance(status, int) and (status == 429 or status >= 500)):
             return TransientError(msg, status=status, retry_after=retry_after_of(headers))
-        return ModelCallError(msg, retryable=not isinstance(exc, litellm.AuthenticationError), status=status)
+        final = isinstance(exc, litellm.AuthenticationError) or status in FINAL_STATUSES  # as on the HTTP path
+        return ModelCallError(msg, retryable=not final, status=status)
 
     async def chat(self, messages: list[dict], params: GenParams, n: int = 1) -> list[Completion]:
         litellm = import_litellm()

@@ -39,6 +39,7 @@ from ..credentials import environment_key, split_credentials
 from .config import LOCAL_OPTIONS, ModelConfig
 from .limits import ProviderLimits, TokenBucket, estimate_tokens
 from .pricing import cost_of, priced_name
+from .providers import FAST, LITELLM, Route, litellm_reason, route
 from .types import (
     PENALTIES,
     Backend,
@@ -235,19 +236,33 @@ class ModelRef:
     api_base: str | None = None
     via: str = "http"  # for openai-compatible: "http" (fast path) or "litellm"
     options: dict[str, Any] = field(default_factory=dict)
+    path: str = "local"  # what sends it: "local" | providers.FAST | providers.LITELLM
+    why: str = "in process"  # why that path (`models check`, the run summary)
+    route: Route | None = None  # a named hosted provider's (providers.py)
 
 
 def parse_spec(spec: str, api_base: str | None = None, via: str | None = None) -> ModelRef:
-    """Resolve a model spec: `local`, `hf:PATH`, `MODEL@URL`, `provider/model` (litellm)."""
+    """Resolve a model spec: `local`, `hf:PATH`, `MODEL@URL`, `provider/model` (a named provider of
+    providers.py on its fast path, else litellm)."""
     spec = spec.strip()
     if spec == "local" or spec.startswith("local:") or spec.startswith("hf:"):
         return ModelRef("local", spec)
     if "@http" in spec:
         spec, api_base = spec.split("@", 1)
+        why = "MODEL@URL"
+    else:
+        why = "--api-base"
     if api_base:
         model = spec.removeprefix("openai/")
-        return ModelRef("openai-compatible", model, api_base.rstrip("/"), via or "http")
-    return ModelRef("litellm", spec, None, "litellm")
+        fast = (via or "http") == "http"
+        return ModelRef("openai-compatible", model, api_base.rstrip("/"), via or "http", path=FAST if fast else LITELLM,
+                        why=f"{why}: OpenAI-compatible server" if fast else "--via litellm")  # fmt: skip
+    found = route(spec, via)
+    if found is None:
+        return ModelRef("litellm", spec, None, "litellm", path=LITELLM, why=litellm_reason(spec))
+    # The family stays "litellm" (a provider/model spec) on both paths, so cache keys do not depend on the path.
+    return ModelRef("litellm", spec, found.api_base or None, "http" if found.path == FAST else "litellm",
+                    path=found.path, why=found.why, route=found)  # fmt: skip
 
 
 class LLM:
@@ -332,13 +347,14 @@ class LLM:
         member = self.shared.members.get(key)
         if member is None:
             ref = parse_spec(spec)
-            same_endpoint = ref.family == self.ref.family and ref.api_base == self.ref.api_base
+            same_endpoint = (ref.family == self.ref.family and ref.api_base == self.ref.api_base
+                             and (ref.family != "litellm" or ref.model.partition("/")[0] == self.ref.model.partition("/")[0]))
             local = dict.fromkeys(LOCAL_OPTIONS)  # another local model: dtype and device carry over
             if ref.family == "local" and self.is_local:
                 local.update(self._backend_options)
             config = self._config.replace(
                 model=spec, api_base=None, api_key=self._api_key if same_endpoint else None,
-                via=self._via if ref.family == "openai-compatible" else None, concurrency=self.concurrency,
+                via=self._via if ref.family == "openai-compatible" or ref.route else None, concurrency=self.concurrency,
                 **{**local, **backend_options},
             )  # fmt: skip
             member = LLM(config, cache=self.cache, shared=self.shared)
@@ -357,6 +373,10 @@ class LLM:
                 from .local import load_local_model
 
                 self._backend = load_local_model(ref.model, **self._backend_options)
+            elif ref.route is not None:
+                from .hosted import named_backend
+
+                self._backend = named_backend(ref.model, ref.route, self._api_key, self._timeout)
             elif ref.family == "openai-compatible" and ref.via == "http":
                 from .http_openai import OpenAICompatibleBackend
 
@@ -387,8 +407,9 @@ class LLM:
 
                 opts = self._backend_options
                 self._identity = local_identity(ref.model, opts.get("dtype") or "float32", opts.get("engine", "auto"))
-            else:
-                self._identity = {"family": ref.family, "model": ref.model, "endpoint": public_endpoint(ref.api_base)}
+            else:  # a named provider at its documented URL: no endpoint (as before it had a fast path)
+                endpoint = None if ref.route and ref.route.default_base else public_endpoint(ref.api_base)
+                self._identity = {"family": ref.family, "model": ref.model, "endpoint": endpoint}
         return self._identity
 
     @property

@@ -16,9 +16,16 @@ import json
 import os
 from typing import Any
 
+from .providers import provider_of
+
 _FLAT_MODES = frozenset({"chat", "completion", "responses", "embedding"})
+_TIERED = ("input_cost_per_token_above", "output_cost_per_token_above")  # prices that change with the prompt's size
 BATCH_DISCOUNT = 0.5  # OpenAI bills batch requests at half the synchronous price
-_FLAT_PROVIDERS = frozenset({"openai", "text-completion-openai"})
+# Providers whose price-map entries are flat per-token prices that litellm's own cost_per_token applies
+# as they are (tests/test_pricing.py holds every such entry to litellm's figure): priced without litellm.
+# (Not deepseek: litellm discounts some of its models below their listed prices.)
+_FLAT_PROVIDERS = frozenset({"openai", "text-completion-openai", "together_ai", "groq", "fireworks_ai", "openrouter",
+                             "mistral", "azure", "anthropic"})  # fmt: skip
 
 
 def import_litellm() -> Any:
@@ -64,9 +71,28 @@ def priced_name(family: str, model: str) -> str:
     """The name a model's calls are priced by: a litellm model's own name, an OpenAI-compatible
     server's model name when the price map knows it (a proxy serving `gpt-4o-mini`), else "" (free:
     local models, self-hosted names)."""
-    if family == "litellm" or (family == "openai-compatible" and is_priced(model)):
+    if family == "litellm":
+        key = price_key(model)
+        # a named provider's model the map does not price (a new or self-served name): free, and no
+        # litellm lookup per call; litellm's other providers may still price it by their own rules
+        return key if is_priced(key) or provider_of(model) is None else ""
+    if family == "openai-compatible" and is_priced(model):
         return model
     return ""
+
+
+def price_key(spec: str) -> str:
+    """The price map's name for a `provider/model` spec: the spec where the map lists it, else the
+    model without its prefix where the map lists that under the same provider (OpenAI's and
+    Anthropic's entries are unprefixed: `gpt-4o-mini`, not `openai/gpt-4o-mini`), else the spec."""
+    prices = price_map()
+    if spec in prices:
+        return spec
+    provider, _, model = spec.partition("/")
+    entry = prices.get(model)
+    if entry and entry.get("litellm_provider") in (provider, f"text-completion-{provider}"):
+        return model
+    return spec
 
 
 def flat_prices(model: str) -> tuple[float, float] | None:
@@ -75,11 +101,16 @@ def flat_prices(model: str) -> tuple[float, float] | None:
     entry = price_map().get(model)
     if not entry or entry.get("litellm_provider") not in _FLAT_PROVIDERS or model.startswith("ft:"):
         return None
-    if entry.get("mode") not in _FLAT_MODES or any("above" in key for key in entry):
+    if entry.get("mode") not in _FLAT_MODES or any(key.startswith(_TIERED) for key in entry):
         return None
     if not (entry.get("input_cost_per_token") or entry.get("output_cost_per_token")):
         return None
-    return float(entry.get("input_cost_per_token") or 0.0), float(entry.get("output_cost_per_token") or 0.0)
+    prices = float(entry.get("input_cost_per_token") or 0.0), float(entry.get("output_cost_per_token") or 0.0)
+    bare = price_map().get(model.partition("/")[2]) if "/" in model else None
+    if bare and (bare.get("input_cost_per_token"), bare.get("output_cost_per_token")) != tuple(entry.get(k) for k in (
+            "input_cost_per_token", "output_cost_per_token")):
+        return None  # listed twice at different prices (deepseek/x and x): litellm's own lookup decides
+    return prices
 
 
 def cost_of(model: str, prompt_tokens: int, completion_tokens: int, *, batch: bool = False) -> float:
