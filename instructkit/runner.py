@@ -150,7 +150,9 @@ class Progress:
         if self.llm is None:
             return ""
         s = self.llm.stats
-        return f"tok {s.prompt_tokens + s.completion_tokens:,} ${s.cost:.4f} hits {s.cache_hits}"
+        extra = f"tok {s.prompt_tokens + s.completion_tokens:,} ${s.cost:.4f} hits {s.cache_hits}"
+        gate = self.llm.limiter
+        return f"{extra} | {gate.describe()}" if gate is not None and gate.informed else extra
 
     def advance(self, n: int = 1) -> None:
         self.done += n

@@ -130,6 +130,8 @@ def run_step(step: MethodStep, models: Models, out: Path | None = None) -> StepR
     ctx.stats.wall_s = time.monotonic() - start
     after = llm.stats.as_dict() if llm else {}
     calls = {k: after[k] - before.get(k, 0) for k in after if isinstance(after[k], (int, float))}
+    if llm is not None and llm.limiter is not None and llm.limiter.informed:
+        calls["limiter"] = llm.limiter.state()  # what the adaptive gate learned (cli's summary line)
     figures: dict[str, Any] = {}
     if not config.dry_run:
         from .card import step_figures  # what a dataset card made from this output reports

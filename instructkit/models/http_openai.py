@@ -15,6 +15,7 @@ import aiohttp
 
 from .. import fastjson
 from .limits import report_headers, retry_after_of
+from .logprobs import LazyTop
 from .types import (
     Backend,
     Completion,
@@ -91,12 +92,8 @@ def _chat_choice(choice: dict[str, Any]) -> tuple[str, list[TokenLogprob] | None
     raw = choice.get("logprobs")
     if not raw or raw.get("content") is None:
         return text, None
-    return text, [
-        TokenLogprob(
-            t["token"], float(t["logprob"]), [(a["token"], float(a["logprob"])) for a in (t.get("top_logprobs") or [])]
-        )
-        for t in raw["content"]
-    ]
+    # The alternatives are turned into pairs only where a reader looks (LazyTop).
+    return text, [TokenLogprob(t["token"], float(t["logprob"]), LazyTop(t.get("top_logprobs"))) for t in raw["content"]]
 
 
 def _text_choice(choice: dict[str, Any]) -> tuple[str, list[TokenLogprob] | None]:
