@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -138,8 +139,8 @@ def reply_tokens(prompt: str, index: int, seed: Any, style: str, words: int) -> 
     if style != "score":
         return reply_text(prompt, index, seed).split(" ")
     digest = hashlib.sha256(f"{prompt}|{seed}|{index}".encode()).digest()
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    return [str(1 + digest[0] % 5), "\n"] + [" " + letters[digest[1 + j % 30] % 26] * (1 + j % 3) for j in range(words)]
+    letters = "abcdefghijklmnopqrstuvwxyz"  # the words are the same in every reply: their logprobs serialise once
+    return [str(1 + digest[0] % 5), "\n"] + [" " + letters[j % 26] * (1 + j % 3) for j in range(words)]
 
 
 def token_logprobs(tokens: list[str], top: int, digits: bool = False) -> list[dict]:
@@ -156,7 +157,16 @@ def token_logprobs(tokens: list[str], top: int, digits: bool = False) -> list[di
     return content
 
 
-def chat_body(req: dict, model_default: str, cut: bool = False, style: str = "hash", words: int = 0) -> dict:
+@functools.lru_cache(maxsize=256)
+def token_logprobs_json(tokens: tuple[str, ...], top: int, digits: bool) -> str:
+    """`token_logprobs` serialised once per reply shape (the server answers thousands a second)."""
+    return json.dumps(token_logprobs(list(tokens), top, digits))
+
+
+def chat_body(req: dict, model_default: str, cut: bool = False, style: str = "hash", words: int = 0,
+              raw_logprobs: list[str] | None = None) -> dict:
+    """One chat-completions body. With `raw_logprobs` (a list), each choice's `logprobs.content` is a
+    placeholder string and its JSON is appended there, to be spliced into the serialised body."""
     messages = req.get("messages") or []
     prompt = prompt_text(messages)
     n = int(req.get("n") or 1)
@@ -183,7 +193,10 @@ def chat_body(req: dict, model_default: str, cut: bool = False, style: str = "ha
             "finish_reason": finish,
             "logprobs": None,
         }
-        if req.get("logprobs"):
+        if req.get("logprobs") and raw_logprobs is not None:
+            raw_logprobs.append(token_logprobs_json(tuple(tokens), top, style == "score"))
+            choice["logprobs"] = {"content": f"@@logprobs{i}@@"}
+        elif req.get("logprobs"):
             choice["logprobs"] = {"content": token_logprobs(tokens, top, digits=style == "score")}
         choices.append(choice)
     prompt_tokens = max(1, len(prompt) // 4)
@@ -460,10 +473,14 @@ class Connection(asyncio.Protocol):
         config = state.config
         if rule is None or rule.kind == "timeout":
             cut = bool(config["max_tokens_cut"])
-            out = (chat_body(req, config["model"], cut, config["reply"], int(config["reply_words"])) if is_chat
+            raw: list[str] = []
+            out = (chat_body(req, config["model"], cut, config["reply"], int(config["reply_words"]), raw) if is_chat
                    else embed_body(req, int(config["embed_dim"])))  # fmt: skip
+            text = json.dumps(out)
+            for i, lps in enumerate(raw):
+                text = text.replace(f'"@@logprobs{i}@@"', lps, 1)
             delay = latency + (rule.delay if rule else 0.0)
-            self.send_later(delay, http_response(200, json.dumps(out).encode(), rate_headers, close=close), abort=close,
+            self.send_later(delay, http_response(200, text.encode(), rate_headers, close=close), abort=close,
                             admitted=admitted)  # fmt: skip
         elif rule.kind == "429":
             extra = {"Retry-After": f"{rule.retry_after:g}"} if rule.retry_after is not None else {}

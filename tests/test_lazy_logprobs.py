@@ -21,14 +21,14 @@ from instructkit.judge.parsing import (
 from instructkit.cache import ResponseCache
 from instructkit.fastjson import loads
 from instructkit.models import LLM
-from instructkit.models.http_openai import parse_choices
-from instructkit.models.logprobs import LazyTop, label_positions
+from instructkit.models.http_openai import loads_lazy_tops, parse_choices
+from instructkit.models.logprobs import LazyTop, TopText, label_positions
 from instructkit.models.types import Completion, GenParams, TokenLogprob
 
 from fakes import chat_body
 
 VOCAB = ["Score", ":", " ", "▁", "\n", " 4", "4", "▁3", "5", ".", "1", "10", "A", " B", "tie", "[[", "]]", "Ġ2",
-         " good", " the", "answer", "0", " 7", "Verdict"]  # fmt: skip
+         " good", " the", "answer", "0", " 7", "Verdict", '"', "\\", '\\"', "}]},", '}], "token": "', "{"]  # fmt: skip
 
 
 def openai_body(rng: random.Random, top: int) -> dict:
@@ -70,13 +70,21 @@ def readings(comp: Completion) -> list:
     return out
 
 
-@pytest.mark.parametrize("top", [1, 5, 20])
-def test_kept_entries_read_exactly_as_the_whole_reply(top: int) -> None:
+@pytest.mark.parametrize("top", [0, 1, 5, 20])
+@pytest.mark.parametrize("indent", [None, 2])
+def test_kept_entries_read_exactly_as_the_whole_reply(top: int, indent: int | None) -> None:
+    """Bodies compact and indented (OpenAI's are), tokens with quotes, brackets and braces: the body
+    read with its alternatives left as text (or whole, where the split does not check out), then kept
+    for `labels`, reads exactly as today's whole parse at every reader."""
     rng = random.Random(top)
+    split = 0
     for _ in range(400):
         body = openai_body(rng, top)
         whole = eager(body)
-        (lazy,) = parse_choices(loads(json.dumps(body).encode()))
+        raw = json.dumps(body, indent=indent).encode()
+        data = loads_lazy_tops(raw)
+        split += data is not None
+        (lazy,) = parse_choices(data if data is not None else loads(raw))
         kept = Completion.from_json(loads(json.dumps(lazy.to_json("labels")).encode()))
         assert readings(lazy) == readings(whole)
         assert readings(kept) == readings(whole)
@@ -84,16 +92,33 @@ def test_kept_entries_read_exactly_as_the_whole_reply(top: int) -> None:
         positions = label_positions([t.token for t in whole.logprobs])
         assert [t.token for t in kept.logprobs] == [t.token for t in whole.logprobs]
         assert [i for i, t in enumerate(kept.logprobs) if t.top is not None] == sorted(positions)
+    assert split >= 300  # most bodies were read with their alternatives as text
 
 
 def test_alternatives_are_read_only_where_a_reader_looks() -> None:
     body = chat_body({"messages": [{"role": "user", "content": "rate this"}], "logprobs": True, "top_logprobs": 20},
                      "m", style="score", words=40)  # fmt: skip
-    (comp,) = parse_choices(body)
+    data = loads_lazy_tops(json.dumps(body).encode())
+    assert data is not None and all(isinstance(t["top_logprobs"], TopText) for t in data["choices"][0]["logprobs"]["content"])
+    (comp,) = parse_choices(data)
     tops = [t.top for t in comp.logprobs]
     assert all(isinstance(t, LazyTop) and t._pairs is None for t in tops)
     score_completion(comp, 0, 5, mode="auto")
     assert [i for i, t in enumerate(tops) if t._pairs is not None] == [0]  # the score token alone
+
+
+def test_keys_after_top_logprobs_fall_back_to_the_whole_body() -> None:
+    """A server that puts a key after `top_logprobs` (not OpenAI's order): a cut that does not parse
+    as a list is taken from the whole body instead, so every reading is still exact."""
+    rng = random.Random(7)
+    for _ in range(50):
+        body = openai_body(rng, 5)
+        for t in body["choices"][0]["logprobs"]["content"]:
+            t["extra"] = [1, 2]  # after top_logprobs
+        data = loads_lazy_tops(json.dumps(body).encode())
+        (lazy,) = parse_choices(data if data is not None else body)
+        assert readings(lazy) == readings(eager(body))
+        assert [list(t.top) for t in lazy.logprobs] == [list(t.top) for t in eager(body).logprobs]
 
 
 def test_cache_keys_stay_and_the_labels_entry_is_its_own(tmp_path) -> None:
