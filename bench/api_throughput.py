@@ -18,6 +18,15 @@ Paths, each in its own fresh interpreter (the fake server runs in a third proces
 - cached re-run of `--cached-rows` rows: the same CLI command answering every row from the response
   cache (new output and work dir, so no journal to lean on), whole process timed from outside; and
   once more from the journal (same work dir again).
+Provider scenarios (issue 20), `--scenarios cap,rpm,faults,logprobs` (instead of the table above),
+each the CLI beside distilabel's agenerate and the ideal, from one run against the fake server:
+- cap: the server admits 100 in flight and answers 429 + Retry-After 1 above that (`--cap-rows`);
+- rpm: a token bucket advertised as 3,000 RPM in x-ratelimit-* headers, empty at the start, 429
+  above it (`--rpm-rows`); the rate sustained between the first and last answer, and % refused;
+- faults: the random fault mix (10% 500, 5% 429 Retry-After 1 s, 2% broken JSON, 1% dropped
+  mid-body, 1% 3 s slow; seeded) against the same rows clean, outputs compared byte for byte;
+- logprobs: replies shaped like a judge's (a score, then `--reply-words` words) with OpenAI's top
+  logprobs when asked: defaults (top 20) beside `-o top_logprobs 0`, CPU per row and cache size.
 Ideal rate = concurrency / latency. Goals (issue 14): the CLI >= 75% of ideal and >= 5x distilabel's
 best case, launch to first request <= 0.5 s, cached re-run of 10,000 rows <= 3 s.
 """

@@ -92,6 +92,8 @@ def test_kept_entries_read_exactly_as_the_whole_reply(top: int, indent: int | No
         positions = label_positions([t.token for t in whole.logprobs])
         assert [t.token for t in kept.logprobs] == [t.token for t in whole.logprobs]
         assert [i for i, t in enumerate(kept.logprobs) if t.top is not None] == sorted(positions)
+        assert [t.logprob for i, t in enumerate(kept.logprobs) if i in positions] == \
+            [t.logprob for i, t in enumerate(whole.logprobs) if i in positions]
     assert split >= 300  # most bodies were read with their alternatives as text
 
 
@@ -162,4 +164,4 @@ def test_a_judge_run_from_its_cache_scores_as_the_first(fake_server, tmp_path) -
     assert [[r[c] for c in cols] for r in again] == [[r[c] for c in cols] for r in first]
     assert all(r["alpagasus_expected"] is not None for r in first)
     stored = [v for k in cache.store.iterkeys() if (v := cache.get(k)) and v.get("logprobs")]
-    assert stored and all(sum(top is not None for _, _, top in v["logprobs"]) == 1 for v in stored)
+    assert stored and all([i for i, _, _ in v["logprobs"]["at"]] == [0] for v in stored)  # the score token alone
