@@ -429,10 +429,13 @@ def scenarios(args: argparse.Namespace) -> None:
             ideal = 100 / args.latency
             ours, theirs = cli("cap", n), distilabel(n)
             url.configure(max_in_flight=None)
+            free = cli("uncapped", n, ("--concurrency", "100"))  # what this machine does at 100 in flight, no cap
             tables.append(f"Concurrency cap: the server admits 100 in flight, 429 + Retry-After 1 above that; "
                           f"client concurrency {args.concurrency}; {n} rows (target >= 80% of ideal)\n\n{head}\n"
                           + row("instructkit CLI (judge alpagasus, defaults)", n, ours, ideal, ours["limits"]) + "\n"
                           + row("distilabel 1.5.3 (OpenAILLM.agenerate)", n, theirs, ideal) + "\n"
+                          + row("instructkit CLI, no cap, --concurrency 100 (this machine's ceiling now)", n, free,
+                                ideal, f"the capped run is {100 * free['wall_s'] / ours['wall_s']:.0f}% of it") + "\n"
                           + f"| ideal (100 / latency) | {n / ideal:.1f} s | {ideal:.0f} | 100% | 0 | 0 | |")
         if "rpm" in args.scenarios:
             n, rpm = args.rpm_rows, 3000

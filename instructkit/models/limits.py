@@ -275,9 +275,10 @@ class ProviderLimits:
     async def acquire(self, amounts: dict[str, float], concurrency: int | None = None) -> Ticket:
         """Wait until a concurrency slot is free (at most `concurrency`, or what the provider was
         learned to admit) and the provider's limits allow a request costing `amounts`."""
-        if concurrency is not None and concurrency != self.max_limit:
+        if concurrency is not None and concurrency != self.max_limit:  # (a limit the provider never cut follows it)
+            untouched = self.limit is None or self.limit == self.max_limit
             self.max_limit = float(concurrency)
-            self.limit = self.max_limit if self.limit is None else min(self.limit, self.max_limit)
+            self.limit = self.max_limit if untouched else min(self.limit, self.max_limit)
         held = 0.0  # seconds this request held everyone back for a limit (one waiter waits at a time)
         lock, freed = self._sync()
         if lock.locked() or self._wait_for(amounts, time.monotonic()) != 0.0:
