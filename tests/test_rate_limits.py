@@ -277,3 +277,26 @@ def test_the_first_reply_probe_is_not_counted_as_limit_waiting() -> None:
     waited = asyncio.run(go())
     assert waited >= 0.15  # they did wait for the first reply
     assert gate.waited_s == 0.0  # ...which is no provider limit (it was 200 x 0.2 s = 40 s before)
+
+
+def test_the_terminal_shows_what_the_limiter_believes(fake_server, tmp_path, capsys) -> None:
+    """`judge alpagasus` against a capped server: the progress line shows in flight / limit and the
+    429s, the summary the learned concurrency; no row is lost."""
+    import json
+
+    from instructkit.cli import main
+
+    fake_server.configure(max_in_flight=4, cap_retry_after=0.05, latency=0.02)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) + "\n" for i in range(40)))
+    out = tmp_path / "out.jsonl"
+    assert main(["judge", "alpagasus", str(rows), "-m", "fake-model", "--api-base", fake_server, "--concurrency", "16",
+                 "--cache-dir", str(tmp_path / "cache"), "-o", "top_logprobs", "0", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    refused = sum(r["fault"] == "cap" for r in fake_server.requests())
+    assert refused > 0 and len(out.read_text().splitlines()) == 40
+    progress = [line for line in err.splitlines() if line.startswith("[alpagasus:rate] 40/40")]
+    assert progress and f"429s {refused}" in progress[-1] and "in flight 0/" in progress[-1]
+    summary = next(line for line in err.splitlines() if line.startswith("rate limits:"))
+    assert f"{refused} replies were 429" in summary and "learned concurrency" in summary
+    assert "Traceback" not in err and "Unclosed" not in err
