@@ -1,10 +1,11 @@
-"""Rate limits: the user's RPM/TPM token buckets, and a gate that follows the provider's own headers.
+"""Rate limits: the user's RPM/TPM token buckets, and one adaptive gate that follows the provider.
 
 Providers say how much is left in each response: `x-ratelimit-remaining-requests` / `-tokens` with
 `x-ratelimit-reset-*` (OpenAI, Azure, Groq, vLLM and litellm proxies, litellm's `llm_provider-`
 copies), `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{remaining,reset,limit}`
-(Anthropic), and `retry-after` / `retry-after-ms` on a 429. `ProviderLimits` spends what is left and
-waits for the reset rather than collecting 429s, and pauses every request after a burst of 429s.
+(Anthropic), and `retry-after` / `retry-after-ms` on a 429. `ProviderLimits` paces requests at the
+rate those figures imply rather than collecting 429s, pauses everyone only while they say a limit
+is spent, and learns the concurrency a provider admits from the 429s nothing else explains (AIMD).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ a reader that wants every position).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -99,7 +100,14 @@ def split_tops(raw: bytes) -> tuple[bytes, list[bytes]] | None:
     the rest parses with one emptied array per token, and `TopText` that each cut is a list."""
     if b'"top_logprobs"' not in raw:
         return None
-    starts = [m.end() - 1 for m in _TOP.finditer(raw)]
+    starts = []
+    at = raw.find(b'"top_logprobs"')
+    while at >= 0:
+        match = _TOP.match(raw, at)
+        if match is None:
+            return None
+        starts.append(match.end() - 1)
+        at = raw.find(b'"top_logprobs"', match.end())
     pieces: list[bytes] = []
     tops: list[bytes] = []
     pos = 0
@@ -123,23 +131,23 @@ def split_tops(raw: bytes) -> tuple[bytes, list[bytes]] | None:
     return b"".join(pieces), tops
 
 
-def _label(token: str) -> str:
-    return token.replace("▁", " ").replace("Ġ", " ").strip()
+@functools.lru_cache(maxsize=1 << 16)
+def _kind(token: str) -> int:
+    """0: blank (space markers only), 1: a word, 2: a score or verdict label (a digit, A / B / tie).
+    Cached: replies repeat the same few thousand tokens."""
+    label = token.replace("▁", " ").replace("Ġ", " ").strip()
+    if not label:
+        return 0
+    return 2 if label in VERDICT_LABELS or any(ch.isdigit() for ch in label) else 1
 
 
 def label_positions(tokens: Sequence[str]) -> set[int]:
     """The positions a score or verdict reader can use (see the module docstring)."""
-    keep: set[int] = set()
-    first = True
-    for i, token in enumerate(tokens):
-        label = _label(token)
-        if not label:
-            continue
-        if first:
-            keep.add(i)
-            first = False
-        if label in VERDICT_LABELS or any(ch.isdigit() for ch in label):
-            keep.add(i)
+    kinds = [_kind(t) for t in tokens]
+    keep = {i for i, k in enumerate(kinds) if k == 2}
+    first = next((i for i, k in enumerate(kinds) if k), None)
+    if first is not None:
+        keep.add(first)
     return keep
 
 
