@@ -132,10 +132,17 @@ def split_tops(raw: bytes) -> tuple[bytes, list[bytes]] | None:
 
 
 @functools.lru_cache(maxsize=1 << 16)
+def score_label(token: str) -> str:
+    """A token as a score label (SentencePiece and byte-level space markers dropped); cached: every
+    reply asks again for the same few tokens among its top alternatives. judge/parsing.py reads
+    labels through this one function."""
+    return token.replace("▁", " ").replace("Ġ", " ").strip()
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def _kind(token: str) -> int:
-    """0: blank (space markers only), 1: a word, 2: a score or verdict label (a digit, A / B / tie).
-    Cached: replies repeat the same few thousand tokens."""
-    label = token.replace("▁", " ").replace("Ġ", " ").strip()
+    """0: blank (space markers only), 1: a word, 2: a score or verdict label (a digit, A / B / tie)."""
+    label = score_label(token)
     if not label:
         return 0
     return 2 if label in VERDICT_LABELS or any(ch.isdigit() for ch in label) else 1
