@@ -22,6 +22,15 @@ Paths, each in its own fresh interpreter (the fake server runs in a third proces
 - cached re-run of `--cached-rows` rows: the same CLI command answering every row from the response
   cache (new output and work dir, so no journal to lean on), whole process timed from outside; and
   once more from the journal (same work dir again).
+Provider scenarios (issue 20), `--scenarios cap,rpm,faults,logprobs` (instead of the table above),
+each the CLI beside distilabel's agenerate and the ideal, from one run against the fake server:
+- cap: the server admits 100 in flight and answers 429 + Retry-After 1 above that (`--cap-rows`);
+- rpm: a token bucket advertised as 3,000 RPM in x-ratelimit-* headers, empty at the start, 429
+  above it (`--rpm-rows`); the rate sustained between the first and last answer, and % refused;
+- faults: the random fault mix (10% 500, 5% 429 Retry-After 1 s, 2% broken JSON, 1% dropped
+  mid-body, 1% 3 s slow; seeded) against the same rows clean, outputs compared byte for byte;
+- logprobs: replies shaped like a judge's (a score, then `--reply-words` words) with OpenAI's top
+  logprobs when asked: defaults (top 20) beside `-o top_logprobs 0`, CPU per row and cache size.
 Ideal rate = concurrency / latency. Goals (issue 14): the CLI >= 75% of ideal and >= 5x distilabel's
 best case, launch to first request <= 0.5 s, cached re-run of 10,000 rows <= 3 s.
 """
@@ -60,23 +69,26 @@ def cli_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "instructkit.cli"]
 
 
-def run_cli(url: str, rows: Path, out: Path, cache_dir: Path, concurrency: int,
+def run_cli(url: str, rows: Path, out: Path, cache_dir: Path, concurrency: int, extra: tuple[str, ...] = (),
             model: list[str] | None = None, env: dict[str, str] | None = None) -> dict:
     """`instructkit judge alpagasus` as a user runs it, timed from outside: wall seconds, the wall
-    clock at launch (to compare with the server's request times) and the summary line. `model`: the
-    model flags (default `-m bench-model --api-base URL`); `env`: more environment (a provider's
-    base-URL variable)."""
+    clock at launch (to compare with the server's request times) and the summary line. `extra`: more CLI
+    flags; `model`: the model flags (default `-m bench-model --api-base URL`); `env`: more environment
+    (a provider's base-URL variable)."""
     model = model or ["-m", "bench-model", "--api-base", url]
     cmd = cli_command() + ["judge", "alpagasus", str(rows), "--out", str(out), *model,
-                           "--concurrency", str(concurrency), "--cache-dir", str(cache_dir)]  # fmt: skip
+                           "--concurrency", str(concurrency), "--cache-dir", str(cache_dir), *extra]  # fmt: skip
     env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", **(env or {}))
     launched, start = time.time(), time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     wall = time.perf_counter() - start
-    if proc.returncode != 0 or not out.exists():
+    if proc.returncode not in (0, 1) or not out.exists():  # 1: some rows failed (counted, not fatal)
         raise RuntimeError(f"CLI failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    summary = next((line for line in proc.stderr.splitlines() if line.startswith("judge alpagasus:")), "")
-    return {"wall_s": wall, "launched": launched, "summary": summary, "rows": sum(1 for _ in out.open())}
+    summary = next((line for line in proc.stderr.splitlines() if line.startswith("alpagasus:")
+                    or line.startswith("judge alpagasus:")), "")  # fmt: skip
+    limits = next((line for line in proc.stderr.splitlines() if line.startswith("rate limits:")), "")
+    return {"wall_s": wall, "launched": launched, "summary": summary, "limits": limits,
+            "rows": sum(1 for _ in out.open()), "failed": proc.returncode == 1}  # fmt: skip
 
 
 def request_window(times: list[float], launched: float, latency: float) -> dict:
@@ -148,12 +160,12 @@ def worker_distilabel(args: argparse.Namespace) -> dict:
             async with sem:
                 return await llm.agenerate(input=[{"role": "user", "content": prompt}], max_new_tokens=16)
 
-        return await asyncio.gather(*(one(p) for p in items))
+        return await asyncio.gather(*(one(p) for p in items), return_exceptions=True)  # a failed row is counted
 
     cpu0, start = time.process_time(), time.perf_counter()
     out = asyncio.run(main())
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
-    ok = sum(1 for o in out if o and o.get("generations") and o["generations"][0])
+    ok = sum(1 for o in out if isinstance(o, dict) and o.get("generations") and o["generations"][0])
     return {"ok": ok, "wall_s": wall, "calls": len(items), "cpu_s": cpu}
 
 
@@ -224,6 +236,12 @@ def main() -> None:
     ap.add_argument("--skip-litellm", action="store_true")
     ap.add_argument("--skip-named", action="store_true", help="no rows for named providers (openai/, groq/, anthropic/)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per path; the best is reported")
+    ap.add_argument("--scenarios", default="", help="comma list of cap,rpm,faults,logprobs: run these provider "
+                    "scenarios instead of the throughput table")  # fmt: skip
+    ap.add_argument("--cap-rows", type=int, default=3000)
+    ap.add_argument("--rpm-rows", type=int, default=600)
+    ap.add_argument("--fault-rows", type=int, default=2000)
+    ap.add_argument("--reply-words", type=int, default=60)
     # worker mode
     ap.add_argument("--worker", choices=sorted(WORKERS))
     ap.add_argument("--url")
@@ -233,6 +251,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(WORKERS[args.worker](args)))
+        return
+    if args.scenarios:
+        args.scenarios = set(args.scenarios.split(","))
+        scenarios(args)
         return
 
     sys.path.insert(0, str(REPO / "tests"))  # the fake server is test code (tests/fakes.py), not installed
@@ -294,7 +316,7 @@ def main() -> None:
                 url.configure(record=True, reset=True)
                 d = root / f"named-{len(rows)}-{k}"
                 cpu0 = children_cpu()
-                res = run_cli(url, data, d / "out.jsonl", d / "cache", args.concurrency, model, env)
+                res = run_cli(url, data, d / "out.jsonl", d / "cache", args.concurrency, model=model, env=env)
                 cpu = children_cpu() - cpu0
                 sent = len(url.requests(path=None))
                 url.configure(record=False, reset=True)
@@ -380,6 +402,139 @@ def main() -> None:
     print(f"Cached re-run of {args.cached_rows:,} rows with the CLI (whole process, timed from outside):")
     print(f"  from the response cache (new output and work dir): {rerun['wall_s']:.2f} s (goal <= 3 s), load {rerun_load:.1f}")
     print(f"  from the journal (same work dir again):            {again['wall_s']:.2f} s")
+
+
+# ----- hosted-provider scenarios (issue 20) --------------------------------------------------------
+
+FAULT_MIX = {"seed": 0, "rules": [{"kind": "500", "p": 0.10}, {"kind": "429", "p": 0.05, "retry_after": 1.0},
+                                  {"kind": "broken_json", "p": 0.02}, {"kind": "drop", "p": 0.01},
+                                  {"kind": "timeout", "p": 0.01, "delay": 3.0}]}  # fmt: skip
+
+
+def scenarios(args: argparse.Namespace) -> None:
+    """The provider-limit scenarios, each with instructkit's CLI beside distilabel (when its venv is
+    given) and the ideal, from the same run: a concurrency cap, an advertised RPM limit, the random
+    fault mix, and replies with OpenAI-shaped top logprobs."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from fakes import serve_fake
+
+    distil = args.distilabel_python if args.distilabel_python and Path(args.distilabel_python).exists() else None
+    tables: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="ik-scen-") as tmp, serve_fake(latency=args.latency, record=True) as url:
+        root = Path(tmp)
+
+        def cli(name: str, n: int, extra: tuple[str, ...] = ()) -> dict:
+            url.configure(reset=True)
+            cpu0 = children_cpu()
+            res = run_cli(url, write_rows(root / f"{name}.jsonl", n), root / name / "out.jsonl", root / name / "cache",
+                          args.concurrency, extra)  # fmt: skip
+            res["cpu_ms"] = 1000 * (children_cpu() - cpu0) / n
+            seen = url.requests()
+            res["sent"], res["refused"] = len(seen), sum(r["fault"] in ("cap", "rate_limit") for r in seen)
+            times = sorted(r["t"] for r in seen if r["fault"] is None)
+            res["span_s"] = times[-1] - times[0] if len(times) > 1 else float("nan")
+            res["out"] = root / name / "out.jsonl"
+            res["cache_mb"] = sum(f.stat().st_size for f in (root / name / "cache").rglob("*") if f.is_file()) / 1e6
+            print(f"  {name}: {n / res['wall_s']:.0f} rows/s, {res['wall_s']:.2f} s, sent {res['sent']}, refused "
+                  f"{res['refused']}, load {os.getloadavg()[0]:.1f}\n    {res['summary']}\n    {res['limits']}",
+                  file=sys.stderr)  # fmt: skip
+            return res
+
+        def distilabel(n: int) -> dict | None:
+            if distil is None:
+                return None
+            url.configure(reset=True)
+            try:
+                res, _ = run_worker(distil, "distilabel", url, args, requests=n)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                print(f"  distilabel failed: {str(exc)[-300:]}", file=sys.stderr)
+                return None
+            seen = url.requests()
+            res["refused"] = sum(r["fault"] in ("cap", "rate_limit") for r in seen)
+            print(f"  distilabel: {n / res['wall_s']:.0f} req/s {res}", file=sys.stderr)
+            return res
+
+        def row(label: str, n: int, res: dict | None, ideal: float, extra: str = "") -> str:
+            if res is None:
+                return f"| {label} | not run | | | |"
+            rate = n / res["wall_s"]
+            lost = n - res.get("ok", res.get("rows", n)) if "ok" in res else (n - res["rows"]) + int(res.get("failed", 0))
+            return (f"| {label} | {res['wall_s']:.1f} s | {rate:.0f} | {100 * rate / ideal:.0f}% | "
+                    f"{res.get('refused', 0)} | {lost} | {extra} |")  # fmt: skip
+
+        head = "| path | wall | rows/s | % of ideal | 429s | rows lost | notes |\n| --- | ---: | ---: | ---: | ---: | ---: | --- |"
+        if "cap" in args.scenarios:
+            n = args.cap_rows
+            url.configure(max_in_flight=100, cap_retry_after=1.0, latency=args.latency)
+            ideal = 100 / args.latency
+            ours, theirs = cli("cap", n), distilabel(n)
+            url.configure(max_in_flight=None)
+            free = cli("uncapped", n, ("--concurrency", "100"))  # what this machine does at 100 in flight, no cap
+            tables.append(f"Concurrency cap: the server admits 100 in flight, 429 + Retry-After 1 above that; "
+                          f"client concurrency {args.concurrency}; {n} rows (target >= 80% of ideal)\n\n{head}\n"
+                          + row("instructkit CLI (judge alpagasus, defaults)", n, ours, ideal, ours["limits"]) + "\n"
+                          + row("distilabel 1.5.3 (OpenAILLM.agenerate)", n, theirs, ideal) + "\n"
+                          + row("instructkit CLI, no cap, --concurrency 100 (this machine's ceiling now)", n, free,
+                                ideal, f"the capped run is {100 * free['wall_s'] / ours['wall_s']:.0f}% of it") + "\n"
+                          + f"| ideal (100 / latency) | {n / ideal:.1f} s | {ideal:.0f} | 100% | 0 | 0 | |")
+        if "rpm" in args.scenarios:
+            n, rpm = args.rpm_rows, 3000
+            url.configure(rate_limit={"requests": rpm, "window": 60.0, "kind": "bucket", "start": 0.0},
+                          latency=args.latency)  # fmt: skip
+            ideal = rpm / 60.0
+            ours = cli("rpm", n, ("-o", "top_logprobs", "0"))
+            theirs = distilabel(n)
+            url.configure(rate_limit=None)
+            sustained = (n - 1) / ours["span_s"] * 60.0
+            tables.append(f"Advertised limit: {rpm:,} RPM in x-ratelimit-* headers (a token bucket, empty at the start, "
+                          f"429 above it); {n} rows (target >= 90% sustained, < 1% refused)\n\n{head}\n"
+                          + row("instructkit CLI", n, ours, ideal,
+                                f"sustained {sustained:,.0f} rpm between first and last answer "
+                                f"({100 * sustained / rpm:.0f}%), refused {100 * ours['refused'] / ours['sent']:.1f}% "
+                                f"of {ours['sent']} sent") + "\n"
+                          + row("distilabel 1.5.3", n, theirs, ideal) + "\n"
+                          + f"| ideal ({rpm:,} RPM) | {n / ideal:.1f} s | {ideal:.0f} | 100% | 0 | 0 | |")  # fmt: skip
+        if "faults" in args.scenarios:
+            n = args.fault_rows
+            clean = cli("clean", n, ("-o", "top_logprobs", "0"))
+            url.configure(random_faults=FAULT_MIX)
+            faulty = cli("faults", n, ("-o", "top_logprobs", "0"))
+            theirs = distilabel(n)
+            url.configure(random_faults=None)
+            same = clean["out"].read_bytes() == faulty["out"].read_bytes()
+            bound = max(2 * clean["wall_s"], clean["wall_s"] + 5)
+            ideal = args.concurrency / args.latency
+            tables.append(f"Random faults (10% 500, 5% 429 Retry-After 1 s, 2% broken JSON, 1% dropped mid-body, 1% 3 s "
+                          f"slow), {n} rows; target <= max(2x clean, clean + 5 s) = {bound:.1f} s, output identical\n\n"
+                          f"{head}\n" + row("instructkit CLI, clean server", n, clean, ideal) + "\n"
+                          + row("instructkit CLI, fault mix", n, faulty, ideal,
+                                f"output identical to the clean run: {same}; {faulty['wall_s'] / clean['wall_s']:.2f}x clean")
+                          + "\n" + row("distilabel 1.5.3, fault mix", n, theirs, ideal) + "\n"
+                          + f"| ideal (concurrency / latency, no faults) | {n / ideal:.1f} s | {ideal:.0f} | 100% | | | |")  # fmt: skip
+        if "logprobs" in args.scenarios:
+            n = args.requests
+            url.configure(reply="score", reply_words=args.reply_words)
+            ideal = args.concurrency / args.latency
+            default = cli("lp-default", n)
+            zero = cli("lp-zero", n, ("-o", "top_logprobs", "0"))
+            theirs = distilabel(n)
+            url.configure(reply="hash", reply_words=0)
+            ratio = (n / default["wall_s"]) / (n / zero["wall_s"])
+            tables.append(f"Replies shaped like a judge's (a score, then {args.reply_words} words), top logprobs as OpenAI "
+                          f"returns them when asked; {n} rows (target: defaults >= 75% of `-o top_logprobs 0`)\n\n{head}\n"
+                          + row("instructkit CLI, defaults (top 20 logprobs)", n, default, ideal,
+                                f"{default['cpu_ms']:.2f} ms CPU/row, cache {default['cache_mb']:.1f} MB; "
+                                f"{100 * ratio:.0f}% of top_logprobs 0") + "\n"
+                          + row("instructkit CLI, -o top_logprobs 0", n, zero, ideal,
+                                f"{zero['cpu_ms']:.2f} ms CPU/row, cache {zero['cache_mb']:.1f} MB") + "\n"
+                          + row("distilabel 1.5.3 (asks for no logprobs)", n, theirs, ideal) + "\n"
+                          + f"| ideal | {n / ideal:.1f} s | {ideal:.0f} | 100% | | | |")  # fmt: skip
+    print()
+    print(f"server latency {args.latency * 1000:.0f} ms, client concurrency {args.concurrency}; {os.cpu_count()} cores, "
+          f"load {os.getloadavg()[0]:.1f} (other work on the machine slows every path)")  # fmt: skip
+    for table in tables:
+        print()
+        print(table)
 
 
 def children_cpu() -> float:

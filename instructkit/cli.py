@@ -342,9 +342,12 @@ def print_summary(summary: dict[str, Any], out: Path, path: str = "") -> None:
         + (f" | {path}" if path else ""),
         file=sys.stderr,
     )
-    if calls.get("throttled") or calls.get("limit_wait_s", 0) >= 1:
+    gate = calls.get("limiter") or {}
+    if calls.get("throttled") or calls.get("limit_wait_s", 0) >= 1 or gate.get("paced_rpm"):
+        learned = f"; learned concurrency {gate['concurrency']} (peak {gate['peak_in_flight']} in flight)" if gate else ""
+        paced = f", paced at {gate['paced_rpm']:,.0f} rpm from the provider's headers" if gate.get("paced_rpm") else ""
         print(f"rate limits: {calls.get('throttled', 0)} replies were 429, {calls.get('limit_wait_s', 0.0):.1f}s spent "
-              "waiting for the provider's limits", file=sys.stderr)
+              f"waiting for the provider's limits{paced}{learned}", file=sys.stderr)
     if calls.get("truncated"):
         print(f"{calls['truncated']} replies were cut at max_tokens (finish_reason length)"
               + ("" if calls.get("length_retries") else "; --retry-length 2 asks them again with twice the limit"),

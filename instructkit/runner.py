@@ -79,11 +79,12 @@ class Journal:
                         self.entries[entry["key"]] = entry
 
     def done(self, key: str) -> dict | None:
+        """The success recorded for `key` when the journal was opened (a run reads it once, first)."""
         entry = self.entries.get(key)
         return entry if entry is not None and entry.get("ok") else None
 
     def append(self, entry: dict) -> None:
-        self.entries[entry["key"]] = entry
+        """Write one finished row (not kept in memory: the run holds its result, the file the rest)."""
         if self.path is None or self.read_only:
             return
         self._lines.append(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
@@ -158,7 +159,9 @@ class Progress:
         if self.llm is None:
             return ""
         s = self.llm.stats
-        return f"tok {s.prompt_tokens + s.completion_tokens:,} ${s.cost:.4f} hits {s.cache_hits}"
+        extra = f"tok {s.prompt_tokens + s.completion_tokens:,} ${s.cost:.4f} hits {s.cache_hits}"
+        gate = self.llm.limiter
+        return f"{extra} | {gate.describe()}" if gate is not None and gate.informed else extra
 
     def advance(self, n: int = 1) -> None:
         self.done += n

@@ -141,6 +141,8 @@ def run_step(step: MethodStep, models: Models, out: Path | None = None) -> StepR
         print(f"[{step.name or info.name}] dry run: {note}", file=sys.stderr)
     ctx.stats.wall_s = time.monotonic() - start
     calls = calls_since(before, llm)
+    if llm is not None and llm.limiter is not None and llm.limiter.informed:
+        calls["limiter"] = llm.limiter.state()  # what the adaptive gate learned (cli's summary line)
     figures: dict[str, Any] = {}
     total = None
     if not config.dry_run:
@@ -187,5 +189,6 @@ def add_session(work_dir: Path, calls: dict[str, Any]) -> dict[str, Any]:
         except OSError:  # a full disk: the figure is lost, never the run's answers
             pass
     for k, v in calls.items():
-        total[k] = total.get(k, 0) + v
+        if isinstance(v, (int, float)) and not isinstance(v, bool):  # figures add up; the limiter's state does not
+            total[k] = total.get(k, 0) + v
     return {k: round(v, 10) if isinstance(v, float) else v for k, v in total.items()}

@@ -83,7 +83,7 @@ def alpagasus(records: list[dict], ctx: RunContext) -> list[dict]:
     constrained = use_constraint(llm, opts.constrained, PREFIX)
     params: dict = {"temperature": opts.temperature, "max_tokens": opts.max_tokens}
     if opts.top_logprobs > 0:
-        params.update(logprobs=True, top_logprobs=opts.top_logprobs)
+        params.update(logprobs=True, top_logprobs=opts.top_logprobs, logprobs_at="labels")  # cached at the score token
     if constrained:
         params["json_schema"] = SCHEMA
 

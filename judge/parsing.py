@@ -11,7 +11,6 @@ Rules that every parser here follows (peers shipped each of these bugs):
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import re
@@ -22,6 +21,7 @@ from typing import Any
 
 from instructkit.manifest import parse_figure, value_counts, write_method_summary
 from instructkit.models import Completion, TokenLogprob
+from instructkit.models.logprobs import score_label
 
 OK = "ok"
 EMPTY = "empty"
@@ -344,11 +344,7 @@ class Expectation:
         }
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _score_label(token: str) -> str:
-    """A token as a score label (SentencePiece and byte-level space markers dropped); cached: every
-    reply asks again for the same few tokens among its top alternatives."""
-    return token.replace("▁", " ").replace("Ġ", " ").strip()
+_score_label = score_label  # one definition, shared with the cache's kept positions (models/logprobs.py)
 
 
 def score_position(logprobs: Sequence[TokenLogprob], allowed: Iterable[int]) -> int | None:

@@ -122,7 +122,8 @@ def _fake_server_process() -> Iterator:
 @pytest.fixture
 def fake_server(_fake_server_process):
     """The loopback fake OpenAI server (tests/fakes.py), reset: no faults, no latency, empty log."""
-    _fake_server_process.configure(faults=[], latency=0.0, reset=True, rate_limit=None, max_tokens_cut=False)
+    _fake_server_process.configure(faults=[], latency=0.0, reset=True, rate_limit=None, max_tokens_cut=False,
+                                   max_in_flight=None, random_faults=None, reply="hash", reply_words=0)
     return _fake_server_process
 
 

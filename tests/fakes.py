@@ -13,6 +13,16 @@ fixed window of N chat requests per S seconds the way providers do: every reply 
 remaining/reset headers of that style, and a request over the limit gets a 429 (recorded as fault
 "rate_limit"). With `max_tokens_cut=True`, replies longer than the request's `max_tokens` (in
 space-separated words) are cut there with finish_reason "length", as a real server does.
+`rate_limit={..., "kind": "bucket", "start": F}` enforces a token bucket instead (OpenAI's way: it
+holds `requests` and refills them over `window` seconds; `start` is the share it starts with); the
+headers then say the limit, what is left and when the bucket is full again.
+`max_in_flight=N` admits N requests at a time and answers the rest at once with a 429 and
+`Retry-After: cap_retry_after` (no rate-limit headers: a concurrency cap, as gateways have).
+`random_faults={"seed": S, "rules": [{"kind": "500", "p": 0.1}, ...]}` draws each request's fate
+from a seeded generator (one rule at most, by its probability; rule fields as `Fault`).
+`reply="score"` answers a judge's way ("4" on the first line, then `reply_words` words), and
+logprobs are OpenAI's shape (token, logprob, bytes, top_logprobs; digits among the alternatives
+of the first token).
 
 It runs as a separate process (a raw asyncio HTTP/1.1 server, uvloop when installed) so it does
 not compete with the client's event loop; one process sustains several thousand requests/s.
@@ -30,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -124,7 +135,40 @@ def example_for_schema(schema: dict) -> Any:
     return "x" * int(schema.get("minLength", 1))
 
 
-def chat_body(req: dict, model_default: str, cut: bool = False) -> dict:
+def reply_tokens(prompt: str, index: int, seed: Any, style: str, words: int) -> list[str]:
+    """The fake answer's tokens: `reply_text` split at spaces, or (style "score") a judge's reply, a
+    score from 1 to 5 on its own line and then `words` words, all derived from the prompt."""
+    if style != "score":
+        return reply_text(prompt, index, seed).split(" ")
+    digest = hashlib.sha256(f"{prompt}|{seed}|{index}".encode()).digest()
+    letters = "abcdefghijklmnopqrstuvwxyz"  # the words are the same in every reply: their logprobs serialise once
+    return [str(1 + digest[0] % 5), "\n"] + [" " + letters[j % 26] * (1 + j % 3) for j in range(words)]
+
+
+def token_logprobs(tokens: list[str], top: int, digits: bool = False) -> list[dict]:
+    """OpenAI's `logprobs.content` for these tokens: each with its bytes and `top` alternatives (with
+    `digits`, the other digits first where the token is a digit, so a score's distribution is readable)."""
+    content = []
+    for j, tok in enumerate(tokens):
+        lp = -0.05 * (j + 1)
+        others = [d for d in "54321" if d != tok] if digits and tok.isdigit() else []
+        others += [f"alt{k}" for k in range(max(0, top - 1 - len(others)))]
+        alts = [{"token": tok, "logprob": lp, "bytes": list(tok.encode())}]
+        alts += [{"token": o, "logprob": lp - 1.0 - k, "bytes": list(o.encode())} for k, o in enumerate(others)]
+        content.append({"token": tok, "logprob": lp, "bytes": list(tok.encode()), "top_logprobs": alts[:top]})
+    return content
+
+
+@functools.lru_cache(maxsize=256)
+def token_logprobs_json(tokens: tuple[str, ...], top: int, digits: bool) -> str:
+    """`token_logprobs` serialised once per reply shape (the server answers thousands a second)."""
+    return json.dumps(token_logprobs(list(tokens), top, digits))
+
+
+def chat_body(req: dict, model_default: str, cut: bool = False, style: str = "hash", words: int = 0,
+              raw_logprobs: list[str] | None = None) -> dict:
+    """One chat-completions body. With `raw_logprobs` (a list), each choice's `logprobs.content` is a
+    placeholder string and its JSON is appended there, to be spliced into the serialised body."""
     messages = req.get("messages") or []
     prompt = prompt_text(messages)
     n = int(req.get("n") or 1)
@@ -134,12 +178,16 @@ def chat_body(req: dict, model_default: str, cut: bool = False) -> dict:
     choices = []
     completion_tokens = 0
     for i in range(n):
-        text = json.dumps(example_for_schema(schema)) if schema is not None else reply_text(prompt, i, req.get("seed"))
-        tokens = text.split(" ")
+        if schema is not None:
+            tokens = json.dumps(example_for_schema(schema)).split(" ")
+        else:
+            tokens = reply_tokens(prompt, i, req.get("seed"), style, words)
+        joiner = "" if style == "score" and schema is None else " "
+        text = joiner.join(tokens)
         finish = "stop"
         if cut and req.get("max_tokens") is not None and len(tokens) > int(req["max_tokens"]):
             tokens, finish = tokens[: int(req["max_tokens"])], "length"
-            text = " ".join(tokens)
+            text = joiner.join(tokens)
         completion_tokens += len(tokens)
         choice: dict[str, Any] = {
             "index": i,
@@ -147,14 +195,11 @@ def chat_body(req: dict, model_default: str, cut: bool = False) -> dict:
             "finish_reason": finish,
             "logprobs": None,
         }
-        if req.get("logprobs"):
-            content = []
-            for j, tok in enumerate(tokens):
-                lp = -0.05 * (j + 1)
-                alts = [{"token": tok, "logprob": lp, "bytes": None}]
-                alts += [{"token": f"alt{k}", "logprob": lp - 1.0 - k, "bytes": None} for k in range(max(0, top - 1))]
-                content.append({"token": tok, "logprob": lp, "bytes": None, "top_logprobs": alts[:top]})
-            choice["logprobs"] = {"content": content}
+        if req.get("logprobs") and raw_logprobs is not None:
+            raw_logprobs.append(token_logprobs_json(tuple(tokens), top, style == "score"))
+            choice["logprobs"] = {"content": f"@@logprobs{i}@@"}
+        elif req.get("logprobs"):
+            choice["logprobs"] = {"content": token_logprobs(tokens, top, digits=style == "score")}
         choices.append(choice)
     prompt_tokens = max(1, len(prompt) // 4)
     return {
@@ -268,7 +313,13 @@ class ServerState:
 
     def __init__(self, config: dict[str, Any]):
         self.config: dict[str, Any] = {"latency": 0.0, "model": "fake-model", "embed_dim": 8, "record": True,
-                                       "rate_limit": None, "max_tokens_cut": False}
+                                       "rate_limit": None, "max_tokens_cut": False, "max_in_flight": None,
+                                       "cap_retry_after": 1.0, "random_faults": None, "reply": "hash",
+                                       "reply_words": 0}
+        self.active = 0  # chat requests admitted and not yet answered (the concurrency cap counts them)
+        self.bucket: float | None = None  # a "bucket" rate limit's level
+        self.bucket_at = 0.0
+        self.random: Any = None
         self.faults: list[Fault] = []
         self.requests: list[dict[str, Any]] = []
         self.seen: dict[str, int] = {}
@@ -285,6 +336,8 @@ class ServerState:
             return True, {}, 0.0
         now = time.monotonic()
         window = float(rule.get("window", 1.0))
+        if rule.get("kind") == "bucket":
+            return self.bucket_check(rule, now)
         if self.window_start is None or now >= self.window_start + window:
             self.window_start, self.window_used = now, 0
         reset = self.window_start + window - now
@@ -294,6 +347,20 @@ class ServerState:
         style = style or rule.get("style", "openai")
         return allowed, rate_limit_headers(style, limit, limit - self.window_used, reset), reset
 
+    def bucket_check(self, rule: dict[str, Any], now: float) -> tuple[bool, dict[str, str], float]:
+        """A token bucket of `requests` refilled over `window` seconds: (allowed, headers, retry-after)."""
+        limit = float(rule["requests"])
+        rate = limit / float(rule.get("window", 60.0))
+        if self.bucket is None:
+            self.bucket, self.bucket_at = limit * float(rule.get("start", 1.0)), now
+        self.bucket = min(limit, self.bucket + (now - self.bucket_at) * rate)
+        self.bucket_at = now
+        allowed = self.bucket >= 1.0
+        self.bucket -= float(allowed)
+        headers = rate_limit_headers(rule.get("style", "openai"), int(limit), int(self.bucket),
+                                     (limit - self.bucket) / rate)  # fmt: skip
+        return allowed, headers, (1.0 - self.bucket) / rate
+
     def configure(self, config: dict[str, Any]) -> None:
         config = dict(config)
         if config.pop("reset", False):
@@ -301,9 +368,29 @@ class ServerState:
             self.seen.clear()
             self.index = 0
             self.window_start, self.window_used = None, 0
+            self.bucket = None
         if "faults" in config:
             self.faults = [Fault(**f) for f in config.pop("faults") or []]
+        if "random_faults" in config or "rate_limit" in config:
+            self.random, self.bucket = None, None
         self.config.update(config)
+
+    def random_rule(self) -> Fault | None:
+        """One request's fate under `random_faults`: a rule drawn by its probability, or none."""
+        spec = self.config.get("random_faults")
+        if not spec:
+            return None
+        if self.random is None:
+            import random
+
+            self.random = random.Random(spec.get("seed", 0))
+        draw = self.random.random()
+        for rule in spec["rules"]:
+            fields = {k: v for k, v in rule.items() if k != "p"}
+            draw -= float(rule["p"])
+            if draw < 0:
+                return Fault(**fields)
+        return None
 
     def admit(self, prompt: str) -> tuple[int, int, Fault | None]:
         """Number one more request: (request index, attempt for this prompt, fault rule to apply)."""
@@ -322,7 +409,7 @@ class ServerState:
             if rule.times is not None and attempt >= rule.times:
                 continue
             return rule
-        return None
+        return self.random_rule()
 
 
 class Connection(asyncio.Protocol):
@@ -359,13 +446,15 @@ class Connection(asyncio.Protocol):
             method, target = (lines[0].split(" ") + ["", ""])[:2]
             self.handle(method, target, headers, body)
 
-    def send_later(self, delay: float, data: bytes, abort: bool = False) -> None:
+    def send_later(self, delay: float, data: bytes, abort: bool = False, admitted: bool = False) -> None:
         if delay > 0:
-            asyncio.get_running_loop().call_later(delay, self.send, data, abort)
+            asyncio.get_running_loop().call_later(delay, self.send, data, abort, admitted)
         else:
-            self.send(data, abort)
+            self.send(data, abort, admitted)
 
-    def send(self, data: bytes, abort: bool = False) -> None:
+    def send(self, data: bytes, abort: bool = False, admitted: bool = False) -> None:
+        if admitted:
+            self.state.active -= 1
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -405,6 +494,17 @@ class Connection(asyncio.Protocol):
         else:
             self.send(http_response(404, b'{"error": {"message": "not found"}}', close=close))
             return
+        cap = state.config.get("max_in_flight")
+        if is_chat and cap is not None and state.active >= int(cap):  # over the cap: refused at once
+            if state.config["record"]:
+                state.requests.append({"i": -1, "t": time.time(), "path": path, "headers": headers, "body": req,
+                                       "prompt": prompt, "attempt": -1, "fault": "cap"})  # fmt: skip
+            err = b'{"error": {"message": "too many concurrent requests (fake)", "type": "rate_limit_error"}}'
+            self.send(http_response(429, err, {"Retry-After": f"{state.config['cap_retry_after']:g}"}, close=close),
+                      abort=close)  # fmt: skip
+            return
+        admitted = is_chat and cap is not None
+        state.active += int(admitted)
         index, attempt, rule = state.admit(prompt)
         allowed, rate_headers, reset = (state.rate_check("anthropic" if is_messages else None)
                                         if is_chat or is_messages else (True, {}, 0.0))
@@ -425,33 +525,41 @@ class Connection(asyncio.Protocol):
                 }
             )
         latency = float(state.config["latency"])
+        config = state.config
         if rule is None or rule.kind == "timeout":
-            cut = bool(state.config["max_tokens_cut"])
+            cut = bool(config["max_tokens_cut"])
+            raw: list[str] = []
             if is_messages:
-                out = messages_body(req, state.config["model"])
+                out = messages_body(req, config["model"])
             else:
-                out = chat_body(req, state.config["model"], cut) if is_chat else embed_body(req, int(state.config["embed_dim"]))
+                out = (chat_body(req, config["model"], cut, config["reply"], int(config["reply_words"]), raw) if is_chat
+                       else embed_body(req, int(config["embed_dim"])))  # fmt: skip
+            text = json.dumps(out)
+            for i, lps in enumerate(raw):
+                text = text.replace(f'"@@logprobs{i}@@"', lps, 1)
             delay = latency + (rule.delay if rule else 0.0)
-            self.send_later(delay, http_response(200, json.dumps(out).encode(), rate_headers, close=close), abort=close)
+            self.send_later(delay, http_response(200, text.encode(), rate_headers, close=close), abort=close,
+                            admitted=admitted)  # fmt: skip
         elif rule.kind == "429":
             extra = {"Retry-After": f"{rule.retry_after:g}"} if rule.retry_after is not None else {}
             extra.update(rate_headers)
             err = b'{"error": {"message": "rate limited (fake)", "type": "rate_limit_error"}}'
             if is_messages:
                 err = b'{"type": "error", "error": {"type": "rate_limit_error", "message": "rate limited (fake)"}}'
-            self.send_later(latency, http_response(429, err, extra, close=close), abort=close)
+            self.send_later(latency, http_response(429, err, extra, close=close), abort=close, admitted=admitted)
         elif rule.kind in ("500", "status"):
             status = 500 if rule.kind == "500" else rule.status
             text = rule.body if rule.body is not None else '{"error": {"message": "server error (fake)"}}'
             text = text.replace("{authorization}", headers.get("authorization", "") or headers.get("x-api-key", "")
                                 or headers.get("api-key", ""))
-            self.send_later(latency, http_response(status, text.encode(), close=close), abort=close)
+            self.send_later(latency, http_response(status, text.encode(), close=close), abort=close, admitted=admitted)
         elif rule.kind == "broken_json":
-            full = json.dumps(chat_body(req, state.config["model"]) if is_chat else embed_body(req, 8)).encode()
-            self.send_later(latency, http_response(200, full[: len(full) // 2], close=close), abort=close)
+            full = json.dumps(chat_body(req, config["model"]) if is_chat else embed_body(req, 8)).encode()
+            self.send_later(latency, http_response(200, full[: len(full) // 2], close=close), abort=close,
+                            admitted=admitted)  # fmt: skip
         else:  # drop: headers promise a body, part of it comes, then the socket closes
             head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4096\r\n\r\n"
-            self.send_later(latency, head + b'{"id": "chatcmpl-fa', abort=True)
+            self.send_later(latency, head + b'{"id": "chatcmpl-fa', abort=True, admitted=admitted)
 
     def control(self, path: str, body: bytes, close: bool) -> None:
         state = self.state
@@ -557,6 +665,10 @@ def serve_fake(
     *,
     rate_limit: dict[str, Any] | None = None,
     max_tokens_cut: bool = False,
+    max_in_flight: int | None = None,
+    random_faults: dict[str, Any] | None = None,
+    reply: str = "hash",
+    reply_words: int = 0,
     port: int = 0,
     model: str = "fake-model",
     embed_dim: int = 8,
@@ -573,6 +685,10 @@ def serve_fake(
         "record": record,
         "rate_limit": rate_limit,
         "max_tokens_cut": max_tokens_cut,
+        "max_in_flight": max_in_flight,
+        "random_faults": random_faults,
+        "reply": reply,
+        "reply_words": reply_words,
     }
     with server_process(__file__, config, FakeServer, "fake server", startup_timeout) as url:
         yield url

@@ -15,6 +15,7 @@ import aiohttp
 
 from .. import fastjson
 from .limits import report_headers, retry_after_of
+from .logprobs import LazyTop, TopText, split_tops
 from .types import (
     Backend,
     Completion,
@@ -92,12 +93,8 @@ def _chat_choice(choice: dict[str, Any]) -> tuple[str, list[TokenLogprob] | None
     raw = choice.get("logprobs")
     if not raw or raw.get("content") is None:
         return text, None
-    return text, [
-        TokenLogprob(
-            t["token"], float(t["logprob"]), [(a["token"], float(a["logprob"])) for a in (t.get("top_logprobs") or [])]
-        )
-        for t in raw["content"]
-    ]
+    # The alternatives are turned into pairs only where a reader looks (LazyTop).
+    return text, [TokenLogprob(t["token"], float(t["logprob"]), LazyTop(t.get("top_logprobs"))) for t in raw["content"]]
 
 
 def _text_choice(choice: dict[str, Any]) -> tuple[str, list[TokenLogprob] | None]:
@@ -113,6 +110,26 @@ def _text_choice(choice: dict[str, Any]) -> tuple[str, list[TokenLogprob] | None
                      sorted(((a, float(b)) for a, b in (top or {}).items()), key=lambda x: -x[1]))
         for tok, lp, top in zip(raw["tokens"], raw["token_logprobs"], tops)
     ]  # fmt: skip
+
+
+def loads_lazy_tops(raw: bytes) -> dict[str, Any] | None:
+    """A chat-completions body parsed without its tokens' top alternatives, each token's
+    `top_logprobs` left as its JSON text for `LazyTop` to parse where it is read (`split_tops`);
+    None when the body is not of that shape or the split does not check out (parse it whole)."""
+    split = split_tops(raw)
+    if split is None:
+        return None
+    body, tops = split
+    try:
+        data = fastjson.loads(body, small_ints=True)
+        content = [t for c in data["choices"] for t in ((c.get("logprobs") or {}).get("content") or [])]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if len(content) != len(tops) or any(t.get("top_logprobs") != [] for t in content):
+        return None
+    for k, (token, top) in enumerate(zip(content, tops)):
+        token["top_logprobs"] = TopText(top, raw, k)
+    return data
 
 
 def parse_choices(data: dict[str, Any], read: Any = _chat_choice) -> list[Completion]:
@@ -187,7 +204,7 @@ class OpenAICompatibleBackend(Backend, CompletionBackend, EmbeddingBackend):
     def _scrub(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
 
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _post(self, path: str, body: dict[str, Any], lazy_tops: bool = False) -> dict[str, Any]:
         url = f"{self.api_base}{path}"
         try:
             # A ready payload: aiohttp would otherwise look its type up in its payload registry per request.
@@ -209,6 +226,8 @@ class OpenAICompatibleBackend(Backend, CompletionBackend, EmbeddingBackend):
                     )
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
             raise TransientError(f"connection failed: {type(exc).__name__}: {self._scrub(str(exc))}") from exc
+        if lazy_tops and (data := loads_lazy_tops(raw)) is not None:
+            return data
         try:
             return fastjson.loads(raw, small_ints=True)
         except ValueError as exc:
@@ -219,7 +238,7 @@ class OpenAICompatibleBackend(Backend, CompletionBackend, EmbeddingBackend):
         if self._json_object_schema and params.json_schema is not None:
             body = json_object_fallback(body, "response_format") or body
         try:
-            data = await self._post("/chat/completions", body)
+            data = await self._post("/chat/completions", body, lazy_tops=bool(params.top_logprobs))
         except ModelCallError as exc:
             fallback = json_object_fallback(body, exc)
             if fallback is None:

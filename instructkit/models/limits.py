@@ -1,10 +1,11 @@
-"""Rate limits: the user's RPM/TPM token buckets, and a gate that follows the provider's own headers.
+"""Rate limits: the user's RPM/TPM token buckets, and one adaptive gate that follows the provider.
 
 Providers say how much is left in each response: `x-ratelimit-remaining-requests` / `-tokens` with
 `x-ratelimit-reset-*` (OpenAI, Azure, Groq, vLLM and litellm proxies, litellm's `llm_provider-`
 copies), `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{remaining,reset,limit}`
-(Anthropic), and `retry-after` / `retry-after-ms` on a 429. `ProviderLimits` spends what is left and
-waits for the reset rather than collecting 429s, and pauses every request after a burst of 429s.
+(Anthropic), and `retry-after` / `retry-after-ms` on a 429. `ProviderLimits` paces requests at the
+rate those figures imply rather than collecting 429s, pauses everyone only while they say a limit
+is spent, and learns the concurrency a provider admits from the 429s nothing else explains (AIMD).
 """
 
 from __future__ import annotations
@@ -176,64 +177,127 @@ class Ticket:
 
 @dataclass
 class _Dim:
-    remaining: float | None = None  # what we may still send before `reset_at` (None: not known yet)
-    reset_at: float = 0.0
-    limit: float | None = None
-    window_start: float = float("-inf")  # replies to requests sent before this say nothing about now
-    observed: bool = False  # a reply from this window has told its reset time
+    """Our mirror of one of the provider's buckets (requests, tokens, ...): what we may still send
+    (`level`, as of `updated`), how fast it refills (units a second) and how much it holds."""
+
+    level: float = 0.0
+    updated: float = 0.0
+    rate: float | None = None
+    capacity: float | None = None
+    full_at: float = float("inf")  # when the provider said the bucket is full again
+    windowed: bool = False  # learned: a fixed window, refilled all at once when it resets (not at `rate`)
+
+    def refill(self, now: float) -> float:
+        if now >= self.full_at and self.capacity is not None:
+            self.level, self.full_at = self.capacity, float("inf")
+        elif self.rate and not self.windowed:
+            self.level += (now - self.updated) * self.rate
+            if self.capacity is not None:
+                self.level = min(self.level, self.capacity)
+        self.updated = now
+        return self.level
+
+    def observe(self, window: Window, in_flight: float, now: float) -> None:
+        """A reply said `window`: believe it, less what is in flight and may not be counted in it yet."""
+        if window.limit is not None:
+            self.capacity = window.limit
+        elif self.capacity is None or window.remaining > self.capacity:
+            self.capacity = window.remaining
+        used = (self.capacity or 0.0) - window.remaining
+        if used > 0 and window.reset_s > 0:  # the reset is when the bucket is full again: its refill rate
+            self.rate = used / window.reset_s
+        elif self.rate is None and window.limit is not None:
+            self.rate = window.limit / 60.0  # full and no reset said: a per-minute limit
+        self.level, self.updated = window.remaining - in_flight, now
+        self.full_at = now + window.reset_s if window.reset_s > 0 else float("inf")
+
+
+_SLOT = -1.0  # `_wait_for`'s answer "wait for a reply" (a concurrency slot, or the first reply)
 
 
 @dataclass
 class ProviderLimits:
-    """Follows the provider's rate-limit headers across every request of one model.
+    """One policy for every hosted or served model: follows what the provider says and does.
+
+    Rate: each dimension the provider reports in its headers (requests, tokens, input and output
+    tokens) is mirrored as a bucket: its level is the last reply's "remaining" less what is in
+    flight, spent by every request we send, and refilled at the rate its "reset" implies (the time
+    until the bucket is full again: used / reset seconds; a full one refills its limit a minute).
+    A request waits until every bucket holds what it costs, so sends are paced at the provider's
+    rate and few are refused. Headers look the same for a fixed window; a 429 whose `retry-after`
+    is its full reset tells one, which from then on refills only when it resets. Everyone waits only while the provider says a limit is spent: a
+    bucket below the request's cost, or a 429 whose headers show a spent dimension (until its
+    `retry-after`).
+
+    Concurrency (AIMD, as TCP): at most `limit` requests in flight, starting at the client's
+    concurrency. A 429 that no spent limit explains (a concurrency cap, an overloaded server) parks
+    its slot until the round ends, so a cap's instant refusals do not churn through it. A round is
+    `limit` replies to requests sent since the last decision. A round in which more than
+    `tolerance` of the replies were such 429s multiplies the limit by the share admitted (between
+    0.5 and 0.9: one decrease a round, whatever the number of 429s in it); a round that used the
+    whole limit without that adds one. Random 429s below `tolerance` do not shrink it. A refused
+    request itself waits its `retry-after` in the retry stage; nobody else waits for it.
 
     Until the first reply shows whether the provider sends limits (at most `probe_s` seconds), one
-    request goes at a time. After that, each dimension the provider reports (requests, tokens, ...)
-    is spent down from the smallest "remaining" it reported in the current window, less what is in
-    flight and may not be counted yet; when it is spent, requests wait for the reset, after which the
-    full limit (where the provider gave it) or one probing request goes. A 429's `retry-after` pauses
-    every request; `burst` 429s in a row within `burst_window` seconds pause them for a cool-down that doubles
-    on each further burst (up to `max_cooldown`) and is forgotten after `calm` clean replies.
-    Providers that send no headers cost nothing past the first reply.
+    request goes at a time. Providers that send no headers cost a slot count and nothing else.
     """
 
     probe_s: float = 2.0
-    burst: int = 3
-    burst_window: float = 10.0
-    max_cooldown: float = 60.0
-    calm: int = 20
+    tolerance: float = 0.1
     dims: dict[str, _Dim] = field(default_factory=dict)
     informed: bool = False
     probing_since: float | None = None
     blocked_until: float = 0.0
-    cooldown: float = 0.0
-    recent_429: list[float] = field(default_factory=list)
-    clean: int = 0
     in_flight: dict[str, float] = field(default_factory=dict)
+    limit: float | None = None  # the learned concurrency (None: not asked yet)
+    max_limit: float | None = None  # the client's concurrency: the limit never grows past it
+    active: int = 0  # requests in flight
+    parked: int = 0  # slots of this round's unexplained 429s, held until the round ends
+    peak: int = 0  # most requests in flight at once
     throttled: int = 0  # 429 replies seen
-    waited_s: float = 0.0  # wall time the gate held requests back for a provider limit (not the first probe)
+    refused_unexplained: int = 0  # of those, 429s no spent limit explained (the concurrency signal)
+    successes: int = 0  # replies that were not errors
+    waited_s: float = 0.0  # wall time the gate held requests back for a provider limit (not probe, not slots)
 
     def __post_init__(self) -> None:
-        self._locks: dict[int, asyncio.Lock] = {}
+        self._locks: dict[int, tuple[asyncio.Lock, asyncio.Event]] = {}
+        self._round_start = float("-inf")
+        self._round_done = 0
+        self._round_refused = 0
+        self._saturated = False
 
-    def _lock(self) -> asyncio.Lock:
+    def _sync(self) -> tuple[asyncio.Lock, asyncio.Event]:
         loop_id = id(asyncio.get_running_loop())
-        lock = self._locks.get(loop_id)
-        if lock is None:
-            lock = self._locks[loop_id] = asyncio.Lock()
-        return lock
+        pair = self._locks.get(loop_id)
+        if pair is None:
+            pair = self._locks[loop_id] = (asyncio.Lock(), asyncio.Event())
+        return pair
 
-    async def acquire(self, amounts: dict[str, float]) -> Ticket:
-        """Wait until the provider's limits allow a request costing `amounts`; mark it in flight."""
-        now = time.monotonic()
-        held = 0.0  # seconds this request held everyone back for a limit (one waiter sleeps at a time)
-        if not (self.informed and not self.dims and now >= self.blocked_until):  # else: nothing to obey
-            async with self._lock():  # one waiter polls; the others queue behind it in order
-                while (wait := self._wait_for(amounts, time.monotonic())) > 0:
-                    limited = self.informed  # until the first reply it is the probe, by design, not a limit
-                    pause = min(wait, 0.05)
+    async def acquire(self, amounts: dict[str, float], concurrency: int | None = None) -> Ticket:
+        """Wait until a concurrency slot is free (at most `concurrency`, or what the provider was
+        learned to admit) and the provider's limits allow a request costing `amounts`."""
+        if concurrency is not None and concurrency != self.max_limit:  # (a limit the provider never cut follows it)
+            untouched = self.limit is None or self.limit == self.max_limit
+            self.max_limit = float(concurrency)
+            self.limit = self.max_limit if untouched else min(self.limit, self.max_limit)
+        held = 0.0  # seconds this request held everyone back for a limit (one waiter waits at a time)
+        lock, freed = self._sync()
+        if lock.locked() or self._wait_for(amounts, time.monotonic()) != 0.0:
+            async with lock:  # one waiter waits; the others queue behind it in order
+                while (wait := self._wait_for(amounts, time.monotonic())) != 0.0:
+                    if wait == _SLOT:
+                        freed.clear()
+                        timeout = None
+                        if not self.informed and self.probing_since is not None:
+                            timeout = max(0.001, self.probing_since + self.probe_s - time.monotonic())
+                        try:
+                            await asyncio.wait_for(freed.wait(), timeout)
+                        except asyncio.TimeoutError:
+                            self.informed = True  # the provider is slow to answer: stop holding everyone back
+                        continue
+                    pause = min(wait, 0.25)  # a reply may change what we know meanwhile
                     await asyncio.sleep(pause)
-                    held += pause if limited else 0.0
+                    held += pause
         ticket = self._take(amounts)
         ticket.waited_s = held
         self.waited_s += held
@@ -241,28 +305,26 @@ class ProviderLimits:
         return ticket
 
     def _wait_for(self, amounts: dict[str, float], now: float) -> float:
-        """Seconds to wait before a request costing `amounts` may leave (0: it may leave now)."""
+        """Seconds to wait for a provider limit (0: go now; `_SLOT`: wait for a reply)."""
+        if not self.informed and self.active > 0:
+            return _SLOT  # the first reply tells whether the provider sends limits
+        if self.limit is not None and self.active + self.parked >= max(1, int(self.limit)):
+            return _SLOT
         if now < self.blocked_until:
             return self.blocked_until - now
-        if not self.informed and self.probing_since is not None:
-            deadline = self.probing_since + self.probe_s
-            if now < deadline:
-                return deadline - now
-            self.informed = True  # the provider is slow to answer: stop holding everyone back
         for name, dim in self.dims.items():
-            if dim.remaining is not None and now >= dim.reset_at:  # the window has ended
-                dim.remaining, dim.window_start, dim.reset_at, dim.observed = dim.limit, now, float("inf"), False
-            if dim.remaining is not None and not dim.observed and dim.remaining < amounts.get(name, 0.0):
-                if self.in_flight.get(name, 0.0) > 0:
-                    return 0.02  # spent before any reply told the reset time: wait for one
-                dim.remaining = None
-            if dim.remaining is None:  # no known limit in this window: one probing request at a time
-                if self.in_flight.get(name, 0.0) > 0:
-                    return 0.02
+            need = amounts.get(name, 0.0)
+            if need <= 0:
                 continue
-            need = min(amounts.get(name, 0.0), dim.limit or float("inf"))
-            if need > 0 and dim.remaining < need:
-                return max(dim.reset_at - now, 0.001)
+            need = min(need, dim.capacity or need)
+            level = dim.refill(now)
+            if level >= need:
+                continue
+            if dim.rate or dim.full_at < float("inf"):  # refilled at its rate, or all at once when full
+                refilled = (need - level) / dim.rate if dim.rate and not dim.windowed else float("inf")
+                return max(min(refilled, dim.full_at - now), 0.001)
+            if self.in_flight.get(name, 0.0) > 0:  # nothing known about the refill: probe one at a time
+                return _SLOT
         return 0.0
 
     def _take(self, amounts: dict[str, float]) -> Ticket:
@@ -272,12 +334,16 @@ class ProviderLimits:
         for name, amount in amounts.items():
             self.in_flight[name] = self.in_flight.get(name, 0.0) + amount
             dim = self.dims.get(name)
-            if dim is not None and dim.remaining is not None:
-                dim.remaining -= amount
+            if dim is not None:
+                dim.level -= amount
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        if self.limit is not None and self.active + self.parked >= int(self.limit):
+            self._saturated = True
         return Ticket(dict(amounts), now)
 
     def settle(self, ticket: Ticket, status: int | None = None, retry_after: float | None = None) -> None:
-        """The reply to `ticket` came back (status None: success): learn from its headers."""
+        """The reply to `ticket` came back (status None: success): learn from its headers and status."""
         if ticket.token is not None:
             try:
                 _current.reset(ticket.token)
@@ -286,40 +352,73 @@ class ProviderLimits:
             ticket.token = None
         for name, amount in ticket.amounts.items():
             self.in_flight[name] = max(0.0, self.in_flight.get(name, 0.0) - amount)
+        self.active = max(0, self.active - 1)
         now = time.monotonic()
         self.informed = True
         windows = read_rate_headers(ticket.headers)
         for name, window in windows.items():
-            self._observe(self.dims.setdefault(name, _Dim()), name, window, ticket, now)
-        for name in [n for n, d in self.dims.items() if d.remaining is None and n not in windows]:
-            del self.dims[name]  # probing, and the provider no longer reports it
+            self.dims.setdefault(name, _Dim()).observe(window, self.in_flight.get(name, 0.0), now)
+        refused = False
         if status == 429:
-            self._throttled(now, retry_after if retry_after is not None else retry_after_of(ticket.headers))
+            self.throttled += 1
+            spent = [n for n, w in windows.items() if w.remaining < min(ticket.amounts.get(n, 1.0), w.limit or 1e18)]
+            if retry_after is None:
+                retry_after = retry_after_of(ticket.headers)
+            for name in spent:  # come back when it is full again: a fixed window, not a refilling bucket
+                if retry_after is not None and retry_after >= 0.9 * windows[name].reset_s > 0:
+                    self.dims[name].windowed = True
+            spent = [windows[name] for name in spent]
+            if spent:  # the provider says a limit is spent: nobody goes until it said to come back
+                wait = retry_after if retry_after is not None else min(w.reset_s for w in spent)
+                self.blocked_until = max(self.blocked_until, now + min(wait, 600.0))
+            else:
+                refused = True
+                self.refused_unexplained += 1
         elif status is None:
-            self.recent_429.clear()  # a burst is 429s in a row
-            self.clean += 1
-            if self.clean >= self.calm:
-                self.cooldown = 0.0
+            self.successes += 1
+        self._learn_concurrency(ticket, refused)
+        for _, freed in self._locks.values():
+            freed.set()
 
-    def _observe(self, dim: _Dim, name: str, window: Window, ticket: Ticket, now: float) -> None:
-        if window.limit is not None:
-            dim.limit = window.limit
-        if ticket.sent < dim.window_start:
-            return  # a reply from a window that has ended
-        # Requests still in flight may not be counted in this reply's figure: assume they are not.
-        estimate = window.remaining - self.in_flight.get(name, 0.0)
-        reset_at = now + window.reset_s
-        dim.remaining = estimate if dim.remaining is None else min(dim.remaining, estimate)
-        dim.reset_at = max(dim.reset_at, reset_at) if dim.observed else reset_at
-        dim.observed = True
+    def _learn_concurrency(self, ticket: Ticket, refused: bool) -> None:
+        """AIMD over rounds of replies (see the class docstring)."""
+        if self.limit is None:
+            return
+        if refused:
+            self.parked += 1
+        if ticket.sent >= self._round_start:  # else: sent before the last decision, not this round's
+            self._round_done += 1
+            self._round_refused += refused
+        if self._round_done < max(1, int(self.limit)) and (self.active > 0 or not self.parked):
+            return  # (nothing in flight while slots are parked: decide now, or nothing would go)
+        share = self._round_refused / max(1, self._round_done)
+        if share > self.tolerance:
+            self.limit = max(1.0, self.limit * min(0.9, max(0.5, 1.0 - share)))
+        elif self._saturated:
+            self.limit = min(self.max_limit or float("inf"), self.limit + 1)
+        self._round_start = time.monotonic()
+        self._round_done = self._round_refused = self.parked = 0
+        self._saturated = False
 
-    def _throttled(self, now: float, retry_after: float | None) -> None:
-        self.throttled += 1
-        self.clean = 0
-        if retry_after is not None:
-            self.blocked_until = max(self.blocked_until, now + min(retry_after, 600.0))
-        self.recent_429 = [t for t in self.recent_429 if now - t <= self.burst_window] + [now]
-        if len(self.recent_429) >= self.burst:
-            self.cooldown = min(self.max_cooldown, max(1.0, self.cooldown * 2))
-            self.blocked_until = max(self.blocked_until, now + self.cooldown)
-            self.recent_429.clear()
+    def paced(self, name: str = "requests") -> float | None:
+        """The rate (units a minute) the provider's headers pace `name` at, when they told one."""
+        dim = self.dims.get(name)
+        return dim.rate * 60.0 if dim is not None and dim.rate else None
+
+    def describe(self) -> str:
+        """What the limiter believes, for the progress line: in flight / limit, paced rate, 429s, waits."""
+        parts = [f"in flight {self.active}/{int(self.limit) if self.limit else '-'}"]
+        rpm = self.paced()
+        if rpm:
+            parts.append(f"paced {rpm:,.0f} rpm")
+        if self.throttled:
+            parts.append(f"429s {self.throttled}")
+        if self.waited_s >= 0.05:
+            parts.append(f"held {self.waited_s:.1f}s")
+        return " ".join(parts)
+
+    def state(self) -> dict[str, Any]:
+        """What the limiter learned, for the run's summary and manifest."""
+        return {"concurrency": None if self.limit is None else int(self.limit), "peak_in_flight": self.peak,
+                "paced_rpm": self.paced(), "paced_tpm": self.paced("tokens"), "throttled": self.throttled,
+                "refused_unexplained": self.refused_unexplained, "waited_s": round(self.waited_s, 3)}

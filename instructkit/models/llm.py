@@ -38,6 +38,7 @@ from ..cache import ResponseCache, public_endpoint, request_key
 from ..credentials import environment_key, split_credentials
 from .config import LOCAL_OPTIONS, ModelConfig
 from .limits import ProviderLimits, TokenBucket, estimate_tokens
+from .logprobs import check_policy
 from .pricing import cost_of, priced_name
 from .providers import FAST, LITELLM, Route, litellm_reason, route
 from .types import (
@@ -499,6 +500,8 @@ class LLM:
         """`n` samples of one request through the cache (one key per sample index), with batch
         collection (chat only) between the lookup and the calls."""
         gen = GenParams().replace(**params) if params else GenParams()
+        if gen.logprobs_at != "all":
+            check_policy(gen.logprobs_at)
         keys = [self._request_key(op, request, gen, i) for i in range(n)]
         results, missing = self._lookup(keys, _completion_of)
         collector = self.collector if op == "chat" else None
@@ -508,8 +511,9 @@ class LLM:
             return results
         if collector is not None and not self.dry_run:
             collector.collect(self, request, gen, [(i, keys[i]) for i in missing])  # raises
+        encode = Completion.to_json if gen.logprobs_at == "all" else lambda c: c.to_json(gen.logprobs_at)
         return await self._fill(keys, results, missing, lambda todo: self._call_missing(op, request, gen, todo),
-                                Completion.to_json, _completion_of, dry=self.dry_run)  # fmt: skip
+                                encode, _completion_of, dry=self.dry_run)  # fmt: skip
 
     async def _call_missing(
         self, op: str, request: list[dict] | str, gen: GenParams, missing: list[int]
@@ -821,68 +825,64 @@ class LLM:
         return value
 
     async def _retrying(self, call: _Call) -> Any:
-        """Retry stage: `TransientError`s are tried again up to `max_retries` times, after the server's
-        Retry-After or exponential backoff with jitter. Most calls succeed at once, so only a failed
-        first try pays for tenacity's machinery. (Retries run outside the except block, so later errors
-        do not chain the first one, whose cause may quote a credential, into logged tracebacks.)"""
-        first: TransientError | None = None
-        try:
-            return await self._attempt(call)
-        except TransientError as exc:
-            if self.max_retries < 1:
-                raise
-            first = exc
-        self.stats.retries += 1
-        await asyncio.sleep(_retry_delay(first, 1))
-        from tenacity import (  # a first failure only
-            AsyncRetrying,
-            retry_if_exception_type,
-            stop_after_attempt,
-        )
-
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(self.max_retries),
-            wait=lambda state: _retry_delay(state.outcome.exception(), state.attempt_number + 1),
-            retry=retry_if_exception_type(TransientError),
-            reraise=True,
-            before_sleep=self._count_retry,
-        ):
-            with attempt:
+        """Retry stage: `TransientError`s are tried again up to `max_retries` times, after exactly the
+        server's Retry-After, else exponential backoff with jitter. A 429 while the provider answered
+        other requests since this one's last try is its limit at work, not a failure: it waits and
+        goes again without spending a retry (a provider that answers nobody, an exhausted quota,
+        still fails after `max_retries`). (Retries run outside the except block, so later errors do
+        not chain the first one, whose cause may quote a credential, into logged tracebacks.)"""
+        gate = self._provider_limits
+        spent = 0
+        answered = gate.successes if gate is not None else 0
+        while True:
+            try:
                 return await self._attempt(call)
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+            except TransientError as exc:
+                error = exc
+            if not (error.status == 429 and gate is not None and gate.successes > answered):
+                spent += 1
+                if spent > self.max_retries:
+                    raise error
+            answered = gate.successes if gate is not None else 0
+            self.stats.retries += 1
+            await asyncio.sleep(_retry_delay(error, spent))
 
     async def _attempt(self, call: _Call) -> Any:
-        """Limits stage, one try: the user's RPM/TPM, a concurrency slot, the provider's own limits
-        (hosted and served models), then the backend."""
+        """Limits stage, one try: the user's RPM/TPM, then a concurrency slot and the provider's own
+        limits (the adaptive gate, `limits.ProviderLimits`, for hosted and served models; a fixed
+        semaphore for local ones), then the backend."""
         tokens = call.prompt_tokens + call.reply_tokens
         if self.shared.rpm:
             await self.shared.rpm.take(1)
         if self.shared.tpm:
             await self.shared.tpm.take(tokens)
         backend = self.backend
-        async with self._semaphore():
-            gate = self._provider_limits
-            if gate is None:
+        gate = self._provider_limits
+        if gate is None:
+            async with self._semaphore():
                 self.stats.calls += 1
                 return await call.send(backend)
-            ticket = await gate.acquire({"requests": 1, "tokens": tokens, "input_tokens": call.prompt_tokens,
-                                         "output_tokens": call.reply_tokens})  # fmt: skip
-            self.stats.limit_wait_s += ticket.waited_s
-            self.stats.calls += 1
-            try:
-                value = await call.send(backend)
-            except ModelCallError as exc:
-                gate.settle(ticket, exc.status or 0, getattr(exc, "retry_after", None))
-                self.stats.throttled += int(exc.status == 429)
-                raise
-            except BaseException:
-                gate.settle(ticket, 0)
-                raise
-            gate.settle(ticket)
-            return value
+        ticket = await gate.acquire({"requests": 1, "tokens": tokens, "input_tokens": call.prompt_tokens,
+                                     "output_tokens": call.reply_tokens}, self.concurrency)  # fmt: skip
+        self.stats.limit_wait_s += ticket.waited_s
+        self.stats.calls += 1
+        try:
+            value = await call.send(backend)
+        except ModelCallError as exc:
+            gate.settle(ticket, exc.status or 0, getattr(exc, "retry_after", None))
+            self.stats.throttled += int(exc.status == 429)
+            raise
+        except BaseException:
+            gate.settle(ticket, 0)
+            raise
+        gate.settle(ticket)
+        return value
 
-    def _count_retry(self, retry_state: Any) -> None:
-        self.stats.retries += 1
+    @property
+    def limiter(self) -> ProviderLimits | None:
+        """The provider's adaptive gate (hosted and served models; None for local ones): what it
+        believes is shown in the progress line and kept in the summary (`ProviderLimits.state`)."""
+        return self._provider_limits
 
     def _honoured(self, gen: GenParams) -> GenParams:
         """`gen` without the penalties a backend cannot apply: dropped loudly (a warning once per
@@ -1039,16 +1039,12 @@ def _logit_json(value: float) -> dict:
     return {"logit": value}
 
 
-def _wait_for_retry(retry_state: Any) -> float:
-    exc = retry_state.outcome.exception() if retry_state.outcome else None
-    return _retry_delay(exc, retry_state.attempt_number)
-
-
 def _retry_delay(exc: BaseException | None, attempt_number: int) -> float:
-    """Exponential backoff with full jitter, or the server's Retry-After when it sent one."""
+    """The server's Retry-After when it sent one (exactly: no longer), else exponential backoff with
+    full jitter."""
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
-        return min(float(retry_after), 120.0) + random.uniform(0, 0.1)
+        return min(float(retry_after), 600.0)
     base = min(30.0, 0.25 * 2 ** (attempt_number - 1))
     return random.uniform(base / 2, base)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -25,6 +27,9 @@ class GenParams:
     json_schema: dict | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    # Where the reader uses the top alternatives ("all", or "labels": score and verdict tokens, see
+    # models/logprobs.py): never sent; the cache keeps alternatives only there (part of the key).
+    logprobs_at: str = "all"
 
     def canonical(self) -> dict[str, Any]:
         """Stable dict form used in cache keys (shallow: callers serialise it at once). Options added
@@ -44,7 +49,7 @@ class GenParams:
 
 
 _GEN_FIELDS = tuple(f.name for f in dataclasses.fields(GenParams))
-_LATER_FIELDS = ("presence_penalty", "frequency_penalty")
+_LATER_FIELDS = ("presence_penalty", "frequency_penalty", "logprobs_at")
 PENALTIES = ("presence_penalty", "frequency_penalty")  # OpenAI's definitions; see `apply_penalties`
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(GenParams)}
 
@@ -55,7 +60,9 @@ class TokenLogprob:
 
     token: str
     logprob: float
-    top: list[tuple[str, float]] = field(default_factory=list)
+    # The alternatives (a list, or a `logprobs.LazyTop` read on first use); None (and the logprob NaN)
+    # where a cache entry kept for `GenParams.logprobs_at` left them out (a position its reader never uses).
+    top: Sequence[tuple[str, float]] | None = field(default_factory=list)
 
 
 @dataclass
@@ -79,13 +86,25 @@ class Completion:
     cost: float = 0.0
     cached: bool = False
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, logprobs_at: str = "all") -> dict[str, Any]:
+        """The cache's form. With `logprobs_at="labels"`, what its reader uses only: every token, and
+        the logprob and alternatives at the positions `logprobs.label_positions` names
+        (`{"tokens": [...], "at": [[i, logprob, alternatives], ...]}`)."""
+        lps = self.logprobs
+        stored: Any = None
+        if lps is not None and logprobs_at != "all":
+            from .logprobs import label_positions
+
+            tokens = [t.token for t in lps]
+            at = sorted(label_positions(tokens))
+            stored = {"tokens": tokens, "at": [[i, lps[i].logprob, None if lps[i].top is None else list(lps[i].top)]
+                                               for i in at]}  # fmt: skip
+        elif lps is not None:  # (token, logprob) pairs: JSON arrays
+            stored = [[t.token, t.logprob, None if t.top is None else list(t.top)] for t in lps]
         return {
             "text": self.text,
             "finish_reason": self.finish_reason,
-            "logprobs": None
-            if self.logprobs is None
-            else [[t.token, t.logprob, list(t.top)] for t in self.logprobs],  # (token, logprob) pairs: JSON arrays
+            "logprobs": stored,
             "usage": [self.usage.prompt_tokens, self.usage.completion_tokens],
             "cost": self.cost,
         }
@@ -93,12 +112,17 @@ class Completion:
     @classmethod
     def from_json(cls, data: dict[str, Any], cached: bool = False) -> Completion:
         lps = data.get("logprobs")
+        logprobs: list[TokenLogprob] | None = None
+        if isinstance(lps, dict):  # kept for a reader of some positions: the others have no figures
+            logprobs = [TokenLogprob(t, math.nan, None) for t in lps["tokens"]]
+            for i, lp, top in lps["at"]:
+                logprobs[i] = TokenLogprob(logprobs[i].token, lp, None if top is None else [(a, b) for a, b in top])
+        elif lps is not None:
+            logprobs = [TokenLogprob(t, lp, None if top is None else [(a, b) for a, b in top]) for t, lp, top in lps]
         return cls(
             text=data["text"],
             finish_reason=data.get("finish_reason", "stop"),
-            logprobs=None
-            if lps is None
-            else [TokenLogprob(t, lp, [(a, b) for a, b in top]) for t, lp, top in lps],
+            logprobs=logprobs,
             usage=Usage(*data.get("usage", [0, 0])),
             cost=data.get("cost", 0.0),
             cached=cached,
