@@ -156,8 +156,11 @@ def test_rate_limit_headers_are_obeyed_on_both_paths(env, via: str) -> None:
     llm = LLM("openai/gpt-4o-mini", via=via, cache=False, concurrency=16, max_retries=0)
     prompts = [f"paced {i}" for i in range(n)]
     assert [c.text for c in ask(llm, prompts, max_tokens=8)] == [reply_text(p) for p in prompts]
-    assert [r["fault"] for r in env.requests()] == [None] * n  # the headers were read: not one 429
-    assert llm.stats.throttled == 0 and llm.stats.limit_wait_s > 0
+    # The headers were read: paced at the rate they imply, at most one request a fixed window leaves too
+    # early (headers cannot tell a fixed window from a bucket; tests/test_rate_limits.py), never a burst.
+    refused = [r for r in env.requests() if r["fault"] is not None]
+    assert len(env.requests()) == n + len(refused) and len(refused) <= -(-n // limit)
+    assert llm.stats.throttled == len(refused) and llm.stats.limit_wait_s > 0
 
 
 def test_cache_keys_are_the_same_on_both_paths(env, tmp_path: Path) -> None:
@@ -268,13 +271,15 @@ def test_anthropic_rate_limits_429s_and_errors_on_both_paths(env, via: str, monk
     llm = LLM("anthropic/claude-sonnet-4-5", via=via, cache=False, concurrency=16, max_retries=2)
     prompts = [f"paced {i}" for i in range(n)]
     assert [c.text for c in ask(llm, prompts, max_tokens=8)] == [reply_text(p) for p in prompts]
-    assert [r["fault"] for r in env.requests(MESSAGES)] == [None] * n  # anthropic-ratelimit-* obeyed
+    refused = [r for r in env.requests(MESSAGES) if r["fault"] is not None]  # anthropic-ratelimit-* obeyed:
+    assert len(env.requests(MESSAGES)) == n + len(refused) and len(refused) <= -(-n // limit)  # <= 1 a window
     # ... with their reset times: ceil(n / limit) windows of 0.5 s, not the minute a reset-less copy
     # (litellm's x-ratelimit-* of Anthropic's headers) would mean
     assert 0 < llm.stats.limit_wait_s < 30
     env.configure(rate_limit=None, reset=True)
+    throttled = llm.stats.throttled  # (the paced windows above may have had one refusal each)
     (comp,) = ask(llm, ["busy now"], max_tokens=8)
-    assert comp.text == reply_text("busy now") and llm.stats.throttled == 1
+    assert comp.text == reply_text("busy now") and llm.stats.throttled == throttled + 1
     (comp,) = ask(llm, ["overloaded now"], max_tokens=8)  # 529: tried again
     assert comp.text == reply_text("overloaded now") and env.count("overloaded", path=MESSAGES) == 2
     monkeypatch.delenv("ANTHROPIC_API_KEY")

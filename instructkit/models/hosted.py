@@ -22,8 +22,8 @@ class AzureOpenAIBackend(OpenAICompatibleBackend):
     def _auth_headers(self) -> dict[str, str]:
         return {"api-key": self._api_key} if self._api_key else {}
 
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await super()._post(f"{path}?api-version={self.api_version}", body)
+    async def _post(self, path: str, body: dict[str, Any], lazy_tops: bool = False) -> dict[str, Any]:
+        return await super()._post(f"{path}?api-version={self.api_version}", body, lazy_tops)
 
 
 def named_backend(spec: str, route: Route, api_key: str | None, timeout: float) -> Backend:
