@@ -56,6 +56,7 @@ class TrainOptions:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_targets: str = "all-linear"  # PEFT's target_modules: all-linear or comma-separated module names
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~40% slower
     merge: bool = True  # LoRA: save the base with the adapter merged in (a plain transformers folder)
     dtype: str = "float32"  # float32 | bfloat16 (weights and training)
     device: str | None = None  # None: cuda when available, else cpu
@@ -255,6 +256,7 @@ def train_sft(
         seed=opts.seed,
         data_seed=opts.seed,
         logging_steps=opts.logging_steps,
+        gradient_checkpointing=opts.gradient_checkpointing,  # TRL turns it on by default
         save_strategy="no",
         report_to=[],
         bf16=opts.dtype == "bfloat16",
