@@ -23,6 +23,7 @@ from instructkit.training import (  # noqa: E402
     train_sft,
     trl_rows,
 )
+
 from tiny_models import tiny_chat_llama  # noqa: E402
 
 ROWS = [
