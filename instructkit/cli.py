@@ -177,6 +177,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     xp.add_argument("--out", required=True, help="output folder")
     xp.add_argument("--split", default="train=1", help="NAME=RATIO[,NAME=RATIO...] (default train=1)")
     xp.add_argument("--seed", type=int, default=0, help="random_state of the split")
+    xp.add_argument("--roles", choices=["sharegpt", "openai"], default="sharegpt",
+                    help="sharegpt format: `from` as human/gpt (sharegpt) or user/assistant (openai: what TRL needs)")
     xp.add_argument("--meta", choices=["field", "side", "none"], default="field",
                     help="instructkit's columns: a `meta` JSON string per row, SPLIT.meta.jsonl files, or dropped")
     xp.add_argument("--manifest", help="manifest for the card (default: INPUT.manifest.json or the folder's manifest.json)")
