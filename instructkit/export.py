@@ -6,8 +6,8 @@ Formats (one row per record; chats keep every turn):
   `prompt`/`completion`: the same conversation as TRL's conversational prompt-completion rows.
 - `messages`: OpenAI / TRL conversational rows, `messages: [{role, content}]` (system first when present).
 - `sharegpt`: `conversations: [{from, value}]`, the system prompt in `system`; `from` is human/gpt
-  (`roles=sharegpt`, the format's own names) or user/assistant (`roles=openai`: what TRL needs, since it
-  renames the keys but not the roles).
+  (`roles=sharegpt`, the format's own names) or user/assistant with the system prompt as the first turn
+  (`roles=openai`: what TRL needs, since it renames the keys but not the roles and reads no `system`).
 - `hf`: the Hugging Face Hub layout, `data/SPLIT-00000-of-00001.parquet` with `messages` rows.
 The first three write `SPLIT.jsonl`. Every folder loads with `datasets.load_dataset(FOLDER)`: the card's
 `configs` names the files of each split. Beside the files: LLaMA-Factory's `dataset_info.json` (one
@@ -136,9 +136,10 @@ def to_format(rec: dict[str, Any], fmt: str, roles: str = "sharegpt") -> dict[st
         if len(turns) > 1:
             row["history"] = [[q, a] for q, a in turns[:-1]]
         return {**row, "prompt": msgs[:-1], "completion": msgs[-1:]}  # TRL's conversational prompt-completion
-    if fmt == "sharegpt":
-        names = SHAREGPT_FROM if roles == "sharegpt" else {r: r for r in SHAREGPT_FROM}
-        conv = [{"from": names[m["role"]], "value": m["content"]} for m in msgs if m["role"] != "system"]
+    if fmt == "sharegpt":  # openai roles: the system prompt is the first turn (TRL reads no `system` column)
+        if roles == "openai":
+            return {"conversations": [{"from": m["role"], "value": m["content"]} for m in msgs]}
+        conv = [{"from": SHAREGPT_FROM[m["role"]], "value": m["content"]} for m in msgs if m["role"] != "system"]
         return {"conversations": conv, **({"system": system} if system else {})}
     return {"messages": msgs}
 
