@@ -188,6 +188,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     xp.add_argument("--push-to-hub", metavar="REPO", help="upload the folder to this Hub dataset repo (HF_ENDPOINT, HF_TOKEN)")
     xp.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
 
+    from .evaluation import add_evaluate_args, add_train_args
+
+    add_train_args(sub.add_parser("train", help="Fine-tune a causal LM on a set with TRL's SFTTrainer (LoRA optional)",
+                                  description="TRL's SFTTrainer on the rows (loss on the answers); every setting and "
+                                              "the seed go to OUT/train.manifest.json. Needs the `train` extra."))
+    add_evaluate_args(sub.add_parser("evaluate", help="Held-out answer loss of a model, and a judge's win rate vs a baseline"))
+
     cp = sub.add_parser("cache", help="Inspect or clean the response cache")
     cp.add_argument("action", choices=["stats", "clear", "prune"])
     cp.add_argument("--cache-dir")
@@ -432,6 +439,10 @@ def main(argv: list[str] | None = None) -> int:
             from .export import export_command
 
             return export_command(args)
+        if args.command in ("train", "evaluate"):
+            from . import evaluation
+
+            return evaluation.train_command(args) if args.command == "train" else evaluation.evaluate_command(args)
         if args.command == "models":
             return models_command(args)
         if args.command == "methods":
