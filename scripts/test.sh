@@ -2,7 +2,7 @@
 # Set up everything (compiles llama-cpp-python's server once; pip caches the wheel) and run the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh "local,data,server,dev,ray"
+bash scripts/setup.sh "local,data,server,dev,ray,train"
 # The report test opens the HTML in Debian's headless Chromium.
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
