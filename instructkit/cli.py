@@ -63,8 +63,9 @@ def _add_run_args(p: argparse.ArgumentParser, needs_input: bool = True) -> None:
 
 
 RUN_DESCRIPTION = """Run the steps of a pipeline file in order. Each step is one method (generate, judge, score,
-select), a `concat` of earlier steps or an `export` of the set as trainer files with a dataset card; a
-step reads the previous step's output unless its `input` names a file or another step."""
+select), a `concat` of earlier steps, an `export` of the set as trainer files with a dataset card, or a
+`train` of a model on it (TRL; `input` may name an export step); a step reads the previous step's output
+unless its `input` names a file or another step."""
 
 RUN_EPILOG = """resume:
   Run the same command again after a stop, a crash or an edit. A step whose fingerprint (method,
@@ -106,6 +107,7 @@ example:
     - {name: ifd, score: ifd, model: local, engine: ray, ray: {actors: 2}}
     - {name: picked, select: topk, options: {k: 1000, score: alpagasus_score}}
     - {name: sft, export: messages}
+    - {name: tuned, train: local, input: sft, options: {epochs: 1, seed: 0}}
 """
 
 
