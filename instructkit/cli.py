@@ -107,7 +107,6 @@ example:
     - {name: ifd, score: ifd, model: local, engine: ray, ray: {actors: 2}}
     - {name: picked, select: topk, options: {k: 1000, score: alpagasus_score}}
     - {name: sft, export: messages}
-    - {name: tuned, train: local, input: sft, options: {epochs: 1, seed: 0}}
 """
 
 
