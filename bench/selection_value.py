@@ -16,11 +16,11 @@ model's answers against random seed 0's on the first `--judge-rows` held-out pro
 The judge and scorer is the embedded SmolLM2-135M-Instruct itself (`--scorer` to change): a weak judge,
 so the selections are what such a judge picks, not what the papers' GPT-4/ChatGPT judges would pick.
 
-Defaults are sized for a 2-core CPU (N 300 from a pool of 600, answers cut at 256 tokens, one epoch);
+Defaults are sized for a 2-core CPU (N 300 from a pool of 450, training rows cut at 192 tokens, one epoch);
 `--n 8 --pool 16 --heldout 16` checks the plumbing in a few minutes. Pipelines keep their outputs and
 the response cache, so a second run reuses every score and trained model.
 
-    python bench/selection_value.py [--n 300] [--pool 600] [--heldout 300] [--judge local] [--out DIR]
+    python bench/selection_value.py [--n 300] [--pool 450] [--heldout 300] [--judge local] [--out DIR]
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--n", type=int, default=300, help="rows selected per method (default 300)")
-    ap.add_argument("--pool", type=int, default=600, help="candidate rows the selectors choose from (default 600)")
+    ap.add_argument("--pool", type=int, default=450, help="candidate rows the selectors choose from (default 450)")
     ap.add_argument("--heldout", type=int, default=300, help="held-out rows (default 300)")
     ap.add_argument("--scorer", default="local", help="model that judges and scores the pool (default local)")
     ap.add_argument("--judge", default=None, help="pairwise judge for win rates against random seed 0 (off by default)")
@@ -63,7 +63,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--max-length", type=int, default=192, help="tokens per training row (default 192)")
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--lora", action="store_true")
     ap.add_argument("--seed", type=int, default=0, help="held-out and pool draw")
