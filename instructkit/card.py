@@ -40,6 +40,8 @@ FEATURES: dict[str, dict[str, Any]] = {  # export column -> its `datasets` featu
     "history": {"sequence": {"sequence": "string"}},
     "messages": {"list": [{"name": "role", "dtype": "string"}, {"name": "content", "dtype": "string"}]},
     "conversations": {"list": [{"name": "from", "dtype": "string"}, {"name": "value", "dtype": "string"}]},
+    "prompt": {"list": [{"name": "role", "dtype": "string"}, {"name": "content", "dtype": "string"}]},
+    "completion": {"list": [{"name": "role", "dtype": "string"}, {"name": "content", "dtype": "string"}]},
 }  # fmt: skip
 FIGURES = ("templates", "parse", "counts", "input_licenses", "agreement", "separation", "selection")  # what step_figures records
 REPORT_MAX_POOL = 20_000  # above this a selection step's diversity report is left to `select --report`
@@ -338,6 +340,7 @@ def card_body(meta: dict[str, Any], figures: dict[str, Any], steps: list[dict[st
                   "side": "instructkit's own columns (scores, parse statuses, provenance) are in `SPLIT.meta.jsonl`, "
                           "one line per row, joined on `id`.",
                   "none": "instructkit's own columns were left out."}[figures["meta"]])  # fmt: skip
+    parts += training_section(figures)
     if not steps:
         parts += ["", "No manifest was found for the input, so how the data was made is not described here."]
         return "\n".join(parts) + "\n"
@@ -398,6 +401,20 @@ def card_body(meta: dict[str, Any], figures: dict[str, Any], steps: list[dict[st
                   " (taken from the inputs)" if meta["license"] not in ("unknown", "other") else
                   " (no input declares one: check the sources before publishing)")]  # fmt: skip
     return "\n".join(parts) + "\n"
+
+
+def training_section(figures: dict[str, Any]) -> list[str]:
+    """How each SFT trainer loads this folder as it is (trainer_configs.py; checked with their loaders)."""
+    from .trainer_configs import LLAMAFACTORY_FILE, axolotl_snippet, trl_note
+
+    splits = list(figures["files"])
+    eval_split = next((s for s in splits if s != "train"), None)
+    return ["", "## Training with this folder", "", "- " + trl_note(figures),
+            f"- LLaMA-Factory: `{LLAMAFACTORY_FILE}` here names one dataset per split; set `dataset_dir` to this folder "
+            f"and `dataset: {splits[0]}`" + (f" (`eval_dataset: {eval_split}`)." if eval_split else "."),
+            "- axolotl (the path relative to where you run it; `ds_type` says how to read the file):", "",
+            "```yaml", axolotl_snippet(figures, Path(figures["out"]).name), "```",
+            "", "- instructkit: `instructkit train FOLDER --base MODEL --out RUN` reads it with `datasets` as above."]
 
 
 def render_card(figures: dict[str, Any], records: list[dict], opts: Any, manifest: dict[str, Any] | None) -> str:

@@ -71,8 +71,9 @@ def _add_run_args(p: argparse.ArgumentParser, needs_input: bool = True) -> None:
 
 
 RUN_DESCRIPTION = """Run the steps of a pipeline file in order. Each step is one method (generate, judge, score,
-select), a `concat` of earlier steps or an `export` of the set as trainer files with a dataset card; a
-step reads the previous step's output unless its `input` names a file or another step."""
+select), a `concat` of earlier steps, an `export` of the set as trainer files with a dataset card, or a
+`train` of a model on it (TRL; `input` may name an export step); a step reads the previous step's output
+unless its `input` names a file or another step."""
 
 RUN_EPILOG = """resume:
   Run the same command again after a stop, a crash or an edit. A step whose fingerprint (method,
@@ -191,6 +192,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     xp.add_argument("--out", required=True, help="output folder")
     xp.add_argument("--split", default="train=1", help="NAME=RATIO[,NAME=RATIO...] (default train=1)")
     xp.add_argument("--seed", type=int, default=0, help="random_state of the split")
+    xp.add_argument("--roles", choices=["sharegpt", "openai"], default="sharegpt",
+                    help="sharegpt format: `from` as human/gpt (sharegpt) or user/assistant (openai: what TRL needs)")
     xp.add_argument("--meta", choices=["field", "side", "none"], default="field",
                     help="instructkit's columns: a `meta` JSON string per row, SPLIT.meta.jsonl files, or dropped")
     xp.add_argument("--manifest", help="manifest for the card (default: INPUT.manifest.json or the folder's manifest.json)")
@@ -199,6 +202,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     xp.add_argument("--name", help="card: title")
     xp.add_argument("--push-to-hub", metavar="REPO", help="upload the folder to this Hub dataset repo (HF_ENDPOINT, HF_TOKEN)")
     xp.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+
+    from .evaluation import add_evaluate_args, add_train_args
+
+    add_train_args(sub.add_parser("train", help="Fine-tune a causal LM on a set with TRL's SFTTrainer (LoRA optional)",
+                                  description="TRL's SFTTrainer on the rows (loss on the answers); every setting and "
+                                              "the seed go to OUT/train.manifest.json. Needs the `train` extra."))
+    add_evaluate_args(sub.add_parser("evaluate", help="Held-out answer loss of a model, and a judge's win rate vs a baseline"))
 
     cp = sub.add_parser("cache", help="Inspect or clean the response cache")
     cp.add_argument("action", choices=["stats", "clear", "prune"])
@@ -473,6 +483,10 @@ def main(argv: list[str] | None = None) -> int:
             from .export import export_command
 
             return export_command(args)
+        if args.command in ("train", "evaluate"):
+            from . import evaluation
+
+            return evaluation.train_command(args) if args.command == "train" else evaluation.evaluate_command(args)
         if args.command == "models":
             return models_command(args)
         if args.command == "doctor":

@@ -2,12 +2,16 @@
 
 Formats (one row per record; chats keep every turn):
 - `alpaca`: instruction / input / output, plus `system` and `history` ([[user, assistant], ...] of the
-  earlier turns) where a row has them (LLaMA-Factory's Alpaca layout; TRL and Axolotl read the first three).
+  earlier turns) where a row has them (LLaMA-Factory's Alpaca layout; axolotl reads the first three), and
+  `prompt`/`completion`: the same conversation as TRL's conversational prompt-completion rows.
 - `messages`: OpenAI / TRL conversational rows, `messages: [{role, content}]` (system first when present).
-- `sharegpt`: `conversations: [{from: human|gpt, value}]`, the system prompt in `system`.
+- `sharegpt`: `conversations: [{from, value}]`, the system prompt in `system`; `from` is human/gpt
+  (`roles=sharegpt`, the format's own names) or user/assistant with the system prompt as the first turn
+  (`roles=openai`: what TRL needs, since it renames the keys but not the roles and reads no `system`).
 - `hf`: the Hugging Face Hub layout, `data/SPLIT-00000-of-00001.parquet` with `messages` rows.
 The first three write `SPLIT.jsonl`. Every folder loads with `datasets.load_dataset(FOLDER)`: the card's
-`configs` names the files of each split.
+`configs` names the files of each split. Beside the files: LLaMA-Factory's `dataset_info.json` (one
+dataset per split), and in the card an axolotl `datasets:` snippet and a TRL note (`trainer_configs.py`).
 
 Every instructkit column (scores, parse statuses, provenance, ...) is kept apart from the trainer's: in a
 `meta` column holding a JSON object as a string (`meta=field`; a string because rows of different steps
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .io import SHAREGPT_ROLES, read_records, to_turns, write_records
+from .trainer_configs import LLAMAFACTORY_FILE, ROLE_NAMES, llamafactory_info
 
 FORMATS = ("alpaca", "messages", "sharegpt", "hf")
 META_MODES = ("field", "side", "none")
@@ -44,6 +49,7 @@ class ExportOptions:
     language: list[str] = field(default_factory=list)  # card: ISO codes (default: the inputs' `language`, else en)
     license: str | None = None  # card: overrides the license the inputs declare
     pretty_name: str | None = None  # card title (default: the pipeline's name or the folder's)
+    roles: str = "sharegpt"  # sharegpt: `from` is human/gpt; openai: user/assistant (TRL)
 
 
 def parse_split(value: str | dict[str, Any]) -> dict[str, float]:
@@ -80,6 +86,8 @@ def make_options(values: dict[str, Any] | None = None) -> ExportOptions:
     opts = ExportOptions(**values)
     if opts.format not in FORMATS:
         raise ValueError(f"export: format must be one of {', '.join(FORMATS)}, not {opts.format!r}")
+    if opts.roles not in ROLE_NAMES:
+        raise ValueError(f"export: roles must be one of {', '.join(ROLE_NAMES)}, not {opts.roles!r}")
     if opts.meta not in META_MODES:
         raise ValueError(f"export: meta must be one of {', '.join(META_MODES)}, not {opts.meta!r}")
     opts.seed = int(opts.seed)
@@ -112,11 +120,13 @@ def conversation(rec: dict[str, Any]) -> tuple[str | None, list[tuple[str, str]]
     return system, [(str(q), str(a)) for q, a in to_turns(rec)]
 
 
-def to_format(rec: dict[str, Any], fmt: str) -> dict[str, Any] | None:
+def to_format(rec: dict[str, Any], fmt: str, roles: str = "sharegpt") -> dict[str, Any] | None:
     """The trainer columns of one record in `fmt`; None when its last turn has no response."""
     system, turns = conversation(rec)
     if not turns or not turns[-1][1].strip():
         return None
+    msgs = [{"role": "system", "content": system}] if system else []
+    msgs += [{"role": role, "content": text} for q, a in turns for role, text in (("user", q), ("assistant", a))]
     if fmt == "alpaca":
         chat = "messages" in rec or "conversations" in rec
         row: dict[str, Any] = {"instruction": turns[-1][0] if chat else str(rec.get("instruction", "")),
@@ -125,13 +135,12 @@ def to_format(rec: dict[str, Any], fmt: str) -> dict[str, Any] | None:
             row["system"] = system
         if len(turns) > 1:
             row["history"] = [[q, a] for q, a in turns[:-1]]
-        return row
-    if fmt == "sharegpt":
-        conv = [{"from": SHAREGPT_FROM[role], "value": text} for q, a in turns
-                for role, text in (("user", q), ("assistant", a))]  # fmt: skip
+        return {**row, "prompt": msgs[:-1], "completion": msgs[-1:]}  # TRL's conversational prompt-completion
+    if fmt == "sharegpt":  # openai roles: the system prompt is the first turn (TRL reads no `system` column)
+        if roles == "openai":
+            return {"conversations": [{"from": m["role"], "value": m["content"]} for m in msgs]}
+        conv = [{"from": SHAREGPT_FROM[m["role"]], "value": m["content"]} for m in msgs if m["role"] != "system"]
         return {"conversations": conv, **({"system": system} if system else {})}
-    msgs = [{"role": "system", "content": system}] if system else []
-    msgs += [{"role": role, "content": text} for q, a in turns for role, text in (("user", q), ("assistant", a))]
     return {"messages": msgs}
 
 
@@ -159,7 +168,7 @@ def write_export(records: list[dict], out_dir: str | Path, opts: ExportOptions, 
     rows: list[tuple[int, dict, dict]] = []
     skipped = 0
     for i, rec in enumerate(records):
-        row = to_format(rec, "messages" if opts.format == "hf" else opts.format)
+        row = to_format(rec, "messages" if opts.format == "hf" else opts.format, opts.roles)
         if row is None:
             skipped += 1
             continue
@@ -192,11 +201,14 @@ def write_export(records: list[dict], out_dir: str | Path, opts: ExportOptions, 
         write_records(out / files[name], trainer, fmt="parquet" if opts.format == "hf" else "jsonl")
         if opts.meta == "side":
             write_records(out / f"{name}.meta.jsonl", [{"id": i, **meta} for i, _, meta in part], fmt="jsonl")
-    written = [*files.values(), *([f"{s}.meta.jsonl" for s in files] if opts.meta == "side" else []), "README.md"]
-    (out / WRITTEN).write_text(json.dumps(written), encoding="utf-8")
     figures = {"format": opts.format, "meta": opts.meta, "seed": opts.seed, "rows_in": len(records),
                "rows_out": len(rows), "skipped_no_response": skipped, "splits": counts, "files": files,
-               "split_ratios": opts.split, "columns": columns, "out": str(out), "source": source}  # fmt: skip
+               "split_ratios": opts.split, "columns": columns, "out": str(out), "source": source,
+               **({"roles": opts.roles} if opts.format == "sharegpt" else {})}  # fmt: skip
+    (out / LLAMAFACTORY_FILE).write_text(json.dumps(llamafactory_info(figures), indent=1), encoding="utf-8")
+    written = [*files.values(), *([f"{s}.meta.jsonl" for s in files] if opts.meta == "side" else []), "README.md",
+               LLAMAFACTORY_FILE]  # fmt: skip
+    (out / WRITTEN).write_text(json.dumps(written), encoding="utf-8")
     return figures
 
 
@@ -242,6 +254,7 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool = False, token: 
 
 def export_command(args: Any) -> int:
     opts = make_options({"format": args.format, "split": args.split, "meta": args.meta, "seed": args.seed,
+                         "roles": args.roles,
                          **({"language": args.language} if args.language else {}),
                          **({"license": args.license} if args.license else {}),
                          **({"pretty_name": args.name} if args.name else {})})  # fmt: skip

@@ -3,7 +3,9 @@
 A step is `{name, <kind>: METHOD, input?, model?, options?}` with kind one of generate, judge,
 score, select; or `concat: [step, ...]`; or `export: FORMAT` (alpaca, messages, sharegpt, hf; options
 as `instructkit export`), which writes the trainer files to OUT/NAME and, once the manifest is written,
-their dataset card from it. A step's input is the previous step's output unless it
+their dataset card from it; or `train: BASE` (options as `instructkit train`'s flags), which fine-tunes BASE
+with TRL on the previous step's rows, or on an export step's folder when `input` names one (read with
+`datasets`, as a user's trainer reads it), into OUT/NAME/model. A step's input is the previous step's output unless it
 names a file or another step. A re-run skips steps whose fingerprint (method, options, model,
 seed and input content) is unchanged; a changed step re-runs, and inside it every row already
 answered is reused from the journals and the response cache, so only changed rows cost anything.
@@ -27,7 +29,7 @@ from .models.config import ModelConfig
 from .steps import MethodStep, Models, method_options, run_step
 
 STEP_KINDS = registry.KINDS
-OTHER_KINDS = ("concat", "export")
+OTHER_KINDS = ("concat", "export", "train")
 RECORD_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 
 
@@ -77,6 +79,10 @@ class Pipeline:
                     from .export import make_options
 
                     make_options({**(raw.get("options") or {}), "format": raw[kind]})
+                elif kind == "train":
+                    from .training import make_train_options
+
+                    make_train_options(raw.get("options") or {})
                 elif kind != "concat":
                     from .templates import check_user_templates
 
@@ -152,6 +158,10 @@ class Pipeline:
         previous: str | None = None
         exports: list[tuple[dict, list[dict], Any]] = []
         for idx, step in enumerate(self.steps, 1):
+            folder = next((Path(f["out"]) for f, _, _ in exports if f["step"] == step.input), None)
+            if step.kind == "train" and folder is not None:  # an export step's folder, as a trainer reads it
+                manifest["steps"].append(self._train(step, folder, _hash_tree(folder), out_dir, dry_run))
+                continue
             records, in_hash = self._step_input(step, previous, outputs, hashes)
             if not records and not dry_run and not step.allow_empty and not self._reads_documents(step, outputs):
                 source = step.input or previous
@@ -159,6 +169,9 @@ class Pipeline:
                                  "Add `allow_empty: true` to the step to run it on none")
             if step.kind == "export":
                 manifest["steps"].append(self._export(step, records, out_dir, previous, dry_run, exports))
+                continue
+            if step.kind == "train":
+                manifest["steps"].append(self._train(step, records, in_hash, out_dir, dry_run))
                 continue
             model = step.model or self.model
             info = None if step.kind == "concat" else registry.get(step.kind, step.method)
@@ -231,6 +244,9 @@ class Pipeline:
             return entry
         folder = out_dir / step.name
         figures = write_export(records, folder, opts, source=previous)
+        from .card import write_card
+
+        write_card(folder, figures, records, opts, None)  # loadable now (a train step reads it); redone with the manifest
         entry.update(rows_out=figures["rows_out"], folder=str(folder), export=figures)
         exports.append(({**figures, "step": step.name}, records, opts))
         splits = ", ".join(f"{k} {v}" for k, v in figures["splits"].items())
@@ -242,6 +258,32 @@ class Pipeline:
         if step.kind == "concat" or not isinstance(step.input, str) or step.input in outputs:
             return False
         return Path(self._resolve_path(step.input) or "").suffix.lower() not in RECORD_SUFFIXES
+
+    def _train(self, step: Step, data: list[dict] | Path, in_hash: str, out_dir: Path, dry_run: bool) -> dict[str, Any]:
+        """A train step: TRL fine-tunes the step's base on `data` into OUT/NAME; skipped when its
+        fingerprint (base, every setting, the seed, the input's content) is unchanged."""
+        from dataclasses import asdict
+
+        from .training import make_train_options, train_sft
+
+        opts = make_train_options({"seed": self.seed, **step.options})
+        folder = out_dir / step.name
+        fingerprint = json_hash({"kind": "train", "base": step.method, "settings": asdict(opts), "input": in_hash})
+        entry: dict[str, Any] = {"step": step.name, "kind": "train", "method": step.method, "options": step.options,
+                                 "fingerprint": fingerprint, "folder": str(folder)}  # fmt: skip
+        if dry_run:
+            return entry
+        done = folder / "train.step.json"
+        if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
+            print(f"[{step.name}] unchanged, reusing {folder / 'model'}", file=sys.stderr)
+            return {**json.loads(done.read_text()), "skipped": True}
+        result = train_sft(data, step.method, folder, opts, quiet=True)
+        entry.update(result.as_dict(), rows_in=result.rows, rows_out=result.rows)
+        done.write_text(json.dumps(entry, indent=1, default=str), encoding="utf-8")
+        loss = f"loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}" if result.losses else "no loss logged"
+        print(f"[{step.name}] trained {step.method} on {result.rows} rows, {result.steps} steps, {loss}  "
+              f"{result.model_path}", file=sys.stderr)  # fmt: skip
+        return entry
 
     def _resolve_path(self, value: Any) -> str | None:
         if not isinstance(value, str):

@@ -14,10 +14,10 @@ from typing import Any
 from .io import InputError, decoded_text
 
 KINDS = ("generate", "judge", "score", "select")
-OTHER_KINDS = ("concat", "export")
+OTHER_KINDS = ("concat", "export", "train")
 TOP_KEYS = {"name": str, "description": str, "model": str, "out": str, "seed": int, "model_options": dict,
             "steps": list}
-STEP_KEYS = {"name": str, **dict.fromkeys(KINDS, str), "concat": list, "export": str, "input": str, "model": str,
+STEP_KEYS = {"name": str, **dict.fromkeys(KINDS, str), "concat": list, "export": str, "train": str, "input": str, "model": str,
              "options": dict, "model_options": dict, "batch": bool, "batch_poll": (int, float), "engine": str,
              "ray": dict, "allow_empty": bool}
 RAY_KEYS = {"actors": int, "num_gpus": (int, float), "num_cpus": (int, float), "batch_size": int}

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ class TrainOptions:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_targets: str = "all-linear"  # PEFT's target_modules: all-linear or comma-separated module names
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~40% slower
     merge: bool = True  # LoRA: save the base with the adapter merged in (a plain transformers folder)
     dtype: str = "float32"  # float32 | bfloat16 (weights and training)
     device: str | None = None  # None: cuda when available, else cpu
@@ -241,7 +243,21 @@ def train_sft(
             t.strip() for t in opts.lora_targets.split(",") if t.strip()]  # fmt: skip
         peft_config = LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
                                  target_modules=targets, task_type="CAUSAL_LM")  # fmt: skip
-    config = SFTConfig(
+    with warnings.catch_warnings():  # TRL's config sets transformers' renamed `gradient_checkpointing`: noise
+        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
+        config = _sft_config(SFTConfig, opts, out, device, quiet)
+    start = time.monotonic()
+    with _quiet_libraries(quiet), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(gradient|activation)_checkpointing.*deprecated", category=FutureWarning)
+        trainer = SFTTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(rows),
+                             processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
+        trainer.train()
+    wall = time.monotonic() - start
+    return _save(trainer, tokenizer, opts, out, base, base_path, device, len(rows), skipped, wall)
+
+
+def _sft_config(SFTConfig: Any, opts: TrainOptions, out: Path, device: str, quiet: bool) -> Any:  # noqa: N803
+    return SFTConfig(
         output_dir=str(out / "checkpoints"),
         num_train_epochs=opts.epochs,
         max_steps=opts.max_steps or -1,
@@ -255,6 +271,7 @@ def train_sft(
         seed=opts.seed,
         data_seed=opts.seed,
         logging_steps=opts.logging_steps,
+        gradient_checkpointing=opts.gradient_checkpointing,  # TRL turns it on by default
         save_strategy="no",
         report_to=[],
         bf16=opts.dtype == "bfloat16",
@@ -263,12 +280,11 @@ def train_sft(
         dataloader_num_workers=0,
         dataset_num_proc=None,
     )
-    start = time.monotonic()
-    with _quiet_libraries(quiet):
-        trainer = SFTTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(rows),
-                             processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
-        trainer.train()
-    wall = time.monotonic() - start
+
+
+def _save(trainer: Any, tokenizer: Any, opts: TrainOptions, out: Path, base: Any, base_path: Path, device: str,
+          rows: int, skipped: int, wall: float) -> TrainResult:
+    """The trained model (LoRA merged unless `merge=False`) and its settings under `out/model`."""
     losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
     trained = trainer.model
     if opts.lora and opts.merge:
@@ -278,11 +294,11 @@ def train_sft(
     tokenizer.save_pretrained(str(model_path))
     settings = {
         **asdict(opts), "lr": opts.learning_rate, "device": device, "base": str(base), "base_path": str(base_path),
-        "rows": len(rows), "rows_without_answer": skipped, "steps": trainer.state.global_step,
+        "rows": rows, "rows_without_answer": skipped, "steps": trainer.state.global_step,
         "versions": _versions(), "trainer": "trl.SFTTrainer",
     }  # fmt: skip
     (model_path / SETTINGS_FILE).write_text(json.dumps(settings, indent=1, default=str), encoding="utf-8")
-    return TrainResult(model_path, settings, losses, trainer.state.global_step, len(rows), wall)
+    return TrainResult(model_path, settings, losses, trainer.state.global_step, rows, wall)
 
 
 @contextlib.contextmanager

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up everything (compiles llama-cpp-python's server once; pip caches the wheel) and run the tests.
+# Set up everything (llama-cpp-python and its server compiled once per machine) and run the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh "local,data,server,dev,ray,prometheus,train"

@@ -102,7 +102,7 @@ def test_splits_are_seeded_and_meta_can_go_to_side_files(tmp_path: Path) -> None
         assert all(side[r["id"]]["score_x"] == int(r["instruction"][1:]) for r in data[split])
     export_records(rows, out, ExportOptions(format="hf", split=parse_split("all=1")))  # again, other splits
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name[0] != ".") == [
-        "README.md", "data/all-00000-of-00001.parquet"]  # the last export's files only
+        "README.md", "data/all-00000-of-00001.parquet", "dataset_info.json"]  # the last export's files only
     with pytest.raises(ValueError, match="format must be one of"):
         make_options({"format": "csv"})
     with pytest.raises(ValueError, match="ratio > 0"):
@@ -215,7 +215,7 @@ def test_push_to_hub_uploads_the_folder_to_a_loopback_hub(fake_hub, tmp_path: Pa
     assert len(hub.commits) == 1 and hub.commits[0]["repo"] == "me/tiny-sft"
     uploaded = hub.commits[0]["files"]
     local = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name[0] != "."}
-    assert uploaded == local and set(local) == {"README.md", "train.jsonl"}
+    assert uploaded == local and set(local) == {"README.md", "train.jsonl", "dataset_info.json"}
     assert hub.validated == [local["README.md"].decode()]
     assert all(b"hf_test_token_not_real" not in v for v in uploaded.values())
 
