@@ -15,6 +15,14 @@ from instructkit.models.local_files import META_FILE
 from instructkit.models.types import EmbeddingBackend, ScoringBackend
 from instructkit.numerics import fp32_tolerance
 
+
+def llamacpp_identity() -> dict:
+    """What `local`'s identity adds where llama.cpp generates (its probe passed here), else nothing:
+    on the transformers fallback the identity is the model's alone (tests/test_engine_probe.py)."""
+    from instructkit.models.engine_probe import llamacpp_installed, llamacpp_verdict
+
+    return {"engine": "llama.cpp", "weights": "q8_0"} if llamacpp_installed() and llamacpp_verdict().ok else {}
+
 PROMPTS = ["What is 2+2?", "Name three colors.", "Write a haiku about the sea.", "Hi"]
 
 
@@ -144,7 +152,7 @@ def test_facade_caches_and_scores(tmp_path):
     first = llm.chat("Say hello.", max_tokens=8)
     second = llm.chat("Say hello.", max_tokens=8)
     assert not first.cached and second.cached and first.text == second.text
-    assert llm.identity == {"family": "local", "model": llm.backend.model_id, "engine": "llama.cpp", "weights": "q8_0"}
+    assert llm.identity == {"family": "local", "model": llm.backend.model_id, **llamacpp_identity()}
     assert llm.span_scores(PAIRS[:2])[0].n_tokens > 0
     llm.close()
 
@@ -155,7 +163,7 @@ def test_dry_run_never_loads_the_model_and_keys_match(tmp_path, backend):
     llm = LLM("local", cache_dir=str(tmp_path), dry_run=True)
     assert is_placeholder(llm.chat("Say hello.", max_tokens=8))  # counted, answered by a stand-in
     assert llm._backend is None and llm.stats.estimated_calls == 1
-    assert llm.identity == {"family": "local", "model": backend.model_id, "engine": "llama.cpp", "weights": "q8_0"}
+    assert llm.identity == {"family": "local", "model": backend.model_id, **llamacpp_identity()}
     fast = LLM("local:bf16", cache=False)
     assert fast.identity["model"] == backend.model_id.replace(":float32", ":bfloat16") and fast._backend is None
     llm.close()

@@ -12,6 +12,8 @@ from instructkit.generators import self_instruct as si
 from instructkit.models import LLM
 from instructkit.runner import RunContext
 
+from llamacpp_guard import require_llamacpp
+
 TASKS = [
     {"instruction": "Decide whether the sentence is positive or negative.", "request_idx": 0},
     {"instruction": "Write a short greeting for a birthday card.", "request_idx": 0},
@@ -41,6 +43,7 @@ def test_instance_schema_follows_the_official_field_order() -> None:
 
 
 def test_constrained_instances_on_the_local_model(tmp_path: Path, tmp_cache) -> None:
+    require_llamacpp()  # the figures below are llama.cpp's grammar-constrained answers
     llm = LLM("local", cache=tmp_cache)
     opts = si.SelfInstructOptions(constrained="auto", instance_max_tokens=96)
     ctx = RunContext(llm=llm, options=opts, method="self_instruct", work_dir=tmp_path, progress=False, random_state=0)
