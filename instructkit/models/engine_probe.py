@@ -160,7 +160,8 @@ def run_probe(gguf: Path | None, build: str, machine: str, timeout: float = PROB
                 continue
     if done.returncode < 0:
         sig = signal.Signals(-done.returncode)
-        why = {signal.SIGILL: "an instruction this build uses faults on this machine"}.get(sig, "it crashed")
+        why = {signal.SIGILL: "an instruction this build uses faults on this machine",
+               signal.SIGSEGV: "the build crashed at its first model pass on this machine"}.get(sig, "it crashed")
         return Verdict(False, f"the probe was killed by {sig.name}: {why}", build, machine, seconds)
     if done.returncode != 0 or not report:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
