@@ -61,6 +61,7 @@ def diagnose(probe: bool = True, again: bool = False) -> dict[str, Any]:
         facts["threads"] = {"torch": torch_threads()}
     else:
         facts["local"] = "no local engine installed (bash scripts/setup.sh)"
+        facts["threads"] = {}
     return facts
 
 
@@ -103,6 +104,6 @@ def doctor_command(args: Any) -> int:
         if not lc["ok"]:
             print(f"  fix: {FIX}")
     print(f"cpu:      {facts['cpu']}, {facts['cores']} usable cores; advertises {' '.join(facts['cpu_features'])}")
-    print("threads:  " + ", ".join(f"{k} {t}" for k, t in facts["threads"].items()))
+    print("threads:  " + (", ".join(f"{k} {t}" for k, t in facts["threads"].items()) or "none"))
     print(f"versions: torch {v['torch']}, transformers {v['transformers']}, llama-cpp-python {v['llama-cpp-python']}")
     return 0 if facts["engines"] else 1

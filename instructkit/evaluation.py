@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .credentials import redact
 from .training import (
     TrainOptions,
     chat_of,
@@ -117,7 +118,7 @@ def win_rate(model: str, baseline: str, rows: list[dict], judge: str, *, max_tok
     decided = wins + losses + ties
     return {"win_rate": (wins + ties / 2) / decided if decided else None, "wins": wins, "losses": losses,
             "ties": ties, "unjudged": len(winners) - decided, "pairs": len(winners), "empty_answer_pairs": len(by_rule),
-            "judge": judge, "baseline": baseline, "max_tokens": max_tokens}  # fmt: skip
+            "judge": redact(judge), "baseline": redact(baseline), "max_tokens": max_tokens}  # fmt: skip
 
 
 def evaluate_command(args: argparse.Namespace) -> int:

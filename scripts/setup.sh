@@ -36,7 +36,8 @@ fi
 flavour="${LLAMA_BUILD:-native}"
 llama_version=$(sed -n 's/^llama-cpp-python==\([^ ;]*\).*/\1/p' constraints.txt | head -1)
 cpu_tag=$( (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || uname -m) | sha256sum | cut -c1-10)
-wheelhouse="${INSTRUCTKIT_CACHE_DIR:-$HOME/.cache/instructkit}/wheels/llama-cpp-python-${llama_version}-${flavour}-${cpu_tag}"
+py_tag=$($py -c 'import sys; print(sys.implementation.cache_tag)')  # a wheel is built for one Python
+wheelhouse="${INSTRUCTKIT_CACHE_DIR:-$HOME/.cache/instructkit}/wheels/llama-cpp-python-${llama_version}-${py_tag}-${flavour}-${cpu_tag}"
 if [[ -n "$need_llama" ]] && { [[ "${LLAMA_BUILD:-}" == portable ]] || ! $py -c "import llama_cpp" 2>/dev/null; }; then
   if ! ls "$wheelhouse"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     flags="-DLLAVA_BUILD=OFF"

@@ -32,6 +32,7 @@ def test_a_child_killed_by_sigill_is_a_failed_verdict_that_names_the_signal(faul
     verdict = run_probe(None, build_tag(), machine_tag())
     assert not verdict.ok
     assert verdict.reason == "the probe was killed by SIGILL: an instruction this build uses faults on this machine"
+    assert verdict.lasting  # the build's own fault: stored for this build and machine
     assert "NOT usable" in verdict.line()
 
 
@@ -39,6 +40,7 @@ def test_a_child_that_hangs_fails_at_the_timeout(fault):
     fault("hang")
     verdict = run_probe(None, build_tag(), machine_tag(), timeout=3)
     assert not verdict.ok and verdict.reason == "the probe did not answer in 3 s"
+    assert not verdict.lasting  # a busy machine can do that: never stored, the next run probes again
 
 
 def test_a_child_whose_kernels_answer_wrongly_fails(fault):

@@ -326,3 +326,20 @@ def test_the_fast_path_imports_no_litellm(env) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ), timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]
     assert LLM("groq/some-new-model").cost_model == "" and LLM("gemini/gemini-2.0-flash").cost_model
+
+
+def test_a_key_inside_a_providers_base_url_variable_goes_to_the_header_not_the_url(
+        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://user:SEKRET@127.0.0.1:9/v1")
+    llm = LLM("openai/gpt-4o-mini", cache=False)
+    assert llm.backend.api_base == "http://127.0.0.1:9/v1"  # aiohttp refuses a URL with credentials beside a header
+    assert llm.backend._api_key == "SEKRET" and "SEKRET" not in json.dumps(llm.identity, default=str)
+
+
+def test_the_messages_api_gets_temperature_never_top_p_too() -> None:
+    from instructkit.models.http_anthropic import messages_payload
+    from instructkit.models.types import GenParams
+
+    body = messages_payload("claude-sonnet-4-5", [{"role": "user", "content": "hi"}],
+                            GenParams(temperature=0.7, top_p=0.95))  # fmt: skip
+    assert body["temperature"] == 0.7 and "top_p" not in body  # Claude 4.5+ refuse both (a 400 on every row)

@@ -54,6 +54,7 @@ class Verdict:
     machine: str  # CPU model and features tag
     seconds: float
     features: str = ""  # the CPU features llama.cpp's build reports (llama_print_system_info)
+    lasting: bool = True  # stored for the build and machine: a pass, a fault or wrong answers, not a hang
 
     def line(self) -> str:
         """The one-line form (`instructkit doctor`'s first line, the demo's first line)."""
@@ -130,7 +131,7 @@ def llamacpp_verdict(gguf: Path | None = None, *, again: bool = False) -> Verdic
             except (OSError, ValueError, TypeError):
                 pass  # unreadable: probe again
         _VERDICT = run_probe(gguf, build, machine)
-        if not fault:
+        if not fault and _VERDICT.lasting:  # a hang or a killed child may be the machine's load: this run only
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(asdict(_VERDICT), indent=1))
@@ -148,7 +149,7 @@ def run_probe(gguf: Path | None, build: str, machine: str, timeout: float = PROB
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        return Verdict(False, f"the probe did not answer in {timeout:.0f} s", build, machine, timeout)
+        return Verdict(False, f"the probe did not answer in {timeout:.0f} s", build, machine, timeout, lasting=False)
     seconds = time.perf_counter() - start
     report: dict = {}
     for line in reversed(done.stdout.splitlines()):
@@ -162,10 +163,13 @@ def run_probe(gguf: Path | None, build: str, machine: str, timeout: float = PROB
         sig = signal.Signals(-done.returncode)
         why = {signal.SIGILL: "an instruction this build uses faults on this machine",
                signal.SIGSEGV: "the build crashed at its first model pass on this machine"}.get(sig, "it crashed")
-        return Verdict(False, f"the probe was killed by {sig.name}: {why}", build, machine, seconds)
+        faults = (signal.SIGILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE)  # the build's own doing
+        return Verdict(False, f"the probe was killed by {sig.name}: {why}", build, machine, seconds,
+                       lasting=sig in faults)  # fmt: skip
     if done.returncode != 0 or not report:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
-        return Verdict(False, f"the probe failed (exit {done.returncode}): {tail}", build, machine, seconds)
+        return Verdict(False, f"the probe failed (exit {done.returncode}): {tail}", build, machine, seconds,
+                       lasting=False)  # fmt: skip
     return Verdict(bool(report.get("ok")), report.get("reason", ""), build, machine, seconds,
                    report.get("features", ""))  # fmt: skip
 

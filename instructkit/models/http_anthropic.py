@@ -24,8 +24,9 @@ FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "
 
 
 def messages_payload(model: str, messages: list[dict], params: GenParams) -> dict[str, Any]:
-    """The Messages API body: system messages joined into `system`, the rest as they are; top_p
-    only where it is not 1 (newer models take temperature or top_p, not both)."""
+    """The Messages API body: system messages joined into `system`, the rest as they are. Temperature
+    only, never top_p: Claude 4.5 and later refuse a request that sets both (a 400 for every row of
+    Evol-Instruct's or Self-Instruct's defaults), and temperature is the one every method sets."""
     system = [str(m.get("content") or "") for m in messages if m.get("role") == "system"]
     body: dict[str, Any] = {
         "model": model,
@@ -36,8 +37,6 @@ def messages_payload(model: str, messages: list[dict], params: GenParams) -> dic
     }  # fmt: skip
     if system:
         body["system"] = "\n\n".join(system)
-    if params.top_p != 1.0:
-        body["top_p"] = params.top_p
     if params.stop:
         body["stop_sequences"] = list(params.stop)
     return body

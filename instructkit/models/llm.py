@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextvars
+import dataclasses
 import hashlib
 import json
 import math
@@ -298,6 +299,11 @@ class LLM:
         self.ref = parse_spec(config.model, config.api_base, config.via)
         # A key inside the URL goes into the Authorization header, never into a log or a file.
         self.ref.api_base, url_key = split_credentials(self.ref.api_base)
+        if self.ref.route is not None and self.ref.route.api_base:
+            # a named provider's URL (from OPENAI_BASE_URL & co.) is what its backend calls: stripped too
+            route_base, route_key = split_credentials(self.ref.route.api_base)
+            self.ref.route = dataclasses.replace(self.ref.route, api_base=route_base)
+            url_key = url_key or route_key
         self.spec = config.model
         self.concurrency = config.concurrency
         if shared is None:
