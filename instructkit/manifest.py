@@ -110,13 +110,13 @@ def no_separation(col: str, fig: dict[str, Any]) -> str:
     if float(fig.get("top_share") or 0.0) >= NO_SEPARATION_SHARE:
         why = f"{fig['top_rows']}/{rows} rows score {fig['top_value']:g}"
     elif std <= NO_SPREAD * mean:
-        why = f"{rows} rows within {fig['min']:g}-{fig['max']:g} (std {std:.3g})"
+        why = f"{rows} rows within {fig['min']:.3g}-{fig['max']:.3g} (std {std:.3g})"
     else:
         return ""
     note = f"{col} separates nothing ({why})"
     expected = fig.get("expected") or {}
     if expected.get("rows") and not no_separation(expected["column"], {k: v for k, v in expected.items() if k != "column"}):
-        note += (f"; its expected-value scores {expected['column']} span {expected['min']:g}-{expected['max']:g}"
+        note += (f"; its expected-value scores {expected['column']} span {expected['min']:.3g}-{expected['max']:.3g}"
                  " (-o score expected)")
     return note
 
