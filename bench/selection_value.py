@@ -78,7 +78,9 @@ def main() -> int:
     from instructkit.pipeline import Pipeline
     from instructkit.training import heldout_loss
 
-    rows = json.loads(args.data.read_text())
+    every = json.loads(args.data.read_text())
+    # Rows with an instruction and an answer: a judge refuses an empty one (the sample has a few)
+    rows = [r for r in every if str(r.get("instruction") or "").strip() and str(r.get("output") or "").strip()]
     order = list(range(len(rows)))
     random.Random(args.seed).shuffle(order)
     held = [rows[i] for i in order[: args.heldout]]
@@ -89,7 +91,7 @@ def main() -> int:
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part), encoding="utf-8")
     train = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "max_length": args.max_length,
              "seed": 0, "lora": args.lora, **({"max_steps": args.max_steps} if args.max_steps else {})}  # fmt: skip
-    print(f"# {len(rows)} rows: {len(held)} held out, pool {len(pool)}, N {args.n}; scorer {args.scorer}; "
+    print(f"# {len(rows)} of {len(every)} rows with an instruction and an answer: {len(held)} held out, pool {len(pool)}, N {args.n}; scorer {args.scorer}; "
           f"train {json.dumps(train)}", flush=True)  # fmt: skip
     start = time.monotonic()
     base = heldout_loss("local", held_path)
