@@ -16,11 +16,11 @@ model's answers against random seed 0's on the first `--judge-rows` held-out pro
 The judge and scorer is the embedded SmolLM2-135M-Instruct itself (`--scorer` to change): a weak judge,
 so the selections are what such a judge picks, not what the papers' GPT-4/ChatGPT judges would pick.
 
-Defaults are sized for a 2-core CPU (N 300 from a pool of 450, training rows cut at 192 tokens, one epoch);
+Defaults are sized for a 2-core CPU to finish in under 30 minutes (N 100 from a pool of 300, training rows cut at 192 tokens, one epoch);
 `--n 8 --pool 16 --heldout 16` checks the plumbing in a few minutes. Pipelines keep their outputs and
 the response cache, so a second run reuses every score and trained model.
 
-    python bench/selection_value.py [--n 300] [--pool 450] [--heldout 300] [--judge local] [--out DIR]
+    python bench/selection_value.py [--n 100] [--pool 300] [--heldout 100] [--judge local] [--out DIR]
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ def pipelines(n: int, pool: Path, train: dict, scorer: str) -> dict[str, tuple[i
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--n", type=int, default=300, help="rows selected per method (default 300)")
-    ap.add_argument("--pool", type=int, default=450, help="candidate rows the selectors choose from (default 450)")
-    ap.add_argument("--heldout", type=int, default=300, help="held-out rows (default 300)")
+    ap.add_argument("--n", type=int, default=100, help="rows selected per method (default 100)")
+    ap.add_argument("--pool", type=int, default=300, help="candidate rows the selectors choose from (default 300)")
+    ap.add_argument("--heldout", type=int, default=100, help="held-out rows (default 100)")
     ap.add_argument("--scorer", default="local", help="model that judges and scores the pool (default local)")
     ap.add_argument("--judge", default=None, help="pairwise judge for win rates against random seed 0 (off by default)")
     ap.add_argument("--judge-rows", type=int, default=50, help="held-out prompts the judge compares (default 50)")
