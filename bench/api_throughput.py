@@ -104,7 +104,7 @@ def request_window(times: list[float], launched: float, latency: float) -> dict:
 def worker_instructkit(args: argparse.Namespace) -> dict:
     """LLM + RunContext.map with cache, retries, journal and progress on."""
     from instructkit.models import LLM
-    from instructkit.runner import RunContext
+    from instructkit.run.runner import RunContext
 
     llm = LLM(
         "bench-model",

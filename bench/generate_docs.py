@@ -20,7 +20,7 @@ from pathlib import Path
 from instructkit.generators.bonito import TASK_TYPES, BonitoOptions, bonito
 
 from instructkit.models import LLM
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pubmedqa_documents_1000.jsonl"
 

@@ -28,7 +28,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / 
 def loop_ifd(backend, rows: list[dict], max_length: int = 512) -> list[float | None]:
     """Per-row reference: full logits, HF masked loss, Cherry's spans and filters."""
     import torch
-    from instructkit.judge.scores.ifd import get_template, prefix_token_count
+    from instructkit.scorers.ifd import get_template, prefix_token_count
 
     tok, model = backend.tokenizer, backend.model
     tpl = get_template("alpaca")
@@ -61,9 +61,9 @@ def loop_ifd(backend, rows: list[dict], max_length: int = 512) -> list[float | N
 
 def ours_ifd(backend, rows: list[dict], batch_size: int) -> list[float | None]:
     """`instructkit score ifd`'s path (journal-free context), IFD per row."""
-    from instructkit.judge.scores.ifd import IFDOptions, score_ifd
+    from instructkit.scorers.ifd import IFDOptions, score_ifd
 
-    from instructkit.runner import RunContext
+    from instructkit.run.runner import RunContext
 
     opts = IFDOptions(batch_size=batch_size)
     ctx = RunContext(llm=None, options=opts, method="ifd", progress=False)
@@ -84,7 +84,7 @@ def compare(a: list[float | None], b: list[float | None]) -> tuple[float, float,
 
 def spans_of(backend, rows: list[dict]) -> list[tuple[list[int], list[int]]]:
     """The (prompt ids, answer ids) pairs IFD scores for `rows` (conditioned and direct per scored row)."""
-    from instructkit.judge.scores.ifd import get_template, ifd_spans, prefix_token_count
+    from instructkit.scorers.ifd import get_template, ifd_spans, prefix_token_count
 
     tpl = get_template("alpaca")
     k = prefix_token_count(backend.tokenizer, tpl.direct_prefix)
@@ -160,7 +160,7 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from instructkit.judge.scores.common import auto_device
+    from instructkit.scorers.common import auto_device
 
     from instructkit.models.local import load_local_backend
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from instructkit.models import LLM
 from instructkit.registry import get
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpaca_sample_17970.json"
 

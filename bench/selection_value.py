@@ -75,7 +75,7 @@ def main() -> int:
     import yaml
 
     from instructkit.evaluation import win_rate
-    from instructkit.pipeline import Pipeline
+    from instructkit.run.pipeline import Pipeline
     from instructkit.training import heldout_loss
 
     every = json.loads(args.data.read_text())

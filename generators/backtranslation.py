@@ -28,10 +28,10 @@ from typing import Any
 from instructkit.judge.common import score_schema, use_constraint, with_json_reply
 from instructkit.judge.parsing import check_score_mode, parse_json_score, parse_score, score_at_end
 
-from instructkit.manifest import write_method_summary
-from instructkit.provenance import provenance
 from instructkit.registry import method
-from instructkit.runner import RunContext
+from instructkit.run.manifest import write_method_summary
+from instructkit.run.provenance import provenance
+from instructkit.run.runner import RunContext
 from instructkit.templates import render
 
 from .common import call_seed, complete, llm_of, passages_for, seeded, write_side
@@ -79,7 +79,7 @@ def clean_instruction(text: str) -> str:
 def _load_seeds(path: str | None) -> list[dict]:
     if not path:
         return []
-    from instructkit.io import read_records
+    from instructkit.data.io import read_records
 
     rows = read_records(path)
     return [

@@ -32,11 +32,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from instructkit.manifest import write_method_summary
 from instructkit.models import extract_json
-from instructkit.provenance import provenance
 from instructkit.registry import method
-from instructkit.runner import RunContext
+from instructkit.run.manifest import write_method_summary
+from instructkit.run.provenance import provenance
+from instructkit.run.runner import RunContext
 from instructkit.templates import render
 
 from .common import (

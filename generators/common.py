@@ -8,10 +8,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from instructkit.documents import Document, Passage, load_documents, passages_from, record_documents
-from instructkit.io import Records
+from instructkit.data.documents import Document, Passage, load_documents, passages_from, record_documents
+from instructkit.data.io import Records
 from instructkit.models.types import TokenCountingBackend
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 
 def llm_of(ctx: RunContext) -> Any:

@@ -38,12 +38,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from instructkit.manifest import write_method_summary
-from instructkit.provenance import provenance
+from instructkit.data.turns import chat_with, last_question
 from instructkit.registry import method
-from instructkit.runner import RunContext
+from instructkit.run.manifest import write_method_summary
+from instructkit.run.provenance import provenance
+from instructkit.run.runner import RunContext
 from instructkit.templates import render
-from instructkit.turns import chat_with, last_question
 
 from .common import call_seed, complete, llm_of, require_choice, seeded, write_side
 

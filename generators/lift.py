@@ -24,11 +24,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD
-from instructkit.manifest import write_method_summary
-from instructkit.provenance import provenance
+from instructkit.data.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
-from instructkit.runner import RunContext
+from instructkit.run.manifest import write_method_summary
+from instructkit.run.provenance import provenance
+from instructkit.run.runner import RunContext
 from instructkit.templates import render
 
 from .common import call_seed, llm_of, run_registered, write_side

@@ -56,12 +56,12 @@ from typing import Any, ClassVar
 
 from instructkit.judge.common import use_constraint
 
-from instructkit.io import InputError, suggest_map
-from instructkit.manifest import write_method_summary
-from instructkit.provenance import provenance
+from instructkit.data.io import InputError, suggest_map
 from instructkit.registry import method
 from instructkit.rouge import NoveltyIndex
-from instructkit.runner import RunContext
+from instructkit.run.manifest import write_method_summary
+from instructkit.run.provenance import provenance
+from instructkit.run.runner import RunContext
 from instructkit.templates import render
 
 from .common import call_seed, complete, llm_of, require_choice, seeded, write_side

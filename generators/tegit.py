@@ -24,11 +24,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from instructkit.manifest import write_method_summary
 from instructkit.models.llm import is_placeholder
-from instructkit.provenance import provenance
 from instructkit.registry import method
-from instructkit.runner import RunContext
+from instructkit.run.manifest import write_method_summary
+from instructkit.run.provenance import provenance
+from instructkit.run.runner import RunContext
 from instructkit.templates import render
 
 from .common import call_seed, llm_of, passages_for, require_choice, write_side

@@ -34,13 +34,13 @@ from typing import Any, ClassVar
 
 from instructkit.judge.common import with_json_reply
 
-from instructkit.io import read_records
-from instructkit.manifest import write_method_summary
+from instructkit.data.io import read_records
 from instructkit.models import extract_json
 from instructkit.models.llm import is_placeholder
-from instructkit.provenance import provenance
 from instructkit.registry import method
-from instructkit.runner import RunContext
+from instructkit.run.manifest import write_method_summary
+from instructkit.run.provenance import provenance
+from instructkit.run.runner import RunContext
 from instructkit.templates import render
 
 from .common import call_seed, llm_of, require_choice, run_registered, seeded, write_side

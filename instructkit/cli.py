@@ -19,8 +19,8 @@ from jinja2 import TemplateError
 
 from . import registry
 from .credentials import redact
+from .data.io import InputError, read_records
 from .guard import RunLock, describe_os_error, refuse_overwrite
-from .io import InputError, read_records
 from .models.llm import BudgetExceeded
 from .models.types import ModelCallError
 
@@ -50,7 +50,7 @@ def _add_scale_args(p: argparse.ArgumentParser, batch: bool = True) -> None:
 
 
 def _execution(args: argparse.Namespace) -> Any:
-    from .execution import Execution
+    from .run.execution import Execution
 
     return Execution(batch=getattr(args, "batch", False), poll_s=getattr(args, "batch_poll", 30.0),
                      engine=args.engine, ray={"actors": args.actors, "num_gpus": args.gpus_per_actor,
@@ -245,7 +245,7 @@ def model_config(args: argparse.Namespace) -> Any:
 
 
 def run_method_command(args: argparse.Namespace) -> int:
-    from .steps import MethodStep, Models, method_options, run_step
+    from .run.steps import MethodStep, Models, method_options, run_step
 
     info = registry.get(args.kind, args.method)
     mapping = dict(m.split("=", 1) for m in args.map)
@@ -273,7 +273,7 @@ def run_method_command(args: argparse.Namespace) -> int:
 
 def _finish_method(args: argparse.Namespace, step: Any, result: Any, out: Path) -> int:
     """The command's manifest, summary lines and exit status for its one step."""
-    from .manifest import little_output_line, write_manifest
+    from .run.manifest import little_output_line, write_manifest
 
     info, ctx = step.info, result.ctx
     summary = {"method": f"{info.kind} {info.name}", "rows_in": len(step.records), "rows_out": len(result.rows),
@@ -369,7 +369,7 @@ def print_summary(summary: dict[str, Any], out: Path, path: str = "") -> None:
 
 
 def cache_command(args: argparse.Namespace) -> int:
-    from .cache import ResponseCache
+    from .models.cache import ResponseCache
 
     cache = ResponseCache(args.cache_dir)
     if args.action == "stats":
@@ -446,7 +446,7 @@ def embed_command(args: argparse.Namespace) -> int:
     config = model_config(args)
     options = {name: getattr(config, name) for name in COMMON_OPTIONS if name != "api_key"}  # key: this process only
     if args.engine == "ray" and not config.dry_run:  # an estimate needs no cluster
-        from .ray_engine import ray_embed
+        from .run.ray_engine import ray_embed
 
         vectors = ray_embed(texts, config.model, actors=args.actors, num_gpus=args.gpus_per_actor,
                             batch_size=args.ray_batch_size, **options, **encoder)
@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "cache":
             return cache_command(args)
         if args.command == "export":
-            from .export import export_command
+            from .data.export import export_command
 
             return export_command(args)
         if args.command in ("train", "evaluate"):
@@ -498,12 +498,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "plugins":
             return methods_command(args, plugins_only=True)
         if args.command == "report":
-            from .report import write_report
+            from .data.report import write_report
 
             print(f"report: {write_report(args.out_dir, args.html, args.encoder)}", file=sys.stderr)
             return 0
         if args.command == "run":
-            from .pipeline import run_pipeline_command
+            from .run.pipeline import run_pipeline_command
 
             return run_pipeline_command(args)
         parser.print_help()

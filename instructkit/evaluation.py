@@ -46,7 +46,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from .manifest import write_manifest
+    from .run.manifest import write_manifest
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainOptions) if getattr(args, f.name) is not None}
     opts = make_train_options(values)  # a bad value is refused before anything loads
@@ -93,7 +93,7 @@ def win_rate(model: str, baseline: str, rows: list[dict], judge: str, *, max_tok
     """The pairwise judge's win rate of `model`'s answers (A) against `baseline`'s (B) on `rows`' prompts."""
     from . import registry
     from .models.config import ModelConfig
-    from .steps import MethodStep, Models, method_options, run_step
+    from .run.steps import MethodStep, Models, method_options, run_step
 
     chats = [c for c in (chat_of(r) for r in rows) if c is not None]
     prompts = [c[:-1] for c in chats]

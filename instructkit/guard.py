@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .io import InputError
+from .data.io import InputError
 
 LOCK_NAME = ".instructkit.lock"
 

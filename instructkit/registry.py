@@ -29,10 +29,10 @@ ENTRY_POINT_GROUP = "instructkit.methods"
 KIND_PACKAGES = {
     "generate": "instructkit.generators",
     "judge": "instructkit.judge",
-    "score": "instructkit.judge.scores",
+    "score": "instructkit.scorers",
     "select": "instructkit.selection",
 }
-BUILTIN_PACKAGES = ("instructkit.generators", "instructkit.judge", "instructkit.selection")
+BUILTIN_PACKAGES = ("instructkit.generators", "instructkit.judge", "instructkit.scorers", "instructkit.selection")
 
 
 @dataclass
@@ -44,7 +44,7 @@ class MethodInfo:
     summary: str
     needs_model: bool
     source: str  # "builtin" or the distribution/entry point that provided it
-    turns: str = "views"  # judge/score on chat rows: "views" (instructkit.turns) or "native" (reads turns itself)
+    turns: str = "views"  # judge/score on chat rows: "views" (instructkit.data.turns) or "native" (reads turns itself)
 
     @property
     def takes_turn_options(self) -> bool:
@@ -77,7 +77,7 @@ class MethodInfo:
     def check_input(self, records: list[dict], options: Any = None) -> None:
         """Raise InputError (file, line, field, the --map that would fix it) when a record lacks a field
         this method reads, before any model call."""
-        from .io import check_fields
+        from .data.io import check_fields
 
         check_fields(records, self.fields_read(options), f"{self.kind} {self.name}")
 
@@ -115,7 +115,7 @@ class MethodInfo:
         """(name, type, default) for each option, for `--help` and docs (`preset` first when the
         method has presets; the turn options last for judges and scorers)."""
         if self.takes_turn_options:
-            from .turns import OPTION_HELP
+            from .data.turns import OPTION_HELP
 
             return self._own_option_help() + OPTION_HELP
         return self._own_option_help()

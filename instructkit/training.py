@@ -126,7 +126,7 @@ def chat_of(row: dict[str, Any]) -> list[dict[str, str]] | None:
     """The conversation of one row as `messages` (system first where there is one); None when the
     row has no final answer. Reads prompt/completion rows (TRL's shape, our Alpaca export's), `messages`,
     ShareGPT `conversations` (human/gpt or user/assistant) and Alpaca, through the export's conversion."""
-    from .export import to_format
+    from .data.export import to_format
 
     prompt, completion = row.get("prompt"), row.get("completion")
     if isinstance(prompt, list) and isinstance(completion, list) and completion:
@@ -160,7 +160,7 @@ def load_rows(source: str | os.PathLike | Sequence[dict[str, Any]], split: str =
 
         ds = datasets.load_dataset(str(path), split=split)
         return ds.to_list()
-    from .io import read_records
+    from .data.io import read_records
 
     return list(read_records(path))
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from instructkit.runner import RowResult, RunContext, merge_results
-from instructkit.turns import last_view
+from instructkit.data.turns import last_view
+from instructkit.run.runner import RowResult, RunContext, merge_results
 
 
 def triplet(rec: dict) -> tuple[str, str, str]:
     """(instruction, input, output) of a record: Alpaca fields as they are; a chat row's last assistant
-    turn, the earlier turns before its question (instructkit.turns; `-o turns all` scores each)."""
+    turn, the earlier turns before its question (instructkit.data.turns; `-o turns all` scores each)."""
     view = last_view(rec)
     return view["instruction"], view["input"], view["output"]
 

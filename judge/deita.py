@@ -31,10 +31,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD, to_turns
+from instructkit.data.io import INSTRUCTION_FIELD, RESPONSE_FIELD, to_turns
 from instructkit.models.llm import is_placeholder
 from instructkit.registry import method
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 from instructkit.templates import render
 
 from .common import finish, llm_of, use_constraint, with_json_reply

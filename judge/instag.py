@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from instructkit.io import INSTRUCTION_FIELD, to_turns
+from instructkit.data.io import INSTRUCTION_FIELD, to_turns
 from instructkit.models import extract_json
 from instructkit.registry import method
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 from instructkit.templates import render
 
 from .common import chat_messages, finish, llm_of

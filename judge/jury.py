@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from instructkit.credentials import redact
 from instructkit.models import LLM
 from instructkit.registry import get, method
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 from .parsing import OK, report
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from instructkit.registry import get, method
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 PREFIX = "eval"
 PAIR_LABELS = {

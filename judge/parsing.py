@@ -19,9 +19,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from instructkit.manifest import parse_figure, value_counts, write_method_summary
 from instructkit.models import Completion, TokenLogprob
 from instructkit.models.logprobs import score_label
+from instructkit.run.manifest import parse_figure, value_counts, write_method_summary
 
 OK = "ok"
 EMPTY = "empty"

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD
+from instructkit.data.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 from instructkit.templates import render
 
 from .common import chat_messages, finish, llm_of, score_schema, triplet, use_constraint, with_json_reply

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from instructkit.io import SHAREGPT_ROLES, to_turns
+from instructkit.data.io import SHAREGPT_ROLES, to_turns
 
 DEFAULT_FIELDS = ["instruction", "input", "output"]
 

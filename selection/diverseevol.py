@@ -169,7 +169,7 @@ def diverseevol_loop(records: list[dict], o: DiverseEvolOptions, seed: int, fold
 @method("select", "diverseevol", options=DiverseEvolOptions, needs_model=False)
 def diverseevol(records: list[dict], ctx) -> list[dict]:
     """DiverseEvol: rounds of train, embed the pool with the model, add k-center picks from the labelled set."""
-    from instructkit.manifest import write_method_summary
+    from instructkit.run.manifest import write_method_summary
 
     o = ctx.options or DiverseEvolOptions()
     seed = seed_of(ctx, o)

@@ -466,7 +466,7 @@ def instructiongpt4_features(records: list[dict], ctx: Any, o: InstructionGPT4Op
 @method("select", "instructiongpt4", options=InstructionGPT4Options, needs_model=False)
 def instructiongpt4(records: list[dict], ctx) -> list[dict]:
     """InstructionGPT-4: a selector trained on quality labels scores indicators; best rows per spectral cluster."""
-    from instructkit.manifest import write_method_summary
+    from instructkit.run.manifest import write_method_summary
 
     o = ctx.options or InstructionGPT4Options()
     if o.score_sets not in ("auto", "pool", "row") or o.order not in ("score", "index"):

@@ -214,7 +214,7 @@ def report_for_records(
     n_clusters: int = 100,
 ) -> dict[str, dict[str, Any]]:
     """Selection vs random report from records (for `instructkit select ... --report`)."""
-    from instructkit.io import response_of
+    from instructkit.data.io import response_of
 
     from .common import score_column
 

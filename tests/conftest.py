@@ -104,7 +104,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def tmp_cache(tmp_path: Path) -> Iterator:
     """A fresh, empty ResponseCache in its own directory (closed afterwards)."""
-    from instructkit.cache import ResponseCache
+    from instructkit.models.cache import ResponseCache
 
     cache = ResponseCache(tmp_path / "cache")
     yield cache

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from instructkit.batch import BatchClient, BatchState, run_batched
-from instructkit.cache import ResponseCache
 from instructkit.cli import main as cli_main
-from instructkit.io import read_records, write_records
+from instructkit.data.io import read_records, write_records
 from instructkit.models import LLM
-from instructkit.pipeline import Pipeline
-from instructkit.runner import RunContext, merge_results
+from instructkit.models.cache import ResponseCache
+from instructkit.run.batch import BatchClient, BatchState, run_batched
+from instructkit.run.pipeline import Pipeline
+from instructkit.run.runner import RunContext, merge_results
 
 from fake_batch import BATCH_LINE_PATH, serve_fake_batch
 from fakes import Fault, prompt_text, reply_text

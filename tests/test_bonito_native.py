@@ -12,7 +12,7 @@ from instructkit.generators.common import call_seed, passages_for
 from instructkit.models import LLM
 from instructkit.models.local import load_local_backend
 from instructkit.registry import get
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 DOCS = [{"doc_id": "tides", "text": "The tide rises twice a day. The moon's pull causes it."}]
 

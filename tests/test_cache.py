@@ -12,10 +12,10 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
-from instructkit.cache import ResponseCache
-from instructkit.io import write_records
+from instructkit.data.io import write_records
 from instructkit.models import LLM
-from instructkit.runner import RunContext, merge_results
+from instructkit.models.cache import ResponseCache
+from instructkit.run.runner import RunContext, merge_results
 
 from fakes import Fault, reply_text
 
@@ -131,7 +131,7 @@ WORKER = textwrap.dedent(
     """
     import json, sys
     from instructkit.models import LLM
-    from instructkit.runner import RunContext
+    from instructkit.run.runner import RunContext
     url, cache_dir, first, last, out = sys.argv[1:6]
     llm = LLM("fake-model", api_base=url, cache_dir=cache_dir, max_retries=3)
     ctx = RunContext(llm=llm, method="shared", work_dir=None, concurrency=8, progress=False)

@@ -96,7 +96,7 @@ def test_select_report_prints_and_saves_selection_beside_random(tmp_path):
 
 def test_cache_commands(tmp_path):
     env = {"INSTRUCTKIT_RESPONSE_CACHE_DIR": str(tmp_path / "c")}
-    from instructkit.cache import ResponseCache
+    from instructkit.models.cache import ResponseCache
 
     cache = ResponseCache(tmp_path / "c")
     cache.set("k1", {"text": "x"})
@@ -108,9 +108,9 @@ def test_cache_commands(tmp_path):
 
 
 def test_run_help_documents_resume_manifest_engines_and_batch(tmp_path: Path) -> None:
-    from instructkit.execution import Execution
-    from instructkit.pipeline import Pipeline
     from instructkit.registry import get
+    from instructkit.run.execution import Execution
+    from instructkit.run.pipeline import Pipeline
 
     text = cli("run", "--help").stdout
     for phrase in ("resume:", "fingerprint", "journals", "OUT/manifest.json", "engine: ray", "batch: true", "exits 3"):

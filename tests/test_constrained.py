@@ -14,8 +14,8 @@ import jsonschema
 import pytest
 from pydantic import BaseModel, Field
 
-from instructkit.cache import ResponseCache
 from instructkit.models import LLM
+from instructkit.models.cache import ResponseCache
 from instructkit.models.local import load_local_backend
 
 SCHEMA = {
@@ -104,7 +104,7 @@ COLOR = {"instruction": "Name a color.", "input": "", "output": "Blue"}
 
 def judge(name: str, records: list[dict], llm: LLM, **options):
     from instructkit.registry import get
-    from instructkit.runner import RunContext
+    from instructkit.run.runner import RunContext
 
     info = get("judge", name)
     ctx = RunContext(llm=llm, options=info.make_options(options), method=name, progress=False)

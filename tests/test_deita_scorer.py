@@ -18,7 +18,7 @@ from instructkit.judge.parsing import OK
 
 from instructkit.models import LLM
 from instructkit.registry import get
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 DIGITS = [str(i) for i in range(1, 7)]
 REC = {"instruction": "Write a haiku about rain.", "input": "", "output": "Soft rain on the roof."}

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from instructkit import registry
-from instructkit.execution import execute
 from instructkit.models import LLM
-from instructkit.runner import RunContext
+from instructkit.run.execution import execute
+from instructkit.run.runner import RunContext
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TOLERANCE = 0.15  # the bound on dry-run tokens against the real run's

@@ -14,7 +14,7 @@ from instructkit.generators.common import call_seed, seeded
 
 from instructkit.models import LLM
 from instructkit.registry import get
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 
 def test_default_and_official_weights() -> None:

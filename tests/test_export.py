@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from instructkit.card import read_card
-from instructkit.export import ExportOptions, export_records, make_options, parse_split, split_indices
+from instructkit.data.card import read_card
+from instructkit.data.export import ExportOptions, export_records, make_options, parse_split, split_indices
 
 datasets = pytest.importorskip("datasets")
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +130,7 @@ def test_export_of_a_single_command_output_reads_its_manifest(tmp_path: Path) ->
 def test_pipeline_export_card_equals_manifest(tmp_path: Path) -> None:
     from huggingface_hub import DatasetCard
 
-    from instructkit.pipeline import Pipeline
+    from instructkit.run.pipeline import Pipeline
 
     data = tmp_path / "in.jsonl"
     pairs = [("What is 3 + 4?", "7"), ("Name the largest planet.", "Jupiter"), ("Spell 'cat' backwards.", "tac"),
@@ -228,7 +228,7 @@ def test_push_to_hub_uploads_the_folder_to_a_loopback_hub(fake_hub, tmp_path: Pa
 
 
 def test_a_bad_export_step_fails_when_the_pipeline_is_read(tmp_path: Path) -> None:
-    from instructkit.pipeline import Pipeline
+    from instructkit.run.pipeline import Pipeline
 
     path = tmp_path / "p.yaml"
     (tmp_path / "in.jsonl").write_text('{"instruction": "a", "output": "b"}\n')
@@ -242,7 +242,7 @@ def test_agreement_imports_scipy_only_when_there_is_a_pair() -> None:
     # scipy.stats takes seconds to import: a single judge step (no earlier score) must not pay for it.
     code = (
         "import sys\n"
-        "from instructkit.card import agreement_figures\n"
+        "from instructkit.data.card import agreement_figures\n"
         "rows = [{'instruction': str(i)} for i in range(5)]\n"
         "assert agreement_figures(rows, [{**r, 'alpagasus_score': i} for i, r in enumerate(rows)]) == []\n"
         "assert 'scipy.stats' not in sys.modules\n"

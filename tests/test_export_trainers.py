@@ -14,8 +14,8 @@ import pytest
 datasets = pytest.importorskip("datasets")
 pytest.importorskip("trl")
 yaml = pytest.importorskip("yaml")
-from instructkit.card import read_card  # noqa: E402
-from instructkit.export import export_records, make_options  # noqa: E402
+from instructkit.data.card import read_card  # noqa: E402
+from instructkit.data.export import export_records, make_options  # noqa: E402
 
 from tiny_models import tiny_chat_llama  # noqa: E402
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from instructkit.cache import ResponseCache
 from instructkit.models import LLM, BudgetExceeded, GenParams, ModelCallError, to_messages
+from instructkit.models.cache import ResponseCache
 from instructkit.models.limits import estimate_tokens
 from instructkit.models.pricing import cost_of
-from instructkit.runner import RunContext, merge_results
+from instructkit.run.runner import RunContext, merge_results
 
 from fakes import Fault, embedding_of, reply_text
 

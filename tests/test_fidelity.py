@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from instructkit.judge.scores.ifd import SuperfilteringOptions, finish_selection
+from instructkit.scorers.ifd import SuperfilteringOptions, finish_selection
 
 from instructkit.registry import get
 
@@ -120,7 +120,7 @@ def test_kcenter_ties_where_sklearn_stores_equal_float32_distances():
 def test_cherry_select_kmeans_is_the_official_run(tmp_path):
     from sklearn.cluster import KMeans
 
-    from instructkit.runner import RunContext
+    from instructkit.run.runner import RunContext
 
     x = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
     official = KMeans(12, random_state=0, n_init=10).fit_predict(x)  # data_by_cluster.py, sklearn < 1.4
@@ -136,10 +136,10 @@ def test_cherry_select_kmeans_is_the_official_run(tmp_path):
 
 
 def test_cherry_pre_experience_clusters_with_the_official_seed_and_n_init(tiny_gpt2):
-    from instructkit.judge.scores.ifd import IFDOptions, get_template, instruction_features, pre_experience
+    from instructkit.scorers.ifd import IFDOptions, get_template, instruction_features, pre_experience
     from instructkit.selection.cherry import cherry_pre_select
 
-    from instructkit.runner import RunContext
+    from instructkit.run.runner import RunContext
 
     rows = [{"instruction": f"Add {a} and {b}.", "input": "", "output": str(a + b)} for a in range(8) for b in range(5)]
     opts = IFDOptions(model=f"hf:{tiny_gpt2.path}", pre_experience=True, pre_clusters=6, pre_per_cluster=3)
@@ -156,10 +156,10 @@ def test_cherry_pre_experience_clusters_with_the_official_seed_and_n_init(tiny_g
 def test_nuggets_anchors_are_the_official_kmeans(tiny_gpt2, tmp_path):
     import json
 
-    from instructkit.judge.scores.nuggets import NuggetsOptions, kmeans_anchors, nuggets_text, score_nuggets
+    from instructkit.scorers.nuggets import NuggetsOptions, kmeans_anchors, nuggets_text, score_nuggets
     from sklearn.cluster import KMeans
 
-    from instructkit.runner import RunContext
+    from instructkit.run.runner import RunContext
 
     rows = [{"instruction": f"Name a color number {i}.", "input": "", "output": c} for i, c in enumerate("red blue green gray pink teal gold navy lime rust plum sand".split())]
     texts = [nuggets_text(r["instruction"], r["input"], r["output"]) for r in rows]
@@ -209,7 +209,7 @@ def test_car_official_preset_clusters_the_iqs_string(tmp_path):
     from instructkit.selection.car import car_select
     from instructkit.selection.embed import embed_texts
 
-    from instructkit.runner import RunContext
+    from instructkit.run.runner import RunContext
 
     rows = [
         {"instruction": f"Task {i}: {w}", "input": "x" * (i % 3), "output": f"answer {i * 7 % 11}", "score": (i * 37) % 23}
@@ -241,7 +241,7 @@ def _cls_states(folder, texts, max_length):
 def test_mods_official_preset_is_bert_cls_of_the_instruction(tmp_path):
     from instructkit.models.embeddings import embedder
     from instructkit.models.local_files import minilm_path
-    from instructkit.runner import RunContext
+    from instructkit.run.runner import RunContext
 
     folder = minilm_path()  # a BERT encoder: the same code path as bert-base-uncased
     long = "word " * 150  # beyond 96 tokens: the cut matters
@@ -262,7 +262,7 @@ def test_deita_official_preset_embeds_the_vicuna_conversation_last_token(tiny_gp
     from instructkit.selection.common import row_texts
     from instructkit.selection.deita import deita_select
 
-    from instructkit.runner import RunContext
+    from instructkit.run.runner import RunContext
 
     rows = [
         {"conversations": [{"from": "human", "value": f"Question {i}?" + " more" * (i * 20)},

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from instructkit.cli import main  # noqa: E402
-from instructkit.io import InputError, read_records  # noqa: E402
+from instructkit.data.io import InputError, read_records  # noqa: E402
 
 FAST = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -22,7 +22,7 @@ from instructkit.judge import lift as lj
 from instructkit.selection import lift_variety as lv
 
 from instructkit.numerics import gamma
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 ROOT = Path(__file__).resolve().parents[1]
 llm = test_generators_local.llm  # the real local model, the fixture the other generator tests share
@@ -321,7 +321,7 @@ def test_tegit_and_lift_from_the_cli(fake_server, tmp_path: Path) -> None:
 
 
 def test_the_three_run_as_pipeline_steps(fake_server, tmp_path: Path) -> None:
-    from instructkit.pipeline import Pipeline
+    from instructkit.run.pipeline import Pipeline
 
     docs = tmp_path / "docs"
     docs.mkdir()

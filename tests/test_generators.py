@@ -14,7 +14,13 @@ from instructkit.generators import evol_instruct as ev
 from instructkit.generators import self_instruct as si
 from instructkit.generators import tree_instruct as ti
 
-from instructkit.documents import chunk_text, html_to_text, load_documents, passages_from, split_paragraphs
+from instructkit.data.documents import (
+    chunk_text,
+    html_to_text,
+    load_documents,
+    passages_from,
+    split_paragraphs,
+)
 from instructkit.rouge import NoveltyIndex
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ from instructkit.generators import evol_instruct as ev
 from instructkit.generators import self_instruct as si
 from instructkit.generators import tree_instruct as ti
 
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,8 +30,8 @@ PASSAGE = (
 
 @pytest.fixture(scope="module")
 def llm(tmp_path_factory: pytest.TempPathFactory):
-    from instructkit.cache import ResponseCache
     from instructkit.models import LLM
+    from instructkit.models.cache import ResponseCache
 
     try:
         model = LLM("local", cache=ResponseCache(tmp_path_factory.mktemp("gen_cache")))

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from instructkit.io import InputError, read_records, require_fields, to_turns, write_records
+from instructkit.data.io import InputError, read_records, require_fields, to_turns, write_records
 
 RECORDS = [
     {"instruction": "Name a prime number.", "input": "", "output": "7"},
@@ -23,7 +23,7 @@ def test_round_trip(tmp_path, suffix):
 def test_hf_datasets_folder_round_trip(tmp_path):
     from datasets import Dataset
 
-    from instructkit.io import from_dataset, to_dataset
+    from instructkit.data.io import from_dataset, to_dataset
 
     folder = write_records(tmp_path / "ds", RECORDS, fmt="hf")
     assert read_records(folder) == RECORDS

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from instructkit.runner import Journal, RunContext
+from instructkit.run.runner import Journal, RunContext
 
 
 def write(path: Path, *entries: dict) -> None:
@@ -53,7 +53,7 @@ def test_a_tagged_context_writes_its_own_file_and_every_run_reuses_it(tmp_path: 
 
 def test_row_keys_are_the_row_key_of_each_item():
     # Journals written by earlier versions must resume: the batched keys are byte for byte row_key's.
-    from instructkit.runner import row_key, row_keys
+    from instructkit.run.runner import row_key, row_keys
 
     base = {"method": "m", "stage": "s", "options": '{"a":1}', "model": {"family": "x", "model": "é"}}
     items = [{"instruction": "q", "n": 1.5, "t": ["a", None]}, "plain", 3, {"z": {"é": [1, 2]}, "a": True}]

@@ -16,10 +16,10 @@ import pytest
 from instructkit.judge import instag
 from instructkit.judge.parsing import FAILED_STATUSES, OK
 
-from instructkit.cache import ResponseCache
 from instructkit.models import LLM
+from instructkit.models.cache import ResponseCache
 from instructkit.registry import get
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 DATA = Path(__file__).parent / "data"
 STATUSES = {OK, "pending", *FAILED_STATUSES}

@@ -12,8 +12,8 @@ import pytest
 from instructkit import registry
 
 ROOT = Path(__file__).resolve().parent.parent
-FEATURES = ("instructkit.selection", "instructkit.judge", "instructkit.generators")
-INSTALLED = ("instructkit", "judge", "generators", "selection", "prompts")  # pyproject's package-dir
+FEATURES = ("instructkit.selection", "instructkit.judge", "instructkit.scorers", "instructkit.generators")
+INSTALLED = ("instructkit", "judge", "scorers", "generators", "selection", "prompts")  # pyproject's package-dir
 
 
 def imported_modules(path: Path, package: str) -> set[str]:

@@ -18,9 +18,9 @@ from instructkit.judge.parsing import (
     verdict_preference,
 )
 
-from instructkit.cache import ResponseCache
 from instructkit.fastjson import loads
 from instructkit.models import LLM
+from instructkit.models.cache import ResponseCache
 from instructkit.models.http_openai import loads_lazy_tops, parse_choices
 from instructkit.models.logprobs import LazyTop, TopText, label_positions
 from instructkit.models.types import Completion, GenParams, TokenLogprob
@@ -141,7 +141,7 @@ def test_a_judge_run_from_its_cache_scores_as_the_first(fake_server, tmp_path) -
     """alpagasus against a server that returns OpenAI's top-20 logprobs: the cached re-run gives the
     same expected scores as the answered run, from entries that keep the score token's alternatives."""
     from instructkit.registry import get
-    from instructkit.runner import RunContext
+    from instructkit.run.runner import RunContext
 
     fake_server.configure(reply="score", reply_words=30)
     rows = [{"instruction": f"Say {i}.", "output": f"{i}."} for i in range(12)]

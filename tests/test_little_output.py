@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from instructkit.manifest import little_output, little_output_line, parse_figure, write_manifest
-from instructkit.report import build_report
+from instructkit.data.report import build_report
+from instructkit.run.manifest import little_output, little_output_line, parse_figure, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,7 +92,7 @@ def test_a_judge_summary_reaches_its_side_manifest_and_the_run_manifest(fake_ser
 
 def spread_step(values: list[float], expected: list[float] | None = None) -> dict:
     """A judge step's manifest entry whose `alpagasus_score` column holds `values` (card.separation_figures)."""
-    from instructkit.card import separation_figures
+    from instructkit.data.card import separation_figures
 
     rows = [{"alpagasus_score": v, **({"alpagasus_expected": expected[i]} if expected else {})}
             for i, v in enumerate(values)]  # fmt: skip
@@ -118,7 +118,7 @@ def test_values_with_almost_no_spread_are_flagged_at_one_percent_of_the_mean():
 
 
 def test_the_card_and_the_report_record_the_flag(tmp_path):
-    from instructkit.card import step_summary
+    from instructkit.data.card import step_summary
 
     flagged = spread_step([4.0] * 10)
     assert step_summary(flagged)["flags"] == ["alpagasus_score separates nothing (10/10 rows score 4)"]

@@ -12,7 +12,7 @@ import yaml
 from instructkit.cli import build_parser, main, model_config
 from instructkit.models import LLM
 from instructkit.models.config import ModelConfig, add_model_args
-from instructkit.pipeline import Pipeline
+from instructkit.run.pipeline import Pipeline
 
 
 def other_value(f: dataclasses.Field) -> object:

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from instructkit.batch import batch_target, run_batched
-from instructkit.cache import ResponseCache
 from instructkit.models import LLM, parse_spec
+from instructkit.models.cache import ResponseCache
 from instructkit.models.pricing import cost_of
 from instructkit.models.providers import FAST, LITELLM, PROVIDERS
 from instructkit.models.types import ModelCallError
-from instructkit.runner import RunContext, merge_results
+from instructkit.run.batch import batch_target, run_batched
+from instructkit.run.runner import RunContext, merge_results
 
 from fakes import Fault, prompt_text, reply_text
 

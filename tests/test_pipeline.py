@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from instructkit.pipeline import Pipeline
+from instructkit.run.pipeline import Pipeline
 
 RECORDS = [
     {"instruction": "What is 3 + 4?", "input": "", "output": "7", "quality": 2},

@@ -14,8 +14,8 @@ from instructkit.generators import evol_instruct as ev
 from instructkit.generators import self_instruct as si
 from instructkit.generators import tree_instruct as ti
 
-from instructkit.provenance import origin, trace
-from instructkit.runner import RunContext
+from instructkit.run.provenance import origin, trace
+from instructkit.run.runner import RunContext
 
 pytest.importorskip("transformers")
 PASSAGE = (
@@ -27,8 +27,8 @@ PASSAGE = (
 
 @pytest.fixture(scope="module")
 def llm(tmp_path_factory: pytest.TempPathFactory):
-    from instructkit.cache import ResponseCache
     from instructkit.models import LLM
+    from instructkit.models.cache import ResponseCache
 
     try:
         model = LLM("local", cache=ResponseCache(tmp_path_factory.mktemp("prov_cache")))
@@ -96,7 +96,7 @@ def test_other_generators_name_their_sources(llm, tmp_path: Path) -> None:
 
 def test_provenance_survives_a_pipeline_to_the_export(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
-    from instructkit.pipeline import Pipeline
+    from instructkit.run.pipeline import Pipeline
 
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -14,11 +14,11 @@ pytest.importorskip("ray.data")
 
 from instructkit import registry  # noqa: E402
 from instructkit.cli import main as cli_main  # noqa: E402
-from instructkit.io import read_records, write_records  # noqa: E402
+from instructkit.data.io import read_records, write_records  # noqa: E402
 from instructkit.models import LLM  # noqa: E402
-from instructkit.pipeline import Pipeline  # noqa: E402
-from instructkit.ray_engine import ray_embed, ray_init, run_on_ray  # noqa: E402
-from instructkit.runner import RunContext, merge_results  # noqa: E402
+from instructkit.run.pipeline import Pipeline  # noqa: E402
+from instructkit.run.ray_engine import ray_embed, ray_init, run_on_ray  # noqa: E402
+from instructkit.run.runner import RunContext, merge_results  # noqa: E402
 
 from fakes import serve_fake  # noqa: E402
 

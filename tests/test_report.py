@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from instructkit.pipeline import Pipeline
-from instructkit.report import write_report
+from instructkit.data.report import write_report
+from instructkit.run.pipeline import Pipeline
 
 TOPICS = ["bread", "tides", "compost", "trains", "bees", "rivers", "chess", "glass"]
 

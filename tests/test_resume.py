@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from instructkit.models import LLM, GenParams
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 from fakes import reply_text
 
@@ -26,9 +26,9 @@ SCRIPT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from instructkit.io import write_records
+    from instructkit.data.io import write_records
     from instructkit.models import LLM, GenParams
-    from instructkit.runner import RunContext, merge_results
+    from instructkit.run.runner import RunContext, merge_results
 
     url, cache_dir, work_dir, out, n = sys.argv[1:6]
     llm = LLM("fake-model", api_base=url, cache_dir=cache_dir, max_retries=2)

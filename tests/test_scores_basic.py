@@ -8,13 +8,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from instructkit.judge.scores.ifd import get_template  # noqa: E402
-from instructkit.judge.scores.perplexity import PerplexityOptions, score_perplexity  # noqa: E402
-from instructkit.judge.scores.reward import RewardOptions, score_reward  # noqa: E402
+from instructkit.scorers.ifd import get_template  # noqa: E402
+from instructkit.scorers.perplexity import PerplexityOptions, score_perplexity  # noqa: E402
+from instructkit.scorers.reward import RewardOptions, score_reward  # noqa: E402
 
 from instructkit.models import LLM  # noqa: E402
 from instructkit.models.local import load_local_backend  # noqa: E402
-from instructkit.runner import RunContext  # noqa: E402
+from instructkit.run.runner import RunContext  # noqa: E402
 
 ROWS = [
     {"instruction": "Name a fruit that is yellow.", "input": "", "output": "A banana is yellow."},
@@ -95,7 +95,7 @@ def test_reward_logits_come_through_the_model_layer_cached_by_content(tiny_rm, t
     """The reward model is a `ClassifierBackend` behind `LLM`: logits cached per (question, answer)
     under the weights' id, a second run reads them all from the cache, and a changed setting
     (truncation) is another identity."""
-    from instructkit.cache import ResponseCache
+    from instructkit.models.cache import ResponseCache
     from instructkit.models.classifier import classifier
 
     path, model, tok = tiny_rm
@@ -118,7 +118,7 @@ def test_reward_logits_come_through_the_model_layer_cached_by_content(tiny_rm, t
 
 
 def test_scorers_are_registered():
-    import instructkit.judge.scores  # noqa: F401  (registered on import)
+    import instructkit.scorers  # noqa: F401  (registered on import)
 
     from instructkit.registry import get
 

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from instructkit.judge.scores.ifd import (  # noqa: E402
+from instructkit.scorers.ifd import (  # noqa: E402
     IFDOptions,
     SuperfilteringOptions,
     finish_selection,
@@ -20,7 +20,7 @@ from instructkit.judge.scores.ifd import (  # noqa: E402
 
 from instructkit.models import LLM  # noqa: E402
 from instructkit.models.local import load_local_backend  # noqa: E402
-from instructkit.runner import RunContext  # noqa: E402
+from instructkit.run.runner import RunContext  # noqa: E402
 
 ROWS = [
     {"instruction": "Name three primary colors.", "input": "", "output": "Red, blue and yellow."},
@@ -171,7 +171,7 @@ def test_selection_rules():
 
 
 def test_pre_experience_features_sample_and_warmup(backend, tmp_path):
-    from instructkit.judge.scores.ifd import ifd, instruction_features
+    from instructkit.scorers.ifd import ifd, instruction_features
 
     rows = [
         {"instruction": f"Write the number {n} in words.", "input": "", "output": w}
@@ -219,7 +219,7 @@ def test_pre_experience_features_sample_and_warmup(backend, tmp_path):
 
 
 def test_selection_options_reuse_the_journal(backend, tmp_path):
-    from instructkit.judge.scores.ifd import ifd
+    from instructkit.scorers.ifd import ifd
 
     rows = ROWS[:2]
     ctx = RunContext(

@@ -11,9 +11,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from instructkit.judge.scores.iqs import IQSOptions, QualityScorer, iqs, iqs_text  # noqa: E402
+from instructkit.scorers.iqs import IQSOptions, QualityScorer, iqs, iqs_text  # noqa: E402
 
-from instructkit.runner import RunContext  # noqa: E402
+from instructkit.run.runner import RunContext  # noqa: E402
 
 TOPICS = [
     ("Name a fruit.", "An apple is a fruit."),

@@ -10,9 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from instructkit.judge.scores.ifd import get_template  # noqa: E402
-from instructkit.judge.scores.nuggets import NuggetsOptions, kmeans_anchors, score_nuggets  # noqa: E402
-from instructkit.judge.scores.uncertainty import (  # noqa: E402
+from instructkit.scorers.ifd import get_template  # noqa: E402
+from instructkit.scorers.nuggets import NuggetsOptions, kmeans_anchors, score_nuggets  # noqa: E402
+from instructkit.scorers.uncertainty import (  # noqa: E402
     UncertaintyOptions,
     drop_words,
     perturbations,
@@ -21,7 +21,7 @@ from instructkit.judge.scores.uncertainty import (  # noqa: E402
 
 from instructkit.models import LLM  # noqa: E402
 from instructkit.models.local import load_local_backend  # noqa: E402
-from instructkit.runner import RunContext  # noqa: E402
+from instructkit.run.runner import RunContext  # noqa: E402
 
 ROWS = [
     {"instruction": "List two animals that live in the ocean.", "input": "", "output": "Whales and sharks."},

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from instructkit.judge.scores.instruction_mining import (  # noqa: E402
+from instructkit.scorers.instruction_mining import (  # noqa: E402
     InstructionMiningOptions,
     mtld,
     score_instruction_mining,
@@ -17,7 +17,7 @@ from instructkit.judge.scores.instruction_mining import (  # noqa: E402
 
 from instructkit.models import LLM  # noqa: E402
 from instructkit.models.embeddings import load_encoder  # noqa: E402
-from instructkit.runner import RunContext  # noqa: E402
+from instructkit.run.runner import RunContext  # noqa: E402
 
 ROWS = [
     {"instruction": f"Describe item {i}.", "input": "", "output": text}

@@ -16,7 +16,7 @@ from instructkit.selection.diverseevol import initial_rows, query, whiten
 
 from instructkit.numerics import FP32_UNIT_ROUNDOFF
 from instructkit.registry import get
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 GOLDEN = Path(__file__).parent / "data" / "diverseevol_kcenter_official.json"
 
@@ -121,7 +121,7 @@ def test_cli_and_pipeline_on_a_tiny_llama(tiny_llama, tmp_path):
     got = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["diverseevol_round"] for r in got] == [0, 0, 0, 1, 1, 2, 2]
 
-    from instructkit.pipeline import Pipeline
+    from instructkit.run.pipeline import Pipeline
 
     yaml = tmp_path / "p.yaml"
     yaml.write_text(f"""

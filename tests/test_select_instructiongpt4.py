@@ -20,7 +20,7 @@ from instructkit.selection.instructiongpt4 import (
 
 from instructkit.numerics import fp32_tolerance
 from instructkit.registry import get
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 pytest.importorskip("PIL")
 
@@ -203,7 +203,7 @@ def test_cli_and_pipeline_on_png_rows(tiny_clip, tmp_path):
     got = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(got) == 6 and all("clip_score" in r and "instructiongpt4_cluster" in r for r in got)
 
-    from instructkit.pipeline import Pipeline
+    from instructkit.run.pipeline import Pipeline
 
     yaml = tmp_path / "p.yaml"
     yaml.write_text(f"""

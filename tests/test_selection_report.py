@@ -17,7 +17,7 @@ from instructkit.selection.report import (
 )
 
 from instructkit.registry import get
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 SQUARE = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]], dtype=np.float32)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from instructkit.generators import self_instruct as si
 
 from instructkit.models import LLM
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 from llamacpp_guard import require_llamacpp
 

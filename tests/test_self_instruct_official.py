@@ -12,7 +12,7 @@ from instructkit.generators import self_instruct as si
 
 from instructkit.models import LLM
 from instructkit.registry import get
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 from instructkit.templates import render
 
 TASKS = [{"instruction": "Write a short greeting for a birthday card.", "request_idx": 0}]

@@ -16,7 +16,7 @@ import pytest
 from instructkit.generators.self_instruct import load_seed_tasks
 
 from instructkit import registry
-from instructkit.io import InputError
+from instructkit.data.io import InputError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PRICED = ("gpt-4o-mini", "gpt-4o-mini-2024-07-18")  # litellm prices both alike; the fake serves any name

@@ -163,7 +163,7 @@ def test_train_and_evaluate_commands_on_a_tiny_llama(tiny: Path, tmp_path: Path)
 
 
 def test_pipeline_trains_on_its_export_folder_and_skips_an_unchanged_step(tiny: Path, tmp_path: Path) -> None:
-    from instructkit.pipeline import Pipeline
+    from instructkit.run.pipeline import Pipeline
 
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))

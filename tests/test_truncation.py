@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from instructkit.cache import ResponseCache
 from instructkit.cli import main
 from instructkit.models import LLM
+from instructkit.models.cache import ResponseCache
 
 from fakes import Fault, reply_text
 

@@ -13,9 +13,9 @@ from instructkit.judge.common import triplet
 
 from instructkit import registry
 from instructkit.cli import main
-from instructkit.execution import execute
-from instructkit.io import Records, read_records
-from instructkit.turns import TurnOptions, run_per_turn, split_turn_options, turn_views
+from instructkit.data.io import Records, read_records
+from instructkit.data.turns import TurnOptions, run_per_turn, split_turn_options, turn_views
+from instructkit.run.execution import execute
 
 Q1, A1 = "Name a primary color.", "Red is a primary color."
 Q2, A2 = "Name another one.", "Blue is another primary color."
@@ -94,8 +94,8 @@ def test_results_fold_back_into_the_chat_rows() -> None:
 @pytest.fixture(scope="module")
 def local_llm(tmp_path_factory: pytest.TempPathFactory):
     pytest.importorskip("torch")
-    from instructkit.cache import ResponseCache
     from instructkit.models import LLM
+    from instructkit.models.cache import ResponseCache
 
     # The transformers engine: fp32 greedy rewrites are the same on every CPU (llama.cpp's depend on the
     # SIMD kernels it was built with), so the generator tests below see the same rewrite everywhere.
@@ -103,9 +103,9 @@ def local_llm(tmp_path_factory: pytest.TempPathFactory):
 
 
 def ifd_of(records: list[dict], llm, work_dir: Path, turns: TurnOptions | None = None) -> list[dict]:
-    from instructkit.judge.scores.ifd import IFDOptions
+    from instructkit.scorers.ifd import IFDOptions
 
-    from instructkit.runner import RunContext
+    from instructkit.run.runner import RunContext
 
     ctx = RunContext(llm=llm, options=IFDOptions(drop_gt1=False), method="ifd", work_dir=work_dir,
                      progress=False, turns=turns)
@@ -157,7 +157,7 @@ def test_evol_instruct_rewrites_the_last_turn_of_a_chat(local_llm, tmp_path: Pat
     from instructkit.generators.common import call_seed
 
     from instructkit.models import GenParams
-    from instructkit.runner import RunContext
+    from instructkit.run.runner import RunContext
 
     opts = ev.EvolInstructOptions(rounds=1, max_tokens=32, answer_max_tokens=16, equality_check=False)
     ctx = RunContext(llm=local_llm, options=opts, method="evol_instruct", work_dir=tmp_path, progress=False)
@@ -185,7 +185,7 @@ def test_tree_instruct_rewrites_the_last_turn_of_a_chat(local_llm, tmp_path: Pat
     from instructkit.generators.common import call_seed
 
     from instructkit.models import GenParams
-    from instructkit.runner import RunContext
+    from instructkit.run.runner import RunContext
     from instructkit.templates import render
 
     # Greedy decoding: the same rewrite wherever it runs (the local model's greedy one passes the rules).

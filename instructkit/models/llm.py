@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from ..aio import run_sync
-from ..cache import ResponseCache, public_endpoint, request_key
 from ..credentials import environment_key, split_credentials
+from .cache import ResponseCache, public_endpoint, request_key
 from .config import LOCAL_OPTIONS, ModelConfig
 from .limits import ProviderLimits, TokenBucket, estimate_tokens
 from .logprobs import check_policy
@@ -142,7 +142,7 @@ class RunShared:
     tpm: TokenBucket | None = None
     stats: CallStats = field(default_factory=CallStats)
     reserved: float = 0.0  # estimated cost of calls in flight
-    collector: Any = None  # batch mode (instructkit.batch): uncached chat requests go here
+    collector: Any = None  # batch mode (instructkit.run.batch): uncached chat requests go here
     members: dict[str, LLM] = field(default_factory=dict)  # derived models by spec
     dry_answers: dict[str, dict] = field(default_factory=dict)  # a dry run's placeholders by key, in memory only
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from instructkit.registry import get
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 GOLDEN = Path(__file__).parent / "car"
 

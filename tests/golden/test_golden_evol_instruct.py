@@ -11,7 +11,7 @@ from instructkit.generators import evol_instruct as ev
 
 from instructkit.models import LLM
 from instructkit.registry import get
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 GOLDEN = json.loads((Path(__file__).parent / "evol_instruct" / "main.json").read_text())
 

@@ -13,10 +13,10 @@ import pytest
 from instructkit.judge import formats
 from instructkit.judge.pairwise import PairwiseOptions, read_verdict
 
-from instructkit.cache import ResponseCache
 from instructkit.models import LLM
+from instructkit.models.cache import ResponseCache
 from instructkit.registry import get
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 GOLDEN = Path(__file__).parent / "mtbench"
 WINNER = {"A": 0.0, "B": 1.0, "tie": 0.5, "error": None}

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
-from instructkit.judge.scores.ifd import finish_selection
+from instructkit.scorers.ifd import finish_selection
 
 from instructkit.registry import get
 

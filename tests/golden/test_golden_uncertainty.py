@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from instructkit.judge.scores.uncertainty import drop_words, uncertainty_of
+from instructkit.scorers.uncertainty import drop_words, uncertainty_of
 
 GOLDEN = Path(__file__).parent / "uncertainty"
 DROPS = json.loads((GOLDEN / "random_drop_word.json").read_text())

@@ -2,9 +2,9 @@
 
 from dataclasses import dataclass
 
-from instructkit.io import response_of
+from instructkit.data.io import response_of
 from instructkit.registry import method
-from instructkit.runner import merge_results
+from instructkit.run.runner import merge_results
 
 
 @dataclass

@@ -31,9 +31,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD
+from instructkit.data.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 from instructkit.templates import exact_template, template_source
 
 from .common import (

@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from instructkit.runner import RowResult, RunContext
+from instructkit.run.runner import RowResult, RunContext
 
-from ..common import finish, triplet
+from ..judge.common import finish, triplet
 
 __all__ = [
     "LocalModelOptions",

@@ -17,9 +17,9 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD
+from instructkit.data.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 from .common import LocalModelOptions, SpanBatcher, finish, local_backend, map_sorted, mean_loss, row_items
 from .ifd import get_template, official_span

@@ -19,10 +19,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from . import registry
-from .credentials import redact
+from .. import registry
+from ..credentials import redact
+from ..run.manifest import json_hash, parse_figure
 from .io import read_records
-from .manifest import json_hash, parse_figure
 
 TASK_CATEGORIES = {  # Bonito task types (and similar) -> Hugging Face task categories
     "exqa": "question-answering", "mcqa": "multiple-choice", "qa": "question-answering",
@@ -74,7 +74,7 @@ def declared_licenses(path: str | Path | None, records: list[dict] | None = None
 def method_templates(func: Any, options: Any, side_manifest: Path | None = None) -> dict[str, str]:
     """Template name -> hash: from the generator's side manifest when it wrote one, else every packaged
     template its module names, plus any user template file given in an option ending in `template`."""
-    from .templates import template_hash
+    from ..templates import template_hash
 
     if side_manifest is not None and side_manifest.is_file():
         data = json.loads(side_manifest.read_text(encoding="utf-8"))
@@ -269,10 +269,10 @@ def step_summary(entry: dict[str, Any]) -> dict[str, Any]:
            "prompt_tokens": calls.get("prompt_tokens", 0), "completion_tokens": calls.get("completion_tokens", 0),
            "cost": calls.get("cost", 0.0)}  # fmt: skip
     if entry.get("model_identity") is not None and entry.get("kind") not in ("concat", "export", "select"):
-        from .provenance import model_label
+        from ..run.provenance import model_label
 
         out["model"] = model_label(entry["model_identity"])
-    from .manifest import little_output
+    from ..run.manifest import little_output
 
     if flags := little_output(entry):  # the same flags as the CLI's last line and the report's top
         out["flags"] = flags
@@ -395,7 +395,7 @@ def card_body(meta: dict[str, Any], figures: dict[str, Any], steps: list[dict[st
     parts += ["", "## Provenance", "",
               "Each generated row's `provenance` (in the meta) names the step, method and model that made it and "
               "where its content came from (document and passage, seed tasks, parent row); a row made from another "
-              "keeps that row's provenance under `parent`. `instructkit.provenance.origin(row)` follows the chain.",
+              "keeps that row's provenance under `parent`. `instructkit.run.provenance.origin(row)` follows the chain.",
               "", "## License", "", f"`{meta['license']}`" + (
                   f" — {meta['license_details']}" if meta.get("license_details") else
                   " (taken from the inputs)" if meta["license"] not in ("unknown", "other") else
@@ -405,7 +405,7 @@ def card_body(meta: dict[str, Any], figures: dict[str, Any], steps: list[dict[st
 
 def training_section(figures: dict[str, Any]) -> list[str]:
     """How each SFT trainer loads this folder as it is (trainer_configs.py; checked with their loaders)."""
-    from .trainer_configs import LLAMAFACTORY_FILE, axolotl_snippet, trl_note
+    from ..trainer_configs import LLAMAFACTORY_FILE, axolotl_snippet, trl_note
 
     splits = list(figures["files"])
     eval_split = next((s for s in splits if s != "train"), None)

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import registry
-from .credentials import redact
+from .. import registry
+from ..credentials import redact
+from ..data.io import InputError, read_records, write_records
+from ..models.config import ModelConfig
 from .execution import Execution
-from .io import InputError, read_records, write_records
 from .manifest import json_hash, write_manifest
-from .models.config import ModelConfig
 from .steps import MethodStep, Models, method_options, run_step
 
 STEP_KINDS = registry.KINDS
@@ -76,15 +76,15 @@ class Pipeline:
             kind = next(k for k in (*STEP_KINDS, *OTHER_KINDS) if k in raw)
             try:
                 if kind == "export":
-                    from .export import make_options
+                    from ..data.export import make_options
 
                     make_options({**(raw.get("options") or {}), "format": raw[kind]})
                 elif kind == "train":
-                    from .training import make_train_options
+                    from ..training import make_train_options
 
                     make_train_options(raw.get("options") or {})
                 elif kind != "concat":
-                    from .templates import check_user_templates
+                    from ..templates import check_user_templates
 
                     options, _ = method_options(registry.get(kind, str(raw[kind])), dict(raw.get("options") or {}))
                     check_user_templates(options)  # a template in a shared file that reaches for internals
@@ -120,7 +120,7 @@ class Pipeline:
         exit path (a finished run, a stopped one, an error)."""
         import contextlib
 
-        from .guard import RunLock
+        from ..guard import RunLock
 
         out_dir = Path(out) if out else self.out
         with contextlib.ExitStack() as stack:
@@ -133,7 +133,7 @@ class Pipeline:
     def _refuse_overwrite(self, out_dir: Path) -> None:
         """InputError when a step's input file is one the run writes (a step's rows, selected.jsonl, the
         manifest): the run would replace the rows it reads."""
-        from .guard import refuse_overwrite
+        from ..guard import refuse_overwrite
 
         written = [out_dir / f"{i:02d}_{s.name}.jsonl" for i, s in enumerate(self.steps, 1)]
         written += [out_dir / "selected.jsonl", out_dir / "manifest.json"]
@@ -224,7 +224,7 @@ class Pipeline:
                 write_records(out_dir / "selected.jsonl", outputs[previous])
             path = write_manifest(out_dir / "manifest.json", **manifest)
             if exports:
-                from .card import write_card
+                from ..data.card import write_card
 
                 written = json.loads(path.read_text(encoding="utf-8"))  # the card equals the file, byte for figure
                 for figures, rows, opts in exports:
@@ -235,7 +235,7 @@ class Pipeline:
     def _export(self, step: Step, records: list[dict], out_dir: Path, previous: str | None, dry_run: bool,
                 exports: list) -> dict[str, Any]:
         """An export step: the trainer files now, the card once the manifest is written."""
-        from .export import make_options, write_export
+        from ..data.export import make_options, write_export
 
         opts = make_options({"seed": self.seed, "pretty_name": self.name, **step.options, "format": step.method})
         entry: dict[str, Any] = {"step": step.name, "kind": "export", "method": step.method,
@@ -244,7 +244,7 @@ class Pipeline:
             return entry
         folder = out_dir / step.name
         figures = write_export(records, folder, opts, source=previous)
-        from .card import write_card
+        from ..data.card import write_card
 
         write_card(folder, figures, records, opts, None)  # loadable now (a train step reads it); redone with the manifest
         entry.update(rows_out=figures["rows_out"], folder=str(folder), export=figures)
@@ -264,7 +264,7 @@ class Pipeline:
         fingerprint (base, every setting, the seed, the input's content) is unchanged."""
         from dataclasses import asdict
 
-        from .training import make_train_options, train_sft
+        from ..training import make_train_options, train_sft
 
         opts = make_train_options({"seed": self.seed, **step.options})
         folder = out_dir / step.name
@@ -329,7 +329,7 @@ def run_pipeline_command(args: Any) -> int:
     manifest = pipeline.run(out=args.out, dry_run=args.dry_run)
     out_dir = Path(args.out) if args.out else pipeline.out
     if args.dry_run:
-        from .cli import done_rows, dry_run_line
+        from ..cli import done_rows, dry_run_line
 
         for s in manifest["steps"]:
             if (s.get("run") or {}).get("reused"):

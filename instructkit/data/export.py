@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..trainer_configs import LLAMAFACTORY_FILE, ROLE_NAMES, llamafactory_info
 from .io import SHAREGPT_ROLES, read_records, to_turns, write_records
-from .trainer_configs import LLAMAFACTORY_FILE, ROLE_NAMES, llamafactory_info
 
 FORMATS = ("alpaca", "messages", "sharegpt", "hf")
 META_MODES = ("field", "side", "none")
@@ -260,7 +260,7 @@ def export_command(args: Any) -> int:
                          **({"pretty_name": args.name} if args.name else {})})  # fmt: skip
     source = Path(args.input)
     records = read_records(source)
-    from .guard import refuse_overwrite
+    from ..guard import refuse_overwrite
 
     splits = [s.split("=", 1)[0].strip() for s in str(args.split).split(",") if s.strip()]
     written = [*data_files(opts.format, splits).values(), *(f"{s}.meta.jsonl" for s in splits), "README.md"]

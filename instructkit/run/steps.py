@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.io import write_records
+from ..data.turns import split_turn_options
+from ..models.config import ModelConfig
+from ..registry import MethodInfo
 from .execution import Execution, execute
-from .io import write_records
-from .models.config import ModelConfig
-from .registry import MethodInfo
 from .runner import RunContext
-from .turns import split_turn_options
 
 
 def method_options(info: MethodInfo, values: dict[str, Any]) -> tuple[Any, Any]:
@@ -40,7 +40,7 @@ class Models:
 
     def get(self, config: ModelConfig) -> Any:
         if config not in self._llms:
-            from .models import LLM
+            from ..models import LLM
 
             self._llms[config] = LLM(config)
         return self._llms[config]
@@ -114,7 +114,7 @@ def run_step(step: MethodStep, models: Models, out: Path | None = None) -> StepR
     info, config = step.info, step.model
     llm = models.get(config) if info.needs_model else None
     if not config.dry_run:  # every place the step writes, checked before its first call
-        from .guard import check_writable
+        from ..guard import check_writable
 
         if out is not None:
             check_writable(Path(out).parent)
@@ -147,7 +147,7 @@ def run_step(step: MethodStep, models: Models, out: Path | None = None) -> StepR
     total = None
     if not config.dry_run:
         total = add_session(step.work_dir, calls)
-        from .card import step_figures  # what a dataset card made from this output reports
+        from ..data.card import step_figures  # what a dataset card made from this output reports
 
         figures = step_figures(info.kind, info.func, step.records, rows, step.options, ctx, step.input_path)
         if out is not None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .cache import request_key
+from ..models.cache import request_key
 from .io import SHAREGPT_ROLES, Records, to_turns
 
 CHAT_FIELDS = ("messages", "conversations")

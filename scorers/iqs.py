@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from instructkit.aio import run_sync
-from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD
+from instructkit.data.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 from .common import Batcher, auto_device, finish, map_sorted, triplet
 
@@ -272,7 +272,7 @@ class IQSOptions:
 
 def train_scorer(opts: IQSOptions, seed: int = 0) -> tuple[QualityScorer, dict[str, float] | None]:
     """Fit on `train_path`, save to `scorer`, and evaluate on `valid_path` when given."""
-    from instructkit.io import read_records
+    from instructkit.data.io import read_records
 
     texts, scores, pairs = labelled(list(read_records(opts.train_path)))
     scorer = QualityScorer(opts.encoder, opts.kind, opts.alpha, opts.device)

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from . import registry
+from .. import registry
+from ..credentials import redact
 from .card import score_columns
-from .credentials import redact
 from .io import read_records, to_turns
 
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
@@ -138,7 +138,7 @@ def build_report(out_dir: str | Path, encoder: str = "local") -> str:
     selected_mask = np.array([row_id(r) in chosen for r in pool], bool)
 
     parts = [f"<h1>instructkit report — {esc(run['manifest'].get('name', out_dir.name))}</h1>"]
-    from .manifest import little_output
+    from ..run.manifest import little_output
 
     flagged = [(s.get("step"), notes) for s in steps if (notes := little_output(s))]
     if flagged:  # first thing on the page: a step that produced little
@@ -175,7 +175,7 @@ def build_report(out_dir: str | Path, encoder: str = "local") -> str:
 
     # Embedding map and diversity.
     if len(pool) >= 3:
-        from .models.embeddings import embedder
+        from ..models.embeddings import embedder
 
         texts = ["\n".join(f"{q}\n{a}" for q, a in to_turns(r)) for r in pool]
         emb = embedder(encoder).embed(texts)

@@ -11,7 +11,7 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from .io import InputError, decoded_text
+from ..data.io import InputError, decoded_text
 
 KINDS = ("generate", "judge", "score", "select")
 OTHER_KINDS = ("concat", "export", "train")
@@ -135,7 +135,7 @@ class _Checker:
                 raise InputError(self.path, f"{where}: {key} must be {TYPE_NAMES.get(want, want)}, got {_kind(value)}",
                                  line=line, field=key)
         if "model_options" in data and isinstance(data["model_options"], dict):
-            from .models.config import OPTION_NAMES
+            from ..models.config import OPTION_NAMES
 
             sub = self.child(node, "model_options")
             for key in data["model_options"]:

@@ -24,9 +24,9 @@ from typing import Any, ClassVar
 import numpy as np
 from instructkit.selection.common import parse_n_init
 
-from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD
+from instructkit.data.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 from instructkit.templates import exact_template, template_source
 
 from .common import LocalModelOptions, SpanBatcher, finish, local_backend, map_sorted, row_items, triplet
@@ -108,7 +108,7 @@ def score_nuggets(
     records: list[dict], ctx: RunContext, opts: NuggetsOptions, backend: Any | None = None
 ) -> list[dict]:
     """Column `<c>`: the golden score in [0, 1] (a multiple of 1 / number of anchors)."""
-    from instructkit.io import read_records
+    from instructkit.data.io import read_records
 
     backend = backend or local_backend(ctx, opts)
     tok = backend.tokenizer

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .aio import EndOfTurn, run_sync
-from .cache import canonical_json, request_key
-from .models.llm import CALL_LABEL, DRY_RUN_ROW, LLM, BudgetExceeded, DryRunSkip
-from .models.types import ModelCallError
+from ..aio import EndOfTurn, run_sync
+from ..models.cache import canonical_json, request_key
+from ..models.llm import CALL_LABEL, DRY_RUN_ROW, LLM, BudgetExceeded, DryRunSkip
+from ..models.types import ModelCallError
 
 
 @dataclass
@@ -316,7 +316,7 @@ class RunContext:
     stats: RunStats = field(default_factory=RunStats)
     extras: dict[str, Any] = field(default_factory=dict)
     journal_tag: str = ""  # parallel workers (Ray actors) journal to X.journal.<tag>.jsonl
-    turns: Any = None  # judges and scorers on chat rows: instructkit.turns.TurnOptions (None: the default)
+    turns: Any = None  # judges and scorers on chat rows: instructkit.data.turns.TurnOptions (None: the default)
 
     def stage_key(self, stage: str) -> dict[str, Any]:
         return {

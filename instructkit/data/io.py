@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import fastjson
-from .credentials import redact, redact_value
+from .. import fastjson
+from ..credentials import redact, redact_value
 
 
 class InputError(ValueError):

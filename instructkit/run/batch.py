@@ -14,7 +14,7 @@ Resume: before submitting, the input file id and the request keys are saved in
 `WORK_DIR/batch/state.json`, and the batch id as soon as it exists. A restarted run first polls
 every batch that state names as unfinished and collects it, instead of submitting it again.
 
-    from instructkit.batch import run_batched
+    from instructkit.run.batch import run_batched
     out = run_batched(alpagasus, records, ctx, poll_s=30)       # ctx.llm: an OpenAI-compatible model
 """
 
@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import public_endpoint
-from .models.http_openai import chat_payload, parse_choices
-from .models.llm import LLM, DryRunSkip
-from .models.pricing import cost_of
-from .models.providers import provider_key
-from .models.types import Completion, GenParams, ModelCallError
+from ..models.cache import public_endpoint
+from ..models.http_openai import chat_payload, parse_choices
+from ..models.llm import LLM, DryRunSkip
+from ..models.pricing import cost_of
+from ..models.providers import provider_key
+from ..models.types import Completion, GenParams, ModelCallError
 from .runner import RunContext, RunStats
 
 CHAT_URL = "/v1/chat/completions"

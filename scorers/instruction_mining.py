@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from instructkit.io import INSTRUCTION_FIELD, RESPONSE_FIELD
+from instructkit.data.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
-from instructkit.runner import RunContext
+from instructkit.run.runner import RunContext
 
 from .common import LocalModelOptions, local_backend, model_options, triplet
 from .perplexity import PerplexityOptions, score_perplexity

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import diskcache
 
-from . import fastjson
-from .aio import EndOfTurn
+from .. import fastjson
+from ..aio import EndOfTurn
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("INSTRUCTKIT_CACHE_DIR", Path.home() / ".cache" / "instructkit"))
 
@@ -110,7 +110,7 @@ class ResponseCache:
                 for key, raw in pending.items():
                     store.set(key, raw)
         except Exception as exc:
-            from .guard import describe_os_error, is_disk_error
+            from ..guard import describe_os_error, is_disk_error
 
             if not is_disk_error(exc):
                 self._pending = {**pending, **self._pending}

@@ -9,7 +9,7 @@ come back in input order and are identical to a single-process run for row-wise 
 result depends only on that row). `ray.init()` joins `RAY_ADDRESS` when set, else starts a local
 instance. API keys are never shipped: actors read them from their own environment.
 
-    from instructkit.ray_engine import run_on_ray, ray_embed
+    from instructkit.run.ray_engine import run_on_ray, ray_embed
     out = run_on_ray(alpagasus, records, ctx, actors=4, num_gpus=0)
     vecs = ray_embed(texts, "local", actors=2)
 """
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .models.config import ModelConfig
+from ..models.config import ModelConfig
 from .runner import RunContext, RunStats
 
 SUMMED_RUN_FIELDS = ("rows", "ok", "failed", "reused", "pending")
@@ -66,7 +66,7 @@ def _pickle_by_value(fn: Callable) -> None:
 def _actor_llm(config: ModelConfig | None, num_gpus: float) -> Any:
     if config is None:
         return None
-    from .models import LLM
+    from ..models import LLM
 
     if num_gpus and config.model.startswith(("local", "hf:")) and config.device is None:
         config = config.replace(device="cuda")
@@ -189,7 +189,7 @@ class _EmbedActor:
     """Holds an embedder; embeds one batch of texts at a time (through the per-text cache)."""
 
     def __init__(self, spec: str, options: dict[str, Any], num_gpus: float):
-        from .models.embeddings import LOCAL_ENCODER_SPECS, embedder
+        from ..models.embeddings import LOCAL_ENCODER_SPECS, embedder
 
         if num_gpus and (spec in LOCAL_ENCODER_SPECS or spec.startswith(("hf:", "causal:"))):
             options = {"device": "cuda", **options}

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .credentials import redact
+from .. import __version__
+from ..credentials import redact
 
 OK = "ok"  # the parse status of a row that parsed (judge.parsing.OK)
 
@@ -69,7 +69,7 @@ def write_method_summary(
 
     fields: dict[str, Any] = {"method": name, "params": options_dict(ctx.options if options is None else options), "seed": ctx.random_state}
     if templates is not None:
-        from .templates import template_hash
+        from ..templates import template_hash
 
         fields["templates"] = {t: template_hash(t) for t in sorted(set(templates))}
     fields.update(model=model_identity(ctx), counts=counts, run=ctx.stats.as_dict(),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .registry import MethodInfo
+from ..registry import MethodInfo
 from .runner import RunContext
 
 ENGINES = ("local", "ray")
@@ -50,19 +50,19 @@ class Execution:
 
 def execute(info: MethodInfo, records: list[dict], ctx: RunContext, how: Execution | None = None) -> list[dict]:
     """Run a registered method on `records` as `how` says (default: in this process). Judges and
-    scorers get chat rows as turn views (`ctx.turns`, instructkit.turns) and their results folded back."""
+    scorers get chat rows as turn views (`ctx.turns`, instructkit.data.turns) and their results folded back."""
     how = how or Execution()
     how.check(info, ctx.options)
-    from .templates import check_user_templates
+    from ..templates import check_user_templates
 
     check_user_templates(ctx.options)  # a user's template that reaches for Python internals: refused now
     info.check_input(records, ctx.options)  # a record without a field the method reads: refused before any call
     if ctx.llm is not None and sends_rows_whole(info):  # a row too long: refused before any call, not paid for
-        from .io import check_prompt_size
+        from ..data.io import check_prompt_size
 
         check_prompt_size(records, info.fields_read(ctx.options), max_prompt_tokens(ctx.llm))
     if info.takes_turn_options:
-        from .turns import run_per_turn
+        from ..data.turns import run_per_turn
 
         return run_per_turn(lambda rows: _dispatch(info, rows, ctx, how), records, ctx.turns)
     return _dispatch(info, records, ctx, how)
@@ -80,7 +80,7 @@ DEFAULT_MAX_PROMPT_TOKENS = 131072  # where the model's context length is not kn
 
 def max_prompt_tokens(llm: Any) -> int:
     """`--max-prompt-tokens`, else the model's context length where the price map knows it, else 131072."""
-    from .models.pricing import context_length
+    from ..models.pricing import context_length
 
     config = llm.config
     if config.max_prompt_tokens:

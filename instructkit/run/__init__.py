@@ -1,0 +1,1 @@
+"""Running methods: the runner, steps, execution, batch and Ray engines, pipelines, manifests."""
