@@ -251,7 +251,7 @@ class LlamaCppBackend(Backend, CompletionBackend):
         self._ensure_worker()
         futures = []
         for i in range(n):
-            p = params if i == 0 or params.seed is None else params.replace(seed=params.seed + i)
+            p = params.for_sample(i)
             job = _Job(ids, p, loop, loop.create_future())
             if p.temperature > 0:
                 job.rng = np.random.default_rng(p.seed)

@@ -532,7 +532,7 @@ class LLM:
             supports_n = self.backend.supports_n
 
         def params_for(i: int) -> GenParams:
-            params = gen if i == 0 or gen.seed is None else gen.replace(seed=gen.seed + i)
+            params = gen.for_sample(i)
             if self.is_local and gen.temperature > 0:
                 params = params.replace(seed=(gen.seed or 0) + i)
             return params

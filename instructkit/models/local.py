@@ -325,7 +325,7 @@ class LocalBackend(Backend, CompletionBackend, ScoringBackend, TokenCountingBack
         self._ensure_worker()
         futures = []
         for i in range(n):
-            p = params if i == 0 or params.seed is None else params.replace(seed=params.seed + i)
+            p = params.for_sample(i)
             fut = loop.create_future()
             self._queue.put(_Request(ids, p, loop, fut))
             futures.append(fut)

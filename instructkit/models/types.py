@@ -47,6 +47,11 @@ class GenParams:
             changes["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
         return dataclasses.replace(self, **changes)
 
+    def for_sample(self, index: int) -> GenParams:
+        """The options of sample `index` of a request: seed, seed+1, ... (the one sampling-seed rule,
+        shared by every backend and the cache key of each sample)."""
+        return self if index == 0 or self.seed is None else dataclasses.replace(self, seed=self.seed + index)
+
 
 _GEN_FIELDS = tuple(f.name for f in dataclasses.fields(GenParams))
 _LATER_FIELDS = ("presence_penalty", "frequency_penalty", "logprobs_at")
