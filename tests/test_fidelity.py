@@ -137,7 +137,7 @@ def test_cherry_select_kmeans_is_the_official_run(tmp_path):
 
 def test_cherry_pre_experience_clusters_with_the_official_seed_and_n_init(tiny_gpt2):
     from instructkit.scorers.ifd import IFDOptions, get_template, instruction_features, pre_experience
-    from instructkit.selection.cherry import cherry_pre_select
+    from instructkit.shared.clustering import cherry_pre_select
 
     from instructkit.run.runner import RunContext
 
