@@ -17,7 +17,6 @@ collection, statistics): a method that needs another model (a jury member) gets 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import json
 import math
@@ -26,16 +25,15 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
 
 from ..aio import run_sync
-from ..credentials import split_credentials
 from . import capabilities
 from .builtin_backends import Endpoint, endpoint_of
-from .cache import ResponseCache, public_endpoint, request_key
+from .cache import ResponseCache, request_key
 from .capabilities import Codec
 from .config import LOCAL_OPTIONS, ModelConfig
-from .limits import ProviderLimits, TokenBucket, estimate_tokens
+from .limits import ProviderLimits, estimate_tokens
 from .logprobs import check_policy
 from .pricing import priced_name
-from .spec import BackendSettings, ModelRef, backend_entry, parse_spec
+from .spec import BackendSettings, ModelRef, backend_entry, identity_of, parse_spec, resolve
 from .stages.batching import Batching, Collector
 from .stages.ledger import (
     CALL_LABEL,
@@ -103,58 +101,42 @@ class Shared(Generic[T]):
         setattr(obj.shared, self.name, value)
 
 
+def _sync(method: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+    """The synchronous twin of an async method (`chat` of `achat`), same arguments."""
+
+    @functools.wraps(method)
+    def run(self: Any, *args: Any, **kwargs: Any) -> T:
+        return run_sync(method(self, *args, **kwargs))
+
+    run.__name__ = run.__qualname__ = method.__name__.removeprefix("a")
+    return run
+
+
 class LLM:
     """A model behind the cache, limits, retries and budget. Async methods plus a sync facade."""
 
     def __init__(self, spec: str | ModelConfig = "local", *, cache: ResponseCache | bool | None = None,
                  backend: ModelBackend | None = None, shared: RunShared | None = None, **options: Any):  # fmt: skip
-        """`LLM(ModelConfig(...))` or `LLM(spec, **options)` with the options' names (`ModelConfig`:
-        api_base, api_key, concurrency, rpm, max_cost, dry_run, dtype, ...). `cache` may also be a
-        `ResponseCache` to share; `backend` replaces the one the spec names; `shared` joins a run."""
-        config = spec if isinstance(spec, ModelConfig) else ModelConfig(model=str(spec))
-        if isinstance(cache, bool):
-            options["cache"] = cache
-        if options:
-            try:
-                config = config.replace(**options)
-            except ValueError as exc:
-                raise TypeError(f"LLM(): {exc}") from None
-        if isinstance(cache, ResponseCache):
-            self.cache = cache
-            config = config.replace(cache=cache.enabled, cache_dir=str(cache.directory))
-        else:
-            self.cache = ResponseCache(config.cache_dir, enabled=config.cache)
+        """`LLM(ModelConfig(...))` or `LLM(spec, **ModelConfig's options)`; `cache`: also a `ResponseCache`
+        to share; `backend` replaces the one the spec names; `shared` joins a run."""
+        config, self.cache = _configure(spec, cache, options)
         self._config, self.spec = config, config.model
-        self.ref = ref = parse_spec(config.model, config.api_base, config.via)
-        # A key inside the URL goes into the Authorization header, never into a log or a file.
-        ref.api_base, url_key = split_credentials(ref.api_base)
-        if ref.route is not None and ref.route.api_base:
-            # a named provider's URL (from OPENAI_BASE_URL & co.) is what its backend calls: stripped too
-            route_base, route_key = split_credentials(ref.route.api_base)
-            ref.route = dataclasses.replace(ref.route, api_base=route_base)
-            url_key = url_key or route_key
-        self.entry = backend_entry(ref.backend)
+        ref, url_key = resolve(config.model, config.api_base, config.via)
+        self.ref, self.entry = ref, backend_entry(ref.backend)
         self._settings = BackendSettings(config.api_key or url_key, config.timeout, config.local_options())
-        self.shared = shared or RunShared(
-            dry_run=config.dry_run, max_cost=config.max_cost, max_retries=config.max_retries,
-            retry_length=config.retry_length, rpm=TokenBucket(config.rpm) if config.rpm else None,
-            tpm=TokenBucket(config.tpm) if config.tpm else None)  # fmt: skip
+        self.shared = shared or RunShared.of(config)
         self._backend, self._custom_backend = backend, backend is not None
         self._identity: dict[str, Any] | None = None
         self.meter = Meter(self.entry.prices, priced_name(ref.family, ref.model), self.cache,
                            lambda: request_key({"op": "calibration", **self.identity}))
         # The stages, each given its state (the provider's header limits: hosted and served models).
-        self.lookup = Lookup(self.cache, self.shared)
-        self.ledger = Ledger(self.shared)
-        gate = None if self.entry.in_process else ProviderLimits()
-        self.limits = Limits(self.shared, gate, config.concurrency)
+        self.lookup, self.ledger = Lookup(self.cache, self.shared), Ledger(self.shared)
+        self.limits = Limits(self.shared, None if self.entry.in_process else ProviderLimits(), config.concurrency)
         self.retry = Retry(self.shared, self.limits)
 
     @property
     def config(self) -> ModelConfig:
-        """What rebuilds this model in another process (`LLM(llm.config)`, Ray actors): every option
-        as this run has it now, the cache's directory, no key (actors read theirs from the environment)
-        and no custom backend."""
+        """What rebuilds this model in another process (`LLM(llm.config)`, Ray actors): no key, no backend."""
         return self._config.replace(
             api_key=None, concurrency=self.concurrency, cache=self.cache.enabled, cache_dir=str(self.cache.directory),
             dry_run=self.dry_run, max_cost=self.max_cost, max_retries=self.max_retries, retry_length=self.retry_length,
@@ -175,41 +157,25 @@ class LLM:
 
     @property
     def concurrency(self) -> int:
+        """Requests in flight at most (the limits stage's bound)."""
         return self.limits.concurrency
 
-    @concurrency.setter
-    def concurrency(self, value: int) -> None:
-        self.limits.concurrency = value
-
     def derive(self, spec: str, **backend_options: Any) -> LLM:
-        """The model `spec` for this same run: its own endpoint, backend and cache identity, but this
-        run's dry run, cost budget, rate limits, retry policy, batch collection and statistics (so a
-        jury's members are estimated, budgeted and counted with the run). `spec` equal to this
-        model's gives this model; the same spec twice gives the same object."""
+        """The model `spec` for this same run: its own backend and identity, this run's `RunShared` (a
+        jury's members are estimated, budgeted and counted with the run); the same spec, the same object."""
         if spec == self.spec and not backend_options:
             return self
         key = json.dumps([spec, backend_options], sort_keys=True, default=str)
         member = self.shared.members.get(key)
         if member is None:
-            ref, mine = parse_spec(spec), self.ref
-            same_endpoint = (ref.family == mine.family and ref.api_base == mine.api_base
-                             and (ref.family != "litellm" or ref.model.partition("/")[0] == mine.model.partition("/")[0]))
-            local = dict.fromkeys(LOCAL_OPTIONS)  # another local model: dtype and device carry over
-            if ref.family == "local" and self.is_local:
-                local.update(self._settings.local)
-            config = self._config.replace(
-                model=spec, api_base=None, api_key=self._settings.api_key if same_endpoint else None,
-                via=self._config.via if ref.family == "openai-compatible" or ref.route else None,
-                concurrency=self.concurrency, **{**local, **backend_options},
-            )  # fmt: skip
+            config = _member_config(self, spec, backend_options)
             member = self.shared.members[key] = LLM(config, cache=self.cache, shared=self.shared)
         return member
 
     # ----- identity, backend, prices ---------------------------------------------------------
     @property
     def backend(self) -> ModelBackend:
-        """The backend, built on first use by its registered factory (`spec.register_backend`): what it
-        can do beyond chat it states by the protocols of `models/types.py` it implements."""
+        """The backend, built on first use by its registered factory (`spec.register_backend`)."""
         if self._backend is None:
             self._backend = self.entry.factory(self.ref, self._settings)
         return self._backend
@@ -222,15 +188,10 @@ class LLM:
     @property
     def identity(self) -> dict[str, Any]:
         """What identifies this model in cache keys: never a key or a credential (computed once)."""
-        if self._identity is None:
-            ref, entry = self.ref, self.entry
-            if entry.in_process and self._custom_backend:
-                self._identity = {"family": "local", "model": self.backend.model_id}
-            elif entry.identity is not None:  # without building the backend (a dry run never needs it)
-                self._identity = entry.identity(ref, self._settings)
-            else:  # a named provider at its documented URL: no endpoint (as before it had a fast path)
-                endpoint = None if ref.route and ref.route.default_base else public_endpoint(ref.api_base)
-                self._identity = {"family": ref.family, "model": ref.model, "endpoint": endpoint}
+        if self._identity is None:  # a custom local backend by its weights, else without building it
+            custom = self.entry.in_process and self._custom_backend
+            self._identity = {"family": "local", "model": self.backend.model_id} if custom else identity_of(
+                self.ref, self._settings)
         return self._identity
 
     @property
@@ -278,10 +239,7 @@ class LLM:
         backend = self.backend
         return isinstance(backend, Backend) and backend.supports_json_schema
 
-    @property
-    def limiter(self) -> ProviderLimits | None:
-        """The provider's adaptive gate (None for local models), shown in the progress line and summary."""
-        return self.limits.gate
+    limiter = property(lambda self: self.limits.gate, doc="The provider's adaptive gate (None: a local model).")
 
     # ----- operations: each builds its keys and calls the stages in sequence ------------------
     def chat_key(self, messages: list[dict], params: GenParams, sample_index: int = 0) -> str:
@@ -306,10 +264,8 @@ class LLM:
 
     async def acomplete(self, prompt: str, *, params: GenParams | None = None,
                         **options: Unpack[GenOptions]) -> Completion:  # fmt: skip
-        """A raw-text completion: `prompt` reaches the model as it is, with no chat template
-        (`/v1/completions`; a local model's own tokenizer, BOS as it adds one), for released weights
-        trained on raw formats (DEITA's scorers, Bonito). Cached under its own op, and budgeted,
-        limited, retried and dry-run like chat. Raw completions are never sent through a batch API."""
+        """Raw text, no chat template (`/v1/completions`, a local tokenizer's BOS): for weights trained on
+        raw formats (DEITA's scorers, Bonito). Cached under its own op; never through a batch API."""
         if not isinstance(prompt, str):
             raise TypeError(f"acomplete takes the raw prompt text, not {type(prompt).__name__}")
         gen = GenParams.of(params, options)
@@ -325,9 +281,8 @@ class LLM:
                            repairs=repairs, constrained=constrained)  # fmt: skip
 
     async def _sample(self, op: str, request: list[dict] | str, n: int, gen: GenParams) -> list[Completion]:
-        """`n` samples of one request. Replies cut at max_tokens are counted (`stats.truncated`); with
-        `retry_length` > 1 each is asked again once with max_tokens times that factor (a request of
-        its own, cached as such)."""
+        """`n` samples; replies cut at max_tokens are counted and, with `retry_length` > 1, asked again
+        once with max_tokens times that (a request of its own, cached as such)."""
         results = await self._cached_samples(op, request, n, gen)
         if gen.max_tokens <= SHORT_READ_TOKENS:  # a score-token read: reaching the limit is the point
             return results
@@ -342,8 +297,7 @@ class LLM:
         return results
 
     async def _cached_samples(self, op: str, request: list[dict] | str, n: int, gen: GenParams) -> list[Completion]:
-        """`n` samples through the cache (one key per sample index), batch collection (chat only) between
-        the lookup and the calls."""
+        """`n` samples through the cache (a key per sample index), then batch collection (chat), then calls."""
         if gen.logprobs_at != "all":
             check_policy(gen.logprobs_at)
         keys = [self._request_key(op, request, gen, i) for i in range(n)]
@@ -358,7 +312,7 @@ class LLM:
         if not missing:
             return results
         codec = _completion_codec(gen.logprobs_at)
-        return await self.fill(keys, results, missing, codec, self.dry_run, self._call_missing, op, request, gen,
+        return await _fill(self.lookup, keys, results, missing, codec, self.dry_run, self._call_missing, op, request, gen,
                                 missing)  # fmt: skip
 
     async def _call_missing(self, op: str, request: list[dict] | str, gen: GenParams,
@@ -376,20 +330,13 @@ class LLM:
             # A server that ignores `n` (llama.cpp's answers one choice): the rest one at a time.
         rest = missing[len(got) :]
         if len(rest) == 1:  # one sample (nearly every call): awaited in this task, no task of its own
-            return got + await self._call(op, request, self._sample_params(gen, rest[0]), 1)
+            return got + await self._call(op, request, _sample_params(gen, rest[0], self.is_local), 1)
         # Concurrently, so a local micro-batcher takes all samples in one batch.
-        calls = await asyncio.gather(*(self._call(op, request, self._sample_params(gen, i), 1) for i in rest))
+        calls = await asyncio.gather(*(self._call(op, request, _sample_params(gen, i, self.is_local), 1) for i in rest))
         return got + [comp for call in calls for comp in call]
 
-    def _sample_params(self, gen: GenParams, i: int) -> GenParams:
-        params = gen.for_sample(i)
-        if self.is_local and gen.temperature > 0:
-            params = params.replace(seed=(gen.seed or 0) + i)
-        return params
-
     async def _call(self, op: str, request: list[dict] | str, gen: GenParams, n: int) -> list[Completion]:
-        """One chat or raw-completion request of `n` samples: a dry run counts it and answers with
-        placeholders; a real one is reserved, sent through the retry stage, booked."""
+        """One request of `n` samples: a dry run's placeholders, or reserved, sent (retry stage), booked."""
         if self.dry_run:
             prompt, reply, cost, calibrated = self.estimate_call(request, gen, n)
             self.ledger.count(prompt, reply, cost, calibrated)
@@ -408,8 +355,7 @@ class LLM:
 
     async def paid(self, send: Callable[..., Awaitable[T]], args: tuple[Any, ...], prompt_tokens: int,
                     reply_tokens: int) -> T:  # fmt: skip
-        """The budget around one real request: the most it may cost reserved against `max_cost` (so
-        concurrent calls never pass it together), then `send(*args)` through the retry stage."""
+        """`send(*args)` through the retry stage, its most expensive outcome reserved against `max_cost`."""
         reserved = self.ledger.reserve(self.price(prompt_tokens, reply_tokens))
         try:
             return await self.retry.run(send, args, prompt_tokens, reply_tokens)
@@ -419,43 +365,13 @@ class LLM:
         finally:
             self.ledger.release(reserved)
 
-    async def fill(self, keys: list[str], results: list[Any], missing: list[int], codec: Any, dry: bool,
-                    compute: Callable[..., Awaitable[list[Any]]], *args: Any) -> list[Any]:  # fmt: skip
-        """The cache stage around `compute(*args)`: sent once, shared with the same request in flight
-        (another row asking the same thing), each answer stored under its key (`dry`: a dry run's
-        placeholders, remembered for this dry run only)."""
-        lookup = self.lookup
-        flight = lookup.flight_key(keys, missing)
-        pending = lookup.pending(flight)
-        if pending is not None:
-            fresh = await lookup.wait(pending, len(missing), codec.copy)
-        else:
-            lookup.lead(flight)
-            try:
-                fresh = await compute(*args)
-            except BaseException as exc:
-                lookup.fail(flight, exc)
-                raise
-            lookup.store(flight, keys, missing, fresh, codec.encode, dry)
-        for i, value in zip(missing, fresh):
-            results[i] = value
-        if dry:
-            mark_dry_row()
-        return results
+    async def fill(self, keys: list[str], results: list[Any], missing: list[int], codec: Codec, dry: bool,
+                   compute: Callable[..., Awaitable[list[Any]]], *args: Any) -> list[Any]:  # fmt: skip
+        """The cache stage around `compute(*args)` (`_fill`), for the operations of capabilities.py."""
+        return await _fill(self.lookup, keys, results, missing, codec, dry, compute, *args)
 
     def _honoured(self, gen: GenParams) -> GenParams:
-        """`gen` without the penalties a backend cannot apply: dropped loudly (a warning once per
-        option, a count in `stats.dropped_<option>`), never silently. The cache key keeps what was asked."""
-        asked = [name for name in PENALTIES if getattr(gen, name)]
-        if not asked or self.backend.supports_penalties:
-            return gen
-        for name in asked:
-            count = getattr(self.stats, f"dropped_{name}")
-            if not count:
-                print(f"[model] warning: {self.spec} cannot apply {name}; calls are sent without it "
-                      f"(counted as dropped_{name} in the run's call stats)", file=sys.stderr)  # fmt: skip
-            setattr(self.stats, f"dropped_{name}", count + 1)
-        return gen.replace(**{name: 0.0 for name in asked})
+        return _honoured(gen, self.backend.supports_penalties, self.stats, self.spec)
 
     # ----- capabilities beyond chat: small delegations to models/capabilities.py -----------------
     async def aembed(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
@@ -475,24 +391,13 @@ class LLM:
         """Log-probabilities of each answer's tokens given its prompt (local; `capabilities.span_scores`)."""
         return capabilities.span_scores(self, pairs, **options)
 
-    # ----- sync facade --------------------------------------------------------------------
-    def chat(self, messages: list[dict] | str, **options: Any) -> Completion:
-        return run_sync(self.achat(messages, **options))
-
-    def sample(self, messages: list[dict] | str, n: int = 1, **options: Any) -> list[Completion]:
-        return run_sync(self.asample(messages, n, **options))
-
-    def complete(self, prompt: str, **options: Any) -> Completion:
-        return run_sync(self.acomplete(prompt, **options))
-
-    def json(self, messages: list[dict] | str, schema: dict | type, **options: Any) -> tuple[Any, Completion]:
-        return run_sync(self.ajson(messages, schema, **options))
-
-    def embed(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
-        return run_sync(self.aembed(texts, batch_size))
-
-    def classify(self, inputs: list[tuple[str, str | None]]) -> list[float]:
-        return run_sync(self.aclassify(inputs))
+    # ----- sync facade: the async methods run on the one event-loop thread (aio.run_sync) -------
+    chat = _sync(achat)
+    sample = _sync(asample)
+    complete = _sync(acomplete)
+    json = _sync(ajson)
+    embed = _sync(aembed)
+    classify = _sync(aclassify)
 
     async def aclose(self) -> None:
         """Close this model's backend (HTTP sessions) and every model derived from it; store calibration."""
@@ -517,3 +422,80 @@ def _completion_codec(logprobs_at: str) -> Codec:
     """Completions as the cache keeps them for a reader of `logprobs_at` (models/logprobs.py)."""
     encode = Completion.to_json if logprobs_at == "all" else functools.partial(Completion.to_json, logprobs_at=logprobs_at)
     return Codec(encode, _completion_of)
+
+
+def _configure(spec: str | ModelConfig, cache: ResponseCache | bool | None,
+               options: dict[str, Any]) -> tuple[ModelConfig, ResponseCache]:  # fmt: skip
+    """`LLM(...)`'s arguments as one ModelConfig and the response cache."""
+    config = spec if isinstance(spec, ModelConfig) else ModelConfig(model=str(spec))
+    if isinstance(cache, bool):
+        options["cache"] = cache
+    if options:
+        try:
+            config = config.replace(**options)
+        except ValueError as exc:
+            raise TypeError(f"LLM(): {exc}") from None
+    if isinstance(cache, ResponseCache):
+        return config.replace(cache=cache.enabled, cache_dir=str(cache.directory)), cache
+    return config, ResponseCache(config.cache_dir, enabled=config.cache)
+
+
+def _member_config(llm: LLM, spec: str, backend_options: dict[str, Any]) -> ModelConfig:
+    """A derived model's config: its own spec and endpoint (the key only to the same endpoint), this
+    run's other options; another local model keeps dtype and device."""
+    ref, mine = parse_spec(spec), llm.ref
+    same_endpoint = (ref.family == mine.family and ref.api_base == mine.api_base
+                     and (ref.family != "litellm" or ref.model.partition("/")[0] == mine.model.partition("/")[0]))
+    local = dict.fromkeys(LOCAL_OPTIONS)
+    if ref.family == "local" and llm.is_local:
+        local.update(llm._settings.local)
+    return llm._config.replace(
+        model=spec, api_base=None, api_key=llm._settings.api_key if same_endpoint else None,
+        via=llm._config.via if ref.family == "openai-compatible" or ref.route else None,
+        concurrency=llm.concurrency, **{**local, **backend_options},
+    )  # fmt: skip
+
+
+def _honoured(gen: GenParams, supports_penalties: bool, stats: CallStats, spec: str) -> GenParams:
+    """`gen` without the penalties a backend cannot apply: dropped loudly (a warning once per option, a
+    count in `stats.dropped_<option>`), never silently. The cache key keeps what was asked."""
+    asked = [name for name in PENALTIES if getattr(gen, name)]
+    if not asked or supports_penalties:
+        return gen
+    for name in asked:
+        count = getattr(stats, f"dropped_{name}")
+        if not count:
+            print(f"[model] warning: {spec} cannot apply {name}; calls are sent without it "
+                  f"(counted as dropped_{name} in the run's call stats)", file=sys.stderr)  # fmt: skip
+        setattr(stats, f"dropped_{name}", count + 1)
+    return gen.replace(**{name: 0.0 for name in asked})
+
+
+async def _fill(lookup: Lookup, keys: list[str], results: list[Any], missing: list[int], codec: Codec, dry: bool,
+                compute: Callable[..., Awaitable[list[Any]]], *args: Any) -> list[Any]:  # fmt: skip
+    """The cache stage around `compute(*args)`: sent once, shared with the same request in flight
+    (another row asking the same thing), each answer stored under its key (`dry`: a dry run's
+    placeholders, remembered for this dry run only)."""
+    flight = lookup.flight_key(keys, missing)
+    pending = lookup.pending(flight)
+    if pending is not None:
+        fresh = await lookup.wait(pending, len(missing), codec.copy)
+    else:
+        lookup.lead(flight)
+        try:
+            fresh = await compute(*args)
+        except BaseException as exc:
+            lookup.fail(flight, exc)
+            raise
+        lookup.store(flight, keys, missing, fresh, codec.encode, dry)
+    for i, value in zip(missing, fresh):
+        results[i] = value
+    if dry:
+        mark_dry_row()
+    return results
+
+
+def _sample_params(gen: GenParams, i: int, local: bool) -> GenParams:
+    """Sample `i`'s options (`GenParams.for_sample`); a local model samples from seed+i even unseeded."""
+    params = gen.for_sample(i)
+    return params.replace(seed=(gen.seed or 0) + i) if local and gen.temperature > 0 else params

@@ -14,10 +14,13 @@ providers, litellm) register the same way.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..credentials import split_credentials
+from .cache import public_endpoint
 from .providers import FAST, LITELLM, Route, litellm_reason, route
 from .types import ModelBackend
 
@@ -133,3 +136,27 @@ def parse_spec(spec: str, api_base: str | None = None, via: str | None = None) -
     # The family stays "litellm" (a provider/model spec) on both paths, so cache keys do not depend on the path.
     return ModelRef("litellm", spec, found.api_base or None, "http" if found.path == FAST else "litellm",
                     path=found.path, why=found.why, route=found, backend="hosted")  # fmt: skip
+
+
+def resolve(spec: str, api_base: str | None = None, via: str | None = None) -> tuple[ModelRef, str | None]:
+    """`parse_spec`, with any key inside the URL taken out: (the ref, that key). A key inside the URL
+    goes into the Authorization header, never into a log or a file; a named provider's URL (from
+    OPENAI_BASE_URL & co.) is what its backend calls, so it is stripped too."""
+    ref = parse_spec(spec, api_base, via)
+    ref.api_base, url_key = split_credentials(ref.api_base)
+    if ref.route is not None and ref.route.api_base:
+        route_base, route_key = split_credentials(ref.route.api_base)
+        ref.route = dataclasses.replace(ref.route, api_base=route_base)
+        url_key = url_key or route_key
+    return ref, url_key
+
+
+def identity_of(ref: ModelRef, settings: BackendSettings) -> dict[str, Any]:
+    """What identifies a model in cache keys, without building its backend: its entry's own rule, else
+    family, model and public endpoint (none for a named provider at its documented URL, as before it had
+    a fast path). Never a key or a credential."""
+    entry = backend_entry(ref.backend)
+    if entry.identity is not None:
+        return entry.identity(ref, settings)
+    endpoint = None if ref.route and ref.route.default_base else public_endpoint(ref.api_base)
+    return {"family": ref.family, "model": ref.model, "endpoint": endpoint}

@@ -50,3 +50,10 @@ class RunShared:
     batching: Batching = field(default_factory=Batching)  # batch mode (instructkit.run.batch)
     members: dict[str, Any] = field(default_factory=dict)  # derived models by spec
     dry_answers: dict[str, dict] = field(default_factory=dict)  # a dry run's placeholders by key, in memory only
+
+    @classmethod
+    def of(cls, config: Any) -> RunShared:
+        """A new run's, from its first model's `ModelConfig`."""
+        return cls(dry_run=config.dry_run, max_cost=config.max_cost, max_retries=config.max_retries,
+                   retry_length=config.retry_length, rpm=TokenBucket(config.rpm) if config.rpm else None,
+                   tpm=TokenBucket(config.tpm) if config.tpm else None)  # fmt: skip
