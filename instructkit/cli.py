@@ -317,7 +317,7 @@ def write_selection_report(records: list[dict], selected: list[dict], ctx: Any, 
 def model_path(config: Any) -> str:
     """What sends a hosted model's requests and why ("fast HTTP (groq: OpenAI-compatible API, ...)",
     "litellm (--via litellm)"); "" for a local model."""
-    from .models.llm import parse_spec
+    from .models.spec import parse_spec
 
     ref = parse_spec(config.model, config.api_base, config.via)
     return "" if ref.path == "local" else f"{ref.path} ({ref.why})"

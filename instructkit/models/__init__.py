@@ -1,13 +1,17 @@
-"""Model interface: one `LLM` facade over litellm, OpenAI-compatible servers and local models, and the
-backend protocols (`models/types.py`) a backend implements."""
+"""Model interface: one `LLM` facade over litellm, OpenAI-compatible servers and local models, the
+backend protocols (`models/types.py`) a backend implements, and the registry it is added to
+(`register_backend`, `spec.py`)."""
 
-from .llm import LLM, BudgetExceeded, CallStats, DryRunSkip, ModelRef, extract_json, parse_spec, to_messages
+from .llm import LLM, BudgetExceeded, CallStats, DryRunSkip, to_messages
+from .spec import BackendSettings, ModelRef, parse_spec, register_backend, unregister_backend
+from .structured import extract_json
 from .types import (
     Backend,
     ClassifierBackend,
     Completion,
     CompletionBackend,
     EmbeddingBackend,
+    GenOptions,
     GenParams,
     ModelBackend,
     ModelCallError,
@@ -22,6 +26,7 @@ from .types import (
 __all__ = [
     "LLM",
     "Backend",
+    "BackendSettings",
     "BudgetExceeded",
     "CallStats",
     "ClassifierBackend",
@@ -29,6 +34,7 @@ __all__ = [
     "CompletionBackend",
     "DryRunSkip",
     "EmbeddingBackend",
+    "GenOptions",
     "GenParams",
     "ModelBackend",
     "ModelCallError",
@@ -41,5 +47,7 @@ __all__ = [
     "Usage",
     "extract_json",
     "parse_spec",
+    "register_backend",
     "to_messages",
+    "unregister_backend",
 ]

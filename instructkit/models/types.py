@@ -7,7 +7,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,12 +47,45 @@ class GenParams:
             changes["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def of(cls, params: GenParams | None = None, options: GenOptions | None = None) -> GenParams:
+        """The one GenParams of a call, built at the facade's entry: `params` (or the defaults) with the
+        keyword `options` over it. An unknown option name is a TypeError, as for any keyword."""
+        gen = params if params is not None else _DEFAULT_PARAMS
+        return gen.replace(**options) if options else gen
+
     def for_sample(self, index: int) -> GenParams:
         """The options of sample `index` of a request: seed, seed+1, ... (the one sampling-seed rule,
         shared by every backend and the cache key of each sample)."""
         return self if index == 0 or self.seed is None else dataclasses.replace(self, seed=self.seed + index)
 
 
+class GenOptions(TypedDict, total=False):
+    """`GenParams`' fields as keyword options (`LLM.achat(msgs, max_tokens=8)`): typed at every call
+    site (`**options: Unpack[GenOptions]`), turned into one `GenParams` at the facade's entry."""
+
+    temperature: float
+    top_p: float
+    max_tokens: int
+    stop: tuple[str, ...] | list[str] | str
+    seed: int | None
+    logprobs: bool
+    top_logprobs: int
+    json_schema: dict | None
+    presence_penalty: float
+    frequency_penalty: float
+    logprobs_at: str
+
+
+_DEFAULT_PARAMS = GenParams()
+
+
+def to_messages(messages: list[dict] | str, system: str | None = None) -> list[dict]:
+    """A chat request: a bare string as one user message, `system` first where given."""
+    msgs = [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
+    if system:
+        msgs = [{"role": "system", "content": system}, *msgs]
+    return msgs
 _GEN_FIELDS = tuple(f.name for f in dataclasses.fields(GenParams))
 _LATER_FIELDS = ("presence_penalty", "frequency_penalty", "logprobs_at")
 PENALTIES = ("presence_penalty", "frequency_penalty")  # OpenAI's definitions; see `apply_penalties`

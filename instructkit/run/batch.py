@@ -32,8 +32,6 @@ from typing import Any
 from ..models.cache import public_endpoint
 from ..models.http_openai import chat_payload, parse_choices
 from ..models.llm import LLM, DryRunSkip
-from ..models.pricing import cost_of
-from ..models.providers import provider_key
 from ..models.types import Completion, GenParams, ModelCallError
 from .runner import RunContext, RunStats
 
@@ -93,21 +91,19 @@ class Collector:
         for i, key in missing:
             if key in self.lines:
                 continue
-            # The same per-index parameters as LLM._call_missing uses for single calls.
-            params = gen if i == 0 or gen.seed is None else gen.replace(seed=gen.seed + i)
+            params = gen.for_sample(i)  # the same per-index parameters as single calls
             body = chat_payload(model, msgs, params, 1)
             self.lines[key] = {"custom_id": key, "method": "POST", "url": CHAT_URL, "body": body}
-            self.estimated_cost += llm._estimate(msgs, params, 1, batch=True)[1]
+            self.estimated_cost += llm.estimate(msgs, params, 1, batch=True)[1]
         raise BatchPending("request recorded for the batch")
 
 
 def batch_target(llm: LLM) -> tuple[str, str, str | None]:
     """(model name in request bodies, API base URL, API key) of a model with a Batch endpoint."""
-    ref = llm.ref
-    if ref.family == "openai-compatible" and ref.api_base:
-        return ref.model, ref.api_base, llm._server_key()
-    if ref.route is not None and ref.route.provider.prefix == "openai":  # OPENAI_BASE_URL honoured (providers.py)
-        return ref.route.wire_model, ref.route.api_base, provider_key(ref.route.provider, llm._api_key)
+    ref, end = llm.ref, llm.endpoint
+    # a server, or OpenAI itself (OPENAI_BASE_URL honoured, providers.py)
+    if (ref.family == "openai-compatible" and ref.api_base) or (ref.route and ref.route.provider.prefix == "openai"):
+        return end.model, end.api_base or "", end.api_key
     raise ValueError(
         f"--batch needs an OpenAI-compatible model with the Batch API (MODEL@URL, --api-base, or openai/...); "
         f"got {llm.spec!r}"
@@ -183,7 +179,7 @@ class BatchRunner:
         self.llm = llm
         model, api_base, key = batch_target(llm)
         self.model, self.api_base = model, api_base
-        self.client = client or BatchClient(api_base, key, timeout=llm._timeout)
+        self.client = client or BatchClient(api_base, key, timeout=llm.endpoint.timeout)
         self.state = BatchState(state_dir)
         self.poll_s, self.window, self.max_wait_s, self.log = poll_s, window, max_wait_s, log
         self.failed: dict[str, str] = {}
@@ -307,8 +303,7 @@ class BatchRunner:
                 except ModelCallError as exc:
                     errors[key] = str(exc)[:500]
                     continue
-                model = llm.cost_model
-                comp.cost = cost_of(model, comp.usage.prompt_tokens, comp.usage.completion_tokens, batch=True)
+                comp.cost = llm.price(comp.usage.prompt_tokens, comp.usage.completion_tokens, batch=True)
                 llm.cache.set(key, comp.to_json())
                 llm.stats.calls += 1
                 llm.stats.prompt_tokens += comp.usage.prompt_tokens
@@ -379,10 +374,8 @@ def _collect_pass(method_fn: Callable[[list[dict], RunContext], list[dict]], rec
     """One run of the method in collect mode; None when the barrier ended it early."""
     assert ctx.llm is not None
     ctx.stats = RunStats()
-    ctx.llm.collector = collector
     try:
-        return method_fn(records, ctx)
+        with ctx.llm.batching.collecting(collector):
+            return method_fn(records, ctx)
     except PassComplete:
         return None
-    finally:
-        ctx.llm.collector = None
