@@ -22,7 +22,7 @@ import json
 import math
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Unpack, overload
 
 from ..aio import run_sync
 from . import capabilities
@@ -80,6 +80,7 @@ __all__ = ["CALL_LABEL", "DRY_RUN_FINISH", "DRY_RUN_ROW", "LLM", "BudgetExceeded
 SHORT_READ_TOKENS = 1
 
 T = TypeVar("T")
+Args = ParamSpec("Args")
 P = TypeVar("P")
 
 
@@ -101,12 +102,12 @@ class Shared(Generic[T]):
         setattr(obj.shared, self.name, value)
 
 
-def _sync(method: Callable[..., Awaitable[T]]) -> Callable[..., T]:
-    """The synchronous twin of an async method (`chat` of `achat`), same arguments."""
+def _sync(method: Callable[Args, Awaitable[T]]) -> Callable[Args, T]:
+    """The synchronous twin of an async method (`chat` of `achat`): the same typed parameters."""
 
     @functools.wraps(method)
-    def run(self: Any, *args: Any, **kwargs: Any) -> T:
-        return run_sync(method(self, *args, **kwargs))
+    def run(*args: Args.args, **kwargs: Args.kwargs) -> T:
+        return run_sync(method(*args, **kwargs))
 
     run.__name__ = run.__qualname__ = method.__name__.removeprefix("a")
     return run
