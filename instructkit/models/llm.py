@@ -22,7 +22,7 @@ import json
 import math
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Unpack, overload
 
 from ..aio import run_sync
 from . import capabilities
@@ -80,6 +80,7 @@ __all__ = ["CALL_LABEL", "DRY_RUN_FINISH", "DRY_RUN_ROW", "LLM", "BudgetExceeded
 SHORT_READ_TOKENS = 1
 
 T = TypeVar("T")
+Args = ParamSpec("Args")
 P = TypeVar("P")
 
 
@@ -101,12 +102,12 @@ class Shared(Generic[T]):
         setattr(obj.shared, self.name, value)
 
 
-def _sync(method: Callable[..., Awaitable[T]]) -> Callable[..., T]:
-    """The synchronous twin of an async method (`chat` of `achat`), same arguments."""
+def _sync(method: Callable[Args, Awaitable[T]]) -> Callable[Args, T]:
+    """The synchronous twin of an async method (`chat` of `achat`): the same typed parameters."""
 
     @functools.wraps(method)
-    def run(self: Any, *args: Any, **kwargs: Any) -> T:
-        return run_sync(method(self, *args, **kwargs))
+    def run(*args: Args.args, **kwargs: Args.kwargs) -> T:
+        return run_sync(method(*args, **kwargs))
 
     run.__name__ = run.__qualname__ = method.__name__.removeprefix("a")
     return run
@@ -301,19 +302,21 @@ class LLM:
         if gen.logprobs_at != "all":
             check_policy(gen.logprobs_at)
         keys = [self._request_key(op, request, gen, i) for i in range(n)]
-        results, missing, walked = self.lookup.find(keys, _completion_of, self.dry_run)
-        batching = self.shared.batching
+        shared = self.shared
+        dry = shared.dry_run
+        results, missing, walked = self.lookup.find(keys, _completion_of, dry)
+        batching = shared.batching
         if op == "chat" and batching.collector is not None:  # a batch's answers of this run count as calls
-            self.stats.cache_hits -= batching.fresh(keys, results)
-            if missing and not self.dry_run:
+            shared.stats.cache_hits -= batching.fresh(keys, results)
+            if missing and not dry:
                 batching.intercept(self, request, gen, [(i, keys[i]) for i in missing])  # raises
         if walked:
             mark_dry_row()
         if not missing:
             return results
         codec = _completion_codec(gen.logprobs_at)
-        return await _fill(self.lookup, keys, results, missing, codec, self.dry_run, self._call_missing, op, request, gen,
-                                missing)  # fmt: skip
+        return await _fill(self.lookup, keys, results, missing, codec, dry, self._call_missing, op, request, gen,
+                           missing)  # fmt: skip
 
     async def _call_missing(self, op: str, request: list[dict] | str, gen: GenParams,
                             missing: list[int]) -> list[Completion]:  # fmt: skip
@@ -337,7 +340,7 @@ class LLM:
 
     async def _call(self, op: str, request: list[dict] | str, gen: GenParams, n: int) -> list[Completion]:
         """One request of `n` samples: a dry run's placeholders, or reserved, sent (retry stage), booked."""
-        if self.dry_run:
+        if self.shared.dry_run:
             prompt, reply, cost, calibrated = self.estimate_call(request, gen, n)
             self.ledger.count(prompt, reply, cost, calibrated)
             return placeholders(prompt, reply, n)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -51,8 +52,14 @@ class GenParams:
     def of(cls, params: GenParams | None = None, options: GenOptions | None = None) -> GenParams:
         """The one GenParams of a call, built at the facade's entry: `params` (or the defaults) with the
         keyword `options` over it. An unknown option name is a TypeError, as for any keyword."""
-        gen = params if params is not None else _DEFAULT_PARAMS
-        return gen.replace(**options) if options else gen
+        if not options:
+            return params if params is not None else _DEFAULT_PARAMS
+        if params is None:  # the common case, a method's keywords: one object per distinct set, reused
+            try:
+                return _from_options(tuple((name, type(value), value) for name, value in options.items()))
+            except TypeError:  # an unhashable value (a stop list, a schema dict): built anew
+                pass
+        return (params if params is not None else _DEFAULT_PARAMS).replace(**options)
 
     def for_sample(self, index: int) -> GenParams:
         """The options of sample `index` of a request: seed, seed+1, ... (the one sampling-seed rule,
@@ -78,6 +85,12 @@ class GenOptions(TypedDict, total=False):
 
 
 _DEFAULT_PARAMS = GenParams()
+
+
+@functools.lru_cache(maxsize=4096)
+def _from_options(items: tuple[tuple[str, type, Any], ...]) -> GenParams:
+    """`GenParams.of` for hashable keyword values (keyed by their types too: 0 and 0.0 differ in cache keys)."""
+    return _DEFAULT_PARAMS.replace(**{name: value for name, _, value in items})
 
 
 def to_messages(messages: list[dict] | str, system: str | None = None) -> list[dict]:

@@ -95,10 +95,11 @@ class Calibration:
         if counted > 0:
             self.prompt_estimated += prompt_estimated
             self.prompt_counted += counted
+        keys = (f"{label}|{max_tokens}", f"|{max_tokens}")
         for comp in comps:
             if comp.usage.completion_tokens <= 0 and comp.text:
                 continue  # a backend that reports no usage teaches nothing
-            for key in (f"{label}|{max_tokens}", f"|{max_tokens}"):
+            for key in keys:
                 entry = self.replies.setdefault(key, [0, 0])
                 entry[0] += 1
                 entry[1] += comp.usage.completion_tokens
