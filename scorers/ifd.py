@@ -364,7 +364,7 @@ def instruction_features(
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         ids, mask = backend._right_pad([encoded[i] for i in chunk])
-        with backend._compute, torch.inference_mode():
+        with backend.compute, torch.inference_mode():
             h = body(input_ids=ids.to(backend.device), attention_mask=mask.to(backend.device))
             h = h.last_hidden_state
             m = mask.to(h.device).unsqueeze(-1).to(h.dtype)
