@@ -54,12 +54,28 @@ from .types import (
     ModelCallError,
     ScoringBackend,
     SpanScore,
+    TokenCountingBackend,
     TransientError,
     Usage,
 )
 
 if TYPE_CHECKING:
     import numpy as np
+
+# What a method may ask a model for, and the backend protocol that offers it (`LLM.supports`).
+CAPABILITIES: dict[str, type] = {
+    "chat": Backend,  # achat, asample, ajson (structured output over chat)
+    "json_schema": Backend,  # constrained JSON (`supports_json_schema`)
+    "complete": CompletionBackend,  # acomplete: raw text, no chat template
+    "next_token_distribution": ScoringBackend,  # achoice_logprobs: the full next-token distribution
+    "span_scores": ScoringBackend,  # span_scores / local_scorer: answer-token log-probs
+    "count_tokens": TokenCountingBackend,  # count_tokens: the model's own tokenizer
+    "embed": EmbeddingBackend,  # aembed
+    "classify": ClassifierBackend,  # aclassify
+}
+LOCAL_CAPABILITIES = frozenset(CAPABILITIES) - {"embed", "classify"}  # a local chat model, known unloaded
+IN_PROCESS_ONLY = frozenset({"next_token_distribution", "span_scores", "count_tokens"})  # no hosted API has them
+
 
 
 # A request for at most this many tokens reads the next token's distribution by design (DEITA's scorer
@@ -733,6 +749,50 @@ class LLM:
         scorer = self._able(ScoringBackend, "cannot score spans")
         self.stats.calls += 1
         return scorer.span_scores(pairs, **options)
+
+    # ----- capabilities: what a method may ask a model for (docs/DEVELOPING.md, "One door") --------
+    def supports(self, capability: str) -> bool:
+        """Whether this model offers `capability` (one of `CAPABILITIES`): known without loading a local
+        model or building a hosted backend where that decides it, else read off the protocols its
+        backend implements."""
+        if capability not in CAPABILITIES:
+            raise ValueError(f"unknown capability {capability!r}: one of {', '.join(CAPABILITIES)}")
+        if capability == "json_schema":
+            return self.supports_json_schema
+        if self._backend is None and self.is_local:
+            return capability in LOCAL_CAPABILITIES
+        if self._backend is None and capability in IN_PROCESS_ONLY:  # no hosted backend built to learn it
+            return False
+        return isinstance(self.backend, CAPABILITIES[capability])
+
+    def count_tokens(self, text: str, pair: str | None = None) -> int:
+        """Tokens of `text` (and `pair`, for a classifier) as this model's own tokenizer reads them."""
+        counter = self._able(TokenCountingBackend, "cannot count tokens")
+        return counter.count_tokens(text) if pair is None else counter.count_tokens(text, pair)
+
+    @property
+    def max_input_tokens(self) -> int | None:
+        """The longest input the model reads (a classifier's positions), None where not known."""
+        return getattr(self.backend, "max_positions", None)
+
+    def local_scorer(
+        self, spec: str | None = None, *, dtype: str | None = None, device: str | None = None, shared: bool = True
+    ) -> Any:
+        """The in-process transformers engine of this local model (or of the local `spec`), with
+        `dtype`/`device` (default: this model's), for scorers that work on its tokens: `span_scores`,
+        `span_ids`, `hidden_states`, `tokenizer`, `model_id`, `device`. Hosted models have none.
+        `shared=False`: an engine of the caller's own, freed when it drops it (one model per round)."""
+        target = self if spec is None else self.derive(spec)
+        if not target.is_local:
+            raise ModelCallError(f"{target.spec}: token-level scoring needs a local model (local or hf:PATH)",
+                                 retryable=False)  # fmt: skip
+        from .local import LocalBackend, load_local_backend, resolve_local
+
+        opts = target._backend_options
+        dtype, device = dtype or opts.get("dtype") or "float32", device or opts.get("device")
+        if not shared:
+            return LocalBackend(*resolve_local(target.ref.model, dtype), device or "cpu")
+        return load_local_backend(target.ref.model, dtype=dtype, device=device)
 
     # ----- the chain: cache -> budget and dry run -> limits -> retry -> backend -------------------
     def _lookup(self, keys: list[str], decode: Callable[[dict], Any]) -> tuple[list[Any], list[int]]:

@@ -4,6 +4,7 @@ One model per (path, dtype, device, tokenizer kind) per process: every `LLM("loc
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -216,6 +217,43 @@ class LocalBackend(Backend, CompletionBackend, ScoringBackend, TokenCountingBack
                     pooled = h[torch.arange(len(chunk)), mask.sum(1) - 1]
             out[chunk] = pooled.cpu().numpy()
         return out
+
+    def mean_states_and_perplexity(
+        self, texts: list[str], max_length: int = 512, batch_size: int = 16
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(mean last hidden state over all tokens, perplexity) of each text in one forward pass each
+        (Cherry's pre-experience features): encoded with the tokenizer's special tokens, truncated at
+        `max_length`, loss over tokens 2..n (NaN for a text of fewer than 2 tokens)."""
+        import torch
+
+        from ..span_scoring import head_is_exact, lm_logits
+
+        body = self.model.base_model
+        exact = head_is_exact(self.model, self.device)
+        encoded = [self.tokenizer.encode(t, truncation=True, max_length=max_length) for t in texts]
+        emb = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        ppl = np.full(len(texts), np.nan)
+        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            ids, mask = self._right_pad([encoded[i] for i in chunk])
+            with self.compute, torch.inference_mode():
+                h = body(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
+                h = h.last_hidden_state
+                m = mask.to(h.device).unsqueeze(-1).to(h.dtype)
+                emb[chunk] = ((h * m).sum(1) / m.sum(1).clamp(min=1)).float().cpu().numpy()
+                for j, i in enumerate(chunk):
+                    n = len(encoded[i])
+                    if n < 2 or not exact:
+                        continue
+                    logits = lm_logits(self.model, h[j, : n - 1]).float()
+                    tgt = ids[j, 1:n].to(logits.device)
+                    ppl[i] = math.exp(float(torch.nn.functional.cross_entropy(logits, tgt)))
+        if not exact:  # an unknown logit transform: the losses through the whole model
+            for i, s in enumerate(self.span_scores([([], e) for e in encoded], batch_size)):
+                if s.token_logprobs:
+                    ppl[i] = math.exp(-math.fsum(s.token_logprobs) / len(s.token_logprobs))
+        return emb, ppl
 
     def choice_logprobs(self, messages: list[dict], choices: Sequence[str]) -> list[float]:
         """Log-probability of each choice as the assistant's first token: the full next-token
