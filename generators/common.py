@@ -13,13 +13,6 @@ from instructkit.data.io import Records
 from instructkit.run.runner import RunContext
 
 
-def llm_of(ctx: RunContext) -> Any:
-    """The run's model, or a clear error when the generator was started without one."""
-    if ctx.llm is None:
-        raise ValueError(f"{ctx.method or 'this generator'} needs a model (--model)")
-    return ctx.llm
-
-
 def word_count(text: str) -> int:
     return len(text.split())
 
