@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # ----- one door: methods reach models only through `LLM` capabilities ---------------------------------
-METHOD_FAMILIES = ("judge", "generators", "scorers", "selection")
+METHOD_FAMILIES = ("judge", "generators", "scorers", "selection", "instructkit/shared")  # and what they share
 # The public model API for methods (docs/DEVELOPING.md, "One door"): module -> the names a method may
 # import from it (None: any). Everything else under instructkit.models (local engines and their
 # loaders, HTTP backends, litellm, classifier and encoder backends) is the model layer's own.
@@ -32,7 +32,8 @@ def _absolute(path: Path, node: ast.ImportFrom) -> str:
     """The module an ImportFrom names, relative ones resolved (a family folder installs as instructkit.<family>)."""
     if not node.level:
         return node.module or ""
-    package = ["instructkit", *path.relative_to(ROOT).parts[:-1]]
+    folders = list(path.relative_to(ROOT).parts[:-1])
+    package = folders if folders[:1] == ["instructkit"] else ["instructkit", *folders]
     base = package[: len(package) - node.level + 1]
     return ".".join(base + ([node.module] if node.module else []))
 
@@ -95,5 +96,7 @@ def test_the_model_door_check_catches_each_way_past_it():
     ]
     for source in forbidden:
         assert len(_door_violations(where, source)) == 1, source
+    shared = ROOT / "instructkit" / "shared" / "example.py"  # instructkit.shared: `..` is instructkit
+    assert len(_door_violations(shared, "from ..models.local import LocalBackend")) == 1
     allowed = "from instructkit.models import LLM, GenParams\nfrom instructkit.models.embeddings import embedder\n"
     assert _door_violations(where, allowed + "llm.supports('span_scores')\n") == []
