@@ -28,3 +28,23 @@ def test_a_hosted_model_has_no_in_process_capabilities():
 def test_an_unknown_capability_is_refused():
     with pytest.raises(ValueError, match="unknown capability 'logits'"):
         LLM("local", cache=False).supports("logits")
+
+
+def test_the_split_engine_answers_protocol_checks_without_loading_either_engine():
+    from instructkit.models import (
+        Backend,
+        ClassifierBackend,
+        CompletionBackend,
+        EmbeddingBackend,
+        ScoringBackend,
+        TokenCountingBackend,
+    )
+    from instructkit.models.local.split import SplitLocalBackend
+
+    split = SplitLocalBackend("local", {"dtype": "float32"}, {"parallel": 2})
+    for protocol in (Backend, CompletionBackend, ScoringBackend, TokenCountingBackend):
+        assert isinstance(split, protocol), protocol
+    for protocol in (EmbeddingBackend, ClassifierBackend):
+        assert not isinstance(split, protocol), protocol
+    assert split.supports_json_schema and split.model_id.endswith(":float32")
+    assert split._scorer is None and split._generator is None  # neither engine was loaded to answer
