@@ -152,7 +152,7 @@ def main() -> None:
     if args.path:
         print(json.dumps(run_path(args.path, prompts, args.max_tokens, args.threads)))
         return
-    from instructkit.models.llamacpp import default_threads
+    from instructkit.models.local.llamacpp import default_threads
 
     decode, prompt = (args.threads, args.threads) if args.threads else default_threads()
     print(f"{len(prompts)} prompts, {args.max_tokens} new tokens, greedy, torch threads {torch.get_num_threads()}, "

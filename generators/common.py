@@ -10,7 +10,6 @@ from typing import Any
 
 from instructkit.data.documents import Document, Passage, load_documents, passages_from, record_documents
 from instructkit.data.io import Records
-from instructkit.models.types import TokenCountingBackend
 from instructkit.run.runner import RunContext
 
 
@@ -67,10 +66,9 @@ def passages_for(
     docs = documents_for(records, ctx, text_field, id_field)
     tokenizer = None
     llm = ctx.llm
-    if llm is not None and getattr(llm, "is_local", False) and not getattr(llm, "dry_run", False):
+    if llm is not None and not llm.dry_run and llm.supports("count_tokens"):
         # The model's own tokenizer (llama.cpp's for a GGUF: no transformers load for chunking).
-        backend = llm.backend
-        tokenizer = backend.count_tokens if isinstance(backend, TokenCountingBackend) else None
+        tokenizer = llm.count_tokens
     return passages_from(docs, max_tokens=max_tokens, tokenizer=tokenizer)
 
 

@@ -50,7 +50,7 @@ def diagnose(probe: bool = True, again: bool = False) -> dict[str, Any]:
         "ok": verdict.ok, "reason": verdict.reason, "build": verdict.build, "probe_s": round(verdict.seconds, 2),
         "build_features": verdict.features}  # fmt: skip
     if verdict is not None and verdict.ok:
-        from .models.llamacpp import default_threads
+        from .models.local.llamacpp import default_threads
 
         facts["local"] = "llama.cpp generates, transformers scores"
         half, every = default_threads()

@@ -188,7 +188,7 @@ def deita(records: list[dict], ctx: RunContext) -> list[dict]:
         else:
             comp = await llm.achat(prompt, temperature=0.0, max_tokens=opts.max_tokens, **lp)
         s = score_completion(comp, *SCORES, prompt, mode=mode, json_key="score" if constrained else None)
-        if opts.logprobs and llm.is_local and not constrained:
+        if opts.logprobs and llm.supports("next_token_distribution") and not constrained:
             # A local model gives the whole next-token distribution: read it at the score tokens,
             # as the trained DEITA scorers do, whatever the model then writes.
             scores = list(range(SCORES[0], SCORES[1] + 1))
@@ -203,7 +203,7 @@ def deita(records: list[dict], ctx: RunContext) -> list[dict]:
 
     async def scorer(aspect: str, instruction: str, response: str) -> dict[str, Any]:
         prompt = scorer_prompt(aspect, instruction, response)
-        if llm.is_local:  # the whole next-token distribution after the raw prompt, as the released code
+        if llm.supports("next_token_distribution"):  # the whole distribution after the raw prompt, as released
             logps = await llm.achoice_logprobs(prompt, DIGITS, raw=True)
             return {"value": expectation_from_logits(logps, [int(d) for d in DIGITS]), "status": OK,
                     "raw": None, "source": "distribution"}  # fmt: skip

@@ -26,6 +26,7 @@ __all__ = [
     "SpanBatcher",
     "auto_device",
     "local_backend",
+    "scoring_model",
     "map_sorted",
     "mean_loss",
     "row_items",
@@ -63,15 +64,22 @@ def model_options(opts: LocalModelOptions) -> dict[str, Any]:
 
 
 def local_backend(ctx: RunContext, opts: LocalModelOptions) -> Any:
-    """The local backend for `opts.model` (a `local`/`hf:PATH` spec), else for the run's `--model`."""
-    from instructkit.models.local import load_local_backend
+    """The local scoring model for `opts.model` (a `local`/`hf:PATH` spec), else for the run's `--model`."""
+    if not opts.model and (ctx.llm is None or not ctx.llm.supports("span_scores")):
+        raise ValueError(f"{ctx.method or 'this scorer'} needs a local model: --model local or hf:PATH")
+    return scoring_model(ctx, opts.model or None, opts.dtype, auto_device(opts.device))
 
-    spec = opts.model
-    if not spec:
-        if ctx.llm is None or not ctx.llm.is_local:
-            raise ValueError(f"{ctx.method or 'this scorer'} needs a local model: --model local or hf:PATH")
-        spec = ctx.llm.ref.model
-    return load_local_backend(spec, dtype=opts.dtype, device=auto_device(opts.device))
+
+def scoring_model(ctx: RunContext, spec: str | None, dtype: str, device: str) -> Any:
+    """`LLM.local_scorer`: the in-process scoring engine of the local `spec` (None: the run's model)
+    with this dtype and device, through the run's model (`derive`), or a model of its own without one."""
+    if ctx.llm is not None:
+        return ctx.llm.local_scorer(spec, dtype=dtype, device=device)
+    if spec is None:
+        raise ValueError(f"{ctx.method or 'this scorer'} needs a local model: --model local or hf:PATH")
+    from instructkit.models import LLM
+
+    return LLM(spec, cache=False).local_scorer(dtype=dtype, device=device)
 
 
 def mean_loss(token_logprobs: Sequence[float]) -> float | None:
@@ -132,7 +140,7 @@ class SpanBatcher(Batcher):
     def __init__(self, backend: Any, opts: LocalModelOptions):
         limits = {"batch_size": opts.batch_size, "token_budget": opts.token_budget or None}
         super().__init__(lambda flat: backend.span_scores(flat, **limits))
-        self.backend = backend
+        self.scorer = backend
 
     async def score(self, pairs: list[tuple[list[int], list[int]]]) -> list[Any]:
         return await self.run(pairs)

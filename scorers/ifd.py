@@ -44,6 +44,7 @@ from .common import (
     map_sorted,
     mean_loss,
     row_items,
+    scoring_model,
     triplet,
 )
 
@@ -350,37 +351,9 @@ def instruction_features(
     backend: Any, texts: list[str], max_length: int = 512, batch_size: int = 16
 ) -> tuple[np.ndarray, np.ndarray]:
     """(mean last hidden state over all tokens, perplexity) of each text, as Cherry's `--mod pre`
-    (encoded with special tokens, truncated at max_length; loss over tokens 2..n). One forward each."""
-    import torch
-
-    from instructkit.models.span_scoring import head_is_exact, lm_logits
-
-    body = backend.model.base_model
-    exact = head_is_exact(backend.model, backend.device)
-    encoded = [backend.tokenizer.encode(t, truncation=True, max_length=max_length) for t in texts]
-    emb = np.zeros((len(texts), backend.model.config.hidden_size), dtype=np.float32)
-    ppl = np.full(len(texts), np.nan)
-    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        ids, mask = backend._right_pad([encoded[i] for i in chunk])
-        with backend._compute, torch.inference_mode():
-            h = body(input_ids=ids.to(backend.device), attention_mask=mask.to(backend.device))
-            h = h.last_hidden_state
-            m = mask.to(h.device).unsqueeze(-1).to(h.dtype)
-            emb[chunk] = ((h * m).sum(1) / m.sum(1).clamp(min=1)).float().cpu().numpy()
-            for j, i in enumerate(chunk):
-                n = len(encoded[i])
-                if n < 2 or not exact:
-                    continue
-                logits = lm_logits(backend.model, h[j, : n - 1]).float()
-                tgt = ids[j, 1:n].to(logits.device)
-                ppl[i] = math.exp(float(torch.nn.functional.cross_entropy(logits, tgt)))
-    if not exact:  # an unknown logit transform: the losses through the whole model
-        for i, s in enumerate(backend.span_scores([([], e) for e in encoded], batch_size)):
-            if s.token_logprobs:
-                ppl[i] = math.exp(mean_loss(s.token_logprobs))
-    return emb, ppl
+    (encoded with special tokens, truncated at max_length; loss over tokens 2..n). One forward each:
+    the scoring engine's `mean_states_and_perplexity`."""
+    return backend.mean_states_and_perplexity(texts, max_length, batch_size)
 
 
 def pre_experience(records: list[dict], ctx: RunContext, opts: IFDOptions) -> Any:
@@ -409,8 +382,6 @@ def pre_experience(records: list[dict], ctx: RunContext, opts: IFDOptions) -> An
     ctx.extras["cherry_pre_sample"] = [int(i) for i in ok[picked]]
     if not opts.warmup:
         return backend
-    from instructkit.models.local import load_local_backend
-
     digest = hashlib.sha256(
         json.dumps([backend.model_id, sample, opts.warmup_epochs, opts.warmup_lr]).encode()
     )
@@ -428,7 +399,7 @@ def pre_experience(records: list[dict], ctx: RunContext, opts: IFDOptions) -> An
             opts.max_length,
             ctx.random_state,
         )
-    return load_local_backend(f"hf:{out_dir}", dtype=opts.dtype, device=backend.device)
+    return scoring_model(ctx, f"hf:{out_dir}", opts.dtype, backend.device)
 
 
 def warmup_finetune(

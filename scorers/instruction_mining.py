@@ -102,7 +102,7 @@ def score_instruction_mining(
 ) -> list[dict]:
     """Indicator columns `<c>_len_in`, `_len_out`, `_ppl`, `_mtld`, `_knn`, `_reward`, `_und`, `_nat`,
     `_coh`, and the rule: `<c>_score`, `<c>_pred_log_loss`, `<c>_missing`."""
-    from instructkit.models.embeddings import load_encoder
+    from instructkit.models.embeddings import embedder
 
     c = opts.column
     intercept, coefs = RULES[opts.rule]
@@ -124,7 +124,9 @@ def score_instruction_mining(
         )
         rewards = [r.get(f"{c}_reward") for r in scored]
     rows = [triplet(r) for r in records]
-    emb = load_encoder(opts.encoder, device=backend.device).encode([f"{i}\n{x}\n{o}" for i, x, o in rows])
+    texts = [f"{i}\n{x}\n{o}" for i, x, o in rows]
+    encoder = embedder(f"hf:{opts.encoder}" if opts.encoder else "local", device=backend.device, cache=False)
+    emb = encoder.embed(texts, batch_size=max(1, len(texts)))  # one call: the encoder batches by length
     knn = knn_distance(np.asarray(emb, dtype=np.float64), opts.knn_k)
     tok = backend.tokenizer
     out = []

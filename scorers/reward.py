@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from instructkit.data.io import INSTRUCTION_FIELD, RESPONSE_FIELD
-from instructkit.models.classifier import SequenceClassifierBackend, classifier
+from instructkit.models.classifier import classifier
 from instructkit.registry import method
 from instructkit.run.runner import RunContext
 
@@ -44,20 +44,19 @@ def score_reward(records: list[dict], ctx: RunContext, opts: RewardOptions) -> l
     rm = classifier(opts.reward_model, dtype=opts.dtype, device=auto_device(opts.device), label_index=opts.label_index,
                     batch_size=opts.batch_size, max_length=opts.max_length,
                     cache=ctx.llm.cache if ctx.llm is not None else None)  # fmt: skip
-    model = rm.backend
-    assert isinstance(model, SequenceClassifierBackend)
-    limit = opts.max_length or model.max_positions
+    limit = opts.max_length or rm.max_input_tokens
+    model_id = rm.identity["model"]
     batcher = Batcher(rm.aclassify)
     c = opts.column
 
     async def one(item: dict) -> dict:
         (value,) = await batcher.run([(item["q"], item["a"])])
-        return {c: value, f"{c}_truncated": bool(limit) and model.n_tokens(item["q"], item["a"]) > limit}
+        return {c: value, f"{c}_truncated": bool(limit) and rm.count_tokens(item["q"], item["a"]) > limit}
 
     items = []
     for rec in records:
         ins, inp, outp = triplet(rec)
-        items.append({"q": question_of(ins, inp, opts.always_sep), "a": outp, "model": model.model_id})
+        items.append({"q": question_of(ins, inp, opts.always_sep), "a": outp, "model": model_id})
     lengths = [len(it["q"]) + len(it["a"]) for it in items]
     return finish(records, map_sorted(ctx, items, one, "reward", lengths), "reward", c, [c, f"{c}_truncated"])
 

@@ -69,9 +69,10 @@ def embed_pool(model_path: Path, records: list[dict], max_length: int, device: s
                ) -> np.ndarray:
     """Mean of the last hidden states over every token of each row's training text (float32 [N, hidden]),
     read with a backend of its own that is released afterwards (one model per round)."""
-    from instructkit.models.local import LocalBackend
+    from instructkit.models import LLM
 
-    backend = LocalBackend(Path(model_path), "float32", device or _default_device(), batch_size)
+    spec = f"hf:{Path(model_path)}"
+    backend = LLM(spec, cache=False).local_scorer(dtype="float32", device=device or _default_device(), shared=False)
     try:
         texts = training_texts(records, backend.tokenizer)
         return backend.hidden_states(texts, "mean", batch_size=batch_size, max_length=max_length)

@@ -291,7 +291,7 @@ def test_deita_official_preset_embeds_the_vicuna_conversation_last_token(tiny_gp
     assert [r["_select_index"] for r in out] == want.tolist()
     from pathlib import Path
 
-    from instructkit.models import local
+    from instructkit.models.local import transformers as local
 
     # the preset embedded with the bf16 weights and the slow tokenizer, as DEITA's Embedder loads them
     assert (str(Path(tiny_gpt2.path).resolve()), "bfloat16", "cpu", "slow") in local._BACKENDS

@@ -15,8 +15,8 @@ llama_cpp = pytest.importorskip("llama_cpp")  # in CI a skip for a missing depen
 require_llamacpp()  # a build that faults on this machine: every test here skips with the probe's reason
 
 from instructkit.models import LLM, GenParams  # noqa: E402
-from instructkit.models.llamacpp import PROMPT_CHUNK, ThreadChoice  # noqa: E402
 from instructkit.models.llm import is_placeholder  # noqa: E402
+from instructkit.models.local.llamacpp import PROMPT_CHUNK, ThreadChoice  # noqa: E402
 from instructkit.models.local_files import generation_gguf, gguf_file_type, smollm2_gguf  # noqa: E402
 
 PROMPTS = ["What is 2+2?", "Name three colors.", "Write a haiku about the sea.", "Hi"]

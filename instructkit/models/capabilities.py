@@ -12,12 +12,75 @@ from typing import TYPE_CHECKING, Any
 from .cache import request_key
 from .limits import estimate_tokens
 from .stages.ledger import mark_dry_row
-from .types import ClassifierBackend, EmbeddingBackend, ModelCallError, ScoringBackend, SpanScore, to_messages
+from .types import (
+    Backend,
+    ClassifierBackend,
+    CompletionBackend,
+    EmbeddingBackend,
+    ModelCallError,
+    ScoringBackend,
+    SpanScore,
+    TokenCountingBackend,
+    to_messages,
+)
 
 if TYPE_CHECKING:
     import numpy as np
 
 LLM = Any  # the facade (models/llm.py imports this module, never the other way)
+
+# What a method may ask a model for, and the backend protocol that offers it (`LLM.supports`).
+CAPABILITIES: dict[str, type] = {
+    "chat": Backend,  # achat, asample, ajson (structured output over chat)
+    "json_schema": Backend,  # constrained JSON (`supports_json_schema`)
+    "complete": CompletionBackend,  # acomplete: raw text, no chat template
+    "next_token_distribution": ScoringBackend,  # achoice_logprobs: the full next-token distribution
+    "span_scores": ScoringBackend,  # span_scores / local_scorer: answer-token log-probs
+    "count_tokens": TokenCountingBackend,  # count_tokens: the model's own tokenizer
+    "embed": EmbeddingBackend,  # aembed
+    "classify": ClassifierBackend,  # aclassify
+}
+LOCAL_CAPABILITIES = frozenset(CAPABILITIES) - {"embed", "classify"}  # a local chat model, known unloaded
+IN_PROCESS_ONLY = frozenset({"next_token_distribution", "span_scores", "count_tokens"})  # no hosted API has them
+
+
+def supports(llm: LLM, capability: str) -> bool:
+    """Whether `llm` offers `capability` (one of `CAPABILITIES`): known without loading a local model or
+    building a hosted backend where that decides it, else read off the protocols its backend implements."""
+    if capability not in CAPABILITIES:
+        raise ValueError(f"unknown capability {capability!r}: one of {', '.join(CAPABILITIES)}")
+    if capability == "json_schema":
+        return llm.supports_json_schema
+    if llm._backend is None and llm.is_local:
+        return capability in LOCAL_CAPABILITIES
+    if llm._backend is None and capability in IN_PROCESS_ONLY:  # no hosted backend built to learn it
+        return False
+    return isinstance(llm.backend, CAPABILITIES[capability])
+
+
+def count_tokens(llm: LLM, text: str, pair: str | None = None) -> int:
+    """Tokens of `text` (and `pair`, for a classifier) as the model's own tokenizer reads them."""
+    counter = llm.able(TokenCountingBackend, "cannot count tokens")
+    return counter.count_tokens(text) if pair is None else counter.count_tokens(text, pair)
+
+
+def local_scorer(llm: LLM, spec: str | None = None, *, dtype: str | None = None, device: str | None = None,
+                 shared: bool = True) -> Any:  # fmt: skip
+    """The in-process transformers engine of this local model (or of the local `spec`), with
+    `dtype`/`device` (default: the model's), for scorers that work on its tokens: `span_scores`,
+    `span_ids`, `hidden_states`, `tokenizer`, `model_id`, `device`. Hosted models have none.
+    `shared=False`: an engine of the caller's own, freed when it drops it (one model per round)."""
+    target = llm if spec is None else llm.derive(spec)
+    if not target.is_local:
+        raise ModelCallError(f"{target.spec}: token-level scoring needs a local model (local or hf:PATH)",
+                             retryable=False)  # fmt: skip
+    from .local import LocalBackend, load_local_backend, resolve_local
+
+    opts = target._settings.local
+    dtype, device = dtype or opts.get("dtype") or "float32", device or opts.get("device")
+    if not shared:
+        return LocalBackend(*resolve_local(target.ref.model, dtype), device or "cpu")
+    return load_local_backend(target.ref.model, dtype=dtype, device=device)
 
 
 class Codec:

@@ -13,13 +13,13 @@ from typing import Any
 
 from .llm import LLM
 from .local_files import model_id, set_offline
-from .types import ClassifierBackend
+from .types import ClassifierBackend, TokenCountingBackend
 
 _CLASSIFIERS: dict[tuple[Any, ...], SequenceClassifierBackend] = {}
 _LOCK = threading.Lock()
 
 
-class SequenceClassifierBackend(ClassifierBackend):
+class SequenceClassifierBackend(ClassifierBackend, TokenCountingBackend):
     """A transformers `AutoModelForSequenceClassification` folder: logit `label_index` of each input,
     in length-sorted padded batches of `batch_size` (speed only: equal to one at a time up to float
     rounding); `max_length` > 0 truncates the input (the pair longest first) to that many tokens."""
@@ -78,8 +78,8 @@ class SequenceClassifierBackend(ClassifierBackend):
                 out[i] = float(logits[j, self.label_index])
         return out
 
-    def n_tokens(self, text: str, pair: str | None = None) -> int:
-        """Tokens of the input before any truncation."""
+    def count_tokens(self, text: str, pair: str | None = None) -> int:
+        """Tokens of the input (text, pair) before any truncation."""
         return len(self.tokenizer(text, pair).input_ids)
 
     async def aclose(self) -> None:

@@ -394,6 +394,24 @@ class LLM:
         """Log-probabilities of each answer's tokens given its prompt (local; `capabilities.span_scores`)."""
         return capabilities.span_scores(self, pairs, **options)
 
+    def supports(self, capability: str) -> bool:
+        """Whether this model offers `capability` (`capabilities.CAPABILITIES`; DEVELOPING.md, "One door")."""
+        return capabilities.supports(self, capability)
+
+    def count_tokens(self, text: str, pair: str | None = None) -> int:
+        """Tokens of `text` (and `pair`) as this model's own tokenizer reads them."""
+        return capabilities.count_tokens(self, text, pair)
+
+    @property
+    def max_input_tokens(self) -> int | None:
+        """The longest input the model reads (a classifier's positions), None where not known."""
+        return getattr(self.backend, "max_positions", None)
+
+    def local_scorer(self, spec: str | None = None, *, dtype: str | None = None, device: str | None = None,
+                     shared: bool = True) -> Any:  # fmt: skip
+        """The in-process scoring engine of this local model or of `spec` (`capabilities.local_scorer`)."""
+        return capabilities.local_scorer(self, spec, dtype=dtype, device=device, shared=shared)
+
     # ----- sync facade: the async methods run on the one event-loop thread (aio.run_sync) -------
     chat = _sync(achat)
     sample = _sync(asample)

@@ -7,7 +7,7 @@ running sequence in a single `llama_decode` call (new prompts are read in fixed 
 concurrent callers share each pass over the weights. Prompts that start alike (one template, one
 passage, many task types) share their KV cache: whole prompt chunks another sequence already holds are
 copied, not recomputed (a prompt waits for a running one that will hold them soon), and the copy is
-bit-identical to computing them, since every prompt is cut into chunks at the same positions. Sampling is done here, on the raw logits:
+bit-identical to computing them, since every prompt is cut into chunks at the same positions. Sampling is done here, on the raw logits (the rules of `decoding`):
 greedy, temperature/top-p with a per-request seed, OpenAI presence/frequency penalties, stop
 strings, and a GBNF grammar built from `GenParams.json_schema` (llama.cpp's own JSON-schema
 converter and grammar sampler). Log-probabilities are those of the raw model distribution.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import json
 import os
 import queue
 import threading
@@ -28,14 +27,23 @@ from typing import Any
 
 import numpy as np
 
-from .local import _find_stop, _resolve
-from .types import Backend, Completion, CompletionBackend, GenParams, ModelCallError, TokenLogprob, Usage
+from ..types import Backend, Completion, CompletionBackend, GenParams, ModelCallError, TokenLogprob, Usage
+from .decoding import (
+    deliver,
+    find_stop,
+    numpy_generator,
+    penalised,
+    samples,
+    token_logprob,
+    tokens_before_stop,
+)
+from .llamacpp_grammar import GrammarSampler
+from .llamacpp_vocab import LlamaVocab
 
 _BACKENDS: dict[tuple, LlamaCppBackend] = {}
 _BACKENDS_LOCK = threading.Lock()
 PROMPT_CHUNK = 64  # prompt tokens per pass at most, cut at fixed positions: the unit of shared KV cache
 PROMPT_BUDGET = 256  # prompt tokens per step at most, so running sequences keep generating meanwhile
-_TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
 
 
 def load_llamacpp_backend(
@@ -135,7 +143,7 @@ class LlamaCppBackend(Backend, CompletionBackend):
         import llama_cpp
         from llama_cpp._logger import set_verbose
 
-        from .local_files import gguf_model_id
+        from ..local_files import gguf_model_id
 
         set_verbose(False)  # llama.cpp's own log goes nowhere but errors
         self._ll = ll = llama_cpp
@@ -145,8 +153,8 @@ class LlamaCppBackend(Backend, CompletionBackend):
         self._model = ll.llama_model_load_from_file(str(self.path).encode(), ll.llama_model_default_params())
         if not self._model:
             raise ModelCallError(f"llama.cpp could not load {self.path}", retryable=False)
-        self._vocab = ll.llama_model_get_vocab(self._model)
-        self.n_vocab = ll.llama_vocab_n_tokens(self._vocab)
+        self.vocab = LlamaVocab(ll, self._model, self.path.name)
+        self._vocab, self.n_vocab = self.vocab.vocab, self.vocab.n_vocab
         n_train = ll.llama_model_n_ctx_train(self._model)
         self.parallel = max(1, parallel)
         self.threads = (threads, threads) if threads else default_threads()
@@ -167,67 +175,19 @@ class LlamaCppBackend(Backend, CompletionBackend):
         self.n_batch = 512
         self._memory = ll.llama_get_memory(self._ctx)
         self._batch = ll.llama_batch_init(self.n_batch, 0, 1)
-        self._add_bos = bool(ll.llama_vocab_get_add_bos(self._vocab))
-        self._pieces: dict[int, bytes] = {}
-        self._candidates = np.zeros(self.n_vocab, dtype=_TOKEN_DATA)
-        self._candidates["id"] = np.arange(self.n_vocab, dtype=np.intc)
-        self._cand_array = ll.llama_token_data_array(
-            data=self._candidates.ctypes.data_as(ll.llama_token_data_p), size=self.n_vocab, selected=-1,
-            sorted=False,
-        )
-        self._grammars: dict[str, str] = {}
+        self._grammar = GrammarSampler(ll, self._vocab, self.n_vocab)
         self._held: list[list[int]] = [[] for _ in range(self.parallel)]  # whole prompt chunks each slot's KV holds
         self.shared_prompt_tokens = 0  # prompt tokens copied from another sequence's KV, not computed
-        self._formatter = self._chat_formatter()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._closed = False
 
-    # ----- text <-> tokens -------------------------------------------------------------------
-    def _chat_formatter(self) -> Any:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        template = self._ll.llama_model_chat_template(self._model, None)
-        if not template:
-            return None
-        text = lambda tok: self._piece(tok, special=True).decode("utf-8", "replace") if tok >= 0 else ""  # noqa: E731
-        bos, eos = self._ll.llama_vocab_bos(self._vocab), self._ll.llama_vocab_eos(self._vocab)
-        return Jinja2ChatFormatter(template.decode("utf-8"), eos_token=text(eos), bos_token=text(bos))
-
+    # ----- text <-> tokens (`LlamaVocab`) --------------------------------------------------------
     def tokenize(self, text: str, add_special: bool = False) -> list[int]:
-        """Token ids of `text`; special tokens written in it (`<|im_start|>`) are parsed as such."""
-        data = text.encode("utf-8")
-        size = len(data) + 8
-        buf = (self._ll.llama_token * size)()
-        n = self._ll.llama_tokenize(self._vocab, data, len(data), buf, size, add_special, True)
-        if n < 0:
-            buf = (self._ll.llama_token * -n)()
-            n = self._ll.llama_tokenize(self._vocab, data, len(data), buf, -n, add_special, True)
-        return list(buf[:n])
-
-    def _piece(self, tok: int, special: bool = False) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        n = self._ll.llama_token_to_piece(self._vocab, tok, buf, 64, 0, special)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = self._ll.llama_token_to_piece(self._vocab, tok, buf, -n, 0, special)
-        return buf.raw[:n]
-
-    def piece(self, tok: int) -> bytes:
-        """The bytes a generated token adds to the text (control tokens add nothing)."""
-        value = self._pieces.get(tok)
-        if value is None:
-            value = self._pieces[tok] = self._piece(tok)
-        return value
-
-    def prompt_text(self, messages: list[dict]) -> str:
-        """The chat-templated conversation, ending with the assistant turn's header (the GGUF's template)."""
-        if self._formatter is None:
-            raise ModelCallError(f"{self.path.name} has no chat template: use raw completion", retryable=False)
-        return self._formatter(messages=messages).prompt
+        return self.vocab.tokenize(text, add_special)
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
-        return self.tokenize(self.prompt_text(messages))
+        return self.vocab.tokenize(self.vocab.prompt_text(messages))
 
     # ----- requests --------------------------------------------------------------------------
     async def chat(self, messages: list[dict], params: GenParams, n: int = 1) -> list[Completion]:
@@ -236,7 +196,7 @@ class LlamaCppBackend(Backend, CompletionBackend):
 
     async def complete(self, prompt: str, params: GenParams, n: int = 1) -> list[Completion]:
         """`n` continuations of a raw prompt: no chat template; BOS added where the model wants one."""
-        return await self._submit(self.tokenize(prompt, add_special=self._add_bos), params, n)
+        return await self._submit(self.vocab.tokenize(prompt, add_special=self.vocab.add_bos), params, n)
 
     async def _submit(self, ids: list[int], params: GenParams, n: int) -> list[Completion]:
         if not ids:
@@ -246,35 +206,19 @@ class LlamaCppBackend(Backend, CompletionBackend):
                 f"prompt of {len(ids)} tokens does not fit the context of {self.n_ctx_seq} tokens per sequence "
                 "(model option n_ctx)", retryable=False,
             )
-        grammar = self._grammar_text(params.json_schema) if params.json_schema else None
+        grammar = self._grammar.text(params.json_schema) if params.json_schema else None
         loop = asyncio.get_running_loop()
         self._ensure_worker()
         futures = []
-        for i in range(n):
-            p = params.for_sample(i)
+        for p in samples(params, n):
             job = _Job(ids, p, loop, loop.create_future())
             if p.temperature > 0:
-                job.rng = np.random.default_rng(p.seed)
+                job.rng = numpy_generator(p.seed)
             if grammar is not None:
-                job.grammar = self._ll.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
-                if not job.grammar:
-                    raise ModelCallError("llama.cpp rejected the grammar built from json_schema", retryable=False)
+                job.grammar = self._grammar.sampler(grammar)
             self._queue.put(job)
             futures.append(job.future)
         return list(await asyncio.gather(*futures))
-
-    def _grammar_text(self, schema: dict) -> str:
-        key = json.dumps(schema, sort_keys=True)
-        text = self._grammars.get(key)
-        if text is None:
-            from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-            try:
-                text = json_schema_to_gbnf(json.dumps(_bounded_integers_as_enums(schema)))
-            except Exception as exc:  # the converter names what it cannot express
-                raise ModelCallError(f"json_schema cannot be turned into a grammar: {exc}", retryable=False) from exc
-            self._grammars[key] = text
-        return text
 
     def _ensure_worker(self) -> None:
         with _BACKENDS_LOCK:
@@ -422,113 +366,29 @@ class LlamaCppBackend(Backend, CompletionBackend):
         """Choose the job's next token from `logits` and decide whether it has finished."""
         p = job.params
         want_lp = p.logprobs or p.top_logprobs > 0
-        if want_lp:
-            raw = logits.astype(np.float64)
-            lse = float(raw.max() + np.log(np.exp(raw - raw.max()).sum()))
-        scores = logits
-        if job.counts and (p.presence_penalty or p.frequency_penalty):
-            scores = logits.copy()
-            ids = np.fromiter(job.counts.keys(), dtype=np.intp, count=len(job.counts))
-            cnt = np.fromiter(job.counts.values(), dtype=np.float32, count=len(job.counts))
-            scores[ids] -= cnt * p.frequency_penalty + p.presence_penalty
-        tok = self._choose(job, scores)
-        if job.grammar is not None:
-            self._ll.llama_sampler_accept(job.grammar, tok)
+        tok = self._grammar.choose(job.grammar, penalised(logits, job.counts, p), p, job.rng)
         if self._ll.llama_vocab_is_eog(self._vocab, tok):
             job.finish = "stop"
             return
         job.out.append(tok)
-        job.pieces.append(self.piece(tok))
+        job.pieces.append(self.vocab.piece(tok))
         job.counts[tok] = job.counts.get(tok, 0) + 1
         if want_lp:
-            top: list[tuple[str, float]] = []
-            if p.top_logprobs > 0:
-                k = min(p.top_logprobs, self.n_vocab)
-                best = np.argpartition(-raw, k - 1)[:k]
-                best = best[np.argsort(-raw[best], kind="stable")]
-                top = [(self._text(int(t)), float(raw[t] - lse)) for t in best]
-            job.logprobs.append(TokenLogprob(self._text(tok), float(raw[tok] - lse), top))
+            job.logprobs.append(token_logprob(logits, tok, p.top_logprobs, self.vocab.text))
         if p.stop:
-            cut = _find_stop(b"".join(job.pieces).decode("utf-8", "replace"), p.stop)
+            cut = find_stop(b"".join(job.pieces).decode("utf-8", "replace"), p.stop)
             if cut >= 0:
                 job.finish, job.stop_at = "stop", cut
                 return
         if len(job.out) >= p.max_tokens or job.pos >= self.n_ctx_seq:
             job.finish = "length"
 
-    def _text(self, tok: int) -> str:
-        return self.piece(tok).decode("utf-8", "replace")
-
-    def _choose(self, job: _Job, scores: np.ndarray) -> int:
-        """Greedy at temperature 0, else temperature + top-p sampling from the job's own generator.
-        A grammar masks what it forbids first; without top-p, a token drawn unmasked that the grammar
-        allows is kept (the same distribution: accepting an allowed draw and redrawing from the mask
-        otherwise gives p(t)/Z), so the full-vocabulary mask is only built when that draw is refused."""
-        p = job.params
-        if job.grammar is not None:
-            if p.top_p >= 1.0:  # a draw the grammar allows is a draw from the masked distribution
-                tok = self._choose_unmasked(job, scores)
-                if self._allowed(job, tok):
-                    return tok
-            scores = self._masked(job, scores)
-        return self._choose_unmasked(job, scores)
-
-    @staticmethod
-    def _choose_unmasked(job: _Job, scores: np.ndarray) -> int:
-        p = job.params
-        if p.temperature <= 0:
-            return int(scores.argmax())
-        x = scores.astype(np.float64) / p.temperature
-        x = np.exp(x - x.max())
-        if p.top_p < 1.0:
-            k = 64
-            while True:  # the nucleus lies in the top k: widen k until it does
-                k = min(k, x.size)
-                top = np.argpartition(-x, k - 1)[:k] if k < x.size else np.arange(x.size)
-                top = top[np.argsort(-x[top], kind="stable")]
-                cum = np.cumsum(x[top])
-                total = x.sum()
-                if cum[-1] >= p.top_p * total or k == x.size:
-                    keep = int(np.searchsorted(cum, p.top_p * total)) + 1
-                    top = top[:keep]
-                    break
-                k *= 8
-            w = x[top]
-            return int(top[min(int(np.searchsorted(np.cumsum(w), job.rng.random() * w.sum(), side="right")), keep - 1)])
-        cum = np.cumsum(x)
-        return int(min(np.searchsorted(cum, job.rng.random() * cum[-1], side="right"), x.size - 1))
-
-    def _allowed(self, job: _Job, tok: int) -> bool:
-        one = np.zeros(1, dtype=_TOKEN_DATA)
-        one["id"], one["logit"] = tok, 1.0
-        arr = self._ll.llama_token_data_array(
-            data=one.ctypes.data_as(self._ll.llama_token_data_p), size=1, selected=-1, sorted=False
-        )
-        self._ll.llama_sampler_apply(job.grammar, ctypes.byref(arr))
-        return bool(np.isfinite(one["logit"][0]))
-
-    def _masked(self, job: _Job, scores: np.ndarray) -> np.ndarray:
-        cand = self._candidates
-        cand["logit"] = scores
-        cand["p"] = 0.0
-        self._cand_array.size, self._cand_array.selected, self._cand_array.sorted = self.n_vocab, -1, False
-        self._ll.llama_sampler_apply(job.grammar, ctypes.byref(self._cand_array))
-        order = cand["id"]
-        masked = np.full(self.n_vocab, -np.inf, dtype=np.float32)
-        n = self._cand_array.size
-        masked[order[:n]] = cand["logit"][:n]
-        if not np.isfinite(masked).any():
-            raise RuntimeError("the grammar allows no token here")
-        cand["id"] = np.arange(self.n_vocab, dtype=np.intc)  # the sampler may have reordered them
-        return masked
-
     def _completion(self, job: _Job) -> Completion:
         text = b"".join(job.pieces).decode("utf-8", "replace")
         out, lps = job.out, job.logprobs
         if job.stop_at >= 0:
             text = text[: job.stop_at]
-            while out and len(b"".join(job.pieces[: len(out) - 1]).decode("utf-8", "replace")) >= job.stop_at:
-                out = out[:-1]  # drop tokens that lie wholly inside or after the stop string
+            out = out[: tokens_before_stop(len(out), job.stop_at, lambda k: b"".join(job.pieces[:k]).decode("utf-8", "replace"))]
         want_lp = job.params.logprobs or job.params.top_logprobs > 0
         return Completion(
             text, job.finish or "length", lps[: len(out)] if want_lp else None, Usage(len(job.ids), len(out))
@@ -541,29 +401,7 @@ class LlamaCppBackend(Backend, CompletionBackend):
         if job.grammar is not None:
             self._ll.llama_sampler_free(job.grammar)
             job.grammar = None
-        try:
-            job.loop.call_soon_threadsafe(_resolve, job.future, result)
-        except RuntimeError:  # the caller's event loop is closed: nobody is waiting
-            pass
+        deliver(job.loop, job.future, result)
 
     async def aclose(self) -> None:
         """The model stays loaded for the process (shared); nothing per caller to release."""
-
-
-
-def _bounded_integers_as_enums(schema: Any, limit: int = 1000) -> Any:
-    """`schema` with every integer bounded on both sides (at most `limit` values) spelled as an enum:
-    llama-cpp-python's converter ignores minimum/maximum, and a score scale is exactly such a range."""
-    if isinstance(schema, list):
-        return [_bounded_integers_as_enums(s, limit) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: _bounded_integers_as_enums(v, limit) for k, v in schema.items()}
-    if out.get("type") == "integer" and "enum" not in out:
-        lo = out.get("minimum", out["exclusiveMinimum"] + 1 if "exclusiveMinimum" in out else None)
-        hi = out.get("maximum", out["exclusiveMaximum"] - 1 if "exclusiveMaximum" in out else None)
-        if isinstance(lo, int) and isinstance(hi, int) and 0 <= hi - lo < limit:
-            for key in ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-                out.pop(key, None)
-            out["enum"] = list(range(lo, hi + 1))
-    return out
