@@ -67,7 +67,9 @@ def embed_records(
     `slow_tokenizer`: a causal LM's tokenizer loaded with use_fast=False).
 
     The array is cached as `<cache_dir>/<content-hash>.npy` (hash of spec, encoder options and texts)
-    and, when `out_path` is given, also written there (atomically). Returns the float32 [N, d] array.
+    and, when `out_path` is given, also written there (atomically). Returns the float32 [N, d] array,
+    memory-mapped read-only from the cache file when there is one (a million rows then cost page cache,
+    not a second in-memory copy beside the selector's own arrays).
     """
     texts = texts_of(records, fields, template)
     options = (("pooling", pooling), ("max_length", max_length), ("dtype", dtype), ("slow_tokenizer", slow_tokenizer or None))
@@ -75,11 +77,11 @@ def embed_records(
     key = content_key(texts, spec, encoder_options)
     cached = Path(cache_dir) / f"{key}.npy" if cache_dir else None
     if cached is not None and cached.is_file():
-        emb = np.load(cached)
+        emb = np.load(cached, mmap_mode="r")
     else:
         emb = embed_texts(texts, spec, batch_size, **encoder_options)
         if cached is not None:
-            save_npy(cached, emb)
+            emb = np.load(save_npy(cached, emb), mmap_mode="r")
     if out_path is not None:
         save_npy(Path(out_path), emb)
     return emb

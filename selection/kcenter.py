@@ -45,7 +45,7 @@ from .common import (
 from .embed import load_embeddings
 
 _DONE = np.iinfo(np.int32).max  # `seen` value of a selected row: never refreshed again
-_PAIRS = 1 << 13  # (row, center) pairs recomputed in float64 per gather
+_PAIRS = 1 << 10  # (row, center) pairs recomputed in float64 per gather (bounds its temporaries)
 _TIE_WINDOW = 2.0**-20  # relative gap under which two squared distances may round to one float32 distance
 
 
@@ -76,7 +76,7 @@ class _State:
         self.dtype = x.dtype if x.dtype == np.float64 else np.dtype(np.float32)
         n, d = x.shape
         self.refine = exact and self.dtype == np.float32
-        self.sqn = row_norms_sq(x, np.dtype(np.float64), block=8192)  # sklearn's norms of the upcast rows
+        self.sqn = row_norms_sq(x, np.dtype(np.float64), block=1024)  # sklearn's norms of the upcast rows
         self.rn = np.sqrt(self.sqn)
         self.coef = float32_error_coefficient(d, mm) if self.refine else 0.0
         self.m = np.full(n, np.inf)
@@ -211,7 +211,7 @@ class _State:
             grp = rows[bucket == b]
             start = t - int(lag[bucket == b].max())
             cvec, cn = self.centers[start:t], self.cn[start:t]
-            for lo, hi in row_blocks(len(grp), 8192):
+            for lo, hi in row_blocks(len(grp), 2048):
                 g = grp[lo:hi]
                 self.fold(self.gather(g), g, cvec, cn)
         self.seen[rows] = t
