@@ -253,7 +253,6 @@ def run_method_command(args: argparse.Namespace) -> int:
     if args.input and (Path(args.input).suffix.lower() in RECORD_SUFFIXES or args.kind != "generate"):
         records = read_records(args.input, mapping=mapping or None)
     options, turns = method_options(info, dict(args.option))
-    info.check_input(records, options)  # before a model exists, let alone a call
     out = Path(args.out)
     if not args.in_place:
         refuse_overwrite(out, [args.input])

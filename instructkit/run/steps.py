@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ..data.io import write_records
-from ..data.turns import split_turn_options
+from ..data.turns import split_turn_options, views_of
 from ..models.config import ModelConfig
 from ..registry import MethodInfo
-from .execution import Execution, execute
+from .execution import Execution, check_step
 from .runner import RunContext
 
 
@@ -113,6 +113,7 @@ def run_step(step: MethodStep, models: Models, out: Path | None = None) -> StepR
     method as `step.how` says; its rows written to `out` unless this is a dry run."""
     info, config = step.info, step.model
     llm = models.get(config) if info.needs_model else None
+    check_step(info, step.records, step.options, llm, step.how)  # the input's one check, before any call
     if not config.dry_run:  # every place the step writes, checked before its first call
         from ..guard import check_writable
 
@@ -154,6 +155,26 @@ def run_step(step: MethodStep, models: Models, out: Path | None = None) -> StepR
             write_records(out, rows)
     identity = llm.identity if llm is not None and not config.dry_run else config.model
     return StepResult(rows, ctx, llm, ctx.stats.wall_s, calls, figures, identity, note, total)
+
+
+def execute(info: MethodInfo, records: list[dict], ctx: RunContext, how: Execution | None = None) -> list[dict]:
+    """Run a registered method on `records` (checked: `execution.check_step`) as `how` says (default:
+    in this process). Judges and scorers run on chat rows' turn views (`ctx.turns`), their output
+    folded back: data transforms before and after the method, which is called from here."""
+    how = how or Execution()
+    views = views_of(records, ctx.turns) if info.takes_turn_options else None
+    rows = views.rows if views is not None else records
+    if how.batch:
+        from .batch import run_batched
+
+        out = run_batched(info.func, rows, ctx, poll_s=how.poll_s)
+    elif how.engine == "ray":
+        from .ray_engine import run_on_ray
+
+        out = run_on_ray(info.func, rows, ctx, **how.ray)
+    else:
+        out = info.func(rows, ctx)
+    return views.fold(out) if views is not None else out
 
 
 SESSIONS = "calls.sessions.jsonl"
