@@ -42,6 +42,9 @@ def _add_scale_args(p: argparse.ArgumentParser, batch: bool = True) -> None:
                        help="send uncached chat requests through the provider's Batch API (OpenAI-compatible); "
                             "resumable: run again to collect a submitted batch")
         g.add_argument("--batch-poll", type=float, default=30.0, help="seconds between batch status checks")
+        g.add_argument("--window", type=int, default=None, metavar="ROWS",
+                       help="judges and scorers whose rows stand alone read, run, journal and write a JSONL input "
+                            "ROWS at a time, so memory does not grow with it (default 10000; 0: all at once)")
     g.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="ray: judge/score/embed over a Ray Data actor pool (RAY_ADDRESS or a local instance)")
     g.add_argument("--actors", type=int, default=2, help="ray: actors holding the model (default 2)")
@@ -245,22 +248,25 @@ def model_config(args: argparse.Namespace) -> Any:
 
 
 def run_method_command(args: argparse.Namespace) -> int:
-    from .run.steps import MethodStep, Models, method_options, run_step
+    from .run.steps import DEFAULT_WINDOW, MethodStep, Models, method_options, run_step, step_input, streams
 
     info = registry.get(args.kind, args.method)
     mapping = dict(m.split("=", 1) for m in args.map)
-    records: list[dict] = []
-    if args.input and (Path(args.input).suffix.lower() in RECORD_SUFFIXES or args.kind != "generate"):
-        records = read_records(args.input, mapping=mapping or None)
     options, turns = method_options(info, dict(args.option))
     out = Path(args.out)
+    config = model_config(args)
+    how = _execution(args) if info.kind != "select" else None
+    records: Any = []
+    if args.input and (Path(args.input).suffix.lower() in RECORD_SUFFIXES or args.kind != "generate"):
+        window = getattr(args, "window", None)
+        window = (DEFAULT_WINDOW if window is None else window) if streams(info, options, how, config, out) else 0
+        records = step_input(args.input, mapping or None, window)
     if not args.in_place:
         refuse_overwrite(out, [args.input])
     work_dir = Path(args.work_dir) if args.work_dir else out.with_name(out.name + ".work")
     refuse_overwrite(work_dir, [args.input], flag="")
-    config = model_config(args)
-    step = MethodStep(info, records, options, config, work_dir, seed=args.seed, turns=turns,
-                how=_execution(args) if info.kind != "select" else None, input_path=args.input,
+    step = MethodStep(info, records, options, config, work_dir, seed=args.seed, turns=turns, how=how,
+                input_path=args.input,
                 progress=not args.quiet, extras={"report": getattr(args, "report", False)})
     with contextlib.ExitStack() as stack:
         if not config.dry_run:  # one writer per work folder: a second identical command stops, it does not pay again
@@ -275,7 +281,7 @@ def _finish_method(args: argparse.Namespace, step: Any, result: Any, out: Path) 
     from .run.manifest import little_output_line, write_manifest
 
     info, ctx = step.info, result.ctx
-    summary = {"method": f"{info.kind} {info.name}", "rows_in": len(step.records), "rows_out": len(result.rows),
+    summary = {"method": f"{info.kind} {info.name}", "rows_in": len(step.records), "rows_out": result.rows_out,
                **ctx.stats.as_dict(), "model": result.model_identity, "calls": result.calls}
     if step.model.dry_run:
         if ctx.stats.reused:

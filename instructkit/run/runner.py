@@ -331,6 +331,7 @@ class RunContext:
     journal_tag: str = ""  # parallel workers (Ray actors) journal to X.journal.<tag>.jsonl
     turns: Any = None  # judges and scorers on chat rows: instructkit.data.turns.TurnOptions (None: the default)
     stage_end: list[StageHook] = field(default_factory=lambda: [save_calibration])
+    window: str = ""  # a streaming step's "window k/n", shown in the progress label
 
     def on_stage_end(self, hook: StageHook) -> Callable[[], None]:
         """Fire `hook(ctx, stage, results)` after every later stage; returns the function that removes it."""
@@ -367,7 +368,7 @@ class RunContext:
                 read_only=dry_run,
                 concurrency=self.concurrency,
                 llm=self.llm,
-                label=f"{self.method}:{stage}" if self.method else stage,
+                label=(f"{self.method}:{stage}" if self.method else stage) + (f" {self.window}" if self.window else ""),
                 progress=self.progress,
                 stats=self.stats,
             )
