@@ -7,7 +7,6 @@ API key (never written anywhere), `--system` where a method takes one.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sqlite3
 import sys
@@ -20,7 +19,7 @@ from jinja2 import TemplateError
 from . import registry
 from .credentials import redact
 from .data.io import InputError, read_records
-from .guard import RunLock, describe_os_error, refuse_overwrite
+from .guard import describe_os_error, refuse_overwrite
 from .models.llm import BudgetExceeded
 from .models.types import ModelCallError
 
@@ -266,12 +265,9 @@ def run_method_command(args: argparse.Namespace) -> int:
     work_dir = Path(args.work_dir) if args.work_dir else out.with_name(out.name + ".work")
     refuse_overwrite(work_dir, [args.input], flag="")
     step = MethodStep(info, records, options, config, work_dir, seed=args.seed, turns=turns, how=how,
-                input_path=args.input,
-                progress=not args.quiet, extras={"report": getattr(args, "report", False)})
-    with contextlib.ExitStack() as stack:
-        if not config.dry_run:  # one writer per work folder: a second identical command stops, it does not pay again
-            stack.enter_context(RunLock(work_dir))
-        models = stack.enter_context(Models())
+                input_path=args.input, progress=not args.quiet, extras={"report": getattr(args, "report", False)},
+                lock=True)  # one writer per work folder: a second identical command stops, it does not pay again
+    with Models() as models:
         result = run_step(step, models, out)
         return _finish_method(args, step, result, out)
 

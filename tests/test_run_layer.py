@@ -88,3 +88,24 @@ def test_the_run_layer_names_no_method() -> None:
         text = path.read_text(encoding="utf-8")
         named = {n for n in names if re.search(rf"""["']{n}["']""", text)}
         assert not named, f"{path.name} names {sorted(named)}"
+
+
+def test_the_input_is_checked_once_before_anything_is_written(tmp_path: Path, monkeypatch) -> None:
+    """A bad row stops the command (exit 2, file:line and field) before a work folder or lock exists;
+    a good input passes `check_input` once on its way from the CLI to the method."""
+    from instructkit.cli import main
+    from instructkit.registry import MethodInfo
+
+    checks: list[int] = []
+    real = MethodInfo.check_input
+    monkeypatch.setattr(MethodInfo, "check_input", lambda self, records, options=None: (
+        checks.append(len(records)), real(self, records, options))[1])
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c"}\n')
+    out = tmp_path / "out.jsonl"
+    argv = ["judge", "alpagasus", str(src), "--out", str(out), "-m", "never-called@http://127.0.0.1:9/v1", "--quiet"]
+    assert main(argv) == 2
+    assert checks == [2] and sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+    checks.clear()
+    src.write_text('{"instruction": "a", "output": "b"}\n')
+    assert main([*argv, "--dry-run"]) == 0 and checks == [1]

@@ -117,6 +117,7 @@ class MethodStep:
     progress: bool = True
     extras: dict[str, Any] = field(default_factory=dict)  # RunContext.extras beside input_path
     name: str = ""  # a pipeline step's name (for its messages)
+    lock: bool = False  # hold the work folder's RunLock once the input passed its check (not in a dry run)
 
 
 @dataclass
@@ -169,14 +170,24 @@ def run_step(step: MethodStep, models: Models, out: Path | None = None) -> StepR
         rows_in += len(part)
     if windows is not None:
         windows.rows = rows_in
-    if not config.dry_run:  # every place the step writes, checked before its first call
-        from ..guard import check_writable
+    if config.dry_run:
+        return _run_checked(step, llm, windows, out)
+    from ..guard import RunLock, check_writable
 
-        if out is not None:
-            check_writable(Path(out).parent)
-        check_writable(step.work_dir, "work folder")
-        if llm is not None and llm.cache.enabled:
-            check_writable(llm.cache.directory, "response cache folder (--cache-dir)")
+    if out is not None:  # every place the step writes, checked before its first call
+        check_writable(Path(out).parent)
+    check_writable(step.work_dir, "work folder")
+    if llm is not None and llm.cache.enabled:
+        check_writable(llm.cache.directory, "response cache folder (--cache-dir)")
+    if not step.lock:
+        return _run_checked(step, llm, windows, out)
+    with RunLock(step.work_dir):
+        return _run_checked(step, llm, windows, out)
+
+
+def _run_checked(step: MethodStep, llm: Any, windows: RecordWindows | None, out: Path | None) -> StepResult:
+    """`run_step` once the input passed its check and the folders it writes are writable (and locked)."""
+    info, config = step.info, step.model
     ctx = RunContext(llm=llm, options=step.options, method=info.name, work_dir=step.work_dir,
                      concurrency=config.concurrency, random_state=step.seed, progress=step.progress,
                      turns=step.turns, extras={"input_path": step.input_path, **step.extras})  # fmt: skip
