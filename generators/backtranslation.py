@@ -11,7 +11,7 @@ Deviations, and why: there is no fine-tuning here, so the backward model M_yx an
 are emulated by prompting the run's model: seed pairs (`seed_path`, Alpaca JSONL) become reversed
 few-shot demonstrations for self-augmentation, and the second iteration puts curated pairs into the
 rating prompt as examples of 5-point answers. The prompts are our own wording of the paper's
-Table 1 anchors. Score lines are read by instructkit.judge.parsing.parse_score (last labelled score,
+Table 1 anchors. Score lines are read by instructkit.shared.scores.parse_score (last labelled score,
 echoed prompt lines ignored, out-of-range values refused): a failure is a null score with its status
 and raw text (`backtranslation.rated.jsonl` holds every candidate), never a crash. Decoding is greedy
 by default (the paper does not fix it), with an explicit seed for any sampling. `-o score auto`
@@ -25,16 +25,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from instructkit.judge.common import score_schema, use_constraint, with_json_reply
-from instructkit.judge.parsing import check_score_mode, parse_json_score, parse_score, score_at_end
-
 from instructkit.registry import method
 from instructkit.run.manifest import write_method_summary
 from instructkit.run.provenance import provenance
 from instructkit.run.runner import RunContext
+from instructkit.shared.rows import llm_of, score_schema, use_constraint, with_json_reply
+from instructkit.shared.scores import check_score_mode, parse_json_score, parse_score, score_at_end
 from instructkit.templates import render
 
-from .common import call_seed, complete, llm_of, passages_for, seeded, write_side
+from .common import call_seed, complete, passages_for, seeded, write_side
 
 TEMPLATES = ("backtranslation_augment.jinja", "backtranslation_curate.jinja")
 # -o constrained auto: the paper's order (reasoning, then the 5-point score), the score an enum of 1-5.

@@ -37,12 +37,12 @@ from instructkit.registry import method
 from instructkit.run.manifest import write_method_summary
 from instructkit.run.provenance import provenance
 from instructkit.run.runner import RunContext
+from instructkit.shared.rows import llm_of
 from instructkit.templates import render
 
 from .common import (
     call_seed,
     complete,
-    llm_of,
     passages_for,
     require_choice,
     seeded,

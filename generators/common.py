@@ -14,13 +14,6 @@ from instructkit.models.types import TokenCountingBackend
 from instructkit.run.runner import RunContext
 
 
-def llm_of(ctx: RunContext) -> Any:
-    """The run's model, or a clear error when the generator was started without one."""
-    if ctx.llm is None:
-        raise ValueError(f"{ctx.method or 'this generator'} needs a model (--model)")
-    return ctx.llm
-
-
 def word_count(text: str) -> int:
     return len(text.split())
 

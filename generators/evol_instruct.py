@@ -43,9 +43,10 @@ from instructkit.registry import method
 from instructkit.run.manifest import write_method_summary
 from instructkit.run.provenance import provenance
 from instructkit.run.runner import RunContext
+from instructkit.shared.rows import llm_of
 from instructkit.templates import render
 
-from .common import call_seed, complete, llm_of, require_choice, seeded, write_side
+from .common import call_seed, complete, require_choice, seeded, write_side
 
 DEPTH_OPS = ("constraints", "deepen", "concretizing", "reasoning", "complicate_input")
 OPERATIONS = (*DEPTH_OPS, "breadth")

@@ -29,9 +29,10 @@ from instructkit.registry import method
 from instructkit.run.manifest import write_method_summary
 from instructkit.run.provenance import provenance
 from instructkit.run.runner import RunContext
+from instructkit.shared.rows import llm_of
 from instructkit.templates import render
 
-from .common import call_seed, llm_of, run_registered, write_side
+from .common import call_seed, run_registered, write_side
 
 TEMPLATES = ("lift_expand.jinja", "lift_answer.jinja", "lift_score.jinja")
 SELECT_COLUMNS = ("_select_rank", "_select_index")

@@ -54,17 +54,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from instructkit.judge.common import use_constraint
-
 from instructkit.data.io import InputError, suggest_map
 from instructkit.registry import method
 from instructkit.rouge import NoveltyIndex
 from instructkit.run.manifest import write_method_summary
 from instructkit.run.provenance import provenance
 from instructkit.run.runner import RunContext
+from instructkit.shared.rows import llm_of, use_constraint
 from instructkit.templates import render
 
-from .common import call_seed, complete, llm_of, require_choice, seeded, write_side
+from .common import call_seed, complete, require_choice, seeded, write_side
 
 BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
              "draw", "plot", "go to")  # fmt: skip

@@ -29,9 +29,10 @@ from instructkit.registry import method
 from instructkit.run.manifest import write_method_summary
 from instructkit.run.provenance import provenance
 from instructkit.run.runner import RunContext
+from instructkit.shared.rows import llm_of
 from instructkit.templates import render
 
-from .common import call_seed, llm_of, passages_for, require_choice, write_side
+from .common import call_seed, passages_for, require_choice, write_side
 
 TEMPLATES = ("tegit_generate.jinja", "tegit_discriminate.jinja")
 # The released wrapper's trained input (inference.py): the Alpaca prompt around the wrapping instruction.

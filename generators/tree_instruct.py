@@ -35,9 +35,10 @@ from instructkit.registry import method
 from instructkit.run.manifest import write_method_summary
 from instructkit.run.provenance import provenance
 from instructkit.run.runner import RunContext
+from instructkit.shared.rows import llm_of
 from instructkit.templates import render
 
-from .common import call_seed, complete, llm_of, require_choice, word_count, write_side
+from .common import call_seed, complete, require_choice, word_count, write_side
 
 TEMPLATES = ("tree_instruct_rewrite.jinja", "tree_instruct_respond.jinja")
 NUMBER_WORDS = {1: "One", 2: "Two", 3: "Three", 4: "Four", 5: "Five", 6: "Six", 7: "Seven", 8: "Eight",

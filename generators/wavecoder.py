@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from instructkit.judge.common import with_json_reply
-
 from instructkit.data.io import read_records
 from instructkit.models import extract_json
 from instructkit.models.llm import is_placeholder
@@ -41,9 +39,10 @@ from instructkit.registry import method
 from instructkit.run.manifest import write_method_summary
 from instructkit.run.provenance import provenance
 from instructkit.run.runner import RunContext
+from instructkit.shared.rows import llm_of, with_json_reply
 from instructkit.templates import render
 
-from .common import call_seed, llm_of, require_choice, run_registered, seeded, write_side
+from .common import call_seed, require_choice, run_registered, seeded, write_side
 
 TEMPLATES = ("wavecoder_generate.jinja", "wavecoder_discriminate.jinja")
 FIELDS = ("task_name", "instruction", "information", "solution")

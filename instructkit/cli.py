@@ -22,6 +22,7 @@ from .data.io import InputError, read_records
 from .guard import describe_os_error, refuse_overwrite
 from .models.llm import BudgetExceeded
 from .models.types import ModelCallError
+from .run.manifest import done_rows, dry_run_line
 
 RECORD_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".parquet"}
 
@@ -300,24 +301,6 @@ def _finish_method(args: argparse.Namespace, step: Any, result: Any, out: Path) 
     if ctx.stats.stopped_reason:
         return 3
     return 1 if ctx.stats.failed else 0
-
-
-def dry_run_line(calls: dict[str, Any]) -> str:
-    """What a dry run found: calls (every stage, sample and member), tokens, cost, and what sized the replies."""
-    n, calibrated = calls.get("estimated_calls", 0), calls.get("estimated_calibrated", 0)
-    if not n:
-        basis = ""
-    elif calibrated == n:
-        basis = "; reply sizes from this model's earlier calls"
-    else:
-        basis = f"; {n - calibrated} of {n} replies sized at max_tokens, an upper bound: no earlier calls to calibrate from"
-    return (f"dry run: {n} calls, ~{calls.get('estimated_tokens', 0):,} tokens, ~${calls.get('estimated_cost', 0.0):.4f} "
-            f"({calls.get('cache_hits', 0)} cached answers reused{basis})")
-
-
-def done_rows(run: dict[str, Any]) -> str:
-    """"R of N rows already done" for a dry run over a half-finished run (N counts every stage's rows)."""
-    return f"{run.get('reused', 0)} of {run.get('rows', 0)} rows already done"
 
 
 def write_selection_report(records: list[dict], selected: list[dict], ctx: Any, options: Any, out: Path) -> None:

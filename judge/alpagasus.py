@@ -20,10 +20,17 @@ from dataclasses import dataclass
 from instructkit.data.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
 from instructkit.run.runner import RunContext
+from instructkit.shared.rows import (
+    chat_messages,
+    finish,
+    llm_of,
+    score_schema,
+    triplet,
+    use_constraint,
+    with_json_reply,
+)
+from instructkit.shared.scores import check_score_mode, report, score_completion, source_counts, usage_columns
 from instructkit.templates import render
-
-from .common import chat_messages, finish, llm_of, score_schema, triplet, use_constraint, with_json_reply
-from .parsing import check_score_mode, report, score_completion, source_counts, usage_columns
 
 PREFIX = "alpagasus"
 COLUMNS = [

@@ -35,10 +35,8 @@ from instructkit.data.io import INSTRUCTION_FIELD, RESPONSE_FIELD, to_turns
 from instructkit.models.llm import is_placeholder
 from instructkit.registry import method
 from instructkit.run.runner import RunContext
-from instructkit.templates import render
-
-from .common import finish, llm_of, use_constraint, with_json_reply
-from .parsing import (
+from instructkit.shared.rows import finish, llm_of, use_constraint, with_json_reply
+from instructkit.shared.scores import (
     OK,
     check_score_mode,
     expectation_from_logits,
@@ -48,6 +46,7 @@ from .parsing import (
     report,
     score_completion,
 )
+from instructkit.templates import render
 
 PREFIX = "deita"
 ASPECTS = ("complexity", "quality")

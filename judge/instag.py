@@ -32,10 +32,9 @@ from instructkit.data.io import INSTRUCTION_FIELD, to_turns
 from instructkit.models import extract_json
 from instructkit.registry import method
 from instructkit.run.runner import RunContext
+from instructkit.shared.rows import chat_messages, finish, llm_of
+from instructkit.shared.scores import OK, report, usage_columns
 from instructkit.templates import render
-
-from .common import chat_messages, finish, llm_of
-from .parsing import OK, report, usage_columns
 
 PREFIX = "instag"
 PAPER_POOL = 306_044  # queries in the paper's tagged pool, the scale α=20 and support=40 refer to

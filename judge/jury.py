@@ -20,8 +20,7 @@ from instructkit.credentials import redact
 from instructkit.models import LLM
 from instructkit.registry import get, method
 from instructkit.run.runner import RunContext
-
-from .parsing import OK, report
+from instructkit.shared.scores import OK, report
 
 PREFIX = "jury"
 AGGREGATES = ("mean", "median", "majority", "weighted")

@@ -19,10 +19,9 @@ from instructkit.data.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.models import extract_json
 from instructkit.registry import method
 from instructkit.run.runner import RunContext
+from instructkit.shared.rows import finish, llm_of, triplet, use_constraint, with_json_reply
+from instructkit.shared.scores import report, usage_columns
 from instructkit.templates import render
-
-from .common import finish, llm_of, triplet, use_constraint, with_json_reply
-from .parsing import report, usage_columns
 
 PREFIX = "lift"
 ASPECTS = ("accuracy", "explanation", "clarity", "difficulty", "length")

@@ -35,20 +35,8 @@ from typing import Any, ClassVar
 from instructkit.data.io import INSTRUCTION_FIELD
 from instructkit.registry import method
 from instructkit.run.runner import RunContext
-from instructkit.templates import render
-
-from .common import chat_messages, finish, llm_of, triplet, use_constraint, with_json_reply
-from .formats import (
-    MTBENCH_SYSTEM,
-    fastchat_pair_prompt,
-    fastchat_prompts,
-    mtbench_prompt,
-    official_digests,
-    prometheus_relative_prompt,
-    prometheus_strings,
-    prometheus_system,
-)
-from .parsing import (
+from instructkit.shared.rows import chat_messages, finish, llm_of, triplet, use_constraint, with_json_reply
+from instructkit.shared.scores import (
     OK,
     check_score_mode,
     first_position,
@@ -62,6 +50,18 @@ from .parsing import (
     usage_columns,
     verdict_position,
     verdict_preference,
+)
+from instructkit.templates import render
+
+from .formats import (
+    MTBENCH_SYSTEM,
+    fastchat_pair_prompt,
+    fastchat_prompts,
+    mtbench_prompt,
+    official_digests,
+    prometheus_relative_prompt,
+    prometheus_strings,
+    prometheus_system,
 )
 
 PREFIX = "pairwise"

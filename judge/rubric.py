@@ -34,11 +34,16 @@ from typing import Any, ClassVar
 from instructkit.data.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
 from instructkit.run.runner import RunContext
-from instructkit.templates import render
-
-from .common import chat_messages, finish, llm_of, score_schema, triplet, use_constraint, with_json_reply
-from .formats import official_digests, prometheus_prompt, prometheus_strings, prometheus_system
-from .parsing import (
+from instructkit.shared.rows import (
+    chat_messages,
+    finish,
+    llm_of,
+    score_schema,
+    triplet,
+    use_constraint,
+    with_json_reply,
+)
+from instructkit.shared.scores import (
     OK,
     check_score_mode,
     report,
@@ -47,6 +52,9 @@ from .parsing import (
     source_counts,
     usage_columns,
 )
+from instructkit.templates import render
+
+from .formats import official_digests, prometheus_prompt, prometheus_strings, prometheus_system
 
 PREFIX = "rubric"
 FORMATS = ("ours", "prometheus")

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from instructkit.run.runner import RowResult, RunContext
-
-from ..judge.common import finish, triplet
+from instructkit.shared.rows import finish, triplet
 
 __all__ = [
     "LocalModelOptions",

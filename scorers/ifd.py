@@ -395,8 +395,7 @@ def pre_experience(records: list[dict], ctx: RunContext, opts: IFDOptions) -> An
     """Cherry's pre-experience stage: features of the templated instructions, K-means middle-confidence
     sample (selection/cherry.py), and with `warmup` a short fine-tune on it; returns the backend that
     scores IFD (the warmed-up model, or the base model when `warmup` is off)."""
-    from instructkit.selection.cherry import cherry_pre_select
-    from instructkit.selection.common import parse_n_init
+    from instructkit.shared.clustering import cherry_pre_select, parse_n_init
 
     backend = local_backend(ctx, opts)
     tpl = get_template(opts.template, opts.template_path, opts.direct_prefix)

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from instructkit.selection.common import parse_n_init
 
 from instructkit.data.io import INSTRUCTION_FIELD, RESPONSE_FIELD
 from instructkit.registry import method
 from instructkit.run.runner import RunContext
+from instructkit.shared.clustering import parse_n_init
 from instructkit.templates import exact_template, template_source
 
 from .common import LocalModelOptions, SpanBatcher, finish, local_backend, map_sorted, row_items, triplet
@@ -53,9 +53,10 @@ def nearest_to_centroids(
     """`kmeans_sample.py`: KMeans(n, random_state), then the row nearest each centroid (first on ties), in
     centroid order, each row once; in float64, as there (it hands sklearn a list of the float32 vectors,
     which sklearn converts to float64); `legacy_sklearn` runs k-means as the sklearn < 1.3 of the paper's
-    time (`selection.sklearn_legacy`)."""
-    from instructkit.selection import sklearn_legacy
+    time (`instructkit.shared.sklearn_legacy`)."""
     from sklearn.cluster import KMeans
+
+    from instructkit.shared import sklearn_legacy
 
     emb = np.asarray(emb, dtype=np.float64)
     k = min(n, len(emb))

@@ -6,6 +6,8 @@ computes diversity metrics. Both lend the core what it shows of a selection (`re
 embed.texts, ...).
 """
 
+from instructkit.shared.clustering import cherry_pre_select, middle_confidence_sample
+
 from . import (  # noqa: F401 (registration)
     basic,
     car,
@@ -24,7 +26,6 @@ from . import (  # noqa: F401 (registration)
 )
 from .basic import random_select, ratio_select, threshold_select, topk_select
 from .car import car_clusters, car_combine, car_select
-from .cherry import cherry_pre_select, middle_confidence_sample
 from .dedup import embedding_dedup, exact_dedup, minhash_dedup, rouge_dedup
 from .deita import deita_select, greedy_similarity_filter
 from .dq import dq_bins, dq_select, graphcut_greedy

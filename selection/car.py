@@ -25,9 +25,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from instructkit.registry import method
+from instructkit.shared import sklearn_legacy
+from instructkit.shared.clustering import parse_n_init
 
-from . import sklearn_legacy
-from .common import EmbeddingOptions, as_indices, parse_n_init, score_column, seed_of, stable_order, take
+from .common import EmbeddingOptions, as_indices, score_column, seed_of, stable_order, take
 from .embed import load_embeddings
 
 

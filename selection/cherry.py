@@ -6,7 +6,7 @@ per cluster the middle-confidence rows: those with perplexity between the 25th a
 percentiles (numpy linear interpolation, bounds inclusive) taken *in dataset-index order* (not
 sorted by perplexity, as `data_by_cluster.py` does despite its variable names), evenly spaced with
 step len // n, first n. Clusters with fewer than n rows are taken whole. Output is clusters in
-label order. This is the one implementation; the IFD scorer imports `middle_confidence_sample`.
+label order. This is the one implementation; it lives in instructkit/shared/clustering.py, which the IFD scorer uses too.
 K-means runs as the official script ran it (2023, sklearn < 1.4): `n_init=10`, `random_state=0`, both
 options (`n_init=auto` is sklearn >= 1.4's single k-means++ run).
 """
@@ -16,58 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import numpy as np
-
 from instructkit.registry import method
+from instructkit.shared.clustering import cherry_pre_select, parse_n_init
 
-from .common import EmbeddingOptions, as_indices, parse_n_init, score_column, seed_of, take
+from .common import EmbeddingOptions, score_column, seed_of, take
 from .embed import load_embeddings
-
-
-def middle_confidence_sample(
-    labels: np.ndarray, confidences: np.ndarray, n: int = 10, low: float = 25, high: float = 75
-) -> np.ndarray:
-    """Per cluster (label order): up to n rows with confidence in [P_low, P_high], evenly spaced by index.
-
-    The official script passes 25/75; its argparse defaults are 1/99.
-    """
-    labels = np.asarray(labels)
-    conf = np.asarray(confidences, dtype=np.float64)
-    if n <= 0:
-        return np.zeros(0, dtype=np.int64)
-    out: list[np.ndarray] = []
-    for lab in np.unique(labels):
-        members = np.flatnonzero(labels == lab)
-        if len(members) < n:
-            out.append(members)
-            continue
-        c = conf[members]
-        lo, hi = np.percentile(c, low), np.percentile(c, high)
-        middle = members[(c >= lo) & (c <= hi)]
-        if len(middle) < n:
-            out.append(middle)
-        else:
-            out.append(middle[:: len(middle) // n][:n])
-    return as_indices(np.concatenate(out) if out else [])
-
-
-def cherry_pre_select(
-    emb: np.ndarray,
-    confidences: np.ndarray,
-    n_clusters: int = 100,
-    n_per_cluster: int = 10,
-    low: float = 25,
-    high: float = 75,
-    random_state: int | None = 0,
-    n_init: int | str = 10,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(selected indices, cluster labels): KMeans on the raw vectors, then middle-confidence sampling."""
-    from sklearn.cluster import KMeans
-
-    x = np.asarray(emb, dtype=np.float32)
-    km = KMeans(n_clusters=min(n_clusters, len(x)), random_state=random_state, n_init=n_init)
-    labels = km.fit_predict(x).astype(np.int64)
-    return middle_confidence_sample(labels, confidences, n_per_cluster, low, high), labels
 
 
 @dataclass

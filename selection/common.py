@@ -243,11 +243,6 @@ def seed_of(ctx: Any, opts: Any) -> int:
     return int(rs) if rs is not None else int(getattr(ctx, "random_state", 0) or 0)
 
 
-def parse_n_init(value: str | int) -> int | str:
-    """KMeans n_init from an option string: an int, or "auto"."""
-    return int(value) if str(value).isdigit() else str(value)
-
-
 def take(records: list[dict], idx: np.ndarray, extra: dict[str, Sequence[Any]] | None = None) -> list[dict]:
     """The selected rows in selection order, each with `_select_rank`, `_select_index` (its position
     in the input, for reports) and any extra per-pick fields."""

@@ -14,11 +14,11 @@ import math
 import pytest
 import torch
 from instructkit.judge.deita import SCORER_TEMPLATES, scorer_prompt
-from instructkit.judge.parsing import OK
 
 from instructkit.models import LLM
 from instructkit.registry import get
 from instructkit.run.runner import RunContext
+from instructkit.shared.scores import OK
 
 DIGITS = [str(i) for i in range(1, 7)]
 REC = {"instruction": "Write a haiku about rain.", "input": "", "output": "Soft rain on the roof."}

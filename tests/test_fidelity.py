@@ -137,9 +137,9 @@ def test_cherry_select_kmeans_is_the_official_run(tmp_path):
 
 def test_cherry_pre_experience_clusters_with_the_official_seed_and_n_init(tiny_gpt2):
     from instructkit.scorers.ifd import IFDOptions, get_template, instruction_features, pre_experience
-    from instructkit.selection.cherry import cherry_pre_select
 
     from instructkit.run.runner import RunContext
+    from instructkit.shared.clustering import cherry_pre_select
 
     rows = [{"instruction": f"Add {a} and {b}.", "input": "", "output": str(a + b)} for a in range(8) for b in range(5)]
     opts = IFDOptions(model=f"hf:{tiny_gpt2.path}", pre_experience=True, pre_clusters=6, pre_per_cluster=3)

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 from instructkit.judge import formats
-from instructkit.judge.parsing import OK, parse_prometheus_score, parse_result_score, parse_verdict_tail
 from instructkit.judge.rubric import DEFAULT_CRITERIA, DEFAULT_DESCRIPTIONS_1_5
 
 from instructkit.models import LLM
 from instructkit.models.cache import ResponseCache
 from instructkit.registry import get
 from instructkit.run.runner import RunContext
+from instructkit.shared.scores import OK, parse_prometheus_score, parse_result_score, parse_verdict_tail
 
 PROMETHEUS_REPLIES = [
     ("The response names the capital correctly and explains the river's role in one clear sentence. It misses "

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 from instructkit.judge import instag
-from instructkit.judge.parsing import FAILED_STATUSES, OK
 
 from instructkit.models import LLM
 from instructkit.models.cache import ResponseCache
 from instructkit.registry import get
 from instructkit.run.runner import RunContext
+from instructkit.shared.scores import FAILED_STATUSES, OK
 
 DATA = Path(__file__).parent / "data"
 STATUSES = {OK, "pending", *FAILED_STATUSES}

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from instructkit.judge import deita, instag, jury, pairwise, rubric
-from instructkit.judge.parsing import (
+
+from instructkit.models import Completion, TokenLogprob
+from instructkit.shared.scores import (
     NO_SCORE_TOKEN,
     OK,
     check_score_mode,
@@ -22,8 +24,6 @@ from instructkit.judge.parsing import (
     score_completion,
     strip_echo,
 )
-
-from instructkit.models import Completion, TokenLogprob
 from instructkit.templates import render
 
 CORPUS = [json.loads(line) for line in (Path(__file__).parent / "data" / "judge_outputs.jsonl").open()]
@@ -284,7 +284,7 @@ def test_normalise_reports_every_step() -> None:
 
 
 def test_verdict_preference_from_logprobs() -> None:
-    from instructkit.judge.parsing import verdict_preference
+    from instructkit.shared.scores import verdict_preference
 
     top = [("A", math.log(0.2)), ("B", math.log(0.6)), ("tie", math.log(0.2)), ("The", math.log(0.1))]
     assert verdict_preference([_tok("B", top)]) == pytest.approx((0.6 + 0.1) / 1.0)

@@ -1,6 +1,6 @@
 """Logprobs at the price of what is read: alternatives parsed lazily, and a request with
 `logprobs_at="labels"` cached with alternatives only at score and verdict tokens. Every reader of
-judge/parsing.py must get, from the kept entry, exactly what it got from the whole reply."""
+instructkit/shared/scores.py must get, from the kept entry, exactly what it got from the whole reply."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import json
 import random
 
 import pytest
-from instructkit.judge.parsing import (
+
+from instructkit.fastjson import loads
+from instructkit.models import LLM
+from instructkit.models.cache import ResponseCache
+from instructkit.models.http_openai import loads_lazy_tops, parse_choices
+from instructkit.models.logprobs import LazyTop, TopText, label_positions
+from instructkit.models.types import Completion, GenParams, TokenLogprob
+from instructkit.shared.scores import (
     expectation_from_logprobs,
     first_position,
     parse_score,
@@ -17,13 +24,6 @@ from instructkit.judge.parsing import (
     verdict_position,
     verdict_preference,
 )
-
-from instructkit.fastjson import loads
-from instructkit.models import LLM
-from instructkit.models.cache import ResponseCache
-from instructkit.models.http_openai import loads_lazy_tops, parse_choices
-from instructkit.models.logprobs import LazyTop, TopText, label_positions
-from instructkit.models.types import Completion, GenParams, TokenLogprob
 
 from fakes import chat_body
 
@@ -53,7 +53,7 @@ def eager(body: dict) -> Completion:
 
 
 def readings(comp: Completion) -> list:
-    """What every reader in judge/parsing.py takes from a reply's logprobs."""
+    """What every reader in instructkit/shared/scores.py takes from a reply's logprobs."""
     lps = comp.logprobs
     out = []
     for lo, hi in ((0, 5), (1, 10), (1, 3)):

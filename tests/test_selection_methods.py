@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from instructkit.selection.basic import random_select, ratio_select, threshold_select, topk_select
 from instructkit.selection.car import car_clusters, car_combine, car_select
-from instructkit.selection.cherry import cherry_pre_select, middle_confidence_sample
 from instructkit.selection.dedup import embedding_dedup, exact_dedup, minhash_dedup, minhashes, rouge_dedup
 from instructkit.selection.instag import instag_select, tag_coverage
 from instructkit.selection.mods import mods_select
+
+from instructkit.shared.clustering import cherry_pre_select, middle_confidence_sample
 
 
 def blobs(n: int, d: int, centers: int, seed: int) -> np.ndarray:

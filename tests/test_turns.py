@@ -9,13 +9,13 @@ import math
 from pathlib import Path
 
 import pytest
-from instructkit.judge.common import triplet
 
 from instructkit import registry
 from instructkit.cli import main
 from instructkit.data.io import Records, read_records
 from instructkit.data.turns import TurnOptions, split_turn_options, turn_views, views_of
 from instructkit.run.steps import execute
+from instructkit.shared.rows import triplet
 
 Q1, A1 = "Name a primary color.", "Red is a primary color."
 Q2, A2 = "Name another one.", "Blue is another primary color."

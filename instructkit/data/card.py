@@ -118,6 +118,14 @@ SCORE_SUFFIXES = ("_score", "_ifd", "_ppl", "_reward", "_quality", "_complexity"
 SCORE_NAMES = ("ifd", "deita_score")  # score columns named without a suffix
 
 
+def column(records: list[dict], name: str) -> Any:
+    """The numbers of column `name` as a float array (NaN where a row has none), for figures and plots."""
+    import numpy as np
+
+    vals = [r.get(name) for r in records]
+    return np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan for v in vals], float)
+
+
 def score_columns(records: list[dict]) -> list[str]:
     """Numeric columns that hold scores (by name), present in at least one row."""
     names: list[str] = []
@@ -175,7 +183,6 @@ def agreement_figures(records_in: list[dict], result: list[dict]) -> list[dict[s
         return []  # nothing to compare: numpy stays unloaded (a single judge run from the CLI)
     import numpy as np
 
-    from .report import column
 
     out = []
     for a in new:

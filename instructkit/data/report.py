@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import registry
 from ..credentials import redact
-from .card import score_columns
+from .card import column, score_columns
 from .io import read_records, to_turns
 
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
@@ -31,11 +31,6 @@ def esc(value: Any) -> str:
 
 def row_id(rec: dict) -> str:
     return json.dumps({k: v for k, v in rec.items() if not k.startswith("_select")}, sort_keys=True, default=str)
-
-
-def column(records: list[dict], name: str) -> np.ndarray:
-    vals = [r.get(name) for r in records]
-    return np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan for v in vals], float)
 
 
 def histogram_svg(values: np.ndarray, title: str, bins: int = 20, width: int = 320, height: int = 140) -> str:

@@ -7,7 +7,7 @@ into (token, logprob) pairs on first use. And a request that says which position
 (`GenParams.logprobs_at`) is cached with the alternatives at those positions only: every token and
 its logprob is kept (readers scan them to find a position), the alternatives elsewhere are not.
 
-`logprobs_at="labels"`: the positions a score or verdict reader can use, as judge/parsing.py reads
+`logprobs_at="labels"`: the positions a score or verdict reader can use, as instructkit/shared/scores.py reads
 them: the first token that is not blank, and every token that holds a digit or is a verdict label
 (A, B, tie). The request sent is unchanged; the policy is part of the cache key only when it is not
 the default "all" (so every existing key stays valid, and an entry kept for "labels" never answers
@@ -134,7 +134,7 @@ def split_tops(raw: bytes) -> tuple[bytes, list[bytes]] | None:
 @functools.lru_cache(maxsize=1 << 16)
 def score_label(token: str) -> str:
     """A token as a score label (SentencePiece and byte-level space markers dropped); cached: every
-    reply asks again for the same few tokens among its top alternatives. judge/parsing.py reads
+    reply asks again for the same few tokens among its top alternatives. instructkit/shared/scores.py reads
     labels through this one function."""
     return token.replace("▁", " ").replace("Ġ", " ").strip()
 

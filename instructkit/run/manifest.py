@@ -146,3 +146,21 @@ def little_output_line(steps: list[dict[str, Any]]) -> str:
     report's first warning say the same thing."""
     flagged = [f"{s.get('step') or s.get('method')} ({'; '.join(notes)})" for s in steps if (notes := little_output(s))]
     return f"little output: {', '.join(flagged)}" if flagged else ""
+
+
+def dry_run_line(calls: dict[str, Any]) -> str:
+    """What a dry run found: calls (every stage, sample and member), tokens, cost, and what sized the replies."""
+    n, calibrated = calls.get("estimated_calls", 0), calls.get("estimated_calibrated", 0)
+    if not n:
+        basis = ""
+    elif calibrated == n:
+        basis = "; reply sizes from this model's earlier calls"
+    else:
+        basis = f"; {n - calibrated} of {n} replies sized at max_tokens, an upper bound: no earlier calls to calibrate from"
+    return (f"dry run: {n} calls, ~{calls.get('estimated_tokens', 0):,} tokens, ~${calls.get('estimated_cost', 0.0):.4f} "
+            f"({calls.get('cache_hits', 0)} cached answers reused{basis})")
+
+
+def done_rows(run: dict[str, Any]) -> str:
+    """"R of N rows already done" for a dry run over a half-finished run (N counts every stage's rows)."""
+    return f"{run.get('reused', 0)} of {run.get('rows', 0)} rows already done"

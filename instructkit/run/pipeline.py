@@ -329,7 +329,7 @@ def run_pipeline_command(args: Any) -> int:
     manifest = pipeline.run(out=args.out, dry_run=args.dry_run)
     out_dir = Path(args.out) if args.out else pipeline.out
     if args.dry_run:
-        from ..cli import done_rows, dry_run_line
+        from .manifest import done_rows, dry_run_line
 
         for s in manifest["steps"]:
             if (s.get("run") or {}).get("reused"):

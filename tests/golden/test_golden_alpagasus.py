@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from instructkit.judge.parsing import OK, score_completion
-
 from instructkit.models import Completion
+from instructkit.shared.scores import OK, score_completion
 
 GOLDEN = Path(__file__).parent / "alpagasus"
 # Official: "Score:" then `.strip('\n')[0]`, the first character only ("Score:\n4.5" -> 4.0).

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from instructkit.scorers.nuggets import nearest_to_centroids
-from instructkit.selection.common import parse_n_init
 
 from instructkit.registry import get
+from instructkit.shared.clustering import parse_n_init
 
 GOLDEN = Path(__file__).parent / "nuggets"
 

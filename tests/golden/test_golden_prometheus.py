@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from instructkit.judge import formats
 from instructkit.judge.pairwise import PROMETHEUS_CRITERIA, read_verdict
-from instructkit.judge.parsing import OK, score_result_completion
 from instructkit.judge.rubric import rubric_messages
 
 from instructkit.models import Completion
 from instructkit.registry import get
+from instructkit.shared.scores import OK, score_result_completion
 
 GOLDEN = Path(__file__).parent / "prometheus"
 

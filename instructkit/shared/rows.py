@@ -1,4 +1,5 @@
-"""Row helpers shared by the judges: record fields, chat messages, merging with explicit null columns."""
+"""Row helpers the families share: record fields, the run's model, chat messages, constrained replies, and
+merging results with explicit null columns."""
 
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ def finish(
 
 
 def llm_of(ctx: RunContext) -> Any:
+    """The run's model, or a clear error when a method that needs one was started without it."""
     if ctx.llm is None:
-        raise ValueError(f"{ctx.method or 'this judge'} needs a model (--model)")
+        raise ValueError(f"{ctx.method or 'this method'} needs a model (--model)")
     return ctx.llm
 
 
