@@ -255,7 +255,7 @@ class FigureRows(Sequence[dict]):
 
     def __init__(self) -> None:
         self._columns: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self._rows: list[tuple[tuple[str, ...], tuple[Any, ...]]] = []
+        self._rows: list[tuple[Any, ...]] = []  # per row (its column tuple, *its values): one tuple a row
         self.keys: dict[str, None] = {}
 
     def add(self, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -263,7 +263,8 @@ class FigureRows(Sequence[dict]):
             self.keys.update(dict.fromkeys(row))
             kept = [(k, v) for k, v in row.items() if _figure_column(k, v)]
             names = tuple(k for k, _ in kept)
-            self._rows.append((self._columns.setdefault(names, names), tuple(v for _, v in kept)))
+            values = (sys.intern(v) if isinstance(v, str) else v for _, v in kept)  # few distinct statuses, licenses
+            self._rows.append((self._columns.setdefault(names, names), *values))
 
     def __len__(self) -> int:
         return len(self._rows) + 1
@@ -273,7 +274,7 @@ class FigureRows(Sequence[dict]):
             return [self[j] for j in range(*i.indices(len(self)))]
         if i == 0 or i == -len(self):  # the first row names every key (values None: no figure reads it)
             return dict.fromkeys(self.keys)
-        names, values = self._rows[i - 1 if i > 0 else i]
+        names, *values = self._rows[i - 1 if i > 0 else i]
         return dict(zip(names, values))
 
 
