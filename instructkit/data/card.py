@@ -248,6 +248,9 @@ def step_figures(kind: str, func: Any, records_in: list[dict], result: list[dict
     return out
 
 
+_NOTHING: tuple[tuple[str, ...]] = ((),)
+
+
 class FigureRows(Sequence[dict]):
     """What `step_figures` reads of many rows, kept compact: per row only its license, parse statuses
     and numeric score columns (as a tuple under a shared column tuple), plus the union of every row's
@@ -263,6 +266,9 @@ class FigureRows(Sequence[dict]):
             self.keys.update(dict.fromkeys(row))
             kept = [(k, v) for k, v in row.items() if _figure_column(k, v)]
             names = tuple(k for k, _ in kept)
+            if not kept:  # a row with nothing a figure reads: one shared tuple
+                self._rows.append(_NOTHING)
+                continue
             values = (sys.intern(v) if isinstance(v, str) else v for _, v in kept)  # few distinct statuses, licenses
             self._rows.append((self._columns.setdefault(names, names), *values))
 
