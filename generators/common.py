@@ -100,5 +100,5 @@ def run_registered(kind: str, name: str, records: list[dict], ctx: RunContext, o
     sub = RunContext(llm=llm if llm is not None else ctx.llm, options=info.make_options(options),
                      method=f"{ctx.method or 'generate'}.{name}", work_dir=ctx.work_dir,
                      concurrency=ctx.concurrency, random_state=ctx.random_state, progress=ctx.progress,
-                     stats=ctx.stats, extras=ctx.extras)  # fmt: skip
+                     stats=ctx.stats, extras=ctx.extras, stage_end=ctx.stage_end)  # fmt: skip
     return info.func(records, sub)

@@ -7,7 +7,6 @@ API key (never written anywhere), `--system` where a method takes one.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sqlite3
 import sys
@@ -20,7 +19,7 @@ from jinja2 import TemplateError
 from . import registry
 from .credentials import redact
 from .data.io import InputError, read_records
-from .guard import RunLock, describe_os_error, refuse_overwrite
+from .guard import describe_os_error, refuse_overwrite
 from .models.llm import BudgetExceeded
 from .models.types import ModelCallError
 from .run.manifest import done_rows, dry_run_line
@@ -43,6 +42,9 @@ def _add_scale_args(p: argparse.ArgumentParser, batch: bool = True) -> None:
                        help="send uncached chat requests through the provider's Batch API (OpenAI-compatible); "
                             "resumable: run again to collect a submitted batch")
         g.add_argument("--batch-poll", type=float, default=30.0, help="seconds between batch status checks")
+        g.add_argument("--window", type=int, default=None, metavar="ROWS",
+                       help="judges and scorers whose rows stand alone read, run, journal and write a JSONL input "
+                            "ROWS at a time, so memory does not grow with it (default 10000; 0: all at once)")
     g.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="ray: judge/score/embed over a Ray Data actor pool (RAY_ADDRESS or a local instance)")
     g.add_argument("--actors", type=int, default=2, help="ray: actors holding the model (default 2)")
@@ -246,28 +248,27 @@ def model_config(args: argparse.Namespace) -> Any:
 
 
 def run_method_command(args: argparse.Namespace) -> int:
-    from .run.steps import MethodStep, Models, method_options, run_step
+    from .run.steps import DEFAULT_WINDOW, MethodStep, Models, method_options, run_step, step_input, streams
 
     info = registry.get(args.kind, args.method)
     mapping = dict(m.split("=", 1) for m in args.map)
-    records: list[dict] = []
-    if args.input and (Path(args.input).suffix.lower() in RECORD_SUFFIXES or args.kind != "generate"):
-        records = read_records(args.input, mapping=mapping or None)
     options, turns = method_options(info, dict(args.option))
-    info.check_input(records, options)  # before a model exists, let alone a call
     out = Path(args.out)
+    config = model_config(args)
+    how = _execution(args) if info.kind != "select" else None
+    records: Any = []
+    if args.input and (Path(args.input).suffix.lower() in RECORD_SUFFIXES or args.kind != "generate"):
+        window = getattr(args, "window", None)
+        window = (DEFAULT_WINDOW if window is None else window) if streams(info, options, how, config, out) else 0
+        records = step_input(args.input, mapping or None, window)
     if not args.in_place:
         refuse_overwrite(out, [args.input])
     work_dir = Path(args.work_dir) if args.work_dir else out.with_name(out.name + ".work")
     refuse_overwrite(work_dir, [args.input], flag="")
-    config = model_config(args)
-    step = MethodStep(info, records, options, config, work_dir, seed=args.seed, turns=turns,
-                how=_execution(args) if info.kind != "select" else None, input_path=args.input,
-                progress=not args.quiet, extras={"report": getattr(args, "report", False)})
-    with contextlib.ExitStack() as stack:
-        if not config.dry_run:  # one writer per work folder: a second identical command stops, it does not pay again
-            stack.enter_context(RunLock(work_dir))
-        models = stack.enter_context(Models())
+    step = MethodStep(info, records, options, config, work_dir, seed=args.seed, turns=turns, how=how,
+                input_path=args.input, progress=not args.quiet, extras={"report": getattr(args, "report", False)},
+                lock=True)  # one writer per work folder: a second identical command stops, it does not pay again
+    with Models() as models:
         result = run_step(step, models, out)
         return _finish_method(args, step, result, out)
 
@@ -277,7 +278,7 @@ def _finish_method(args: argparse.Namespace, step: Any, result: Any, out: Path) 
     from .run.manifest import little_output_line, write_manifest
 
     info, ctx = step.info, result.ctx
-    summary = {"method": f"{info.kind} {info.name}", "rows_in": len(step.records), "rows_out": len(result.rows),
+    summary = {"method": f"{info.kind} {info.name}", "rows_in": len(step.records), "rows_out": result.rows_out,
                **ctx.stats.as_dict(), "model": result.model_identity, "calls": result.calls}
     if step.model.dry_run:
         if ctx.stats.reused:

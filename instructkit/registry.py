@@ -24,6 +24,9 @@ from typing import Any
 
 KINDS = ("generate", "judge", "score", "select")
 TURN_KINDS = ("judge", "score")  # kinds that read chat rows one assistant turn at a time
+# What a kind's methods need unless they declare otherwise (`@method(cross_row=...)`): judges and
+# scorers take each row alone; a selector picks among all rows; a generator may draw or dedup over them.
+CROSS_ROW_KINDS = {"select": "it selects among all rows", "generate": "a generator may draw or dedup over all rows"}
 ENTRY_POINT_GROUP = "instructkit.methods"
 # Where each kind's built-in methods live: a module there is found by its name first (`get`).
 KIND_PACKAGES = {
@@ -54,6 +57,18 @@ class MethodInfo:
     # The record fields the method reads: one entry per field it needs, "a|b" where either will do,
     # "{option}" for a field an option names; or a function of the options giving that tuple.
     reads: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = ()
+    # Why a row's output depends on other rows ("" : it does not), or a function of the options giving
+    # that; None: the kind's default (CROSS_ROW_KINDS). Such a method runs on the whole input at once:
+    # never per Ray batch nor per streaming window.
+    cross_row: str | Callable[[Any], str] | None = None
+
+    def cross_row_reason(self, options: Any = None) -> str:
+        """Why this method needs every row at once with `options` ("" when each row stands alone)."""
+        if self.cross_row is None:
+            return CROSS_ROW_KINDS.get(self.kind, "")
+        if callable(self.cross_row):
+            return self.cross_row(options if options is not None else self.make_options())
+        return self.cross_row
 
     def fields_read(self, options: Any = None) -> list[list[str]]:
         """The fields this method needs in every record, each as its alternatives, for `options`."""
@@ -147,17 +162,21 @@ def method(
     source: str = "builtin",
     turns: str = "views",
     reads: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = (),
+    cross_row: str | Callable[[Any], str] | None = None,
 ):
     """Decorator that registers `func(records, ctx) -> records` as `kind name`. A judge or scorer
     that reads every turn of a chat row itself says `turns="native"`; the others get turn views.
-    `reads` declares the record fields it needs ("a|b": either; "{opt}": the field option `opt` names)."""
+    `reads` declares the record fields it needs ("a|b": either; "{opt}": the field option `opt` names).
+    `cross_row` says why a row's output depends on the other rows (or a function of the options that
+    does, "" where they make it row-wise); the run layer then never splits the input (Ray, windows)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 
     def wrap(func: Callable[..., list[dict]]) -> Callable[..., list[dict]]:
         doc = inspect.getdoc(func) or inspect.getdoc(inspect.getmodule(func)) or ""
         summary = doc.strip().splitlines()[0] if doc.strip() else ""
-        _REGISTRY[(kind, name)] = MethodInfo(kind, name, func, options, summary, needs_model, source, turns, reads)
+        _REGISTRY[(kind, name)] = MethodInfo(kind, name, func, options, summary, needs_model, source, turns, reads,
+                                            cross_row)
         return func
 
     return wrap

@@ -319,7 +319,8 @@ def normalise(
 # ----- the method ---------------------------------------------------------------------------------
 
 
-@method("judge", PREFIX, options=InstagOptions, turns="native", reads=(INSTRUCTION_FIELD,))
+@method("judge", PREFIX, options=InstagOptions, turns="native", reads=(INSTRUCTION_FIELD,),
+        cross_row="its tag normalisation counts tags over all rows")
 def instag(records: list[dict], ctx: RunContext) -> list[dict]:
     """InsTag: tag user intentions (JSON), normalise tags; complexity = number of tags."""
     opts = ctx.options or InstagOptions()

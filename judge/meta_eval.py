@@ -198,7 +198,7 @@ def format_report(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@method("judge", PREFIX, options=EvalOptions, reads=("{label_field}",))
+@method("judge", PREFIX, options=EvalOptions, reads=("{label_field}",), cross_row="its metrics are computed over all rows")
 def eval_judge(records: list[dict], ctx: RunContext) -> list[dict]:
     """Meta-evaluate a judge on labelled rows: accuracy, kappa, Spearman, Kendall, consistency, cost."""
     judged, metrics = evaluate(records, ctx)

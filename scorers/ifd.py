@@ -306,6 +306,13 @@ def score_ifd(
     return finish(records, results, "ifd", c, columns)
 
 
+def selects_across(opts: IFDOptions) -> str:
+    """The cross-row need IFD and Superfiltering declare: `top_k` / `ratio` select among all rows."""
+    if opts.top_k > 0 or opts.ratio > 0:
+        return "its top_k / ratio select across all rows (score without them, then select topk/ratio in a later step)"
+    return ""
+
+
 def finish_selection(scored: list[dict], opts: IFDOptions) -> list[dict]:
     """Apply the IFD > 1 drop and the optional top-k / ratio selection to scored rows.
 
@@ -327,7 +334,7 @@ def finish_selection(scored: list[dict], opts: IFDOptions) -> list[dict]:
     return scored
 
 
-@method("score", "ifd", options=IFDOptions, reads=(INSTRUCTION_FIELD, RESPONSE_FIELD))
+@method("score", "ifd", options=IFDOptions, reads=(INSTRUCTION_FIELD, RESPONSE_FIELD), cross_row=selects_across)
 def ifd(records: list[dict], ctx: RunContext) -> list[dict]:
     """IFD (Cherry LLM): conditioned over direct answer loss; IFD > 1 dropped; optional top-k/ratio."""
     opts = ctx.options or IFDOptions()
@@ -337,7 +344,8 @@ def ifd(records: list[dict], ctx: RunContext) -> list[dict]:
     return finish_selection(score_ifd(records, ctx, opts, backend), opts)
 
 
-@method("score", "superfiltering", options=SuperfilteringOptions, reads=(INSTRUCTION_FIELD, RESPONSE_FIELD))
+@method("score", "superfiltering", options=SuperfilteringOptions, reads=(INSTRUCTION_FIELD, RESPONSE_FIELD),
+        cross_row=selects_across)
 def superfiltering(records: list[dict], ctx: RunContext) -> list[dict]:
     """Superfiltering: IFD (perplexity ratio) from a small weak LM (--model hf:PATH or -o model=...)."""
     opts = ctx.options or SuperfilteringOptions()

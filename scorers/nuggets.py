@@ -143,7 +143,12 @@ def score_nuggets(
     return finish(records, map_sorted(ctx, items, one, "nuggets", lengths, in_flight=16), "nuggets", c, [c])
 
 
-@method("score", "nuggets", options=NuggetsOptions, reads=(INSTRUCTION_FIELD, RESPONSE_FIELD))
+def anchors_from_input(opts: NuggetsOptions) -> str:
+    """The cross-row need Nuggets declares: without `anchors_path` its anchors are k-means picks of the input."""
+    return "" if opts.anchors_path else "its anchors are k-means picks over all rows (give -o anchors_path to score rows alone)"
+
+
+@method("score", "nuggets", options=NuggetsOptions, reads=(INSTRUCTION_FIELD, RESPONSE_FIELD), cross_row=anchors_from_input)
 def nuggets(records: list[dict], ctx: RunContext) -> list[dict]:
     """Nuggets golden score: share of anchor tasks whose answer likelihood rises with the row as a one-shot."""
     return score_nuggets(records, ctx, ctx.options or NuggetsOptions())

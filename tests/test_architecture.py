@@ -245,9 +245,9 @@ BACKEND_FILES = ("instructkit/models/http_", "instructkit/models/local/", "instr
 
 def walk_of(argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The stays of the first request `instructkit judge alpagasus ... ARGV` sends down to a backend."""
-    from walk import record_walk, stays
-
     from instructkit.cli import main
+
+    from walk import record_walk, stays
 
     monkeypatch.setenv("INSTRUCTKIT_RESPONSE_CACHE_DIR", str(tmp_path / "responses"))  # a real call, not a hit
     rows = tmp_path / "in.jsonl"

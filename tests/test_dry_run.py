@@ -14,8 +14,8 @@ import pytest
 
 from instructkit import registry
 from instructkit.models import LLM
-from instructkit.run.execution import execute
 from instructkit.run.runner import RunContext
+from instructkit.run.steps import execute
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TOLERANCE = 0.15  # the bound on dry-run tokens against the real run's

@@ -13,8 +13,8 @@ import pytest
 from instructkit import registry
 from instructkit.cli import main
 from instructkit.data.io import Records, read_records
-from instructkit.data.turns import TurnOptions, run_per_turn, split_turn_options, turn_views
-from instructkit.run.execution import execute
+from instructkit.data.turns import TurnOptions, split_turn_options, turn_views, views_of
+from instructkit.run.steps import execute
 from instructkit.shared.rows import triplet
 
 Q1, A1 = "Name a primary color.", "Red is a primary color."
@@ -54,6 +54,12 @@ def test_turn_options_are_split_and_checked() -> None:
 def count_words(rows: list[dict]) -> list[dict]:
     """A method in miniature: a column per row, rows whose answer says 'drop' dropped, order reversed."""
     return [{**r, "words": len(r["output"].split()), "kind": "x"} for r in reversed(rows) if "drop" not in r["output"]]
+
+
+def run_per_turn(method, records: list[dict], opts: TurnOptions | None = None) -> list[dict]:
+    """What `run.steps.execute` does around a judge: the method on the turn views, its output folded back."""
+    views = views_of(records, opts)
+    return method(records) if views is None else views.fold(method(views.rows))
 
 
 def test_results_fold_back_into_the_chat_rows() -> None:

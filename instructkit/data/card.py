@@ -16,6 +16,7 @@ import math
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,7 @@ def parse_figures(records_in: list[dict], result: list[dict]) -> dict[str, dict[
 
 
 SCORE_SUFFIXES = ("_score", "_ifd", "_ppl", "_reward", "_quality", "_complexity")
+SCORE_NAMES = ("ifd", "deita_score")  # score columns named without a suffix
 
 
 def column(records: list[dict], name: str) -> Any:
@@ -131,9 +133,13 @@ def score_columns(records: list[dict]) -> list[str]:
         for k, v in rec.items():
             if k in names or not isinstance(v, (int, float)) or isinstance(v, bool):
                 continue
-            if k.endswith(SCORE_SUFFIXES) or k in ("ifd", "deita_score"):
+            if is_score_column(k):
                 names.append(k)
     return names
+
+
+def is_score_column(name: str) -> bool:
+    return name.endswith(SCORE_SUFFIXES) or name in SCORE_NAMES
 
 
 def separation_figures(records_in: list[dict], result: list[dict]) -> dict[str, dict[str, Any]]:
@@ -240,6 +246,49 @@ def step_figures(kind: str, func: Any, records_in: list[dict], result: list[dict
         if value:
             out[name] = value
     return out
+
+
+_NOTHING: tuple[tuple[str, ...]] = ((),)
+
+
+class FigureRows(Sequence[dict]):
+    """What `step_figures` reads of many rows, kept compact: per row only its license, parse statuses
+    and numeric score columns (as a tuple under a shared column tuple), plus the union of every row's
+    keys (which columns a step added). A streaming step keeps these, not its rows, for its figures."""
+
+    def __init__(self) -> None:
+        self._columns: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._rows: list[tuple[Any, ...]] = []  # per row (its column tuple, *its values): one tuple a row
+        self.keys: dict[str, None] = {}
+
+    def add(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        for row in rows:
+            self.keys.update(dict.fromkeys(row))
+            kept = [(k, v) for k, v in row.items() if _figure_column(k, v)]
+            names = tuple(k for k, _ in kept)
+            if not kept:  # a row with nothing a figure reads: one shared tuple
+                self._rows.append(_NOTHING)
+                continue
+            values = (sys.intern(v) if isinstance(v, str) else v for _, v in kept)  # few distinct statuses, licenses
+            self._rows.append((self._columns.setdefault(names, names), *values))
+
+    def __len__(self) -> int:
+        return len(self._rows) + 1
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i == 0 or i == -len(self):  # the first row names every key (values None: no figure reads it)
+            return dict.fromkeys(self.keys)
+        names, *values = self._rows[i - 1 if i > 0 else i]
+        return dict(zip(names, values))
+
+
+def _figure_column(key: str, value: Any) -> bool:
+    if key == "license" or key.endswith("_parse"):
+        return True
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return numeric and (is_score_column(key) or key.endswith("_expected"))
 
 
 def _num(x: Any) -> float | None:

@@ -11,7 +11,7 @@ import csv
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,14 @@ def to_dataset(records: list[dict]) -> Any:
 def read_jsonl(p: Path) -> Records:
     """The JSON objects of a JSONL file, each with its line (blank lines skipped); bad lines are InputErrors."""
     items, lines = [], []
+    for n, obj in iter_jsonl(p):
+        items.append(obj)
+        lines.append(n)
+    return Records(items, str(p), lines)
+
+
+def iter_jsonl(p: Path) -> Iterator[tuple[int, dict]]:
+    """(line, object) for each record of a JSONL file, read as it goes (blank lines skipped)."""
     with p.open("rb") as fh:
         for n, raw in enumerate(fh, 1):
             try:
@@ -147,9 +155,27 @@ def read_jsonl(p: Path) -> Records:
                 raise InputError(p, f"malformed JSON ({exc.msg} at column {exc.colno})", line=n) from None
             if not isinstance(obj, dict):
                 raise InputError(p, f"expected a JSON object per line, got {type(obj).__name__}", line=n)
-            items.append(obj)
-            lines.append(n)
-    return Records(items, str(p), lines)
+            yield n, obj
+
+
+def read_windows(path: str | os.PathLike, size: int, mapping: Mapping[str, str] | None = None) -> Iterator[Records]:
+    """A JSONL file's records `size` at a time, each window a `Records` that knows its lines (so located
+    errors name the file's line), with `mapping` applied as `read_records` does."""
+    p = Path(path)
+    items: list[dict] = []
+    lines: list[int] = []
+    for n, obj in iter_jsonl(p):
+        items.append(obj)
+        lines.append(n)
+        if len(items) == size:
+            yield _mapped(Records(items, str(p), lines), mapping)
+            items, lines = [], []
+    if items:
+        yield _mapped(Records(items, str(p), lines), mapping)
+
+
+def _mapped(records: Records, mapping: Mapping[str, str] | None) -> Records:
+    return apply_mapping(records, mapping) if mapping else records
 
 
 def _read_json(p: Path) -> Records:
@@ -390,7 +416,7 @@ def write_records(path: str | os.PathLike, records: Iterable[Mapping[str, Any]],
         if fmt == "jsonl":
             with open(tmp, "w", encoding="utf-8") as fh:
                 for rec in records:
-                    fh.write(redact(json.dumps(rec, ensure_ascii=False, default=_json_default)) + "\n")
+                    fh.write(jsonl_line(rec))
         elif fmt == "json":
             with open(tmp, "w", encoding="utf-8") as fh:
                 json.dump(records, fh, ensure_ascii=False, indent=1, default=_json_default)
@@ -417,6 +443,40 @@ def write_records(path: str | os.PathLike, records: Iterable[Mapping[str, Any]],
         if os.path.exists(tmp):
             os.unlink(tmp)
     return p
+
+
+def jsonl_line(rec: Mapping[str, Any]) -> str:
+    """One record as the JSONL line every writer writes (credentials in URLs redacted)."""
+    return redact(json.dumps(rec, ensure_ascii=False, default=_json_default)) + "\n"
+
+
+class JsonlWriter:
+    """A JSONL output written in parts (`write` per window) and put in place atomically on `close`
+    (temp file + rename, as `write_records`): a crash leaves no half-written output; `discard` drops it."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        os.close(fd)
+        os.chmod(self._tmp, file_mode())
+        self._fh = open(self._tmp, "w", encoding="utf-8")  # noqa: SIM115 (closed in close/discard)
+        self.rows = 0
+
+    def write(self, records: Iterable[Mapping[str, Any]]) -> None:
+        for rec in records:
+            self._fh.write(jsonl_line(rec))
+            self.rows += 1
+
+    def close(self) -> Path:
+        self._fh.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        self._fh.close()
+        if os.path.exists(self._tmp):
+            os.unlink(self._tmp)
 
 
 def file_mode() -> int:

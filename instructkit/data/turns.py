@@ -5,15 +5,15 @@ Turn k's view: the user message it answers as the instruction, with the earlier 
 message) before it as a plain transcript (`turn_context history`, the default) or nothing
 (`turn_context none`); its reply as the output. `turns last` (default) scores the last assistant
 turn; `turns all` scores each of them. Judge and score methods never see chat rows when run through
-`execution.execute`: `run_per_turn` hands them the views and folds their results back into the
-original rows, each column the method wrote taking the last turn's value and, with `turns all`,
+`run.steps.execute`: it runs them on `views_of(records)` and folds their output back into the
+original rows (`TurnViews.fold`), each column the method wrote taking the last turn's value and, with `turns all`,
 `<column>_turns` the list over turns (a one-item list on Alpaca rows). A chat some of whose turns a
 method drops is dropped. Called directly, `judge.common.triplet` gives the default view.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,21 +120,57 @@ def last_view(record: Mapping[str, Any]) -> dict[str, str]:
     return turn_views(record)[-1]
 
 
-def run_per_turn(
-    run: Callable[[list[dict]], list[dict]], records: list[dict], opts: TurnOptions | None = None
-) -> list[dict]:
-    """Run a judge or scorer (`run(rows) -> rows`) on the turn views of `records` and fold its output
-    back into the original rows. With `turns last`, inputs with no chat row are run as they are.
+@dataclass
+class TurnViews:
+    """The turn views of some records, what a judge or scorer runs on in their place, and how its
+    output rows fold back into the records (`fold`). Made by `views_of`; plain data, no driver."""
+
+    records: list[dict]
+    rows: Records  # the views, with the line each came from
+    per_turn: bool  # `turns all`: every column also as `<column>_turns`
+    owner: dict[str, tuple[int, int]]  # record id -> (record index, views of it)
+
+    def fold(self, out: list[dict]) -> list[dict]:
+        """The records with the columns the method wrote on their views, in the method's order; rows
+        the method passed through (no `_turn_view`) as they are; a chat some of whose turns it dropped, dropped."""
+        inputs = {row[_ORIGIN]: row for row in self.rows if _ORIGIN in row}
+        grouped: dict[str, list[tuple[dict, dict]]] = {}
+        order: list[Any] = []  # record ids at their first output row, and rows passed through, in the method's order
+        for row in out:
+            marker = row.get(_ORIGIN)
+            if marker is None:
+                order.append(row)
+                continue
+            rid = marker.rsplit(":", 1)[0]
+            if rid not in grouped:
+                grouped[rid] = []
+                order.append(rid)
+            grouped[rid].append((inputs[marker], {k: v for k, v in row.items() if k != _ORIGIN}))
+        folded = []
+        for item in order:
+            if isinstance(item, dict):
+                folded.append(item)
+                continue
+            index, n_views = self.owner[item]
+            pairs = sorted(grouped[item], key=lambda p: int(p[0][_ORIGIN].rsplit(":", 1)[1]))
+            if len(pairs) == n_views:  # else the method dropped one of this chat's turns: the chat goes
+                folded.append(fold(self.records[index], pairs, self.per_turn))
+        return folded
+
+
+def views_of(records: list[dict], opts: TurnOptions | None = None) -> TurnViews | None:
+    """The turn views a judge or scorer runs on in place of `records` (fold its output back with
+    `TurnViews.fold`); None where it runs on them as they are (`turns last` and no chat row).
 
     Each view carries `_turn_view` = "<digest of its record>:<turn>" (with "#n" for the n-th copy of a
     record), so output rows find their record whatever the method drops or reorders, and a view's
     journal key depends on content, not position. Alpaca rows carry none, except under `turns all`."""
     opts = opts or TurnOptions()
     if opts.turns == "last" and not any(is_chat(r) for r in records):
-        return run(records)
+        return None
     rows: list[dict] = []
     lines: list[int | None] = []
-    owner: dict[str, tuple[int, int]] = {}  # record id -> (record index, views of it)
+    owner: dict[str, tuple[int, int]] = {}
     copies: dict[str, int] = {}
     for i, rec in enumerate(records):
         line = records.line_of(i) if isinstance(records, Records) else i + 1
@@ -156,29 +192,7 @@ def run_per_turn(
         rows.extend(picked)
         lines.extend([line] * len(picked))
     source = records.source if isinstance(records, Records) else "<memory>"
-    inputs = {row[_ORIGIN]: row for row in rows if _ORIGIN in row}
-    grouped: dict[str, list[tuple[dict, dict]]] = {}
-    order: list[Any] = []  # record ids at their first output row, and rows passed through, in the method's order
-    for row in run(Records(rows, source, lines)):
-        marker = row.get(_ORIGIN)
-        if marker is None:
-            order.append(row)
-            continue
-        rid = marker.rsplit(":", 1)[0]
-        if rid not in grouped:
-            grouped[rid] = []
-            order.append(rid)
-        grouped[rid].append((inputs[marker], {k: v for k, v in row.items() if k != _ORIGIN}))
-    folded = []
-    for item in order:
-        if isinstance(item, dict):
-            folded.append(item)
-            continue
-        index, n_views = owner[item]
-        pairs = sorted(grouped[item], key=lambda p: int(p[0][_ORIGIN].rsplit(":", 1)[1]))
-        if len(pairs) == n_views:  # else the method dropped one of this chat's turns: the chat goes
-            folded.append(fold(records[index], pairs, opts.turns == "all"))
-    return folded
+    return TurnViews(records, Records(rows, source, lines), opts.turns == "all", owner)
 
 
 def fold(record: dict, pairs: list[tuple[dict, dict]], per_turn: bool) -> dict:

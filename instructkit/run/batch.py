@@ -61,8 +61,8 @@ class Collector:
     barrier: bool = True  # end the pass at the first stage that recorded requests
     api_base: str | None = None  # the endpoint the batch goes to: a derived model elsewhere cannot join it
 
-    def stage_done(self) -> None:
-        """Called by `RunContext.map` after each stage. With the barrier, a stage that recorded requests
+    def stage_done(self, *_: Any) -> None:
+        """A stage-end hook (`RunContext.on_stage_end`) for one pass. With the barrier, a stage that recorded requests
         ends the pass: later stages would otherwise ask about rows whose answers are not in yet
         (a method may carry on with a pending row's input), paying for requests no run would make."""
         if self.barrier and self.lines:
@@ -374,8 +374,11 @@ def _collect_pass(method_fn: Callable[[list[dict], RunContext], list[dict]], rec
     """One run of the method in collect mode; None when the barrier ended it early."""
     assert ctx.llm is not None
     ctx.stats = RunStats()
+    remove = ctx.on_stage_end(collector.stage_done)
     try:
         with ctx.llm.batching.collecting(collector):
             return method_fn(records, ctx)
     except PassComplete:
         return None
+    finally:
+        remove()

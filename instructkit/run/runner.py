@@ -302,9 +302,22 @@ async def amap_rows(
     return final
 
 
+StageHook = Callable[["RunContext", str, list[RowResult]], None]
+
+
+def save_calibration(ctx: RunContext, stage: str, results: list[RowResult]) -> None:
+    """Stage-end hook: store what this stage's real calls taught the dry-run estimate."""
+    if ctx.llm is not None and not ctx.llm.dry_run:
+        ctx.llm.save_calibration()
+
+
 @dataclass
 class RunContext:
-    """What a method receives besides its records: the model, options, where to journal, seeds."""
+    """What a method receives besides its records: the model, options, where to journal, seeds.
+
+    `stage_end` holds the hooks `map` fires after each stage, in order, as `hook(ctx, stage, results)`:
+    the calibration store by default; batch mode adds its pass barrier (`on_stage_end`). A context
+    made for a method run inside another (generators' `run_registered`) shares its parent's list."""
 
     llm: LLM | None = None
     options: Any = None
@@ -317,6 +330,13 @@ class RunContext:
     extras: dict[str, Any] = field(default_factory=dict)
     journal_tag: str = ""  # parallel workers (Ray actors) journal to X.journal.<tag>.jsonl
     turns: Any = None  # judges and scorers on chat rows: instructkit.data.turns.TurnOptions (None: the default)
+    stage_end: list[StageHook] = field(default_factory=lambda: [save_calibration])
+    window: str = ""  # a streaming step's "window k/n", shown in the progress label
+
+    def on_stage_end(self, hook: StageHook) -> Callable[[], None]:
+        """Fire `hook(ctx, stage, results)` after every later stage; returns the function that removes it."""
+        self.stage_end.append(hook)
+        return lambda: self.stage_end.remove(hook)
 
     def stage_key(self, stage: str) -> dict[str, Any]:
         return {
@@ -348,7 +368,7 @@ class RunContext:
                 read_only=dry_run,
                 concurrency=self.concurrency,
                 llm=self.llm,
-                label=f"{self.method}:{stage}" if self.method else stage,
+                label=(f"{self.method}:{stage}" if self.method else stage) + (f" {self.window}" if self.window else ""),
                 progress=self.progress,
                 stats=self.stats,
             )
@@ -358,11 +378,8 @@ class RunContext:
     def map(self, items: list[Any], fn: Callable[[Any], Awaitable[Any]], stage: str) -> list[RowResult]:
         """Sync form of `amap` (runs on the background loop)."""
         results = run_sync(self.amap(items, fn, stage))
-        if self.llm is not None and not self.llm.dry_run:
-            self.llm.save_calibration()
-        collector = getattr(self.llm, "collector", None)
-        if collector is not None:
-            collector.stage_done()  # batch mode: a stage that asked for uncached answers ends the pass
+        for hook in list(self.stage_end):
+            hook(self, stage, results)
         return results
 
 
