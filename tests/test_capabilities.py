@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from instructkit.models import LLM
-from instructkit.models.llm import CAPABILITIES
+from instructkit.models.capabilities import CAPABILITIES
 
 
 def test_a_local_model_states_its_capabilities_unloaded():
