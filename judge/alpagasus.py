@@ -18,8 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from instructkit.data.io import INSTRUCTION_FIELD, RESPONSE_FIELD
+from instructkit.models import Completion, GenParams
 from instructkit.registry import method
-from instructkit.run.runner import RunContext
+from instructkit.run.runner import Chat, RunContext
 from instructkit.shared.rows import (
     chat_messages,
     finish,
@@ -93,13 +94,15 @@ def alpagasus(records: list[dict], ctx: RunContext) -> list[dict]:
         params.update(logprobs=True, top_logprobs=opts.top_logprobs, logprobs_at="labels")  # cached at the score token
     if constrained:
         params["json_schema"] = SCHEMA
+    gen = GenParams.of(None, params)  # as llm.achat(**params) builds it: the same cache keys
 
-    async def one(rec: dict) -> dict:
+    def request(rec: dict) -> Chat:
         msgs = rating_messages(rec, opts)
-        prompt = msgs[-1]["content"]
-        comp = await llm.achat(with_json_reply(msgs, SCHEMA) if constrained else msgs, **params)
+        return Chat(with_json_reply(msgs, SCHEMA) if constrained else msgs, gen, note=msgs[-1]["content"])
+
+    def read(rec: dict, chat: Chat, comp: Completion) -> dict:
         s = score_completion(
-            comp, 0, 5, prompt, mode=mode, integer=False, json_key="score" if constrained else None
+            comp, 0, 5, chat.note, mode=mode, integer=False, json_key="score" if constrained else None
         )
         return {
             f"{PREFIX}_score": s["value"],
@@ -112,7 +115,7 @@ def alpagasus(records: list[dict], ctx: RunContext) -> list[dict]:
             **usage_columns(PREFIX, [comp]),
         }
 
-    out = finish(records, ctx.map(records, one, stage="rate"), "rate", PREFIX, COLUMNS)
+    out = finish(records, ctx.map_chats(records, request, read, stage="rate"), "rate", PREFIX, COLUMNS)
     kept = sum(bool(r.get(f"{PREFIX}_keep")) for r in out)
     extra = {"threshold": opts.threshold, "kept": kept, "score": mode, "constrained": constrained}
     report(out, PREFIX, ctx, {**extra, "score_source": source_counts(out, PREFIX)})

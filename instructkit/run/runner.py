@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..aio import EndOfTurn, run_sync
+from ..aio import EndOfTurn, background_loop
 from ..models.cache import canonical_json, request_key
 from ..models.llm import CALL_LABEL, DRY_RUN_ROW, LLM, BudgetExceeded, DryRunSkip
-from ..models.types import ModelCallError
+from ..models.types import Completion, GenParams, ModelCallError
 
 
 @dataclass
@@ -376,12 +376,38 @@ class RunContext:
             CALL_LABEL.reset(token)
 
     def map(self, items: list[Any], fn: Callable[[Any], Awaitable[Any]], stage: str) -> list[RowResult]:
-        """Sync form of `amap` (runs on the background loop)."""
-        results = run_sync(self.amap(items, fn, stage))
+        """Sync form of `amap`: it runs on the background loop (aio.py), handed over from here, so that a
+        row's work goes down from the runner without a detour through another file."""
+        results = asyncio.run_coroutine_threadsafe(self.amap(items, fn, stage), background_loop()).result()
         for hook in list(self.stage_end):
             hook(self, stage, results)
         return results
 
+
+    def map_chats(self, items: list[Any], request: Callable[[Any], Chat], read: Callable[[Any, Chat, Completion], Any],
+                  stage: str) -> list[RowResult]:  # fmt: skip
+        """`map` for a stage whose row is one chat request: the runner sends `request(item)` to the run's
+        model and keeps `read(item, chat, reply)` as the row's result. The method says what to ask and how
+        to read the answer; the request goes from here to the model without coming back through it."""
+        llm = self.llm
+        if llm is None:
+            raise ValueError(f"{self.method or 'this method'} needs a model (--model)")
+
+        async def ask(item: Any) -> Any:
+            chat = request(item)
+            return read(item, chat, await llm.achat(chat.messages, params=chat.params))
+
+        return self.map(items, ask, stage)
+
+
+@dataclass
+class Chat:
+    """One row's chat request for `RunContext.map_chats`: the messages and options sent, and `note`, what
+    the reader wants back beside the reply (the prompt a score is read against, say)."""
+
+    messages: list[dict]
+    params: GenParams
+    note: Any = None
 
 def merge_results(records: list[dict], results: list[RowResult], stage: str) -> list[dict]:
     """Records with each row's new fields merged in; failed rows keep their error in `_errors`."""
