@@ -34,7 +34,7 @@ from .limits import ProviderLimits, estimate_tokens
 from .logprobs import check_policy
 from .pricing import priced_name
 from .spec import BackendSettings, ModelRef, backend_entry, identity_of, parse_spec, resolve
-from .stages.batching import Batching, Collector
+from .stages.batching import Batching
 from .stages.ledger import (
     CALL_LABEL,
     DRY_RUN_FINISH,
@@ -151,15 +151,10 @@ class LLM:
     stats: Shared[CallStats] = Shared()
     batching: Shared[Batching] = Shared()  # batch mode: `llm.batching.collecting(collector)`
 
-    @property
-    def collector(self) -> Collector | None:
-        """The batch collector of the pass in progress (`batching.collecting`), else None."""
-        return self.shared.batching.collector
+    collector = property(lambda self: self.shared.batching.collector,
+                         doc="The batch collector of the pass in progress (`batching.collecting`), else None.")
 
-    @property
-    def concurrency(self) -> int:
-        """Requests in flight at most (the limits stage's bound)."""
-        return self.limits.concurrency
+    concurrency = property(lambda self: self.limits.concurrency, doc="Requests in flight at most (the limits stage's).")
 
     def derive(self, spec: str, **backend_options: Any) -> LLM:
         """The model `spec` for this same run: its own backend and identity, this run's `RunShared` (a
@@ -315,6 +310,9 @@ class LLM:
         if not missing:
             return results
         codec = _completion_codec(gen.logprobs_at)
+        if len(missing) == 1:  # one sample (nearly every call): straight to its request
+            return await _fill(self.lookup, keys, results, missing, codec, dry, self._call, op, request,
+                               _sample_params(gen, missing[0], self.is_local), 1)  # fmt: skip
         return await _fill(self.lookup, keys, results, missing, codec, dry, self._call_missing, op, request, gen,
                            missing)  # fmt: skip
 
@@ -332,7 +330,7 @@ class LLM:
                 return got
             # A server that ignores `n` (llama.cpp's answers one choice): the rest one at a time.
         rest = missing[len(got) :]
-        if len(rest) == 1:  # one sample (nearly every call): awaited in this task, no task of its own
+        if len(rest) == 1:  # awaited in this task, no task of its own
             return got + await self._call(op, request, _sample_params(gen, rest[0], self.is_local), 1)
         # Concurrently, so a local micro-batcher takes all samples in one batch.
         calls = await asyncio.gather(*(self._call(op, request, _sample_params(gen, i, self.is_local), 1) for i in rest))
