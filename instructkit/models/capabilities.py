@@ -64,6 +64,11 @@ def count_tokens(llm: LLM, text: str, pair: str | None = None) -> int:
     return counter.count_tokens(text) if pair is None else counter.count_tokens(text, pair)
 
 
+def max_input_tokens(llm: LLM) -> int | None:
+    """The longest input the model reads (a classifier's positions), None where not known."""
+    return getattr(llm.backend, "max_positions", None)
+
+
 def local_scorer(llm: LLM, spec: str | None = None, *, dtype: str | None = None, device: str | None = None,
                  shared: bool = True) -> Any:  # fmt: skip
     """The in-process transformers engine of this local model (or of the local `spec`), with

@@ -64,12 +64,11 @@ from .types import (
     GenParams,
     ModelBackend,
     ModelCallError,
-    SpanScore,
     to_messages,
 )
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 __all__ = ["CALL_LABEL", "DRY_RUN_FINISH", "DRY_RUN_ROW", "LLM", "BudgetExceeded", "CallStats", "Calibration",
            "DryRunSkip", "ModelRef", "RunShared", "extract_json", "is_placeholder", "parse_spec", "placeholder_text",
@@ -375,40 +374,18 @@ class LLM:
         return _honoured(gen, self.backend.supports_penalties, self.stats, self.spec)
 
     # ----- capabilities beyond chat: small delegations to models/capabilities.py -----------------
-    async def aembed(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
-        """Embeddings (float32, one row per text), cached per text (`capabilities.aembed`)."""
-        return await capabilities.aembed(self, texts, batch_size)
-
-    async def achoice_logprobs(self, messages: list[dict] | str, choices: list[str], *, system: str | None = None,
-                               raw: bool = False) -> list[float]:  # fmt: skip
-        """Log-probability of each choice as the first answer token (local; `capabilities.achoice_logprobs`)."""
-        return await capabilities.achoice_logprobs(self, messages, choices, system=system, raw=raw)
-
-    async def aclassify(self, inputs: list[tuple[str, str | None]]) -> list[float]:
-        """A classifier backend's logit per (text, pair or None), cached per input (`capabilities.aclassify`)."""
-        return await capabilities.aclassify(self, inputs)
-
-    def span_scores(self, pairs: list[tuple[str, str]], **options: Any) -> list[SpanScore]:
-        """Log-probabilities of each answer's tokens given its prompt (local; `capabilities.span_scores`)."""
-        return capabilities.span_scores(self, pairs, **options)
-
-    def supports(self, capability: str) -> bool:
-        """Whether this model offers `capability` (`capabilities.CAPABILITIES`; DEVELOPING.md, "One door")."""
-        return capabilities.supports(self, capability)
-
-    def count_tokens(self, text: str, pair: str | None = None) -> int:
-        """Tokens of `text` (and `pair`) as this model's own tokenizer reads them."""
-        return capabilities.count_tokens(self, text, pair)
-
-    @property
-    def max_input_tokens(self) -> int | None:
-        """The longest input the model reads (a classifier's positions), None where not known."""
-        return getattr(self.backend, "max_positions", None)
-
-    def local_scorer(self, spec: str | None = None, *, dtype: str | None = None, device: str | None = None,
-                     shared: bool = True) -> Any:  # fmt: skip
-        """The in-process scoring engine of this local model or of `spec` (`capabilities.local_scorer`)."""
-        return capabilities.local_scorer(self, spec, dtype=dtype, device=device, shared=shared)
+    # Each is a function of models/capabilities.py that takes the model first, so it serves as the method:
+    # embeddings cached per text, a choice's first-token log-probability (local), a classifier's logits
+    # cached per input, span scores (local), `supports(capability)` and the model's own token counts
+    # (DEVELOPING.md, "One door"), and the in-process scoring engine of a local model.
+    aembed = capabilities.aembed
+    achoice_logprobs = capabilities.achoice_logprobs
+    aclassify = capabilities.aclassify
+    span_scores = capabilities.span_scores
+    supports = capabilities.supports
+    count_tokens = capabilities.count_tokens
+    local_scorer = capabilities.local_scorer
+    max_input_tokens = property(capabilities.max_input_tokens)
 
     # ----- sync facade: the async methods run on the one event-loop thread (aio.run_sync) -------
     chat = _sync(achat)
