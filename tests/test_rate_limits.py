@@ -158,8 +158,8 @@ def test_a_concurrency_cap_is_learned_from_its_429s(fake_server) -> None:
     assert gate.state()["concurrency"] == int(gate.limit)
 
 
-def test_aimd_rounds_decrease_once_and_grow_by_one() -> None:
-    gate = ProviderLimits(tolerance=0.1)
+def test_aimd_rounds_decrease_once_hold_and_grow_by_one() -> None:
+    gate = ProviderLimits(tolerance=0.1, hold_rounds=2)
     gate.informed = True
 
     async def round_of(refused: int, total: int) -> None:
@@ -169,14 +169,19 @@ def test_aimd_rounds_decrease_once_and_grow_by_one() -> None:
 
     asyncio.run(round_of(10, 20))  # half refused: the limit becomes what was admitted
     assert gate.limit == 10.0
+    asyncio.run(round_of(0, 10))  # it holds there for hold_rounds rounds, used or not
+    asyncio.run(round_of(0, 10))
+    assert gate.limit == 10.0
     asyncio.run(round_of(1, 10))  # exactly the tolerance (1 of 10): no decrease; the limit was used: +1
     assert gate.limit == 11.0
     asyncio.run(round_of(0, 11))
     assert gate.limit == 12.0
     asyncio.run(round_of(2, 12))  # above the tolerance: times the share admitted
     assert gate.limit == pytest.approx(10.0)
-    asyncio.run(round_of(10, 10))  # all refused: by half at most
+    asyncio.run(round_of(10, 10))  # all refused: by half at most (a decrease is never held back)
     assert gate.limit == pytest.approx(5.0)
+    asyncio.run(round_of(0, 5))
+    asyncio.run(round_of(0, 5))
     asyncio.run(round_of(0, 3))  # a round that did not use the limit does not grow it
     assert gate.limit == pytest.approx(5.0)
 

@@ -234,8 +234,10 @@ class ProviderLimits:
     its slot until the round ends, so a cap's instant refusals do not churn through it. A round is
     `limit` replies to requests sent since the last decision. A round in which more than
     `tolerance` of the replies were such 429s multiplies the limit by the share admitted (between
-    0.5 and 0.9: one decrease a round, whatever the number of 429s in it); a round that used the
-    whole limit without that adds one. Random 429s below `tolerance` do not shrink it. A refused
+    0.5 and 0.9: one decrease a round, whatever the number of 429s in it), and the limit then holds
+    there for `hold_rounds` rounds (the level the provider admitted: probing above it at once would
+    be refused again, and each refusal costs its row a `retry-after`); a round that used the whole
+    limit without that, past the hold, adds one. Random 429s below `tolerance` do not shrink it. A refused
     request itself waits its `retry-after` in the retry stage; nobody else waits for it.
 
     Until the first reply shows whether the provider sends limits (at most `probe_s` seconds), one
@@ -244,6 +246,7 @@ class ProviderLimits:
 
     probe_s: float = 2.0
     tolerance: float = 0.1
+    hold_rounds: int = 50  # rounds the limit stays where a decrease put it before growing again
     dims: dict[str, _Dim] = field(default_factory=dict)
     informed: bool = False
     probing_since: float | None = None
@@ -265,6 +268,7 @@ class ProviderLimits:
         self._round_done = 0
         self._round_refused = 0
         self._saturated = False
+        self._hold = 0  # rounds left before the limit may grow again (set by a decrease)
 
     def _sync(self) -> tuple[asyncio.Lock, asyncio.Event]:
         loop_id = id(asyncio.get_running_loop())
@@ -394,6 +398,9 @@ class ProviderLimits:
         share = self._round_refused / max(1, self._round_done)
         if share > self.tolerance:
             self.limit = max(1.0, self.limit * min(0.9, max(0.5, 1.0 - share)))
+            self._hold = self.hold_rounds
+        elif self._hold > 0:
+            self._hold -= 1
         elif self._saturated:
             self.limit = min(self.max_limit or float("inf"), self.limit + 1)
         self._round_start = time.monotonic()
