@@ -492,6 +492,8 @@ async def _fill(lookup: Lookup, keys: list[str], results: list[Any], missing: li
 
 
 def _sample_params(gen: GenParams, i: int, local: bool) -> GenParams:
-    """Sample `i`'s options (`GenParams.for_sample`); a local model samples from seed+i even unseeded."""
-    params = gen.for_sample(i)
-    return params.replace(seed=(gen.seed or 0) + i) if local and gen.temperature > 0 else params
+    """Sample `i`'s options (`GenParams.for_sample`); a local model samples from seed+i even unseeded
+    (from seed 0), through the same one rule."""
+    if local and gen.temperature > 0 and gen.seed is None:
+        gen = gen.replace(seed=0)
+    return gen.for_sample(i)
