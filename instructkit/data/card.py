@@ -15,6 +15,7 @@ import json
 import math
 import re
 import sys
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -248,40 +249,89 @@ def step_figures(kind: str, func: Any, records_in: list[dict], result: list[dict
     return out
 
 
-_NOTHING: tuple[tuple[str, ...]] = ((),)
+class _FigureColumn:
+    """One column of FigureRows: per row a kind byte (0 absent, 1 float, 2 int, 3 other) and a float64
+    slot holding the number, or for other values (statuses, licenses) an index into `objects`, where
+    equal hashable values are stored once. About 9 bytes a row, however many rows."""
+
+    def __init__(self) -> None:
+        self.kinds = bytearray()
+        self.slots = array("d")
+        self.objects: list[Any] = []
+        self._codes: dict[Any, int] = {}
+
+    def put(self, i: int, value: Any) -> None:
+        if len(self.kinds) < i:  # rows before this one had no such column
+            self.kinds.extend(bytes(i - len(self.kinds)))
+            self.slots.extend(array("d", bytes(8 * (i - len(self.slots)))))
+        if isinstance(value, float):
+            kind, slot = 1, value
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**53:  # exact in float64
+            kind, slot = 2, float(value)
+        else:
+            kind, slot = 3, float(self._code(value))
+        self.kinds.append(kind)
+        self.slots.append(slot)
+
+    def _code(self, value: Any) -> int:
+        try:
+            code = self._codes.get(value)
+        except TypeError:  # unhashable: kept as it is
+            code = None
+        else:
+            if code is not None:
+                return code
+            self._codes[value] = len(self.objects)
+        self.objects.append(value)
+        return len(self.objects) - 1
+
+    def get(self, i: int) -> tuple[bool, Any]:
+        """(present, value) of row i."""
+        kind = self.kinds[i] if i < len(self.kinds) else 0
+        if kind == 0:
+            return False, None
+        slot = self.slots[i]
+        return True, slot if kind == 1 else int(slot) if kind == 2 else self.objects[int(slot)]
 
 
 class FigureRows(Sequence[dict]):
-    """What `step_figures` reads of many rows, kept compact: per row only its license, parse statuses
-    and numeric score columns (as a tuple under a shared column tuple), plus the union of every row's
-    keys (which columns a step added). A streaming step keeps these, not its rows, for its figures."""
+    """What `step_figures` reads of many rows, kept compact and column by column: per row only its
+    license, parse statuses and numeric score columns (about 9 bytes a row and column, see
+    `_FigureColumn`), plus the union of every row's keys (which columns a step added). A streaming step
+    keeps these, not its rows, for its figures. A row reads back as the dict of its kept columns, in
+    the order the columns were first seen."""
 
     def __init__(self) -> None:
-        self._columns: dict[tuple[str, ...], tuple[str, ...]] = {}
-        self._rows: list[tuple[Any, ...]] = []  # per row (its column tuple, *its values): one tuple a row
+        self._columns: dict[str, _FigureColumn] = {}
+        self._rows = 0
         self.keys: dict[str, None] = {}
 
     def add(self, rows: Iterable[Mapping[str, Any]]) -> None:
         for row in rows:
             self.keys.update(dict.fromkeys(row))
-            kept = [(k, v) for k, v in row.items() if _figure_column(k, v)]
-            names = tuple(k for k, _ in kept)
-            if not kept:  # a row with nothing a figure reads: one shared tuple
-                self._rows.append(_NOTHING)
-                continue
-            values = (sys.intern(v) if isinstance(v, str) else v for _, v in kept)  # few distinct statuses, licenses
-            self._rows.append((self._columns.setdefault(names, names), *values))
+            for k, v in row.items():
+                if _figure_column(k, v):
+                    self._columns.setdefault(k, _FigureColumn()).put(self._rows, v)
+            self._rows += 1
 
     def __len__(self) -> int:
-        return len(self._rows) + 1
+        return self._rows + 1
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        if i == 0 or i == -len(self):  # the first row names every key (values None: no figure reads it)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        if i == 0:  # the first row names every key (values None: no figure reads it)
             return dict.fromkeys(self.keys)
-        names, *values = self._rows[i - 1 if i > 0 else i]
-        return dict(zip(names, values))
+        row = {}
+        for name, col in self._columns.items():
+            present, value = col.get(i - 1)
+            if present:
+                row[name] = value
+        return row
 
 
 def _figure_column(key: str, value: Any) -> bool:
