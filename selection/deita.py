@@ -24,7 +24,16 @@ import numpy as np
 
 from instructkit.registry import method
 
-from .common import EmbeddingOptions, Matmul, as_indices, compute_dtype, score_column, stable_order, take
+from .common import (
+    EmbeddingOptions,
+    Matmul,
+    PageBudget,
+    as_indices,
+    compute_dtype,
+    score_column,
+    stable_order,
+    take,
+)
 from .embed import load_embeddings
 
 
@@ -46,6 +55,7 @@ def greedy_similarity_filter(
     budget = len(order) if budget is None else min(int(budget), len(order))
     dtype = compute_dtype(emb)
     mm = Matmul(device)
+    pages = PageBudget(emb)
     sel_vecs = np.empty((max(budget, 1), d), dtype=dtype)
     chosen: list[int] = []
     pos = 0
@@ -57,6 +67,7 @@ def greedy_similarity_filter(
         cand = order[pos : pos + width]
         pos += len(cand)
         x = np.asarray(emb[cand], dtype=dtype)
+        pages.took(len(cand))
         if normalize:
             norms = np.sqrt(np.einsum("ij,ij->i", x, x))
             norms[norms == 0] = 1

@@ -33,10 +33,12 @@ from instructkit.registry import method
 from .common import (
     EmbeddingOptions,
     Matmul,
+    PageBudget,
     as_indices,
     check_random_state,
     compute_dtype,
     l2_normalize,
+    read_blocks,
     row_blocks,
     row_norms_sq,
     seed_of,
@@ -47,6 +49,7 @@ from .embed import load_embeddings
 _DONE = np.iinfo(np.int32).max  # `seen` value of a selected row: never refreshed again
 _PAIRS = 1 << 10  # (row, center) pairs recomputed in float64 per gather (bounds its temporaries)
 _TIE_WINDOW = 2.0**-20  # relative gap under which two squared distances may round to one float32 distance
+_MAPPED_BYTES = 64 << 20  # contiguous rows a pass over a memory-mapped file maps at once
 
 
 def float32_error_coefficient(d: int, mm: Matmul) -> float:
@@ -84,6 +87,7 @@ class _State:
         self.centers = np.empty((max(k, 1), d), dtype=self.dtype)
         self.cn = np.empty(max(k, 1))
         self.t = 0
+        self.pages = PageBudget(x)
         if resident is None:  # on a GPU the rows live there once; the min is reduced there too
             resident = mm.torch is not None and mm.device != "cpu"
         self.xdev = mm.to_dev(np.asarray(x, dtype=self.dtype)) if resident and mm.torch is not None else None
@@ -96,7 +100,14 @@ class _State:
     def gather(self, g: np.ndarray) -> Any:
         if self.xdev is not None:
             return self.xdev[self.mm.to_dev(g)]
-        return np.asarray(self.x[g], dtype=self.dtype)
+        return np.asarray(self.take(g), dtype=self.dtype)
+
+    def take(self, g: np.ndarray) -> np.ndarray:
+        """A copy of the scattered rows g (the pages a memory-mapped file maps for them kept within
+        budget: `PageBudget`)."""
+        rows = self.x[g]
+        self.pages.took(len(g))
+        return rows
 
     def fold(self, rows: Any, g: np.ndarray | slice, cvec: np.ndarray, cn: np.ndarray) -> None:
         """m[g] = min(m[g], squared distance of each row to its nearest center in cvec) (rows = x[g]).
@@ -175,23 +186,24 @@ class _State:
         out = np.empty(len(g))
         for lo, hi in row_blocks(len(g), _PAIRS):
             # float32 x float32 products are exact in float64: only the sum rounds, in float64
-            d2 = np.einsum("ij,ij->i", self.x[g[lo:hi]], cvec[c[lo:hi]], dtype=np.float64) * -2
+            d2 = np.einsum("ij,ij->i", self.take(g[lo:hi]), cvec[c[lo:hi]], dtype=np.float64) * -2
             d2 += self.sqn[g[lo:hi]]
             d2 += cn[c[lo:hi]]
             out[lo:hi] = d2
         return np.maximum(out, 0)
 
-    def apply_block(self, lo: int, hi: int, cvec: np.ndarray, cn: np.ndarray) -> None:
-        """Fold centers into rows lo:hi (contiguous, no copy of the rows)."""
-        self.fold(self.rows(lo, hi), slice(lo, hi), cvec, cn)
+    def apply_all(self, cvec: np.ndarray, cn: np.ndarray, block: int) -> None:
+        """Fold centers into every row, in contiguous blocks (no copy of the rows; a memory-mapped
+        file's pages released block by block, so at most `_MAPPED_BYTES` of it are mapped at once)."""
+        block = min(block, max(256, _MAPPED_BYTES // max(1, self.x.itemsize * self.x.shape[1])))
+        for lo, hi, _ in read_blocks(self.x, block):
+            self.fold(self.rows(lo, hi), slice(lo, hi), cvec, cn)
 
     def add_fixed(self, idx: np.ndarray) -> None:
         """Fold an already-selected set into every row (dense pass) and mask those rows."""
         for lo, hi in row_blocks(len(idx), 4096):
             cvec = np.asarray(self.x[idx[lo:hi]], dtype=self.dtype)
-            cn = self.sqn[idx[lo:hi]]
-            for a, b in row_blocks(len(self.x), self.tile // max(1, len(cvec))):
-                self.apply_block(a, b, cvec, cn)
+            self.apply_all(cvec, self.sqn[idx[lo:hi]], self.tile // max(1, len(cvec)))
         self.m[idx] = -np.inf
         self.seen[idx] = _DONE
 
@@ -224,8 +236,7 @@ class _State:
         start = int(self.seen[live].min())
         if start < self.t:
             cvec, cn = self.centers[start : self.t], self.cn[start : self.t]
-            for lo, hi in row_blocks(len(self.x), max(256, self.tile // max(1, len(cvec)))):
-                self.apply_block(lo, hi, cvec, cn)
+            self.apply_all(cvec, cn, max(256, self.tile // max(1, len(cvec))))
         self.m[~live] = -np.inf
         self.seen[live] = self.t
 
@@ -316,12 +327,12 @@ def _first(x: np.ndarray, init: str, random_state: int | None) -> int:
         return int(check_random_state(random_state).choice(len(x)))
     if init == "center":
         mean = np.zeros(x.shape[1], dtype=np.float64)
-        for lo, hi in row_blocks(len(x), 65536):
-            mean += l2_normalize(x[lo:hi], np.dtype(np.float64)).sum(axis=0)
+        for _, _, rows in read_blocks(x, 65536):
+            mean += l2_normalize(rows, np.dtype(np.float64)).sum(axis=0)
         mean /= len(x)
         best, best_d = 0, np.inf
-        for lo, hi in row_blocks(len(x), 65536):
-            d2 = ((l2_normalize(x[lo:hi], np.dtype(np.float64)) - mean) ** 2).sum(axis=1)
+        for lo, _, rows in read_blocks(x, 65536):
+            d2 = ((l2_normalize(rows, np.dtype(np.float64)) - mean) ** 2).sum(axis=1)
             j = int(np.argmin(d2))
             if d2[j] < best_d:
                 best, best_d = lo + j, d2[j]

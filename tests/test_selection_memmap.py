@@ -79,3 +79,71 @@ def test_embedding_cache_is_read_back_as_a_memmap(tmp_path) -> None:
     assert isinstance(first, np.memmap) and isinstance(again, np.memmap)
     assert first.dtype == np.float32 and first.shape == (2, 384)
     np.testing.assert_array_equal(first, again)
+
+
+def mapped_bytes(path) -> int:
+    """Bytes of `path` this process has resident through its mappings (Linux's /proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps", encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            first = line.split(maxsplit=1)[0]
+            if "-" in first and not first.endswith(":"):  # a mapping's header line
+                inside = line.rstrip().endswith(str(path))
+            elif inside and first == "Rss:":
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def test_release_pages_unmaps_a_read_only_file_and_keeps_its_values(tmp_path) -> None:
+    """A pass over a memory-mapped file leaves about one block mapped, not the file; values read again
+    are the same (the page cache still holds them); arrays in memory and writable maps are left alone."""
+    from instructkit.selection.common import read_blocks, release_pages, row_norms_sq
+
+    path = tmp_path / "e.npy"
+    mm = clustered_npy(path)  # 41 MB
+    want = np.einsum("ij,ij->i", np.array(mm, dtype=np.float64), np.array(mm, dtype=np.float64))
+    assert mapped_bytes(path) >= mm.nbytes * 0.9  # np.array read every page
+    release_pages(mm)
+    assert mapped_bytes(path) == 0
+    most = 0
+    for _, hi, rows in read_blocks(mm, 1024):  # blocks of 1 MB
+        assert float(rows[-1, -1]) == float(mm[hi - 1, -1])
+        most = max(most, mapped_bytes(path))
+    assert most < mm.nbytes / 4  # a block and what the kernel maps around it (fault-around, large folios)
+    assert np.array_equal(row_norms_sq(mm, np.dtype(np.float64), block=1024), want)
+    assert mapped_bytes(path) < mm.nbytes / 4
+    release_pages(mm[5000:6000])  # a slice releases its own rows
+    ram = np.array(mm)
+    release_pages(ram)  # no mapping: nothing to do
+    rw = np.load(path, mmap_mode="r+")
+    rw[0, 0] = 7.0
+    release_pages(rw)  # a writable map's pages may hold what the file does not: kept
+    assert rw[0, 0] == 7.0
+
+
+def test_page_budget_releases_every_so_many_rows_once_over_budget(tmp_path, monkeypatch) -> None:
+    """`PageBudget` looks every `every` rows read, and releases the map only when the process's mapped
+    file pages pass the budget; k-center's picks are the same when it releases at every look."""
+    import functools
+
+    import instructkit.selection.common as common
+    import instructkit.selection.kcenter as kc
+    from instructkit.selection.common import PageBudget
+
+    path = tmp_path / "e.npy"
+    mm = clustered_npy(path)
+    np.array(mm)
+    over, under = PageBudget(mm, budget=0, every=10), PageBudget(mm, budget=1 << 50, every=10)
+    under.took(10)
+    assert mapped_bytes(path) >= mm.nbytes * 0.9
+    over.took(9)
+    assert mapped_bytes(path) >= mm.nbytes * 0.9  # one row short of a look
+    over.took(1)
+    assert mapped_bytes(path) == 0
+    want = kcenter_greedy(np.array(mm), 300, first_index=5, tile=1 << 18)
+    releases = []
+    real = common.release_pages
+    monkeypatch.setattr(common, "release_pages", lambda x, *a: (releases.append(a), real(x, *a)))
+    monkeypatch.setattr(kc, "PageBudget", functools.partial(common.PageBudget, budget=0, every=64))
+    assert kcenter_greedy(mm, 300, first_index=5, tile=1 << 18).tolist() == want.tolist()
+    assert () in releases  # the budget released the whole map
