@@ -9,7 +9,7 @@ row times the rows) and issue 20's memory target (at most 500 MB at any size). A
 `-o top_logprobs 0` (no logprobs: issue 20's million-row scenario) and a fresh cache per run. With
 `--check-size N` (default 100000, when among the sizes) the same N rows run once more in memory
 (`--window 0`) and the two outputs are compared byte for byte. `--million` adds 1,000,000 rows (about
-45 minutes on a 2-core machine).
+15 minutes on a 2-core machine).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def digest(path: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10000,100000", help="row counts, comma-separated")
-    ap.add_argument("--million", action="store_true", help="add 1,000,000 rows (about 45 minutes)")
+    ap.add_argument("--million", action="store_true", help="add 1,000,000 rows (about 15 minutes)")
     ap.add_argument("--window", type=int, default=10_000, help="rows per window (the CLI's --window)")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--check-size", type=int, default=100_000, help="rows whose output is compared with --window 0")

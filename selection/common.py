@@ -83,7 +83,8 @@ class PageBudget:
     large file resident. After every `every` rows read
     (`took`), once the process's file-backed resident set passes the budget, the array's pages are
     released (`release_pages`). A released page read again costs a minor fault, which the budget keeps
-    rare: on a 1M x 384 file, k-center peaks near 0.9 GB instead of 1.9 GB for about 5% more time."""
+    rare: k-center on a 1M x 384 file (k = 10,000) peaks at 1.0 GB instead of 2.0 GB, at the same
+    multiple of its GEMM bound (bench/selection_scale.py)."""
 
     x: np.ndarray
     budget: int = 512 << 20

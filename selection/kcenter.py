@@ -13,7 +13,8 @@ them. float64 input is computed in float64 throughout. `exact=False` skips the r
 only; near-ties may then go differently from the official code).
 Other deviations, none changing a pick: we track squared distances (same argmax), already-selected rows
 are masked (so duplicates never trip the official `assert ind not in already_selected`), and memory is
-O(N) (a running min-distance vector, no N x N matrix). For speed the vector is updated lazily: each
+O(N) (a running min-distance vector, no N x N matrix; a memory-mapped file's pages are released as the
+passes and gathers finish with them: `read_blocks`, `PageBudget`). For speed the vector is updated lazily: each
 row remembers how many centers it has seen, and before a pick only the rows whose stale (upper-bound)
 distance could still beat the current best are brought up to date, in blocked products against the
 centers they missed (lag buckets, <= 2x redundant work); when too many rows qualify, every row is
