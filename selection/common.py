@@ -80,9 +80,8 @@ class PageBudget:
 
     A scattered row read from a mapped file maps the pages around it (the kernel's fault-around: 64 KiB,
     or a whole large folio, up to 2 MiB, on newer kernels), so many scattered reads leave most of a
-    large file resident. After every `every` rows read
-    (`took`), once the process's file-backed resident set passes the budget, the array's pages are
-    released (`release_pages`). A released page read again costs a minor fault, which the budget keeps
+    large file resident. After every `every` rows read (`took`), once the process's file-backed
+    resident set passes the budget, the array's pages are released (`release_pages`). A released page read again costs a minor fault, which the budget keeps
     rare: k-center on a 1M x 384 file (k = 10,000) peaks at 1.0 GB instead of 2.0 GB, at the same
     multiple of its GEMM bound (bench/selection_scale.py)."""
 
@@ -118,8 +117,9 @@ def release_pages(x: np.ndarray, lo: int = 0, hi: int | None = None) -> None:
 
     The page cache keeps the pages and the next read maps them again (a minor fault, no disk read), but
     the process no longer counts them: without this, a pass over a 1M x 384 float32 file leaves all
-    1.5 GB in the resident set (and scattered reads map the pages around each row: `PageBudget`). Only mode "r" mappings: their pages hold nothing that is not in the file. A no-op for
-    anything else (arrays in memory, other modes, platforms without madvise)."""
+    1.5 GB in the resident set (and scattered reads map the pages around each row: `PageBudget`).
+    Only mode "r" mappings: their pages hold nothing that is not in the file. A no-op for anything
+    else (arrays in memory, other modes, platforms without madvise)."""
     mm = getattr(x, "_mmap", None)
     if mm is None or getattr(x, "mode", None) != "r" or not hasattr(mm, "madvise") or mm.closed:
         return

@@ -311,7 +311,10 @@ class FigureRows(Sequence[dict]):
             self.keys.update(dict.fromkeys(row))
             for k, v in row.items():
                 if _figure_column(k, v):
-                    self._columns.setdefault(k, _FigureColumn()).put(self._rows, v)
+                    column = self._columns.get(k)
+                    if column is None:  # a new column, made once (not a throwaway default a value)
+                        column = self._columns[k] = _FigureColumn()
+                    column.put(self._rows, v)
             self._rows += 1
 
     def __len__(self) -> int:
